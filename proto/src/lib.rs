@@ -1,0 +1,1 @@
+//! Generated gRPC code for the `flotilla.v1` package.

@@ -1,0 +1,13 @@
+//! Flotilla's domain model, release spec and dependency-aware planner.
+//!
+//! This crate is pure: it does no I/O, reads no clock and spawns nothing, so the
+//! coordinator's engine, the CLI and tests can all call it freely.
+
+pub mod inventory;
+pub mod model;
+pub mod plan;
+pub mod spec;
+
+pub use inventory::Fleet;
+pub use model::{DepKind, HostCount, HostId, LabelSelector, Labels, OnFailure, RollbackScope, ServiceName};
+pub use spec::{ReleaseSpec, SourceFile, SpecError, SpecErrors};

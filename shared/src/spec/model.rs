@@ -1,0 +1,232 @@
+//! The validated release spec: typed values the planner and engine work with.
+//!
+//! Every value here has passed validation; nothing in this module parses or fails.
+//! Source positions are kept only where later checks (against a live fleet, or the
+//! dependency cycle check) still need to point back into the file.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use semver::{Version, VersionReq};
+
+use crate::model::{
+    DepKind, HostCount, LabelSelector, OnFailure, RollbackScope, ServiceName,
+};
+use crate::spec::source::Span;
+
+/// A whole release spec (DESIGN §4).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReleaseSpec {
+    /// The release name, `[a-z0-9-]{1,63}`.
+    pub release: String,
+    /// Stages in order. Never empty: a spec without `[[stage]]` gets one stage over all hosts.
+    pub stages: Vec<StageSpec>,
+    /// Services in the order the spec lists them.
+    pub services: Vec<ServiceSpec>,
+    /// Gates in the order the spec lists them.
+    pub gates: Vec<GateSpec>,
+}
+
+impl ReleaseSpec {
+    /// The service with this name, if the release has it.
+    pub fn service(&self, name: &str) -> Option<&ServiceSpec> {
+        self.services.iter().find(|s| s.name.as_str() == name)
+    }
+}
+
+/// A slice of the fleet that receives the whole release before the next one does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageSpec {
+    /// Unique stage name.
+    pub name: String,
+    /// Which hosts belong to the stage. `None`: every host not covered by an earlier stage.
+    pub hosts: Option<LabelSelector>,
+    /// Whether a human must approve before the NEXT stage starts.
+    pub approval: bool,
+    /// Where the stage is declared, for errors found when planning against a fleet.
+    pub span: Span,
+}
+
+/// How a service rolls out and reacts to failure; `[defaults]` sets these for every service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutPolicy {
+    /// Hosts in the first batch; zero means no canary.
+    pub canary: HostCount,
+    /// Cumulative batch sizes after the canary. The last one always covers every host.
+    pub batches: Vec<HostCount>,
+    /// How long health is re-checked after each batch before the next starts.
+    pub bake: Duration,
+    /// Failed hosts tolerated per service per stage.
+    pub max_failed: u32,
+    /// A service with no progress for this long fails.
+    pub progress_deadline: Duration,
+    /// What a failure of this service does to the release.
+    pub on_failure: OnFailure,
+    /// Which services a failure of this service rolls back.
+    pub rollback_scope: RollbackScope,
+    /// No automatic rollback of this service once it finished longer than this ago.
+    pub rollback_window: Duration,
+    /// Health checks must pass continuously this long for a host to be healthy.
+    pub healthy_for: Duration,
+    /// A host not healthy this long after its start fails.
+    pub healthy_deadline: Duration,
+    /// Time limit for each hook.
+    pub hook_timeout: Duration,
+}
+
+impl Default for RolloutPolicy {
+    /// The defaults DESIGN §4 documents.
+    fn default() -> Self {
+        Self {
+            canary: HostCount::Hosts(1),
+            batches: vec![HostCount::Percent(2_500), HostCount::ALL],
+            bake: Duration::from_secs(30),
+            max_failed: 0,
+            progress_deadline: Duration::from_secs(600),
+            on_failure: OnFailure::Rollback,
+            rollback_scope: RollbackScope::Cascade,
+            rollback_window: Duration::from_secs(3_600),
+            healthy_for: Duration::from_secs(5),
+            healthy_deadline: Duration::from_secs(120),
+            hook_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// One deployable service at its target version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceSpec {
+    /// Unique service name.
+    pub name: ServiceName,
+    /// The target version.
+    pub version: Version,
+    /// Which hosts run the service; empty selects every host.
+    pub hosts: LabelSelector,
+    /// Where the artifact is and what it must hash to.
+    pub artifact: Artifact,
+    /// How to run the service.
+    pub run: RunSpec,
+    /// Lifecycle hooks.
+    pub hooks: Hooks,
+    /// Health checks, all of which must pass.
+    pub health: Vec<HealthCheck>,
+    /// Contracts this version serves, with the version it serves.
+    pub provides: BTreeMap<String, Version>,
+    /// Contracts this version needs, as semver ranges.
+    pub requires: BTreeMap<String, VersionReq>,
+    /// Dependencies written in the spec.
+    pub depends_on: Vec<Dependency>,
+    /// Rollout and failure policy after `[defaults]` and overrides.
+    pub policy: RolloutPolicy,
+    /// Where the `[[service]]` table is, for errors found when planning against a fleet.
+    pub span: Span,
+}
+
+/// A dependency edge as written: `{ service = "auth", kind = "hard" }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependency {
+    /// The service depended on; it may be outside the release (already in the fleet).
+    pub service: ServiceName,
+    /// What kind of dependency this is.
+    pub kind: DepKind,
+    /// Where the entry is written.
+    pub span: Span,
+}
+
+/// The artifact to fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artifact {
+    /// `http://`, `https://` or `file://` URL of a tar or tar.gz.
+    pub url: String,
+    /// Expected SHA-256 of the artifact, 64 lowercase hex digits.
+    pub sha256: String,
+}
+
+/// How the agent runs the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSpec {
+    /// Program to start, relative to the release directory or absolute.
+    pub command: String,
+    /// Arguments.
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Time between SIGTERM and SIGKILL when stopping.
+    pub stop_timeout: Duration,
+}
+
+/// Lifecycle hooks, each a shell command run in the release directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hooks {
+    /// Before the new release is unpacked into place.
+    pub before_install: Option<String>,
+    /// After unpacking, before the old process stops.
+    pub after_install: Option<String>,
+    /// Schema or data migration, once per release on one host.
+    pub migrate: Option<String>,
+    /// Undoes `migrate` during a rollback; none means the migration is irreversible.
+    pub migrate_down: Option<String>,
+    /// After the new process started, before health checks count.
+    pub validate: Option<String>,
+}
+
+/// One health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// What to probe.
+    pub probe: Probe,
+    /// Time between samples.
+    pub interval: Duration,
+    /// Time limit for one sample.
+    pub timeout: Duration,
+}
+
+/// What a health check probes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// An HTTP GET that must answer with `expect_status` (and contain `body` if given).
+    Http {
+        /// The URL to fetch.
+        url: String,
+        /// The status that counts as healthy.
+        expect_status: u16,
+        /// A substring the body must contain.
+        body: Option<String>,
+    },
+    /// A TCP connect to `host:port`.
+    Tcp {
+        /// The address to connect to.
+        addr: String,
+    },
+    /// A command that must exit 0.
+    Exec {
+        /// The shell command.
+        command: String,
+    },
+}
+
+/// A check between parts of a release.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GateSpec {
+    /// Unique gate name.
+    pub name: String,
+    /// The gate runs once these services are done, in each stage.
+    pub after: Vec<ServiceName>,
+    /// A command run on one matching agent.
+    pub exec: Option<GateExec>,
+    /// Whether a human must approve too.
+    pub approval: bool,
+    /// Where the gate is declared.
+    pub span: Span,
+}
+
+/// The command a gate runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GateExec {
+    /// The shell command.
+    pub command: String,
+    /// Which agents may run it; one of them does.
+    pub on: LabelSelector,
+    /// Time limit.
+    pub timeout: Duration,
+}

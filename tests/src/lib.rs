@@ -1,0 +1,1 @@
+//! Helpers for Flotilla's cross-process tests.
