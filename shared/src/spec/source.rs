@@ -218,7 +218,8 @@ mod tests {
         assert_eq!(src.line_col(0), (1, 1));
         assert_eq!(src.line_col(6), (2, 1));
         assert_eq!(src.line_col(10), (2, 5));
-        assert_eq!(src.line_col(14), (3, 1));
+        assert_eq!(src.line_col(13), (2, 7));
+        assert_eq!(src.line_col(15), (3, 1));
         assert_eq!(src.line_text(2), "y = \"é\"");
     }
 
