@@ -3,6 +3,7 @@
 //! This crate is pure: it does no I/O, reads no clock and spawns nothing, so the
 //! coordinator's engine, the CLI and tests can all call it freely.
 
+pub mod fixtures;
 pub mod inventory;
 pub mod model;
 pub mod plan;
