@@ -1,2 +1,80 @@
-//! The `flotilla` command-line tool.
-fn main() {}
+//! The `flotilla` command-line tool: plans releases and, against a cluster, drives them.
+
+mod plan;
+mod render;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Releases many interdependent services as one unit.
+#[derive(Debug, Parser)]
+#[command(name = "flotilla", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show how a release would run: stages, waves, batches, gates and rollback order.
+    ///
+    /// Offline: no cluster is needed. With `--hosts`, hosts and batches are computed
+    /// from an inventory and the spec is checked against it.
+    Plan(plan::PlanArgs),
+}
+
+/// How to print results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Human-readable text.
+    Table,
+    /// The stable JSON document (docs/plan-json.md).
+    Json,
+    /// A Graphviz graph of services, dependencies and gates.
+    Dot,
+}
+
+/// A failure with the exit code it maps to (DESIGN §10).
+#[derive(Debug)]
+pub enum Failure {
+    /// 1: something went wrong talking to the cluster or the machine.
+    Operational(anyhow::Error),
+    /// 2: bad usage or a bad spec; the message says what to fix.
+    Usage(anyhow::Error),
+}
+
+impl Failure {
+    fn code(&self) -> u8 {
+        match self {
+            Failure::Operational(_) => 1,
+            Failure::Usage(_) => 2,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Plan(args) => plan::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            let (Failure::Operational(e) | Failure::Usage(e)) = &failure;
+            // Spec errors render themselves fully; other errors get the usual prefix.
+            if e.downcast_ref::<flotilla_shared::SpecErrors>().is_some() {
+                #[allow(clippy::print_stderr)]
+                {
+                    eprintln!("{e}");
+                }
+            } else {
+                #[allow(clippy::print_stderr)]
+                {
+                    eprintln!("error: {e:#}");
+                }
+            }
+            ExitCode::from(failure.code())
+        }
+    }
+}

@@ -1,1 +1,83 @@
-fn main() {}
+//! Planning benchmark: 10,000 services with 50,000 dependency edges (DESIGN §6).
+//!
+//! Run with `cargo bench -p flotilla-shared --bench planner`.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use flotilla_shared::DepKind;
+use flotilla_shared::ReleaseSpec;
+use flotilla_shared::fixtures::{fleet, host, release, service};
+use flotilla_shared::plan::{Plan, PlanReport};
+use flotilla_shared::spec::SourceFile;
+
+/// A deterministic xorshift generator, so every run plans the same graph.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// `services` services and `edges` distinct edges, each from a later service to an
+/// earlier one (acyclic), kinds mixed.
+fn big_spec(services: usize, edges: usize) -> ReleaseSpec {
+    let mut rng = Rng(0x5eed_f107_111a);
+    let mut deps: Vec<Vec<(usize, DepKind)>> = vec![Vec::new(); services];
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < edges {
+        let a = 1 + rng.below(services - 1);
+        // Mostly near neighbours, sometimes far: long chains and wide waves both.
+        let span = if rng.below(4) == 0 { a } else { a.min(50) };
+        let b = a - 1 - rng.below(span);
+        if seen.insert((a, b)) {
+            let kind = [DepKind::Hard, DepKind::Hard, DepKind::Config, DepKind::Soft][rng.below(4)];
+            deps[a].push((b, kind));
+        }
+    }
+    let mut spec = release("bench");
+    for (v, list) in deps.iter().enumerate() {
+        let mut svc = service(&format!("svc-{v:05}"), "1.0.0");
+        for &(b, kind) in list {
+            svc = svc.depends(&format!("svc-{b:05}"), kind);
+        }
+        spec = spec.with(svc);
+    }
+    spec
+}
+
+fn planning(c: &mut Criterion) {
+    let spec = big_spec(10_000, 50_000);
+    let mut group = c.benchmark_group("plan");
+    group.sample_size(30);
+    group.bench_function("10k_services_50k_edges", |b| b.iter(|| Plan::build(black_box(&spec), None).unwrap()));
+
+    // The same graph against a fleet of 100 hosts in two stages: batches for every
+    // service in every stage.
+    let hosts =
+        (0..100).map(|i| host(&format!("h{i:03}"), &[("cell", if i < 10 { "canary" } else { "main" })], &[])).collect();
+    let fleet = fleet(hosts);
+    let staged = spec.clone().stages("cell", &["canary"]);
+    group.bench_function("10k_services_50k_edges_100_hosts", |b| {
+        b.iter(|| Plan::build(black_box(&staged), Some(&fleet)).unwrap())
+    });
+    group.finish();
+
+    // The JSON document for a more usual release: 200 services, 1,000 edges, including
+    // the rollback plan of every service.
+    let medium = big_spec(200, 1_000);
+    let plan = Plan::build(&medium, None).unwrap();
+    let source = SourceFile::new("bench.toml", "");
+    c.bench_function("report/200_services_1k_edges", |b| b.iter(|| PlanReport::new(black_box(&plan), &source)));
+}
+
+criterion_group!(benches, planning);
+criterion_main!(benches);

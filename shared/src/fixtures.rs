@@ -29,10 +29,7 @@ pub fn service(name: &str, version: &str) -> ServiceSpec {
         name: ServiceName::from(name),
         version: Version::parse(version).expect("fixture versions are valid"),
         hosts: LabelSelector::all(),
-        artifact: Artifact {
-            url: format!("file:///artifacts/{name}-{version}.tar.gz"),
-            sha256: "0".repeat(64),
-        },
+        artifact: Artifact { url: format!("file:///artifacts/{name}-{version}.tar.gz"), sha256: "0".repeat(64) },
         run: RunSpec {
             command: format!("bin/{name}"),
             args: Vec::new(),
@@ -122,7 +119,12 @@ impl ReleaseSpec {
                 approval: false,
                 span: Span::default(),
             })
-            .chain(std::iter::once(StageSpec { name: "rest".to_owned(), hosts: None, approval: false, span: Span::default() }))
+            .chain(std::iter::once(StageSpec {
+                name: "rest".to_owned(),
+                hosts: None,
+                approval: false,
+                span: Span::default(),
+            }))
             .collect();
         self
     }
@@ -135,7 +137,9 @@ pub fn host(id: &str, labels: &[(&str, &str)], services: &[(&str, &str)]) -> Hos
         labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         services: services
             .iter()
-            .map(|(s, v)| (ServiceName::from(*s), Installed::Version(Version::parse(v).expect("valid fixture version"))))
+            .map(|(s, v)| {
+                (ServiceName::from(*s), Installed::Version(Version::parse(v).expect("valid fixture version")))
+            })
             .collect(),
     }
 }

@@ -273,10 +273,8 @@ mod tests {
 
     #[test]
     fn selectors_need_every_label() {
-        let labels: Labels = [("role", "web"), ("zone", "a")]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
+        let labels: Labels =
+            [("role", "web"), ("zone", "a")].into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
         let sel = LabelSelector([("role".to_owned(), "web".to_owned())].into());
         assert!(sel.matches(&labels));
         assert!(LabelSelector::all().matches(&labels));

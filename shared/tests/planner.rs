@@ -50,7 +50,8 @@ fn hosts_go_to_the_first_stage_that_selects_them_and_batches_skip_hosts_at_targe
 
 #[test]
 fn a_service_without_hosts_in_a_stage_has_no_rollout_there() {
-    let spec = release("r").stages("cell", &["canary"]).with(service("db", "2.0.0").on("role", "db").on("cell", "main"));
+    let spec =
+        release("r").stages("cell", &["canary"]).with(service("db", "2.0.0").on("role", "db").on("cell", "main"));
     let fleet = shop_fleet();
     let plan = Plan::build(&spec, Some(&fleet)).unwrap();
     assert!(plan.rollout(0, 0).is_none());
@@ -72,7 +73,10 @@ fn selectors_that_match_no_host_are_refused() {
 fn a_dependency_outside_the_release_must_run_in_the_fleet() {
     let spec = release("r").with(service("web", "2.0.0").depends("cache", DepKind::Hard));
     let errors = Plan::build(&spec, Some(&shop_fleet())).unwrap_err();
-    assert_eq!(errors[0].message, "`web` depends on `cache`, which is neither in this release nor running in the fleet");
+    assert_eq!(
+        errors[0].message,
+        "`web` depends on `cache`, which is neither in this release nor running in the fleet"
+    );
 
     let with_cache = fleet(vec![host("h", &[], &[("cache", "1.0.0")])]);
     let plan = Plan::build(&spec, Some(&with_cache)).unwrap();
@@ -112,7 +116,10 @@ fn a_requirement_served_by_the_fleet_is_accepted() {
     let mut h = host("h", &[], &[]);
     h.services.insert(
         ServiceName::from("auth"),
-        Installed::Detailed { version: "3.1.4".parse().unwrap(), provides: [("auth-api".into(), "3.1.4".parse().unwrap())].into() },
+        Installed::Detailed {
+            version: "3.1.4".parse().unwrap(),
+            provides: [("auth-api".into(), "3.1.4".parse().unwrap())].into(),
+        },
     );
     assert!(Plan::build(&spec, Some(&fleet(vec![h.clone()]))).is_ok());
     let errors = Plan::build(&spec, Some(&fleet(vec![host("h", &[], &[])]))).unwrap_err();

@@ -11,7 +11,13 @@ fn names(list: &[&str]) -> BTreeSet<ServiceName> {
     list.iter().map(|&s| ServiceName::from(s)).collect()
 }
 
-fn rollback(spec: &ReleaseSpec, fleet: Option<&Fleet>, failed: &str, scope: RollbackScope, started: &[&str]) -> RollbackPlan {
+fn rollback(
+    spec: &ReleaseSpec,
+    fleet: Option<&Fleet>,
+    failed: &str,
+    scope: RollbackScope,
+    started: &[&str],
+) -> RollbackPlan {
     let plan = Plan::build(spec, fleet).expect("plans");
     let failed = ServiceName::from(failed);
     plan.rollback(RollbackRequest { failed: Some(&failed), scope, started: &names(started), expired: &BTreeSet::new() })
@@ -109,7 +115,14 @@ fn release_scope_rolls_back_every_started_service_in_reverse_dependency_order() 
     assert_eq!(order(&plan), ["payments", "ledger", "db", "search", "mail"]);
     assert_eq!(
         steps(&plan),
-        ["roll back payments", "roll back ledger", "run migrate_down of db", "roll back db", "roll back search", "roll back mail"]
+        [
+            "roll back payments",
+            "roll back ledger",
+            "run migrate_down of db",
+            "roll back db",
+            "roll back search",
+            "roll back mail"
+        ]
     );
 }
 

@@ -269,7 +269,8 @@ fn build_graph(
             if served_by_fleet {
                 continue;
             }
-            let message = format!("`{}` requires `{contract}` {range}, which nothing in the release provides", svc.name);
+            let message =
+                format!("`{}` requires `{contract}` {range}, which nothing in the release provides", svc.name);
             let message = if shipped.is_empty() { message } else { format!("{message} ({})", shipped.join("; ")) };
             if fleet.is_some() || !shipped.is_empty() {
                 errors.push(Diagnostic::new(svc.span, format!("{message} or the fleet serves")).with_help(format!(
@@ -303,11 +304,8 @@ fn cycle_diagnostic(spec: &ReleaseSpec, cycle: &Cycle) -> Diagnostic {
         text.push_str(" -> ");
     }
     text.push_str(name(cycle.services[0]));
-    let kinds: Vec<String> = cycle
-        .edges
-        .iter()
-        .map(|e| format!("{} -> {} ({})", name(e.dependent), name(e.dependency), e.kind))
-        .collect();
+    let kinds: Vec<String> =
+        cycle.edges.iter().map(|e| format!("{} -> {} ({})", name(e.dependent), name(e.dependency), e.kind)).collect();
     // Point at the first edge of the cycle as written in the spec.
     let first = &cycle.edges[0];
     let span = spec.services[first.dependent]
@@ -323,7 +321,11 @@ fn cycle_diagnostic(spec: &ReleaseSpec, cycle: &Cycle) -> Diagnostic {
 
 /// Gates: what each waits for and which services wait for it. A gate that waits, through
 /// dependencies, for a service that itself waits for the gate can never open: refused.
-fn plan_gates(spec: &ReleaseSpec, graph: &ServiceGraph, errors: &mut Vec<Diagnostic>) -> (Vec<GatePlan>, Vec<Vec<GateId>>) {
+fn plan_gates(
+    spec: &ReleaseSpec,
+    graph: &ServiceGraph,
+    errors: &mut Vec<Diagnostic>,
+) -> (Vec<GatePlan>, Vec<Vec<GateId>>) {
     let n = graph.len();
     let mut gates = Vec::with_capacity(spec.gates.len());
     let mut gated_by = vec![Vec::new(); n];
@@ -429,11 +431,17 @@ fn check_selectors(
     for svc in &spec.services {
         if matches(&svc.hosts) == 0 {
             errors.push(
-                Diagnostic::new(svc.span, format!("`{}` selects hosts {} but no host in the fleet matches", svc.name, svc.hosts))
-                    .with_help("fix the `hosts` selector or label the hosts"),
+                Diagnostic::new(
+                    svc.span,
+                    format!("`{}` selects hosts {} but no host in the fleet matches", svc.name, svc.hosts),
+                )
+                .with_help("fix the `hosts` selector or label the hosts"),
             );
         } else if !fleet.hosts.iter().any(|h| svc.hosts.matches(&h.labels) && staged.contains(&h.id)) {
-            warnings.push(Diagnostic::new(svc.span, format!("no stage covers any host of `{}`; it will not be deployed", svc.name)));
+            warnings.push(Diagnostic::new(
+                svc.span,
+                format!("no stage covers any host of `{}`; it will not be deployed", svc.name),
+            ));
         }
     }
     for gate in &spec.gates {
@@ -441,8 +449,11 @@ fn check_selectors(
             && matches(&exec.on) == 0
         {
             errors.push(
-                Diagnostic::new(gate.span, format!("gate `{}` runs on hosts {} but no host in the fleet matches", gate.name, exec.on))
-                    .with_help("fix `exec.on` so at least one agent can run the check"),
+                Diagnostic::new(
+                    gate.span,
+                    format!("gate `{}` runs on hosts {} but no host in the fleet matches", gate.name, exec.on),
+                )
+                .with_help("fix `exec.on` so at least one agent can run the check"),
             );
         }
     }

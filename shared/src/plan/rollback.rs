@@ -149,7 +149,9 @@ pub(crate) fn compute(graph: &ServiceGraph, services: &[ServiceSpec], req: Rollb
             let window = humantime::format_duration(spec.policy.rollback_window);
             steps.push(RollbackStep::Pause {
                 service,
-                reason: format!("finished longer than its rollback_window ({window}) ago; not rolled back automatically"),
+                reason: format!(
+                    "finished longer than its rollback_window ({window}) ago; not rolled back automatically"
+                ),
             });
             continue;
         }

@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use semver::{Version, VersionReq};
 
-use crate::model::{
-    DepKind, HostCount, LabelSelector, OnFailure, RollbackScope, ServiceName,
-};
+use crate::model::{DepKind, HostCount, LabelSelector, OnFailure, RollbackScope, ServiceName};
 use crate::spec::source::Span;
 
 /// A whole release spec (DESIGN §4).

@@ -60,9 +60,7 @@ impl SourceFile {
     /// Wraps a file's text; `name` is how errors refer to it (usually its path).
     pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
         let text = text.into();
-        let line_starts = std::iter::once(0)
-            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-            .collect();
+        let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
         Self { name: name.into(), text, line_starts }
     }
 
@@ -100,15 +98,7 @@ impl SourceFile {
         let span_text = &self.text[floor_char_boundary(&self.text, diag.span.start)
             ..floor_char_boundary(&self.text, diag.span.end.max(diag.span.start))];
         let width = span_text.lines().next().map_or(0, |l| l.chars().count()).max(1);
-        SpecError {
-            file: self.name.clone(),
-            line,
-            column,
-            message: diag.message,
-            help: diag.help,
-            source_line,
-            width,
-        }
+        SpecError { file: self.name.clone(), line, column, message: diag.message, help: diag.help, source_line, width }
     }
 
     /// Places several diagnostics in this file, in the order of their positions.
@@ -164,12 +154,8 @@ impl fmt::Display for SpecError {
         writeln!(f, "{pad}--> {}:{}:{}", self.file, self.line, self.column)?;
         writeln!(f, "{pad} |")?;
         writeln!(f, "{} | {}", self.line, self.source_line)?;
-        let lead: String = self
-            .source_line
-            .chars()
-            .take(self.column - 1)
-            .map(|c| if c == '\t' { '\t' } else { ' ' })
-            .collect();
+        let lead: String =
+            self.source_line.chars().take(self.column - 1).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
         write!(f, "{pad} | {lead}{}", "^".repeat(self.width))?;
         if let Some(help) = &self.help {
             write!(f, "\n{pad} = help: {help}")?;
@@ -226,7 +212,8 @@ mod tests {
     #[test]
     fn rendered_error_points_at_the_span() {
         let src = SourceFile::new("r.toml", "release = \"x\"\ncanry = 1\n");
-        let err = src.locate(Diagnostic::new(Span::new(14, 19), "unknown key `canry`").with_help("did you mean `canary`?"));
+        let err =
+            src.locate(Diagnostic::new(Span::new(14, 19), "unknown key `canry`").with_help("did you mean `canary`?"));
         assert_eq!((err.line, err.column, err.width), (2, 1, 5));
         let text = err.to_string();
         assert!(text.contains("--> r.toml:2:1"), "{text}");
