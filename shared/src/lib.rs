@@ -8,6 +8,7 @@ pub mod inventory;
 pub mod model;
 pub mod plan;
 pub mod spec;
+pub mod transport;
 
 pub use inventory::Fleet;
 pub use model::{DepKind, HostCount, HostId, LabelSelector, Labels, OnFailure, RollbackScope, ServiceName};

@@ -68,7 +68,7 @@ pub type Labels = BTreeMap<String, String>;
 
 /// A label selector: a host matches when it carries every listed label with the listed value.
 /// The empty selector matches every host.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct LabelSelector(pub BTreeMap<String, String>);
 

@@ -18,14 +18,15 @@ pub struct Batch {
 /// then one batch per cumulative size that adds hosts, then `rest` for any hosts the
 /// listed sizes did not reach. Sizes that add nothing are dropped, so every batch is
 /// non-empty and every host is in exactly one batch.
-pub fn split(policy: &RolloutPolicy, hosts: &[HostId]) -> Vec<Batch> {
+pub fn split(policy: &RolloutPolicy, hosts: Vec<HostId>) -> Vec<Batch> {
     let total = hosts.len();
+    let mut rest = hosts.into_iter();
     let mut batches = Vec::new();
     let mut done = 0;
     let mut take = |name: String, upto: usize, batches: &mut Vec<Batch>| {
         let upto = upto.min(total);
         if upto > done {
-            batches.push(Batch { name, hosts: hosts[done..upto].to_vec() });
+            batches.push(Batch { name, hosts: rest.by_ref().take(upto - done).collect() });
             done = upto;
         }
     };
@@ -76,7 +77,7 @@ mod tests {
     #[test]
     fn canary_then_cumulative_sizes() {
         let policy = RolloutPolicy::default(); // canary 1, 25%, 100%
-        let b = split(&policy, &hosts(8));
+        let b = split(&policy, hosts(8));
         assert_eq!(sizes(&b), [("canary".into(), 1), ("25%".into(), 1), ("100%".into(), 6)]);
         assert_eq!(b[0].hosts, [HostId::from("h1")]);
     }
@@ -88,14 +89,14 @@ mod tests {
             batches: vec![HostCount::Percent(1_000), HostCount::Hosts(3)],
             ..RolloutPolicy::default()
         };
-        let b = split(&policy, &hosts(5));
+        let b = split(&policy, hosts(5));
         assert_eq!(sizes(&b), [("canary".into(), 1), ("3".into(), 2), ("rest".into(), 2)]);
     }
 
     #[test]
     fn no_canary_and_no_hosts() {
         let policy = RolloutPolicy { canary: HostCount::Hosts(0), ..RolloutPolicy::default() };
-        assert_eq!(sizes(&split(&policy, &hosts(4))), [("25%".into(), 1), ("100%".into(), 3)]);
-        assert!(split(&policy, &[]).is_empty());
+        assert_eq!(sizes(&split(&policy, hosts(4))), [("25%".into(), 1), ("100%".into(), 3)]);
+        assert!(split(&policy, Vec::new()).is_empty());
     }
 }

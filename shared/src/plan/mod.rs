@@ -8,14 +8,14 @@ mod graph;
 mod report;
 mod rollback;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub use batches::{Batch, describe as describe_batches, split as split_batches};
 pub use graph::{Cycle, Edge, EdgeKind, NodeId, ServiceGraph};
 pub use report::{PLAN_FORMAT_VERSION, PlanReport};
 pub use rollback::{Member, RollbackPlan, RollbackRequest, RollbackStep};
 
-use crate::inventory::Fleet;
+use crate::inventory::{Fleet, Host};
 use crate::model::{HostId, LabelSelector, ServiceName};
 use crate::spec::{Diagnostic, ReleaseSpec};
 
@@ -461,28 +461,27 @@ fn check_selectors(
 
 /// Per stage and service: the hosts still to deploy, in batches, and those already there.
 fn plan_rollouts(spec: &ReleaseSpec, fleet: &Fleet, stages: &[StagePlan]) -> Vec<Vec<Option<Rollout>>> {
-    let hosts_by_id: BTreeMap<&HostId, &crate::inventory::Host> = fleet.hosts.iter().map(|h| (&h.id, h)).collect();
+    let hosts_by_id: BTreeMap<&HostId, &Host> = fleet.hosts.iter().map(|h| (&h.id, h)).collect();
     stages
         .iter()
         .map(|stage| {
-            let stage_hosts: Vec<&crate::inventory::Host> =
+            let stage_hosts: Vec<&Host> =
                 stage.hosts.iter().flatten().filter_map(|id| hosts_by_id.get(id).copied()).collect();
+            // Many services share a selector: match each distinct one once per stage.
+            let mut selected: HashMap<&LabelSelector, Vec<&Host>> = HashMap::new();
             spec.services
                 .iter()
                 .map(|svc| {
-                    let mine: Vec<&crate::inventory::Host> =
-                        stage_hosts.iter().copied().filter(|h| svc.hosts.matches(&h.labels)).collect();
+                    let mine = selected.entry(&svc.hosts).or_insert_with(|| {
+                        stage_hosts.iter().copied().filter(|h| svc.hosts.matches(&h.labels)).collect()
+                    });
                     if mine.is_empty() {
                         return None;
                     }
-                    let (skipped, pending): (Vec<&crate::inventory::Host>, Vec<_>) = mine
-                        .into_iter()
-                        .partition(|h| h.services.get(&svc.name).is_some_and(|i| i.version() == &svc.version));
-                    let pending: Vec<HostId> = pending.into_iter().map(|h| h.id.clone()).collect();
-                    Some(Rollout {
-                        batches: batches::split(&svc.policy, &pending),
-                        skipped: skipped.into_iter().map(|h| h.id.clone()).collect(),
-                    })
+                    let at_target = |h: &Host| h.services.get(&svc.name).is_some_and(|i| i.version() == &svc.version);
+                    let pending: Vec<HostId> = mine.iter().filter(|h| !at_target(h)).map(|h| h.id.clone()).collect();
+                    let skipped = mine.iter().filter(|h| at_target(h)).map(|h| h.id.clone()).collect();
+                    Some(Rollout { batches: batches::split(&svc.policy, pending), skipped })
                 })
                 .collect()
         })

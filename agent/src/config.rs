@@ -1,0 +1,672 @@
+//! The agent's configuration: a TOML file (`--config FILE`) whose every key is also a
+//! flag; a flag given on the command line overrides the file.
+//!
+//! ```toml
+//! host_id = "web-3"
+//! coordinators = ["coord-1.internal:7600", "coord-2.internal:7600", "coord-3.internal:7600"]
+//! data_dir = "/var/lib/flotilla/agent"
+//! keep_releases = 3
+//! tls_ca = "/etc/flotilla/ca.pem"
+//! tls_cert = "/etc/flotilla/web-3.pem"
+//! tls_key = "/etc/flotilla/web-3.key"
+//!
+//! [labels]
+//! role = "web"
+//! zone = "a"
+//! ```
+//!
+//! [`AgentConfig::load`] reads the file, applies the flags and validates the result;
+//! every problem found is reported at once ([`ConfigError::Invalid`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use clap::Parser;
+use flotilla_shared::transport::{TlsProblem, Transport, check_host_port};
+use serde::{Deserialize, Serialize};
+
+/// Default of [`AgentConfig::data_dir`].
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/flotilla/agent";
+
+/// Default of [`AgentConfig::keep_releases`].
+pub const DEFAULT_KEEP_RELEASES: u32 = 3;
+
+/// Longest host id accepted (a fully qualified host name fits).
+const MAX_HOST_ID_LEN: usize = 253;
+
+/// Longest label name accepted.
+const MAX_LABEL_KEY_LEN: usize = 63;
+
+/// Longest label value accepted.
+const MAX_LABEL_VALUE_LEN: usize = 253;
+
+/// The agent's command line. Every config key has a flag (`host_id` is `--host-id`,
+/// the `labels` table is the repeatable `--label k=v`); flags override the file given
+/// with `--config`.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(
+    name = "flotilla-agent",
+    version,
+    about = "Flotilla agent: deploys, supervises and health-checks services on this host",
+    after_help = "Every flag is also a key of the --config TOML file (--host-id is host_id, \
+                  --label k=v adds to the [labels] table); a flag overrides the file. TLS needs \
+                  --tls-ca, --tls-cert and --tls-key together; plaintext needs an explicit --insecure."
+)]
+pub struct AgentArgs {
+    /// TOML config file; flags override its keys.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Validate the configuration, print the effective config as TOML and exit.
+    #[arg(long)]
+    pub check_config: bool,
+    /// This host's id, unique in the fleet (key `host_id`) [default: the host name].
+    #[arg(long, value_name = "ID")]
+    pub host_id: Option<String>,
+    /// Coordinators to dial, `HOST:PORT` comma-separated (key `coordinators`, a list).
+    #[arg(long, value_name = "ADDRS", value_delimiter = ',')]
+    pub coordinators: Vec<String>,
+    /// Directory of releases, logs and the step journal (key `data_dir`)
+    /// [default: /var/lib/flotilla/agent].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// A host label `k=v`; repeatable (key: the `[labels]` table). Adds to the file's
+    /// labels, replacing a label of the same name.
+    #[arg(long = "label", value_name = "K=V")]
+    pub labels: Vec<Label>,
+    /// How many releases per service to keep on disk, the running one included
+    /// (key `keep_releases`) [default: 3].
+    #[arg(long, value_name = "N")]
+    pub keep_releases: Option<u32>,
+    /// CA certificate (PEM) that coordinators' certificates must chain to (key `tls_ca`).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// This agent's client certificate chain (PEM) (key `tls_cert`).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// This agent's private key (PEM) (key `tls_key`).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Dial coordinators in plaintext, without TLS (key `insecure`) [default: false].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub insecure: Option<bool>,
+}
+
+/// The agent's configuration (the TOML file's shape, and after [`AgentConfig::load`]
+/// the effective, validated configuration).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// This host's id, unique in the fleet (`[A-Za-z0-9][A-Za-z0-9._-]*`, at most 253
+    /// characters). Default: the machine's host name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<String>,
+    /// Coordinators to dial, as `HOST:PORT`; the agent follows leader hints from there.
+    /// Required (no default).
+    pub coordinators: Vec<String>,
+    /// Directory of releases, logs and the step journal. Default `/var/lib/flotilla/agent`.
+    pub data_dir: PathBuf,
+    /// How many releases per service to keep on disk, the running one included (for
+    /// instant local rollback); at least 1. Default 3.
+    pub keep_releases: u32,
+    /// CA certificate (PEM). Default: none. TLS needs `tls_ca`, `tls_cert` and `tls_key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate chain (PEM) of this agent. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of this agent. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Plaintext gRPC, without TLS. Default `false`; required (and only allowed)
+    /// when no TLS file is given.
+    pub insecure: bool,
+    /// The host's labels, matched by release selectors (`role = "web"`). Names are
+    /// `[A-Za-z0-9][A-Za-z0-9._/-]*` (at most 63 characters); values are at most 253
+    /// characters without control characters. Default: none.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            host_id: None,
+            coordinators: Vec::new(),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            keep_releases: DEFAULT_KEEP_RELEASES,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            insecure: false,
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+/// One `--label k=v` flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Label {
+    /// The label's name.
+    pub key: String,
+    /// Its value.
+    pub value: String,
+}
+
+impl FromStr for Label {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let Some((key, value)) = s.split_once('=') else {
+            return Err(format!("label `{s}` is not K=V (e.g. role=web)"));
+        };
+        let (key, value) = (key.trim(), value.trim());
+        check_label(key, value)?;
+        Ok(Self { key: key.to_owned(), value: value.to_owned() })
+    }
+}
+
+impl fmt::Display for Label {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.key, self.value)
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML of the config's shape (unknown key, bad value).
+    #[error("config file {}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// The merged configuration breaks one or more rules.
+    #[error("invalid configuration:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
+}
+
+/// One broken rule of a merged configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// No host id given and the host name could not be read.
+    #[error("host_id is required: pass --host-id ID or set `host_id` (the host name could not be determined)")]
+    MissingHostId,
+    /// A host id with characters or a length that is not allowed.
+    #[error(
+        "host_id `{0}` is not valid: use letters, digits, `.`, `_` and `-`, starting with a letter or digit, at most 253 characters"
+    )]
+    BadHostId(String),
+    /// No coordinator to dial.
+    #[error(
+        "coordinators is required: pass --coordinators HOST:PORT[,HOST:PORT...] or set `coordinators = [\"HOST:PORT\"]`"
+    )]
+    NoCoordinators,
+    /// A coordinator address that is not `HOST:PORT`.
+    #[error("coordinator `{value}`: {why}")]
+    BadCoordinator {
+        /// The value given.
+        value: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The same coordinator listed twice.
+    #[error("coordinator `{0}` is listed twice")]
+    DuplicateCoordinator(String),
+    /// A label with a bad name or value (from the file).
+    #[error("{0}")]
+    BadLabel(String),
+    /// The same label given twice with different values on the command line.
+    #[error("--label {key} is given twice ({first:?} and {second:?})")]
+    DuplicateLabel {
+        /// The label's name.
+        key: String,
+        /// Its first value.
+        first: String,
+        /// Its second value.
+        second: String,
+    },
+    /// `keep_releases` is 0.
+    #[error("keep_releases must be at least 1 (the running release is always kept)")]
+    KeepNoReleases,
+    /// A data dir that is empty.
+    #[error("data_dir must not be empty")]
+    EmptyDataDir,
+    /// A TLS rule is broken.
+    #[error("{0}")]
+    Tls(TlsProblem),
+}
+
+impl AgentConfig {
+    /// The effective configuration: the `--config` file if any (else the defaults),
+    /// overridden by the flags given, then validated and completed (`host_id` from
+    /// the host name when unset).
+    pub fn load(args: &AgentArgs) -> Result<Self, ConfigError> {
+        Self::load_with_hostname(args, system_hostname)
+    }
+
+    /// As [`AgentConfig::load`], with the host name (for a missing `host_id`) from `hostname`.
+    pub fn load_with_hostname(
+        args: &AgentArgs,
+        hostname: impl FnOnce() -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut config = match &args.config {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        let problems = config.apply(args);
+        config.validate_with(problems, hostname)
+    }
+
+    /// Reads a config file (not validated).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses config TOML (not validated); `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse { path: origin.to_owned(), message: e.to_string() })
+    }
+
+    /// Overrides keys with the flags that were given. `--label` flags add to the
+    /// labels (replacing one of the same name); `--coordinators` replaces the list.
+    /// Returns the problems of the flags themselves (a label given twice).
+    pub fn apply(&mut self, args: &AgentArgs) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        if let Some(host_id) = &args.host_id {
+            self.host_id = Some(host_id.clone());
+        }
+        if !args.coordinators.is_empty() {
+            self.coordinators.clone_from(&args.coordinators);
+        }
+        if let Some(dir) = &args.data_dir {
+            self.data_dir.clone_from(dir);
+        }
+        let mut from_flags: BTreeMap<&str, &str> = BTreeMap::new();
+        for label in &args.labels {
+            match from_flags.insert(&label.key, &label.value) {
+                Some(first) if first != label.value => problems.push(Problem::DuplicateLabel {
+                    key: label.key.clone(),
+                    first: first.to_owned(),
+                    second: label.value.clone(),
+                }),
+                _ => {}
+            }
+        }
+        for (key, value) in from_flags {
+            self.labels.insert(key.to_owned(), value.to_owned());
+        }
+        if let Some(keep) = args.keep_releases {
+            self.keep_releases = keep;
+        }
+        if let Some(ca) = &args.tls_ca {
+            self.tls_ca = Some(ca.clone());
+        }
+        if let Some(cert) = &args.tls_cert {
+            self.tls_cert = Some(cert.clone());
+        }
+        if let Some(key) = &args.tls_key {
+            self.tls_key = Some(key.clone());
+        }
+        if let Some(insecure) = args.insecure {
+            self.insecure = insecure;
+        }
+        problems
+    }
+
+    /// Checks every rule, reporting all problems at once; on success fills in
+    /// `host_id` from the machine's host name when unset.
+    pub fn validate(self) -> Result<Self, ConfigError> {
+        self.validate_with(Vec::new(), system_hostname)
+    }
+
+    fn validate_with(
+        mut self,
+        mut problems: Vec<Problem>,
+        hostname: impl FnOnce() -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        if self.host_id.is_none() {
+            self.host_id = hostname().map(|h| h.trim().to_owned()).filter(|h| !h.is_empty());
+        }
+        match &self.host_id {
+            None => problems.push(Problem::MissingHostId),
+            Some(id) if !valid_host_id(id) => problems.push(Problem::BadHostId(id.clone())),
+            Some(_) => {}
+        }
+        if self.coordinators.is_empty() {
+            problems.push(Problem::NoCoordinators);
+        }
+        for (i, addr) in self.coordinators.iter().enumerate() {
+            if let Err(why) = check_host_port(addr) {
+                problems.push(Problem::BadCoordinator { value: addr.clone(), why });
+            } else if self.coordinators[..i].contains(addr) {
+                problems.push(Problem::DuplicateCoordinator(addr.clone()));
+            }
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            problems.push(Problem::EmptyDataDir);
+        }
+        if self.keep_releases == 0 {
+            problems.push(Problem::KeepNoReleases);
+        }
+        for (key, value) in &self.labels {
+            if let Err(why) = check_label(key, value) {
+                problems.push(Problem::BadLabel(why));
+            }
+        }
+        if let Err(tls) = self.transport() {
+            problems.push(Problem::Tls(tls));
+        }
+        if problems.is_empty() { Ok(self) } else { Err(ConfigError::Invalid { problems }) }
+    }
+
+    /// The host id (empty before validation when none was given).
+    pub fn host_id(&self) -> &str {
+        self.host_id.as_deref().unwrap_or_default()
+    }
+
+    /// The transport the TLS rule selects: all three TLS files, or `insecure`.
+    pub fn transport(&self) -> Result<Transport, TlsProblem> {
+        Transport::from_settings(self.tls_ca.as_ref(), self.tls_cert.as_ref(), self.tls_key.as_ref(), self.insecure)
+    }
+
+    /// The configuration as TOML (what `--check-config` prints).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("the config serializes to TOML")
+    }
+}
+
+/// The machine's host name, from the kernel (Linux) or `/etc/hostname`.
+pub fn system_hostname() -> Option<String> {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .map(|name| name.trim().to_owned())
+        .find(|name| !name.is_empty())
+}
+
+fn valid_host_id(id: &str) -> bool {
+    id.len() <= MAX_HOST_ID_LEN
+        && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Checks a label's name and value.
+fn check_label(key: &str, value: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err(format!("label `{key}={value}` has an empty name"));
+    }
+    if key.len() > MAX_LABEL_KEY_LEN
+        || !key.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        || !key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
+    {
+        return Err(format!(
+            "label name `{key}` is not valid: use letters, digits, `.`, `_`, `-` and `/`, starting with a letter or digit, at most {MAX_LABEL_KEY_LEN} characters"
+        ));
+    }
+    if value.len() > MAX_LABEL_VALUE_LEN || value.chars().any(char::is_control) {
+        return Err(format!(
+            "label `{key}`: the value must be at most {MAX_LABEL_VALUE_LEN} characters without control characters"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_shared::transport::TlsFiles;
+
+    fn args(flags: &[&str]) -> AgentArgs {
+        let mut argv = vec!["flotilla-agent"];
+        argv.extend_from_slice(flags);
+        AgentArgs::try_parse_from(argv).expect("flags parse")
+    }
+
+    fn load(flags: &[&str]) -> Result<AgentConfig, ConfigError> {
+        AgentConfig::load_with_hostname(&args(flags), || Some("box-1\n".to_owned()))
+    }
+
+    fn problems(result: Result<AgentConfig, ConfigError>) -> Vec<Problem> {
+        match result {
+            Err(ConfigError::Invalid { problems }) => problems,
+            other => panic!("expected an invalid config, got {other:?}"),
+        }
+    }
+
+    /// A config file in a fresh temporary directory.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(name: &str, text: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("flotilla-agent-config-{}-{name}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            let path = dir.join("agent.toml");
+            std::fs::write(&path, text).expect("write temp config");
+            Self(path)
+        }
+
+        fn path(&self) -> &str {
+            self.0.to_str().expect("utf-8 temp path")
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            if let Some(dir) = self.0.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn defaults_with_flags_only() {
+        let config = load(&["--coordinators", "127.0.0.1:7600", "--insecure"]).expect("valid");
+        assert_eq!(config.host_id(), "box-1", "host_id defaults to the host name");
+        assert_eq!(config.coordinators, vec!["127.0.0.1:7600".to_owned()]);
+        assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(config.keep_releases, DEFAULT_KEEP_RELEASES);
+        assert!(config.labels.is_empty());
+        assert_eq!(config.transport(), Ok(Transport::Insecure));
+    }
+
+    #[test]
+    fn file_is_read_and_flags_override_it() {
+        let file = TempFile::new(
+            "override",
+            r#"
+host_id = "web-3"
+coordinators = ["c1:7600", "c2:7600", "c3:7600"]
+data_dir = "/srv/agent"
+keep_releases = 5
+tls_ca = "/etc/flotilla/ca.pem"
+tls_cert = "/etc/flotilla/web-3.pem"
+tls_key = "/etc/flotilla/web-3.key"
+
+[labels]
+role = "web"
+zone = "a"
+"#,
+        );
+        let from_file = load(&["--config", file.path()]).expect("valid file");
+        assert_eq!(from_file.host_id(), "web-3");
+        assert_eq!(from_file.coordinators.len(), 3);
+        assert_eq!(from_file.data_dir, PathBuf::from("/srv/agent"));
+        assert_eq!(from_file.keep_releases, 5);
+        assert_eq!(from_file.labels, labels(&[("role", "web"), ("zone", "a")]));
+        assert_eq!(
+            from_file.transport(),
+            Ok(Transport::Tls(TlsFiles {
+                ca: "/etc/flotilla/ca.pem".into(),
+                cert: "/etc/flotilla/web-3.pem".into(),
+                key: "/etc/flotilla/web-3.key".into(),
+            }))
+        );
+
+        let overridden = load(&[
+            "--config",
+            file.path(),
+            "--host-id",
+            "web-4",
+            "--coordinators",
+            "c9:7600,c8:7600",
+            "--label",
+            "zone=b",
+            "--label",
+            "cell=canary",
+            "--keep-releases",
+            "2",
+        ])
+        .expect("valid override");
+        assert_eq!(overridden.host_id(), "web-4");
+        assert_eq!(overridden.coordinators, vec!["c9:7600".to_owned(), "c8:7600".to_owned()]);
+        assert_eq!(overridden.labels, labels(&[("cell", "canary"), ("role", "web"), ("zone", "b")]));
+        assert_eq!(overridden.keep_releases, 2);
+        // Keys without a flag keep the file's value.
+        assert_eq!(overridden.data_dir, from_file.data_dir);
+        assert_eq!(overridden.tls_ca, from_file.tls_ca);
+    }
+
+    #[test]
+    fn labels_parse_with_clear_errors() {
+        assert_eq!("role=web".parse::<Label>(), Ok(Label { key: "role".to_owned(), value: "web".to_owned() }));
+        assert_eq!("topology.io/zone=".parse::<Label>().map(|l| l.value), Ok(String::new()));
+        assert_eq!("a=b=c".parse::<Label>().map(|l| l.value), Ok("b=c".to_owned()));
+        let cases = [
+            ("role", "is not K=V"),
+            ("=web", "has an empty name"),
+            ("-role=web", "label name `-role` is not valid"),
+            ("ro le=web", "label name `ro le` is not valid"),
+            ("role=w\u{7}eb", "without control characters"),
+        ];
+        for (input, expected) in cases {
+            let err = input.parse::<Label>().expect_err(input);
+            assert!(err.contains(expected), "{input}: {err}");
+        }
+        let err = AgentArgs::try_parse_from(["flotilla-agent", "--label", "role"]).expect_err("bad flag");
+        let text = err.to_string();
+        assert!(text.contains("--label") && text.contains("is not K=V"), "{text}");
+    }
+
+    #[test]
+    fn labels_from_the_file_are_checked_and_flags_may_not_contradict_each_other() {
+        let file =
+            TempFile::new("labels", "coordinators = [\"c:1\"]\ninsecure = true\n[labels]\n\"bad key\" = \"x\"\n");
+        let err = problems(load(&["--config", file.path()]));
+        assert!(matches!(&err[..], [Problem::BadLabel(why)] if why.contains("`bad key`")), "{err:?}");
+
+        let err = problems(load(&["--coordinators", "c:1", "--insecure", "--label", "role=web", "--label", "role=db"]));
+        assert_eq!(
+            err,
+            vec![Problem::DuplicateLabel { key: "role".to_owned(), first: "web".to_owned(), second: "db".to_owned() }]
+        );
+        // Repeating the same label is harmless.
+        load(&["--coordinators", "c:1", "--insecure", "--label", "role=web", "--label", "role=web"]).expect("valid");
+    }
+
+    #[test]
+    fn coordinators_are_required_and_checked() {
+        assert_eq!(problems(load(&["--insecure"])), vec![Problem::NoCoordinators]);
+        let err = problems(load(&["--insecure", "--coordinators", "c1:7600,c1,c1:7600,https://c2:7600"]));
+        assert_eq!(err.len(), 3, "{err:?}");
+        assert!(matches!(&err[0], Problem::BadCoordinator { value, .. } if value == "c1"), "{err:?}");
+        assert_eq!(err[1], Problem::DuplicateCoordinator("c1:7600".to_owned()));
+        assert!(matches!(&err[2], Problem::BadCoordinator { why, .. } if why.contains("without a scheme")), "{err:?}");
+    }
+
+    #[test]
+    fn host_id_falls_back_to_the_host_name_and_is_checked() {
+        let a = args(&["--coordinators", "c:1", "--insecure"]);
+        let err = problems(AgentConfig::load_with_hostname(&a, || None));
+        assert_eq!(err, vec![Problem::MissingHostId]);
+        let err = problems(AgentConfig::load_with_hostname(&a, || Some("  ".to_owned())));
+        assert_eq!(err, vec![Problem::MissingHostId]);
+        let err = problems(load(&["--coordinators", "c:1", "--insecure", "--host-id", "web 3"]));
+        assert_eq!(err, vec![Problem::BadHostId("web 3".to_owned())]);
+        let ok = load(&["--coordinators", "c:1", "--insecure", "--host-id", "web-3.zone-a.example.com"]).expect("fqdn");
+        assert_eq!(ok.host_id(), "web-3.zone-a.example.com");
+    }
+
+    #[test]
+    fn keep_releases_must_keep_the_running_one() {
+        assert_eq!(
+            problems(load(&["--coordinators", "c:1", "--insecure", "--keep-releases", "0"])),
+            vec![Problem::KeepNoReleases]
+        );
+    }
+
+    #[test]
+    fn tls_needs_all_three_files_or_insecure() {
+        let base = ["--coordinators", "c:1"];
+        let with = |extra: &[&str]| {
+            let mut flags = base.to_vec();
+            flags.extend_from_slice(extra);
+            load(&flags)
+        };
+        assert_eq!(problems(with(&[])), vec![Problem::Tls(TlsProblem::Unconfigured)]);
+        assert_eq!(
+            problems(with(&["--tls-ca", "ca.pem", "--tls-key", "k.pem"])),
+            vec![Problem::Tls(TlsProblem::Incomplete { missing: vec!["--tls-cert"] })]
+        );
+        assert_eq!(
+            problems(with(&["--insecure", "--tls-cert", "c.pem", "--tls-key", "k.pem"])),
+            vec![Problem::Tls(TlsProblem::InsecureWithTls { given: vec!["--tls-cert", "--tls-key"] })]
+        );
+        assert!(matches!(
+            with(&["--tls-ca", "ca.pem", "--tls-cert", "c.pem", "--tls-key", "k.pem"]).map(|c| c.transport()),
+            Ok(Ok(Transport::Tls(_)))
+        ));
+        let file = TempFile::new("insecure", "coordinators = [\"c:1\"]\ninsecure = true\n");
+        assert_eq!(
+            problems(load(&["--config", file.path(), "--insecure=false"])),
+            vec![Problem::Tls(TlsProblem::Unconfigured)]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused_with_their_place() {
+        let err = AgentConfig::from_toml("coordinators = []\nlabel = \"role=web\"\n", Path::new("a.toml"))
+            .expect_err("unknown key");
+        let text = err.to_string();
+        assert!(text.starts_with("config file a.toml:"), "{text}");
+        assert!(text.contains("label") && text.contains("line 2"), "{text}");
+        let err = AgentConfig::from_toml("keep_releases = -1\n", Path::new("a.toml")).expect_err("negative");
+        assert!(err.to_string().contains("keep_releases"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_a_read_error() {
+        let err = load(&["--config", "/nonexistent/agent.toml"]).expect_err("missing file");
+        assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn effective_config_prints_as_toml_that_loads_back() {
+        let config = load(&["--coordinators", "c1:7600,c2:7600", "--insecure", "--label", "role=web"]).expect("valid");
+        let text = config.to_toml();
+        assert!(text.contains("host_id = \"box-1\""), "{text}");
+        assert!(text.contains("[labels]\nrole = \"web\""), "{text}");
+        let back = AgentConfig::from_toml(&text, Path::new("printed.toml")).expect("reparses");
+        assert_eq!(back, config);
+    }
+}

@@ -1,0 +1,682 @@
+//! The coordinator's configuration: a TOML file (`--config FILE`) whose every key is
+//! also a flag; a flag given on the command line overrides the file.
+//!
+//! ```toml
+//! node_id = 1
+//! data_dir = "/var/lib/flotilla/coordinator"
+//! listen = "0.0.0.0:7600"
+//! advertise = "coord-1.internal:7600"
+//! http = "127.0.0.1:7680"
+//! bootstrap = ["1=coord-1.internal:7600", "2=coord-2.internal:7600", "3=coord-3.internal:7600"]
+//! tls_ca = "/etc/flotilla/ca.pem"
+//! tls_cert = "/etc/flotilla/coord-1.pem"
+//! tls_key = "/etc/flotilla/coord-1.key"
+//! ```
+//!
+//! [`CoordinatorConfig::load`] reads the file, applies the flags and validates the
+//! result; every problem found is reported at once ([`ConfigError::Invalid`]).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use clap::Parser;
+use flotilla_shared::transport::{TlsProblem, Transport, check_host_port};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Default of [`CoordinatorConfig::listen`].
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7600";
+
+/// Default of [`CoordinatorConfig::data_dir`].
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/flotilla/coordinator";
+
+/// The coordinator's command line. Every config key has a flag of the same name
+/// (`node_id` is `--node-id`); flags override the file given with `--config`.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(
+    name = "flotilla-coordinator",
+    version,
+    about = "Flotilla coordinator: one node of the Raft cluster that stores and runs releases",
+    after_help = "Every flag is also a key of the --config TOML file (--node-id is node_id); \
+                  a flag overrides the file. TLS needs --tls-ca, --tls-cert and --tls-key \
+                  together; plaintext needs an explicit --insecure."
+)]
+pub struct CoordinatorArgs {
+    /// TOML config file; flags override its keys.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Validate the configuration, print the effective config as TOML and exit.
+    #[arg(long)]
+    pub check_config: bool,
+    /// This node's Raft id: non-zero, unique in the cluster (key `node_id`).
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<u64>,
+    /// Directory of the Raft log, snapshots and state (key `data_dir`)
+    /// [default: /var/lib/flotilla/coordinator].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address the gRPC server binds (key `listen`) [default: 127.0.0.1:7600].
+    #[arg(long, value_name = "IP:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Address peers, agents and clients reach this node at (key `advertise`)
+    /// [default: the listen address].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// Address of the metrics / web UI HTTP server (key `http`) [default: none].
+    #[arg(long, value_name = "IP:PORT")]
+    pub http: Option<SocketAddr>,
+    /// Initial cluster members, `ID=HOST:PORT` comma-separated (key `bootstrap`,
+    /// a list of strings). Used once, on a node without state.
+    #[arg(long, value_name = "ID=ADDR", value_delimiter = ',')]
+    pub bootstrap: Vec<BootstrapMember>,
+    /// CA certificate (PEM) that peers' certificates must chain to (key `tls_ca`).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// This node's certificate chain (PEM) (key `tls_cert`).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM) (key `tls_key`).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve and dial plaintext, without TLS (key `insecure`) [default: false].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub insecure: Option<bool>,
+}
+
+/// The coordinator's configuration (the TOML file's shape, and after
+/// [`CoordinatorConfig::load`] the effective, validated configuration).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// This node's Raft id: non-zero and unique in the cluster. Required (no default;
+    /// 0 means "not set").
+    pub node_id: u64,
+    /// Directory of the Raft log, snapshots and state. Default `/var/lib/flotilla/coordinator`.
+    pub data_dir: PathBuf,
+    /// Address the gRPC server binds (peers, agents, CLI). Default `127.0.0.1:7600`.
+    pub listen: SocketAddr,
+    /// `HOST:PORT` that peers, agents and clients reach this node at. Default: the
+    /// listen address (which must then not be a wildcard like `0.0.0.0`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
+    /// Address of the metrics / web UI HTTP server. Default: none (not served).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<SocketAddr>,
+    /// The initial cluster, as `ID=HOST:PORT` entries. Nodes started with the same
+    /// list form the cluster once; a restart with existing state ignores it.
+    /// Default: empty (join an existing cluster through `Cluster.AddNode`).
+    pub bootstrap: Vec<BootstrapMember>,
+    /// CA certificate (PEM). Default: none. TLS needs `tls_ca`, `tls_cert` and `tls_key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
+    /// Certificate chain (PEM) of this node. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of this node. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Plaintext gRPC, without TLS. Default `false`; required (and only allowed)
+    /// when no TLS file is given.
+    pub insecure: bool,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 0,
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            listen: DEFAULT_LISTEN.parse().expect("the default listen address parses"),
+            advertise: None,
+            http: None,
+            bootstrap: Vec::new(),
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            insecure: false,
+        }
+    }
+}
+
+/// One entry of `bootstrap`: a node id and the address it advertises (`2=10.0.0.2:7600`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BootstrapMember {
+    /// The node id (non-zero).
+    pub id: u64,
+    /// Its advertised `HOST:PORT`.
+    pub addr: String,
+}
+
+impl FromStr for BootstrapMember {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let Some((id, addr)) = s.split_once('=') else {
+            return Err(format!("bootstrap entry `{s}` is not ID=HOST:PORT (e.g. 1=10.0.0.1:7600)"));
+        };
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("bootstrap entry `{s}`: node id `{}` is not a positive integer", id.trim()))?;
+        if id == 0 {
+            return Err(format!("bootstrap entry `{s}`: node ids start at 1"));
+        }
+        let addr = addr.trim();
+        check_host_port(addr).map_err(|why| format!("bootstrap entry `{s}`: {why}"))?;
+        Ok(Self { id, addr: addr.to_owned() })
+    }
+}
+
+impl fmt::Display for BootstrapMember {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.id, self.addr)
+    }
+}
+
+impl Serialize for BootstrapMember {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for BootstrapMember {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML of the config's shape (unknown key, bad value).
+    #[error("config file {}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// The merged configuration breaks one or more rules.
+    #[error("invalid configuration:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
+}
+
+/// One broken rule of a merged configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// No node id.
+    #[error("node_id is required: pass --node-id N or set `node_id = N` (a non-zero integer unique in the cluster)")]
+    MissingNodeId,
+    /// `advertise` is not `HOST:PORT`.
+    #[error("advertise `{value}`: {why}")]
+    BadAdvertise {
+        /// The value given.
+        value: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// `advertise` unset while `listen` is a wildcard address nobody can dial.
+    #[error(
+        "listen {listen} is a wildcard address that peers cannot dial: set --advertise (key `advertise`) to HOST:PORT they can reach"
+    )]
+    WildcardListen {
+        /// The listen address.
+        listen: SocketAddr,
+    },
+    /// Two bootstrap entries share a node id.
+    #[error("bootstrap lists node {id} twice ({first} and {second})")]
+    DuplicateBootstrapId {
+        /// The id.
+        id: u64,
+        /// Its first address.
+        first: String,
+        /// Its second address.
+        second: String,
+    },
+    /// Two bootstrap entries share an address.
+    #[error("bootstrap lists address {addr} for two nodes ({first} and {second})")]
+    DuplicateBootstrapAddr {
+        /// The address.
+        addr: String,
+        /// The first node id.
+        first: u64,
+        /// The second node id.
+        second: u64,
+    },
+    /// This node is not in its own bootstrap list.
+    #[error("node_id {node_id} is not in bootstrap ({members}): every node of the initial cluster must list itself")]
+    NotInBootstrap {
+        /// This node's id.
+        node_id: u64,
+        /// The ids listed.
+        members: String,
+    },
+    /// A data dir that is empty.
+    #[error("data_dir must not be empty")]
+    EmptyDataDir,
+    /// A TLS rule is broken.
+    #[error("{0}")]
+    Tls(TlsProblem),
+}
+
+impl CoordinatorConfig {
+    /// The effective configuration: the `--config` file if any (else the defaults),
+    /// overridden by the flags given, then validated and completed (`advertise`
+    /// filled in from `listen`).
+    pub fn load(args: &CoordinatorArgs) -> Result<Self, ConfigError> {
+        let mut config = match &args.config {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        config.apply(args);
+        config.validate()
+    }
+
+    /// Reads a config file (not validated).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses config TOML (not validated); `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse { path: origin.to_owned(), message: e.to_string() })
+    }
+
+    /// Overrides keys with the flags that were given.
+    pub fn apply(&mut self, args: &CoordinatorArgs) {
+        if let Some(node_id) = args.node_id {
+            self.node_id = node_id;
+        }
+        if let Some(dir) = &args.data_dir {
+            self.data_dir.clone_from(dir);
+        }
+        if let Some(listen) = args.listen {
+            self.listen = listen;
+        }
+        if let Some(advertise) = &args.advertise {
+            self.advertise = Some(advertise.clone());
+        }
+        if let Some(http) = args.http {
+            self.http = Some(http);
+        }
+        if !args.bootstrap.is_empty() {
+            self.bootstrap.clone_from(&args.bootstrap);
+        }
+        if let Some(ca) = &args.tls_ca {
+            self.tls_ca = Some(ca.clone());
+        }
+        if let Some(cert) = &args.tls_cert {
+            self.tls_cert = Some(cert.clone());
+        }
+        if let Some(key) = &args.tls_key {
+            self.tls_key = Some(key.clone());
+        }
+        if let Some(insecure) = args.insecure {
+            self.insecure = insecure;
+        }
+    }
+
+    /// Checks every rule, reporting all problems at once; on success fills in
+    /// `advertise` from `listen` when unset.
+    pub fn validate(mut self) -> Result<Self, ConfigError> {
+        let mut problems = Vec::new();
+        if self.node_id == 0 {
+            problems.push(Problem::MissingNodeId);
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            problems.push(Problem::EmptyDataDir);
+        }
+        match &self.advertise {
+            Some(value) => {
+                if let Err(why) = check_host_port(value) {
+                    problems.push(Problem::BadAdvertise { value: value.clone(), why });
+                }
+            }
+            None if self.listen.ip().is_unspecified() => {
+                problems.push(Problem::WildcardListen { listen: self.listen });
+            }
+            None => {}
+        }
+        problems.extend(check_bootstrap(self.node_id, &self.bootstrap));
+        if let Err(tls) = self.transport() {
+            problems.push(Problem::Tls(tls));
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid { problems });
+        }
+        if self.advertise.is_none() {
+            self.advertise = Some(self.listen.to_string());
+        }
+        Ok(self)
+    }
+
+    /// The address this node is reached at: `advertise`, or the listen address.
+    pub fn advertise_addr(&self) -> String {
+        self.advertise.clone().unwrap_or_else(|| self.listen.to_string())
+    }
+
+    /// The bootstrap list as `(node id, address)` pairs.
+    pub fn bootstrap_pairs(&self) -> Vec<(u64, String)> {
+        self.bootstrap.iter().map(|m| (m.id, m.addr.clone())).collect()
+    }
+
+    /// The transport the TLS rule selects: all three TLS files, or `insecure`.
+    pub fn transport(&self) -> Result<Transport, TlsProblem> {
+        Transport::from_settings(self.tls_ca.as_ref(), self.tls_cert.as_ref(), self.tls_key.as_ref(), self.insecure)
+    }
+
+    /// The configuration as TOML (what `--check-config` prints).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("the config serializes to TOML")
+    }
+}
+
+fn check_bootstrap(node_id: u64, members: &[BootstrapMember]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for (i, a) in members.iter().enumerate() {
+        for b in &members[..i] {
+            if a.id == b.id && a.addr != b.addr {
+                problems.push(Problem::DuplicateBootstrapId {
+                    id: a.id,
+                    first: b.addr.clone(),
+                    second: a.addr.clone(),
+                });
+            } else if a.addr == b.addr && a.id != b.id {
+                problems.push(Problem::DuplicateBootstrapAddr { addr: a.addr.clone(), first: b.id, second: a.id });
+            }
+        }
+    }
+    if node_id != 0 && !members.is_empty() && !members.iter().any(|m| m.id == node_id) {
+        let ids: BTreeSet<u64> = members.iter().map(|m| m.id).collect();
+        let members = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+        problems.push(Problem::NotInBootstrap { node_id, members });
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_shared::transport::TlsFiles;
+
+    fn args(flags: &[&str]) -> CoordinatorArgs {
+        let mut argv = vec!["flotilla-coordinator"];
+        argv.extend_from_slice(flags);
+        CoordinatorArgs::try_parse_from(argv).expect("flags parse")
+    }
+
+    fn load(flags: &[&str]) -> Result<CoordinatorConfig, ConfigError> {
+        CoordinatorConfig::load(&args(flags))
+    }
+
+    fn problems(result: Result<CoordinatorConfig, ConfigError>) -> Vec<Problem> {
+        match result {
+            Err(ConfigError::Invalid { problems }) => problems,
+            other => panic!("expected an invalid config, got {other:?}"),
+        }
+    }
+
+    /// A config file in a fresh temporary directory.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(name: &str, text: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("flotilla-coordinator-config-{}-{name}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            let path = dir.join("coordinator.toml");
+            std::fs::write(&path, text).expect("write temp config");
+            Self(path)
+        }
+
+        fn path(&self) -> &str {
+            self.0.to_str().expect("utf-8 temp path")
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            if let Some(dir) = self.0.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_with_flags_only() {
+        let config = load(&["--node-id", "1", "--insecure"]).expect("valid");
+        assert_eq!(config.node_id, 1);
+        assert_eq!(config.listen, "127.0.0.1:7600".parse::<SocketAddr>().expect("addr"));
+        assert_eq!(config.advertise.as_deref(), Some("127.0.0.1:7600"), "advertise defaults to listen");
+        assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(config.http, None);
+        assert!(config.bootstrap.is_empty());
+        assert_eq!(config.transport(), Ok(Transport::Insecure));
+    }
+
+    #[test]
+    fn file_is_read_and_flags_override_it() {
+        let file = TempFile::new(
+            "override",
+            r#"
+node_id = 1
+data_dir = "/srv/flotilla"
+listen = "0.0.0.0:7600"
+advertise = "coord-1.internal:7600"
+http = "127.0.0.1:7680"
+bootstrap = ["1=coord-1.internal:7600", "2=coord-2.internal:7600", "3=coord-3.internal:7600"]
+tls_ca = "/etc/flotilla/ca.pem"
+tls_cert = "/etc/flotilla/c1.pem"
+tls_key = "/etc/flotilla/c1.key"
+"#,
+        );
+        let from_file = load(&["--config", file.path()]).expect("valid file");
+        assert_eq!(from_file.node_id, 1);
+        assert_eq!(from_file.data_dir, PathBuf::from("/srv/flotilla"));
+        assert_eq!(from_file.http, Some("127.0.0.1:7680".parse().expect("addr")));
+        assert_eq!(
+            from_file.bootstrap_pairs(),
+            vec![
+                (1, "coord-1.internal:7600".to_owned()),
+                (2, "coord-2.internal:7600".to_owned()),
+                (3, "coord-3.internal:7600".to_owned()),
+            ]
+        );
+        assert_eq!(
+            from_file.transport(),
+            Ok(Transport::Tls(TlsFiles {
+                ca: "/etc/flotilla/ca.pem".into(),
+                cert: "/etc/flotilla/c1.pem".into(),
+                key: "/etc/flotilla/c1.key".into(),
+            }))
+        );
+
+        let overridden = load(&[
+            "--config",
+            file.path(),
+            "--node-id",
+            "2",
+            "--advertise",
+            "coord-2.internal:7600",
+            "--data-dir",
+            "/tmp/c2",
+            "--bootstrap",
+            "1=a:1,2=b:2",
+            "--tls-key",
+            "/other.key",
+        ])
+        .expect("valid override");
+        assert_eq!(overridden.node_id, 2);
+        assert_eq!(overridden.advertise_addr(), "coord-2.internal:7600");
+        assert_eq!(overridden.data_dir, PathBuf::from("/tmp/c2"));
+        assert_eq!(overridden.bootstrap_pairs(), vec![(1, "a:1".to_owned()), (2, "b:2".to_owned())]);
+        assert_eq!(overridden.tls_key, Some(PathBuf::from("/other.key")));
+        // Keys without a flag keep the file's value.
+        assert_eq!(overridden.http, from_file.http);
+        assert_eq!(overridden.listen, from_file.listen);
+    }
+
+    #[test]
+    fn insecure_flag_can_be_switched_off_explicitly() {
+        let file = TempFile::new("insecure", "node_id = 1\ninsecure = true\n");
+        let config = load(&["--config", file.path()]).expect("valid");
+        assert_eq!(config.transport(), Ok(Transport::Insecure));
+        let err = problems(load(&["--config", file.path(), "--insecure=false"]));
+        assert_eq!(err, vec![Problem::Tls(TlsProblem::Unconfigured)]);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_in_the_file_are_refused_with_their_place() {
+        let err = CoordinatorConfig::from_toml("node_id = 1\nlisten_addr = \"x\"\n", Path::new("c.toml"))
+            .expect_err("unknown key");
+        let text = err.to_string();
+        assert!(text.starts_with("config file c.toml:"), "{text}");
+        assert!(text.contains("listen_addr"), "{text}");
+        assert!(text.contains("line 2"), "{text}");
+
+        let err = CoordinatorConfig::from_toml("bootstrap = [\"1=a:1\", \"two=b:2\"]\n", Path::new("c.toml"))
+            .expect_err("bad bootstrap");
+        assert!(err.to_string().contains("node id `two` is not a positive integer"), "{err}");
+
+        let err =
+            CoordinatorConfig::from_toml("listen = \"localhost\"\n", Path::new("c.toml")).expect_err("bad listen");
+        assert!(err.to_string().contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_a_read_error() {
+        let err = load(&["--config", "/nonexistent/flotilla.toml"]).expect_err("missing file");
+        assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
+        assert!(err.to_string().contains("/nonexistent/flotilla.toml"), "{err}");
+    }
+
+    #[test]
+    fn bootstrap_entries_parse_with_clear_errors() {
+        let ok: BootstrapMember = " 3 = [::1]:7603 ".parse().expect("valid");
+        assert_eq!(ok, BootstrapMember { id: 3, addr: "[::1]:7603".to_owned() });
+        assert_eq!(ok.to_string(), "3=[::1]:7603");
+
+        let cases = [
+            ("10.0.0.1:7600", "is not ID=HOST:PORT"),
+            ("x=10.0.0.1:7600", "node id `x` is not a positive integer"),
+            ("-1=10.0.0.1:7600", "is not a positive integer"),
+            ("0=10.0.0.1:7600", "node ids start at 1"),
+            ("1=10.0.0.1", "expected HOST:PORT"),
+            ("1=10.0.0.1:http", "port `http` is not a number"),
+            ("1=10.0.0.1:0", "port `0` is not a number between 1 and 65535"),
+            ("1=:7600", "the host part is empty"),
+            ("1=http://a:7600", "without a scheme"),
+            ("1=::1:7600", "IPv6 address must be in brackets"),
+        ];
+        for (input, expected) in cases {
+            let err = input.parse::<BootstrapMember>().expect_err(input);
+            assert!(err.contains(expected), "{input}: {err}");
+        }
+
+        // Through clap, a bad entry is a usage error that names the flag.
+        let err = CoordinatorArgs::try_parse_from(["flotilla-coordinator", "--bootstrap", "1=a:1,b:2"])
+            .expect_err("bad flag");
+        let text = err.to_string();
+        assert!(text.contains("--bootstrap") && text.contains("is not ID=HOST:PORT"), "{text}");
+    }
+
+    #[test]
+    fn bootstrap_list_is_checked_as_a_whole() {
+        let err = problems(load(&["--node-id", "4", "--insecure", "--bootstrap", "1=a:1,2=b:2,1=c:3,3=b:2"]));
+        assert_eq!(
+            err,
+            vec![
+                Problem::DuplicateBootstrapId { id: 1, first: "a:1".to_owned(), second: "c:3".to_owned() },
+                Problem::DuplicateBootstrapAddr { addr: "b:2".to_owned(), first: 2, second: 3 },
+                Problem::NotInBootstrap { node_id: 4, members: "1, 2, 3".to_owned() },
+            ]
+        );
+        // The same entry twice is harmless.
+        load(&["--node-id", "1", "--insecure", "--bootstrap", "1=a:1,1=a:1"]).expect("valid");
+    }
+
+    #[test]
+    fn node_id_is_required() {
+        assert_eq!(problems(load(&["--insecure"])), vec![Problem::MissingNodeId]);
+        assert_eq!(problems(load(&["--insecure", "--node-id", "0"])), vec![Problem::MissingNodeId]);
+    }
+
+    #[test]
+    fn wildcard_listen_needs_advertise() {
+        let err = problems(load(&["--node-id", "1", "--insecure", "--listen", "0.0.0.0:7600"]));
+        assert_eq!(err, vec![Problem::WildcardListen { listen: "0.0.0.0:7600".parse().expect("addr") }]);
+        let ok = load(&["--node-id", "1", "--insecure", "--listen", "0.0.0.0:7600", "--advertise", "10.0.0.1:7600"])
+            .expect("valid");
+        assert_eq!(ok.advertise_addr(), "10.0.0.1:7600");
+        let err = problems(load(&["--node-id", "1", "--insecure", "--advertise", "nope"]));
+        assert!(matches!(&err[..], [Problem::BadAdvertise { .. }]), "{err:?}");
+    }
+
+    #[test]
+    fn tls_needs_all_three_files_or_insecure() {
+        assert_eq!(problems(load(&["--node-id", "1"])), vec![Problem::Tls(TlsProblem::Unconfigured)]);
+        assert_eq!(
+            problems(load(&["--node-id", "1", "--tls-ca", "ca.pem", "--tls-cert", "c.pem"])),
+            vec![Problem::Tls(TlsProblem::Incomplete { missing: vec!["--tls-key"] })]
+        );
+        assert_eq!(
+            problems(load(&["--node-id", "1", "--tls-key", "c.key"])),
+            vec![Problem::Tls(TlsProblem::Incomplete { missing: vec!["--tls-ca", "--tls-cert"] })]
+        );
+        assert_eq!(
+            problems(load(&["--node-id", "1", "--insecure", "--tls-ca", "ca.pem"])),
+            vec![Problem::Tls(TlsProblem::InsecureWithTls { given: vec!["--tls-ca"] })]
+        );
+        let tls = load(&["--node-id", "1", "--tls-ca", "ca.pem", "--tls-cert", "c.pem", "--tls-key", "c.key"])
+            .expect("valid");
+        assert!(matches!(tls.transport(), Ok(Transport::Tls(_))));
+
+        let text = ConfigError::Invalid { problems: vec![Problem::Tls(TlsProblem::Unconfigured)] }.to_string();
+        assert!(text.contains("--insecure to run plaintext on purpose"), "{text}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = load(&["--node-id", "0", "--bootstrap", "1=a:1", "--tls-cert", "c.pem"]).expect_err("invalid");
+        let text = err.to_string();
+        assert!(text.starts_with("invalid configuration:\n  - node_id is required"), "{text}");
+        assert!(text.contains("incomplete TLS"), "{text}");
+        assert_eq!(text.lines().count(), 3, "{text}");
+    }
+
+    #[test]
+    fn effective_config_prints_as_toml_that_loads_back() {
+        let config = load(&[
+            "--node-id",
+            "2",
+            "--insecure",
+            "--http",
+            "127.0.0.1:7680",
+            "--bootstrap",
+            "1=a:7600,2=127.0.0.1:7600",
+        ])
+        .expect("valid");
+        let text = config.to_toml();
+        assert!(text.contains("node_id = 2"), "{text}");
+        assert!(text.contains("advertise = \"127.0.0.1:7600\""), "{text}");
+        assert!(text.contains("\"1=a:7600\""), "{text}");
+        let back = CoordinatorConfig::from_toml(&text, Path::new("printed.toml")).expect("reparses");
+        assert_eq!(back, config);
+    }
+}
