@@ -10,7 +10,8 @@ use semver::{Version, VersionReq};
 use crate::inventory::{Fleet, Host, Installed};
 use crate::model::{DepKind, HostId, LabelSelector, RollbackScope, ServiceName};
 use crate::spec::{
-    Artifact, Dependency, GateExec, GateSpec, Hooks, ReleaseSpec, RolloutPolicy, RunSpec, ServiceSpec, Span, StageSpec,
+    Artifact, Dependency, GateExec, GateSpec, Hooks, ReleaseSpec, Requirement, RolloutPolicy, RunSpec, ServiceSpec,
+    Span, StageSpec,
 };
 
 /// A release named `name` with one catch-all stage and no services.
@@ -61,7 +62,8 @@ impl ServiceSpec {
 
     /// Adds a contract this version requires (fixture builder).
     pub fn requires(mut self, contract: &str, range: &str) -> Self {
-        self.requires.insert(contract.to_owned(), VersionReq::parse(range).expect("valid fixture range"));
+        let range = VersionReq::parse(range).expect("valid fixture range");
+        self.requires.insert(contract.to_owned(), Requirement { range, span: Span::default() });
         self
     }
 

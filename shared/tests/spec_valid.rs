@@ -191,11 +191,12 @@ fn contracts_and_dependencies_are_typed() {
     let spec = parse_ok(FULL);
     let payments = spec.service("payments").expect("payments");
     assert_eq!(payments.provides, BTreeMap::from([("payments-api".to_owned(), Version::new(2, 4, 0))]));
+    let requires: BTreeMap<&str, &VersionReq> = payments.requires.iter().map(|(k, r)| (k.as_str(), &r.range)).collect();
     assert_eq!(
-        payments.requires,
+        requires,
         BTreeMap::from([
-            ("auth-api".to_owned(), VersionReq::parse("^3.1").expect("range")),
-            ("ledger-api".to_owned(), VersionReq::parse(">=1.2, <2").expect("range")),
+            ("auth-api", &VersionReq::parse("^3.1").expect("range")),
+            ("ledger-api", &VersionReq::parse(">=1.2, <2").expect("range")),
         ])
     );
     let deps: Vec<(&str, DepKind)> = payments.depends_on.iter().map(|d| (d.service.as_str(), d.kind)).collect();

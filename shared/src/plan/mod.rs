@@ -17,7 +17,7 @@ pub use rollback::{Member, RollbackPlan, RollbackRequest, RollbackStep};
 
 use crate::inventory::{Fleet, Host};
 use crate::model::{HostId, LabelSelector, ServiceName};
-use crate::spec::{Diagnostic, ReleaseSpec};
+use crate::spec::{Diagnostic, ReleaseSpec, Requirement};
 
 /// Index of a stage in [`Plan::stages`].
 pub type StageId = usize;
@@ -237,7 +237,7 @@ fn build_graph(
         }
     }
     for (v, svc) in spec.services.iter().enumerate() {
-        for (contract, range) in &svc.requires {
+        for (contract, Requirement { range, span }) in &svc.requires {
             let in_release = providers.get(contract.as_str()).map(Vec::as_slice).unwrap_or_default();
             let matching: Vec<NodeId> =
                 in_release.iter().filter(|(p, ver)| *p != v && range.matches(ver)).map(|&(p, _)| p).collect();
@@ -273,12 +273,12 @@ fn build_graph(
                 format!("`{}` requires `{contract}` {range}, which nothing in the release provides", svc.name);
             let message = if shipped.is_empty() { message } else { format!("{message} ({})", shipped.join("; ")) };
             if fleet.is_some() || !shipped.is_empty() {
-                errors.push(Diagnostic::new(svc.span, format!("{message} or the fleet serves")).with_help(format!(
+                errors.push(Diagnostic::new(*span, format!("{message} or the fleet serves")).with_help(format!(
                     "ship a version that provides `{contract}` matching {range}, or relax the range in `requires`"
                 )));
             } else {
                 warnings.push(Diagnostic::new(
-                    svc.span,
+                    *span,
                     format!("{message}; without a fleet it was not checked that a running service serves it"),
                 ));
             }

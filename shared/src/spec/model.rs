@@ -111,12 +111,21 @@ pub struct ServiceSpec {
     /// Contracts this version serves, with the version it serves.
     pub provides: BTreeMap<String, Version>,
     /// Contracts this version needs, as semver ranges.
-    pub requires: BTreeMap<String, VersionReq>,
+    pub requires: BTreeMap<String, Requirement>,
     /// Dependencies written in the spec.
     pub depends_on: Vec<Dependency>,
     /// Rollout and failure policy after `[defaults]` and overrides.
     pub policy: RolloutPolicy,
     /// Where the `[[service]]` table is, for errors found when planning against a fleet.
+    pub span: Span,
+}
+
+/// A contract a service needs: `"auth-api" = "^3.1"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requirement {
+    /// The versions of the contract that will do.
+    pub range: VersionReq,
+    /// Where the range is written.
     pub span: Span,
 }
 

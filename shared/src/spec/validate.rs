@@ -17,8 +17,8 @@ use super::raw::{
     RawStringMap, closest,
 };
 use super::{
-    Artifact, Dependency, Diagnostic, GateExec, GateSpec, HealthCheck, Hooks, Probe, ReleaseSpec, RolloutPolicy,
-    RunSpec, ServiceSpec, SourceFile, Span, SpecErrors, StageSpec,
+    Artifact, Dependency, Diagnostic, GateExec, GateSpec, HealthCheck, Hooks, Probe, ReleaseSpec, Requirement,
+    RolloutPolicy, RunSpec, ServiceSpec, SourceFile, Span, SpecErrors, StageSpec,
 };
 use crate::model::{DepKind, HostCount, LabelSelector, OnFailure, RollbackScope, ServiceName};
 
@@ -254,7 +254,9 @@ impl Checker<'_> {
         let hooks = self.hooks(&service.hooks);
         let health = self.each(&service.health, Self::health_check);
         let provides = self.contracts(&service.provides, "provides", parse_version);
-        let requires = self.contracts(&service.requires, "requires", parse_range);
+        let requires = self.contracts(&service.requires, "requires", |raw, what| {
+            parse_range(raw, what).map(|range| Requirement { range, span: span(raw) })
+        });
         let depends_on = self.dependencies(service);
         let policy = self.rollout(defaults, &service.rollout());
         Some(ServiceSpec {
