@@ -1,6 +1,7 @@
 //! The `flotilla` command-line tool: plans releases and, against a cluster, drives them.
 
 mod plan;
+mod remote;
 mod render;
 
 use std::process::ExitCode;
@@ -13,6 +14,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    connection: remote::Connection,
 }
 
 #[derive(Debug, Subcommand)]
@@ -22,6 +25,31 @@ enum Command {
     /// Offline: no cluster is needed. With `--hosts`, hosts and batches are computed
     /// from an inventory and the spec is checked against it.
     Plan(plan::PlanArgs),
+    /// Inspect and change the coordinator cluster.
+    Cluster {
+        #[command(subcommand)]
+        command: remote::ClusterCommand,
+        /// How to print the result.
+        #[arg(long, short, value_enum, default_value_t = TextOrJson::Table)]
+        output: TextOrJson,
+    },
+    /// Submit and inspect releases.
+    Release {
+        #[command(subcommand)]
+        command: remote::ReleaseCommand,
+        /// How to print the result.
+        #[arg(long, short, value_enum, default_value_t = TextOrJson::Table)]
+        output: TextOrJson,
+    },
+}
+
+/// How to print results of remote commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TextOrJson {
+    /// Human-readable text.
+    Table,
+    /// JSON.
+    Json,
 }
 
 /// How to print results.
@@ -57,6 +85,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Plan(args) => plan::run(&args),
+        Command::Cluster { command, output } => remote::cluster(&cli.connection, &command, output == TextOrJson::Json),
+        Command::Release { command, output } => remote::release(&cli.connection, &command, output == TextOrJson::Json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -83,6 +83,21 @@ pub struct CoordinatorArgs {
     /// Serve and dial plaintext, without TLS (key `insecure`) [default: false].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub insecure: Option<bool>,
+    /// Leader heartbeat interval in milliseconds (key `heartbeat_ms`) [default: 100].
+    #[arg(long, value_name = "MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// Minimum election timeout in milliseconds; the maximum is twice this
+    /// (key `election_timeout_ms`) [default: 400].
+    #[arg(long, value_name = "MS")]
+    pub election_timeout_ms: Option<u64>,
+    /// Build a snapshot after this many log entries since the last one
+    /// (key `snapshot_logs`) [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub snapshot_logs: Option<u64>,
+    /// Log entries kept behind the latest snapshot for slow followers
+    /// (key `keep_logs`) [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub keep_logs: Option<u64>,
 }
 
 /// The coordinator's configuration (the TOML file's shape, and after
@@ -120,6 +135,16 @@ pub struct CoordinatorConfig {
     /// Plaintext gRPC, without TLS. Default `false`; required (and only allowed)
     /// when no TLS file is given.
     pub insecure: bool,
+    /// Leader heartbeat interval, milliseconds. Default 100.
+    pub heartbeat_ms: u64,
+    /// Minimum election timeout, milliseconds (the maximum is twice this); at least
+    /// three heartbeats. Default 400.
+    pub election_timeout_ms: u64,
+    /// A snapshot is built after this many log entries since the last one. Default 10000.
+    pub snapshot_logs: u64,
+    /// Log entries kept behind the latest snapshot, so a briefly lagging follower
+    /// catches up from the log rather than a snapshot. Default 1000.
+    pub keep_logs: u64,
 }
 
 impl Default for CoordinatorConfig {
@@ -135,6 +160,10 @@ impl Default for CoordinatorConfig {
             tls_cert: None,
             tls_key: None,
             insecure: false,
+            heartbeat_ms: 100,
+            election_timeout_ms: 400,
+            snapshot_logs: 10_000,
+            keep_logs: 1_000,
         }
     }
 }
@@ -258,6 +287,19 @@ pub enum Problem {
         /// The second node id.
         second: u64,
     },
+    /// Heartbeats too slow for the election timeout (or zero).
+    #[error(
+        "election_timeout_ms ({election_timeout_ms}) must be at least three heartbeats (heartbeat_ms {heartbeat_ms}, which must be above 0)"
+    )]
+    Timing {
+        /// The heartbeat interval given.
+        heartbeat_ms: u64,
+        /// The election timeout given.
+        election_timeout_ms: u64,
+    },
+    /// `snapshot_logs` is 0.
+    #[error("snapshot_logs must be at least 1")]
+    SnapshotLogs,
     /// This node is not in its own bootstrap list.
     #[error("node_id {node_id} is not in bootstrap ({members}): every node of the initial cluster must list itself")]
     NotInBootstrap {
@@ -331,6 +373,16 @@ impl CoordinatorConfig {
         if let Some(insecure) = args.insecure {
             self.insecure = insecure;
         }
+        for (flag, key) in [
+            (args.heartbeat_ms, &mut self.heartbeat_ms),
+            (args.election_timeout_ms, &mut self.election_timeout_ms),
+            (args.snapshot_logs, &mut self.snapshot_logs),
+            (args.keep_logs, &mut self.keep_logs),
+        ] {
+            if let Some(value) = flag {
+                *key = value;
+            }
+        }
     }
 
     /// Checks every rule, reporting all problems at once; on success fills in
@@ -355,6 +407,15 @@ impl CoordinatorConfig {
             None => {}
         }
         problems.extend(check_bootstrap(self.node_id, &self.bootstrap));
+        if self.heartbeat_ms == 0 || self.election_timeout_ms < 3 * self.heartbeat_ms {
+            problems.push(Problem::Timing {
+                heartbeat_ms: self.heartbeat_ms,
+                election_timeout_ms: self.election_timeout_ms,
+            });
+        }
+        if self.snapshot_logs == 0 {
+            problems.push(Problem::SnapshotLogs);
+        }
         if let Err(tls) = self.transport() {
             problems.push(Problem::Tls(tls));
         }

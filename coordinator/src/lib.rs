@@ -1,9 +1,12 @@
 //! Flotilla coordinator: one node of the Raft cluster that stores release state and,
 //! on the leader, runs the release engine (DESIGN §2, §7, §8).
-//!
-//! For now the crate holds the daemon's configuration ([`config`]); serving is built
-//! on top of it.
 
 pub mod config;
+pub mod error;
+pub mod node;
+pub mod raft;
+pub mod server;
+pub mod state;
+pub mod store;
 
 pub use config::{CoordinatorArgs, CoordinatorConfig};

@@ -1,0 +1,184 @@
+//! The Raft transport between coordinators: openraft's requests carried over the
+//! `RaftPeer` gRPC service, serialized as JSON in the messages' payload fields.
+//!
+//! Each peer gets its own channel, separate from client traffic, with message limits
+//! raised for append batches and snapshot chunks.
+
+use flotilla_net::{ClientSecurity, channel};
+use flotilla_proto::v1::raft_peer_client::RaftPeerClient;
+use flotilla_proto::v1::{self, raft_reply};
+use openraft::BasicNode;
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::transport::Channel;
+
+use super::{NodeId, TypeConfig};
+
+/// Largest gRPC message between coordinators (append batches, snapshot chunks).
+pub const MAX_PEER_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// Encodes an openraft value for the wire.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("openraft messages serialize")
+}
+
+/// Decodes an openraft value from the wire.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}
+
+/// Creates a [`PeerClient`] per target node.
+#[derive(Debug, Clone)]
+pub struct Network {
+    node_id: NodeId,
+    security: ClientSecurity,
+}
+
+impl Network {
+    /// The network of node `node_id`, dialing peers with `security`.
+    pub fn new(node_id: NodeId, security: ClientSecurity) -> Self {
+        Self { node_id, security }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
+        let client = channel(&node.addr, &self.security).map(|ch| {
+            RaftPeerClient::new(ch)
+                .max_decoding_message_size(MAX_PEER_MESSAGE)
+                .max_encoding_message_size(MAX_PEER_MESSAGE)
+        });
+        PeerClient { from: self.node_id, target, addr: node.addr.clone(), client }
+    }
+}
+
+/// The connection from this node to one peer.
+#[derive(Debug)]
+pub struct PeerClient {
+    from: NodeId,
+    target: NodeId,
+    addr: String,
+    client: Result<RaftPeerClient<Channel>, flotilla_net::NetError>,
+}
+
+type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
+
+impl PeerClient {
+    fn envelope(&self, term: u64) -> Option<v1::RaftEnvelope> {
+        Some(v1::RaftEnvelope {
+            from_node_id: self.from,
+            to_node_id: self.target,
+            term,
+            protocol_version: flotilla_proto::PROTOCOL_VERSION,
+        })
+    }
+
+    fn client(&self) -> Result<RaftPeerClient<Channel>, Unreachable> {
+        match &self.client {
+            Ok(client) => Ok(client.clone()),
+            Err(e) => Err(Unreachable::new(e)),
+        }
+    }
+
+    /// Turns a gRPC reply into openraft's result.
+    // The error type is openraft's, required by the `RaftNetwork` trait.
+    #[allow(clippy::result_large_err)]
+    fn reply<T, E>(&self, reply: Result<tonic::Response<v1::RaftReply>, tonic::Status>) -> RpcResult<T, E>
+    where
+        T: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let reply = reply.map_err(|status| match status.code() {
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+                RPCError::Unreachable(Unreachable::new(&PeerStatus(self.addr.clone(), status)))
+            }
+            _ => RPCError::Network(NetworkError::new(&PeerStatus(self.addr.clone(), status))),
+        })?;
+        match reply.into_inner().result {
+            Some(raft_reply::Result::Payload(bytes)) => {
+                decode(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+            }
+            Some(raft_reply::Result::Error(bytes)) => {
+                let err: RaftError<NodeId, E> = decode(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+                Err(RPCError::RemoteError(openraft::error::RemoteError::new(self.target, err)))
+            }
+            None => Err(RPCError::Network(NetworkError::new(&PeerStatus(
+                self.addr.clone(),
+                tonic::Status::internal("empty reply"),
+            )))),
+        }
+    }
+}
+
+/// A gRPC failure talking to a peer, as an error openraft can carry.
+#[derive(Debug)]
+struct PeerStatus(String, tonic::Status);
+
+impl std::fmt::Display for PeerStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "peer {}: {}: {}", self.0, self.1.code(), self.1.message())
+    }
+}
+
+impl std::error::Error for PeerStatus {}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        let mut client = self.client().map_err(RPCError::Unreachable)?;
+        let req = v1::AppendEntriesRequest {
+            envelope: self.envelope(rpc.vote.leader_id().term),
+            entry_count: rpc.entries.len() as u32,
+            payload: encode(&rpc),
+        };
+        let mut request = tonic::Request::new(req);
+        request.set_timeout(option.hard_ttl());
+        let reply = client.append_entries(request).await;
+        self.reply(reply)
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        let mut client = self.client().map_err(RPCError::Unreachable)?;
+        let req = v1::InstallSnapshotRequest {
+            envelope: self.envelope(rpc.vote.leader_id().term),
+            vote: encode(&rpc.vote),
+            meta: Some(v1::SnapshotMeta {
+                snapshot_id: rpc.meta.snapshot_id.clone(),
+                last_log_index: rpc.meta.last_log_id.map_or(0, |l| l.index),
+                last_log_term: rpc.meta.last_log_id.map_or(0, |l| l.leader_id.term),
+                payload: encode(&rpc.meta),
+            }),
+            offset: rpc.offset,
+            data: rpc.data,
+            done: rpc.done,
+        };
+        let mut request = tonic::Request::new(req);
+        request.set_timeout(option.hard_ttl());
+        let reply = client.install_snapshot(request).await;
+        self.reply(reply)
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
+        let mut client = self.client().map_err(RPCError::Unreachable)?;
+        let req = v1::VoteRequest { envelope: self.envelope(rpc.vote.leader_id().term), payload: encode(&rpc) };
+        let mut request = tonic::Request::new(req);
+        request.set_timeout(option.hard_ttl());
+        let reply = client.vote(request).await;
+        self.reply(reply)
+    }
+}

@@ -1,0 +1,119 @@
+//! The `Cluster` service: membership and Raft status, adding and removing nodes.
+
+use flotilla_proto::v1::cluster_client::ClusterClient;
+use flotilla_proto::v1::cluster_server::Cluster;
+use flotilla_proto::v1::{self, MemberRole, RaftState};
+use openraft::ServerState;
+use tonic::{Request, Response, Status};
+
+use super::on_leader;
+use crate::error::CoordinatorError;
+use crate::node::Node;
+
+/// Serves `Cluster` for one node.
+#[derive(Debug, Clone)]
+pub struct ClusterService {
+    node: Node,
+}
+
+impl ClusterService {
+    /// The service of `node`.
+    pub fn new(node: Node) -> Self {
+        Self { node }
+    }
+}
+
+/// This node's view of the cluster: membership, leader and term from its Raft metrics;
+/// its own log and applied index; on the leader, each follower's matched index.
+pub fn status(node: &Node) -> v1::ClusterStatus {
+    let m = node.raft().metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    let voters: Vec<u64> = membership.voter_ids().collect();
+    let leader_addr =
+        m.current_leader.and_then(|l| membership.get_node(&l)).map(|n| n.addr.clone()).unwrap_or_default();
+    let version = Some(flotilla_proto::version_info(env!("CARGO_PKG_VERSION"), []));
+    let members = membership
+        .nodes()
+        .map(|(&id, n)| {
+            let is_self = id == node.id();
+            let matched = m.replication.as_ref().and_then(|r| r.get(&id).copied().flatten()).map(|l| l.index);
+            let state = if is_self {
+                match m.state {
+                    ServerState::Leader => RaftState::Leader,
+                    ServerState::Follower => RaftState::Follower,
+                    ServerState::Candidate => RaftState::Candidate,
+                    ServerState::Learner => RaftState::Learner,
+                    ServerState::Shutdown => RaftState::Shutdown,
+                }
+            } else if Some(id) == m.current_leader {
+                RaftState::Leader
+            } else {
+                RaftState::Unspecified
+            };
+            v1::ClusterMember {
+                node_id: id,
+                addr: n.addr.clone(),
+                role: if voters.contains(&id) { MemberRole::Voter } else { MemberRole::Learner } as i32,
+                state: state as i32,
+                last_log_index: if is_self { m.last_log_index } else { None },
+                applied_index: if is_self { m.last_applied.map(|l| l.index) } else { None },
+                matched_index: if is_self { m.last_log_index } else { matched },
+                version: if is_self { version.clone() } else { None },
+                reachable: is_self || matched.is_some() || Some(id) == m.current_leader,
+            }
+        })
+        .collect();
+    v1::ClusterStatus {
+        node_id: node.id(),
+        leader_id: m.current_leader.unwrap_or_default(),
+        leader_addr,
+        term: m.current_term,
+        committed_index: m.last_applied.map_or(0, |l| l.index),
+        members,
+        version,
+        membership_changing: m.membership_config.membership().get_joint_config().len() > 1,
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn status(&self, _request: Request<v1::StatusRequest>) -> Result<Response<v1::StatusResponse>, Status> {
+        Ok(Response::new(v1::StatusResponse { status: Some(status(&self.node)) }))
+    }
+
+    async fn add_node(&self, request: Request<v1::AddNodeRequest>) -> Result<Response<v1::AddNodeResponse>, Status> {
+        let node = self.node.clone();
+        on_leader(
+            &self.node,
+            request,
+            |req| async move {
+                if req.node_id == 0 {
+                    return Err(CoordinatorError::InvalidArgument("node id 0 is reserved; use a positive id".into()));
+                }
+                flotilla_shared::transport::check_host_port(&req.addr)
+                    .map_err(|why| CoordinatorError::InvalidArgument(format!("address `{}`: {why}", req.addr)))?;
+                node.add_node(req.node_id, req.addr, req.learner_only).await?;
+                Ok(v1::AddNodeResponse { status: Some(status(&node)) })
+            },
+            |ch, req| async move { ClusterClient::new(ch).add_node(req).await },
+        )
+        .await
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<v1::RemoveNodeRequest>,
+    ) -> Result<Response<v1::RemoveNodeResponse>, Status> {
+        let node = self.node.clone();
+        on_leader(
+            &self.node,
+            request,
+            |req| async move {
+                node.remove_node(req.node_id).await?;
+                Ok(v1::RemoveNodeResponse { status: Some(status(&node)) })
+            },
+            |ch, req| async move { ClusterClient::new(ch).remove_node(req).await },
+        )
+        .await
+    }
+}

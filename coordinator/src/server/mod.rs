@@ -1,0 +1,97 @@
+//! The coordinator's gRPC surface: `RaftPeer`, `Cluster`, `Releases`, the standard
+//! health service and reflection, on one port, over mutual TLS unless `--insecure`.
+
+mod cluster;
+mod raft_peer;
+mod releases;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use flotilla_net::{TlsMaterial, channel};
+use flotilla_proto::v1::cluster_server::ClusterServer;
+use flotilla_proto::v1::raft_peer_server::RaftPeerServer;
+use flotilla_proto::v1::releases_server::ReleasesServer;
+use tonic::transport::{Channel, Server};
+use tonic::{Request, Response, Status};
+
+pub use cluster::ClusterService;
+pub use raft_peer::RaftPeerService;
+pub use releases::ReleasesService;
+
+use crate::error::CoordinatorError;
+use crate::node::Node;
+use crate::raft::network::MAX_PEER_MESSAGE;
+
+/// Metadata key set on a call a follower forwarded to the leader, so it is forwarded
+/// at most once.
+pub const FORWARDED: &str = "x-flotilla-forwarded-by";
+
+/// Largest client request (a release spec).
+const MAX_CLIENT_MESSAGE: usize = 16 * 1024 * 1024;
+
+/// Serves every service of `node` on `listen` until `shutdown` completes.
+pub async fn serve(
+    node: Node,
+    listen: SocketAddr,
+    tls: Option<TlsMaterial>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<RaftPeerServer<RaftPeerService>>().await;
+    health.set_serving::<ClusterServer<ClusterService>>().await;
+    health.set_serving::<ReleasesServer<ReleasesService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(flotilla_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the embedded descriptor sets are valid");
+
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls.server_config())?;
+    }
+    builder
+        .add_service(
+            RaftPeerServer::new(RaftPeerService::new(node.raft().clone()))
+                .max_decoding_message_size(MAX_PEER_MESSAGE)
+                .max_encoding_message_size(MAX_PEER_MESSAGE),
+        )
+        .add_service(ClusterServer::new(ClusterService::new(node.clone())))
+        .add_service(ReleasesServer::new(ReleasesService::new(node)).max_decoding_message_size(MAX_CLIENT_MESSAGE))
+        .add_service(health_service)
+        .add_service(reflection)
+        .serve_with_shutdown(listen, shutdown)
+        .await
+}
+
+/// Runs a write on the leader: here when this node leads, otherwise forwarded once to
+/// the leader; a call that was already forwarded, or with no leader known, gets an
+/// UNAVAILABLE answer carrying the leader's address for the client to follow.
+pub(crate) async fn on_leader<Req, Resp, L, LF, R, RF>(
+    node: &Node,
+    request: Request<Req>,
+    local: L,
+    remote: R,
+) -> Result<Response<Resp>, Status>
+where
+    L: FnOnce(Req) -> LF,
+    LF: Future<Output = Result<Resp, CoordinatorError>>,
+    R: FnOnce(Channel, Request<Req>) -> RF,
+    RF: Future<Output = Result<Response<Resp>, Status>>,
+{
+    let forwarded = request.metadata().contains_key(FORWARDED);
+    match node.check_leader() {
+        Ok(()) => local(request.into_inner()).await.map(Response::new).map_err(Status::from),
+        Err(CoordinatorError::NotLeader { leader_id, leader_addr }) if !forwarded => {
+            let ch = channel(&leader_addr, node.security()).map_err(|_| {
+                Status::from(CoordinatorError::NotLeader { leader_id, leader_addr: leader_addr.clone() })
+            })?;
+            let mut req = Request::new(request.into_inner());
+            req.metadata_mut().insert(FORWARDED, node.id().to_string().parse().expect("a number is valid metadata"));
+            tracing::debug!(leader = %leader_addr, "forwarding a write to the leader");
+            remote(ch, req).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,183 @@
+//! The Raft log and vote: openraft's `RaftLogStorage` over the storage boundary.
+//!
+//! Durability: `append` writes its entries in one atomic batch and hands openraft's
+//! callback to the flush thread, which completes it only after the engine's flush has
+//! returned. `save_vote`, `truncate` and `purge` return only after their flush. The
+//! committed log id is written without a flush of its own: it becomes durable with the
+//! next flush (the engine never keeps a later write while losing an earlier one), and a
+//! stale committed id on restart only means re-applying less of the log before the
+//! leader's next commit, never more than was committed.
+//!
+//! Concurrency: openraft calls the write methods one at a time (`&mut self`); log
+//! readers ([`LogReader`]) read concurrently through the engine, which shows each batch
+//! entirely or not at all.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{AnyError, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
+
+use super::flush::Flusher;
+use super::kv::{KvEngine, KvError, WriteBatch};
+use super::sled::SledEngine;
+use super::spaces::{RaftLog, RaftMeta, RaftMetaKey, RaftMetaValue};
+use crate::raft::{Entry, NodeId, TypeConfig};
+
+/// The Raft log and vote of one coordinator.
+#[derive(Debug)]
+pub struct LogStore<E: KvEngine = SledEngine> {
+    engine: E,
+    flusher: Flusher,
+}
+
+/// A reader of the log, used by replication tasks while the log is being appended to.
+#[derive(Debug, Clone)]
+pub struct LogReader<E: KvEngine = SledEngine> {
+    engine: E,
+}
+
+impl<E: KvEngine> LogStore<E> {
+    /// A log store over `engine`, with its own flush thread.
+    pub fn new(engine: E) -> io::Result<Self> {
+        let flusher = Flusher::start(engine.clone())?;
+        Ok(Self { engine, flusher })
+    }
+
+    /// The engine, for reading the log outside openraft (tests, tools).
+    pub fn engine(&self) -> &E {
+        &self.engine
+    }
+
+    fn meta_log_id(&self, key: RaftMetaKey) -> Result<Option<LogId<NodeId>>, KvError> {
+        match self.engine.get::<RaftMeta>(&key)? {
+            None => Ok(None),
+            Some(RaftMetaValue::LogId(id)) => Ok(Some(id)),
+            Some(other) => Err(KvError::Corrupt(format!("raft_meta {key:?} holds {other:?}, not a log id"))),
+        }
+    }
+
+    async fn write_durably(&self, batch: &WriteBatch) -> Result<(), KvError> {
+        self.engine.write(batch)?;
+        self.flusher.flush().await
+    }
+}
+
+impl<E: KvEngine> RaftLogReader<TypeConfig> for LogStore<E> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError<NodeId>> {
+        Ok(read_entries(&self.engine, range).map_err(|e| StorageIOError::read_logs(&e))?)
+    }
+}
+
+impl<E: KvEngine> RaftLogReader<TypeConfig> for LogReader<E> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError<NodeId>> {
+        Ok(read_entries(&self.engine, range).map_err(|e| StorageIOError::read_logs(&e))?)
+    }
+}
+
+fn read_entries<E: KvEngine>(engine: &E, range: impl RangeBounds<u64>) -> Result<Vec<Entry>, KvError> {
+    let bounds: (Bound<u64>, Bound<u64>) = (range.start_bound().cloned(), range.end_bound().cloned());
+    Ok(engine.range::<RaftLog>(bounds, usize::MAX)?.into_iter().map(|(_, entry)| entry).collect())
+}
+
+impl<E: KvEngine> RaftLogStorage<TypeConfig> for LogStore<E> {
+    type LogReader = LogReader<E>;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
+        let last_purged = self.meta_log_id(RaftMetaKey::LastPurged).map_err(|e| StorageIOError::read_logs(&e))?;
+        let last = self.engine.last::<RaftLog>().map_err(|e| StorageIOError::read_logs(&e))?;
+        let last_log_id = last.map(|(_, entry)| entry.log_id).or(last_purged);
+        Ok(LogState { last_purged_log_id: last_purged, last_log_id })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        LogReader { engine: self.engine.clone() }
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let mut batch = WriteBatch::new();
+        batch
+            .put::<RaftMeta>(&RaftMetaKey::Vote, &RaftMetaValue::Vote(*vote))
+            .map_err(|e| StorageIOError::write_vote(&e))?;
+        self.write_durably(&batch).await.map_err(|e| StorageIOError::write_vote(&e))?;
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        match self.engine.get::<RaftMeta>(&RaftMetaKey::Vote).map_err(|e| StorageIOError::read_vote(&e))? {
+            None => Ok(None),
+            Some(RaftMetaValue::Vote(vote)) => Ok(Some(vote)),
+            Some(other) => {
+                Err(StorageIOError::read_vote(AnyError::error(format!("raft_meta Vote holds {other:?}, not a vote")))
+                    .into())
+            }
+        }
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError<NodeId>> {
+        let mut batch = WriteBatch::new();
+        match committed {
+            Some(id) => {
+                batch
+                    .put::<RaftMeta>(&RaftMetaKey::Committed, &RaftMetaValue::LogId(id))
+                    .map_err(|e| StorageIOError::write(&e))?;
+            }
+            None => {
+                batch.delete::<RaftMeta>(&RaftMetaKey::Committed);
+            }
+        }
+        // Durable with the next flush; see the module documentation.
+        self.engine.write(&batch).map_err(|e| StorageIOError::write(&e))?;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        Ok(self.meta_log_id(RaftMetaKey::Committed).map_err(|e| StorageIOError::read(&e))?)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = WriteBatch::new();
+        for entry in entries {
+            batch.put::<RaftLog>(&entry.log_id.index, &entry).map_err(|e| StorageIOError::write_logs(&e))?;
+        }
+        self.engine.write(&batch).map_err(|e| StorageIOError::write_logs(&e))?;
+        // The entries are readable now; openraft learns they are durable from the
+        // callback, which the flush thread calls after its next flush.
+        self.flusher
+            .after_flush(Box::new(move |result| {
+                callback.log_io_completed(result.map_err(|e| io::Error::other(e.to_string())));
+            }))
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        tracing::debug!(since = %log_id, "truncating the raft log");
+        let mut batch = WriteBatch::new();
+        batch.delete_range::<RaftLog>(log_id.index..);
+        self.write_durably(&batch).await.map_err(|e| StorageIOError::write_logs(&e))?;
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        tracing::debug!(upto = %log_id, "purging the raft log");
+        let mut batch = WriteBatch::new();
+        batch
+            .put::<RaftMeta>(&RaftMetaKey::LastPurged, &RaftMetaValue::LogId(log_id))
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        batch.delete_range::<RaftLog>(..=log_id.index);
+        self.write_durably(&batch).await.map_err(|e| StorageIOError::write_logs(&e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,186 @@
+//! Snapshot files: their byte layout and their directory.
+//!
+//! A snapshot is the same bytes on disk and on the wire:
+//!
+//! ```text
+//! b"FLOTSNAP" | header length (u32, big-endian) | header (JSON) | state (JSON)
+//! ```
+//!
+//! The header carries the format version, the snapshot id, the last log id and the
+//! membership. A reader checks the magic and the version before it parses anything
+//! else, so a snapshot from a newer build is refused with both versions named.
+//!
+//! Files are written to a temporary name, fsynced, renamed into place and the directory
+//! fsynced, so a crash leaves either the old file or the complete new one.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use openraft::{BasicNode, SnapshotMeta};
+use serde::{Deserialize, Serialize};
+
+use super::spaces::FORMAT_VERSION;
+use crate::raft::NodeId;
+use crate::state::State;
+
+const MAGIC: &[u8; 8] = b"FLOTSNAP";
+const PREFIX_LEN: usize = MAGIC.len() + 4;
+
+/// The header of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotHeader {
+    /// The on-disk format version of the snapshot.
+    pub format_version: u32,
+    /// Id, last log id and membership.
+    pub meta: SnapshotMeta<NodeId, BasicNode>,
+}
+
+/// Why snapshot bytes could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The snapshot is in a format this build does not read.
+    #[error(
+        "snapshot format version {found} is not supported: this flotilla-coordinator reads format version {supported}"
+    )]
+    UnsupportedFormat {
+        /// The snapshot's version.
+        found: u32,
+        /// The version this build reads.
+        supported: u32,
+    },
+    /// The bytes are not a complete snapshot.
+    #[error("malformed snapshot: {0}")]
+    Malformed(String),
+}
+
+/// Encodes a snapshot of `state` described by `meta`.
+pub fn encode(meta: &SnapshotMeta<NodeId, BasicNode>, state: &State) -> Result<Vec<u8>, serde_json::Error> {
+    let header = serde_json::to_vec(&SnapshotHeader { format_version: FORMAT_VERSION, meta: meta.clone() })?;
+    let header_len = u32::try_from(header.len()).map_err(serde::ser::Error::custom)?;
+    let mut out = Vec::with_capacity(PREFIX_LEN + header.len() + 4096);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&header_len.to_be_bytes());
+    out.extend_from_slice(&header);
+    serde_json::to_writer(&mut out, state)?;
+    Ok(out)
+}
+
+/// Reads the header of snapshot `bytes`; returns it and where the state starts.
+pub fn decode_header(bytes: &[u8]) -> Result<(SnapshotHeader, usize), SnapshotError> {
+    let malformed = |what: &str| SnapshotError::Malformed(what.to_owned());
+    if bytes.len() < PREFIX_LEN || &bytes[..MAGIC.len()] != MAGIC {
+        return Err(malformed("it does not start with the snapshot magic bytes"));
+    }
+    let mut len = [0u8; 4];
+    len.copy_from_slice(&bytes[MAGIC.len()..PREFIX_LEN]);
+    let end = usize::try_from(u32::from_be_bytes(len))
+        .ok()
+        .and_then(|len| PREFIX_LEN.checked_add(len))
+        .filter(|end| *end <= bytes.len())
+        .ok_or_else(|| malformed("the header runs past the end"))?;
+    let header = &bytes[PREFIX_LEN..end];
+
+    /// Reads only the version, whatever else the header of another version holds.
+    #[derive(Deserialize)]
+    struct Version {
+        format_version: u32,
+    }
+    let version: Version =
+        serde_json::from_slice(header).map_err(|e| SnapshotError::Malformed(format!("header: {e}")))?;
+    if version.format_version != FORMAT_VERSION {
+        return Err(SnapshotError::UnsupportedFormat { found: version.format_version, supported: FORMAT_VERSION });
+    }
+    let header = serde_json::from_slice(header).map_err(|e| SnapshotError::Malformed(format!("header: {e}")))?;
+    Ok((header, end))
+}
+
+/// Reads a whole snapshot.
+pub fn decode(bytes: &[u8]) -> Result<(SnapshotHeader, State), SnapshotError> {
+    let (header, start) = decode_header(bytes)?;
+    let state = serde_json::from_slice(&bytes[start..]).map_err(|e| SnapshotError::Malformed(format!("state: {e}")))?;
+    Ok((header, state))
+}
+
+/// The directory holding snapshot files.
+#[derive(Debug, Clone)]
+pub struct SnapshotDir {
+    path: PathBuf,
+}
+
+impl SnapshotDir {
+    /// Opens the directory, creating it if needed.
+    pub fn open(path: PathBuf) -> io::Result<Self> {
+        fs::create_dir_all(&path)?;
+        Ok(Self { path })
+    }
+
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path of file `name`.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Writes `bytes` to file `name` so that after a crash it is either absent or
+    /// complete.
+    pub fn write_atomically(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        let tmp = self.path.join(format!("{name}.tmp"));
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, self.file(name))?;
+        self.sync()
+    }
+
+    /// Reads file `name`.
+    pub fn read(&self, name: &str) -> io::Result<Vec<u8>> {
+        fs::read(self.file(name))
+    }
+
+    /// Removes every snapshot and temporary file except `keep`.
+    pub fn remove_all_but(&self, keep: Option<&str>) -> io::Result<()> {
+        let mut removed = false;
+        for entry in fs::read_dir(&self.path)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if Some(name) != keep && (name.ends_with(".snap") || name.ends_with(".tmp")) {
+                fs::remove_file(entry.path())?;
+                removed = true;
+            }
+        }
+        if removed { self.sync() } else { Ok(()) }
+    }
+
+    /// Fsyncs the directory so renames and removals in it are durable.
+    fn sync(&self) -> io::Result<()> {
+        File::open(&self.path)?.sync_all()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_round_trips_and_a_newer_version_is_refused() {
+        let meta = SnapshotMeta { snapshot_id: "1-1-1".to_owned(), ..Default::default() };
+        let bytes = encode(&meta, &State::default()).unwrap();
+        let (header, state) = decode(&bytes).unwrap();
+        assert_eq!(header.meta, meta);
+        assert_eq!(state, State::default());
+
+        let future = br#"{"format_version":7,"something":"new"}"#;
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&u32::try_from(future.len()).unwrap().to_be_bytes());
+        bytes.extend_from_slice(future);
+        let err = decode(&bytes).unwrap_err();
+        assert!(matches!(err, SnapshotError::UnsupportedFormat { found: 7, supported: FORMAT_VERSION }), "{err}");
+        assert!(matches!(decode(b"garbage"), Err(SnapshotError::Malformed(_))));
+    }
+}

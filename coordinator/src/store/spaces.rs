@@ -1,0 +1,175 @@
+//! The key spaces of a coordinator's data directory and the on-disk format record.
+//!
+//! | key space | key | value |
+//! |---|---|---|
+//! | `format` | [`FormatKey`] | [`FormatRecord`]: the on-disk format version |
+//! | `raft_log` | log index (u64) | a Raft log [`Entry`] |
+//! | `raft_meta` | [`RaftMetaKey`] | vote, committed log id, last purged log id |
+//! | `sm_meta` | [`SmMetaKey`] | the durable image of the state machine: its snapshot |
+
+use openraft::{BasicNode, LogId, SnapshotMeta, Vote};
+use serde::{Deserialize, Serialize};
+
+use super::kv::{Key, KeySpace, KvError};
+use crate::raft::{Entry, NodeId};
+
+/// The version of the on-disk format this build writes and reads: the key spaces and
+/// their encodings, and the snapshot file layout. Bump it on any incompatible change.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The `format` key space: what version of the format the data is in.
+#[derive(Debug)]
+pub struct Format;
+
+impl KeySpace for Format {
+    const NAME: &'static str = "format";
+    type Key = FormatKey;
+    type Value = FormatRecord;
+}
+
+/// The keys of the `format` key space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FormatKey {
+    /// The format record.
+    Version,
+}
+
+/// The on-disk format record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FormatRecord {
+    /// The format version the data is in.
+    pub version: u32,
+    /// The software that first wrote the data (`flotilla-coordinator 0.1.0`), for humans.
+    pub written_by: String,
+}
+
+impl FormatRecord {
+    /// The record this build writes.
+    pub fn current() -> Self {
+        Self { version: FORMAT_VERSION, written_by: format!("flotilla-coordinator {}", env!("CARGO_PKG_VERSION")) }
+    }
+}
+
+/// The `raft_log` key space: log entries by index.
+#[derive(Debug)]
+pub struct RaftLog;
+
+impl KeySpace for RaftLog {
+    const NAME: &'static str = "raft_log";
+    type Key = u64;
+    type Value = Entry;
+}
+
+/// The `raft_meta` key space: Raft's own durable state besides the log.
+#[derive(Debug)]
+pub struct RaftMeta;
+
+impl KeySpace for RaftMeta {
+    const NAME: &'static str = "raft_meta";
+    type Key = RaftMetaKey;
+    type Value = RaftMetaValue;
+}
+
+/// The keys of the `raft_meta` key space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RaftMetaKey {
+    /// The vote ([`RaftMetaValue::Vote`]).
+    Vote,
+    /// The last committed log id this node knows of ([`RaftMetaValue::LogId`]).
+    Committed,
+    /// The last log id removed from the log ([`RaftMetaValue::LogId`]).
+    LastPurged,
+}
+
+/// The values of the `raft_meta` key space.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RaftMetaValue {
+    /// A vote.
+    Vote(Vote<NodeId>),
+    /// A log id.
+    LogId(LogId<NodeId>),
+}
+
+/// The `sm_meta` key space: what state machine image is durable.
+#[derive(Debug)]
+pub struct SmMeta;
+
+impl KeySpace for SmMeta {
+    const NAME: &'static str = "sm_meta";
+    type Key = SmMetaKey;
+    type Value = SnapshotRecord;
+}
+
+/// The keys of the `sm_meta` key space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SmMetaKey {
+    /// The current snapshot.
+    CurrentSnapshot,
+}
+
+/// The current snapshot: the state machine's durable image. Its `meta` holds the last
+/// applied log id and membership of that image; the state applied after it is rebuilt
+/// from the log on start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    /// Local sequence number; names the file (`snapshots/<seq>.snap`).
+    pub seq: u64,
+    /// The snapshot's metadata (id, last log id, membership).
+    pub meta: SnapshotMeta<NodeId, BasicNode>,
+}
+
+impl SnapshotRecord {
+    /// The snapshot's file name inside the snapshot directory.
+    pub fn file_name(&self) -> String {
+        snapshot_file_name(self.seq)
+    }
+}
+
+/// The file name of the snapshot with local sequence number `seq`. Names come from a
+/// local counter, never from a snapshot id received from a peer.
+pub fn snapshot_file_name(seq: u64) -> String {
+    format!("{seq:020}.snap")
+}
+
+/// Keys that are one tag byte. The tags are part of the on-disk format.
+macro_rules! tag_key {
+    ($ty:ty { $($variant:ident = $tag:literal),+ $(,)? }) => {
+        impl Key for $ty {
+            fn encode(&self) -> Vec<u8> {
+                match self {
+                    $(Self::$variant => vec![$tag],)+
+                }
+            }
+
+            fn decode(bytes: &[u8]) -> Result<Self, KvError> {
+                match bytes {
+                    $([$tag] => Ok(Self::$variant),)+
+                    _ => Err(KvError::Corrupt(format!(
+                        "unknown {} key {bytes:02x?}",
+                        stringify!($ty)
+                    ))),
+                }
+            }
+        }
+    };
+}
+
+tag_key!(FormatKey { Version = 1 });
+tag_key!(RaftMetaKey { Vote = 1, Committed = 2, LastPurged = 3 });
+tag_key!(SmMetaKey { CurrentSnapshot = 1 });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_keys_round_trip_and_refuse_unknown_tags() {
+        for key in [RaftMetaKey::Vote, RaftMetaKey::Committed, RaftMetaKey::LastPurged] {
+            assert_eq!(RaftMetaKey::decode(&key.encode()).unwrap(), key);
+        }
+        assert!(RaftMetaKey::Vote.encode() < RaftMetaKey::LastPurged.encode());
+        assert!(matches!(SmMetaKey::decode(&[9]), Err(KvError::Corrupt(_))));
+        assert_eq!(snapshot_file_name(7), "00000000000000000007.snap");
+    }
+}

@@ -1,0 +1,10 @@
+//! Flotilla's gRPC plumbing shared by the coordinator, the agent and the CLI: loading
+//! mutual-TLS material, building endpoints, and calls that follow the Raft leader.
+
+pub mod endpoint;
+pub mod leader;
+pub mod tls;
+
+pub use endpoint::{ClientSecurity, channel, endpoint};
+pub use leader::{LeaderClient, LeaderError, call_leader};
+pub use tls::{NetError, TlsMaterial};

@@ -1,0 +1,213 @@
+//! The coordinator cluster as real processes on loopback: elections, `kill -9`,
+//! full restarts, forwarding, membership changes with snapshot catch-up, and mTLS.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_net::{ClientSecurity, channel};
+use flotilla_proto::v1::cluster_client::ClusterClient;
+use flotilla_proto::v1::raft_peer_client::RaftPeerClient;
+use flotilla_proto::v1::releases_client::ReleasesClient;
+use flotilla_proto::v1::{self, RaftState};
+use flotilla_tests::{ClusterOptions, TestCa, TestCluster, eventually, tiny_spec};
+use tokio::sync::Mutex;
+
+const ELECTION: Duration = Duration::from_secs(20);
+const CATCH_UP: Duration = Duration::from_secs(30);
+
+async fn write_n(cluster: &TestCluster, prefix: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = cluster.write(&format!("{prefix}-{i}")).await.unwrap_or_else(|e| panic!("write {i}: {e:#}"));
+        ids.push(id);
+    }
+    ids
+}
+
+async fn leader_committed(cluster: &TestCluster, leader: u64) -> u64 {
+    cluster.status_of(leader).await.map(|s| s.committed_index).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_elect_a_leader_survive_its_kill9_and_the_killed_node_catches_up() {
+    let mut cluster = TestCluster::start(3, ClusterOptions::default()).unwrap();
+    let first = cluster.wait_leader(ELECTION).await.unwrap();
+    let before = write_n(&cluster, "before", 20).await;
+
+    cluster.kill9(first);
+    let second = cluster.wait_leader(ELECTION).await.unwrap();
+    assert_ne!(second, first, "a new leader is elected among the survivors");
+    let after = write_n(&cluster, "after", 20).await;
+
+    cluster.restart(first).unwrap();
+    let committed = leader_committed(&cluster, second).await;
+    cluster
+        .wait_applied(first, committed, CATCH_UP)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.log_of(first)));
+    assert_eq!(
+        cluster.raft_state(first).await,
+        Some(RaftState::Follower),
+        "the restarted node rejoins as a follower (its --bootstrap is ignored)"
+    );
+    let listed = cluster.release_ids().await.unwrap();
+    for id in before.iter().chain(&after) {
+        assert!(listed.contains(id), "acknowledged release {id} is listed");
+    }
+    assert_eq!(listed.len(), 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill9_of_every_node_under_load() {
+    let mut cluster = TestCluster::start(3, ClusterOptions::default()).unwrap();
+    let acked: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+    for cycle in 0..3 {
+        cluster.wait_leader(ELECTION).await.unwrap();
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let cluster_ref = &cluster;
+        // Four writers keep writing until told to stop; every acknowledged write is recorded.
+        let writers = (0..4).map(|w| {
+            let (acked, stop) = (acked.clone(), stop.clone());
+            async move {
+                for i in 0.. {
+                    let key = format!("c{cycle}-w{w}-{i}");
+                    tokio::select! {
+                        _ = stop.notified() => break,
+                        r = cluster_ref.write(&key) => match r {
+                            Ok(id) => { acked.lock().await.insert(key, id); }
+                            Err(_) => break,
+                        },
+                    }
+                }
+            }
+        });
+        let load = futures::future::join_all(writers);
+        let killer = async {
+            eventually(Duration::from_secs(30), "60 acknowledged writes this cycle", || async {
+                let n = acked.lock().await.keys().filter(|k| k.starts_with(&format!("c{cycle}-"))).count();
+                (n >= 60).then_some(())
+            })
+            .await
+            .unwrap();
+            // Kill every node while the writers are still writing.
+            for id in [1, 2, 3] {
+                cluster_ref.kill9_shared(id);
+            }
+            stop.notify_waiters();
+        };
+        tokio::join!(load, killer);
+        for id in [1, 2, 3] {
+            cluster.kill9(id);
+            cluster.restart(id).unwrap();
+        }
+        cluster.wait_leader(ELECTION).await.unwrap();
+        let listed = cluster.release_ids().await.unwrap();
+        let acked = acked.lock().await;
+        let missing: Vec<&String> = acked.values().filter(|id| !listed.contains(id)).collect();
+        assert!(missing.is_empty(), "cycle {cycle}: acknowledged releases lost: {missing:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_sent_to_a_follower_is_forwarded_to_the_leader() {
+    let cluster = TestCluster::start(3, ClusterOptions::default()).unwrap();
+    let leader = cluster.wait_leader(ELECTION).await.unwrap();
+    let follower = cluster.nodes.keys().copied().find(|&id| id != leader).unwrap();
+    let ch = channel(&cluster.nodes[&follower].addr, cluster.client_security()).unwrap();
+    // A plain client that never follows hints: the follower must do the work.
+    let resp = ReleasesClient::new(ch.clone())
+        .create(v1::CreateRequest {
+            spec_toml: tiny_spec("fwd"),
+            file_name: "fwd.toml".into(),
+            idempotency_key: "fwd".into(),
+        })
+        .await
+        .expect("the follower forwards the write")
+        .into_inner();
+    assert!(resp.created);
+    let id = resp.release.unwrap().id;
+    let got = ReleasesClient::new(ch).get(v1::GetRequest { release_id: id.clone() }).await.unwrap().into_inner();
+    assert_eq!(got.release.unwrap().id, id, "reads through a follower are forwarded too");
+
+    // A bad spec is refused with the location, whoever receives it.
+    let err = ReleasesClient::new(channel(&cluster.nodes[&follower].addr, cluster.client_security()).unwrap())
+        .create(v1::CreateRequest {
+            spec_toml: "release = 3\n".into(),
+            file_name: "bad.toml".into(),
+            idempotency_key: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("bad.toml:1:11"), "{}", err.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_added_after_compaction_catches_up_by_snapshot_and_a_removed_node_is_left_behind() {
+    let opts = ClusterOptions { snapshot_logs: 50, keep_logs: 5, ..ClusterOptions::default() };
+    let mut cluster = TestCluster::start(3, opts).unwrap();
+    let leader = cluster.wait_leader(ELECTION).await.unwrap();
+    write_n(&cluster, "early", 150).await;
+
+    let addr = cluster.start_joiner(4).unwrap();
+    let leader_addr = cluster.nodes[&leader].addr.clone();
+    let mut admin = ClusterClient::new(channel(&leader_addr, cluster.client_security()).unwrap());
+    let status = admin
+        .add_node(v1::AddNodeRequest { node_id: 4, addr, learner_only: false })
+        .await
+        .unwrap_or_else(|e| panic!("add node: {e}\n{}", cluster.log_of(4)))
+        .into_inner()
+        .status
+        .unwrap();
+    assert!(status.members.iter().any(|m| m.node_id == 4 && m.role == v1::MemberRole::Voter as i32), "{status:?}");
+    let committed = leader_committed(&cluster, leader).await;
+    cluster.wait_applied(4, committed, CATCH_UP).await.unwrap();
+    assert!(
+        cluster.log_of(4).contains("snapshot installed"),
+        "node 4 caught up through a snapshot, the leader's log before it being purged:\n{}",
+        cluster.log_of(4)
+    );
+
+    admin.remove_node(v1::RemoveNodeRequest { node_id: 4 }).await.unwrap();
+    let left_at = cluster
+        .status_of(4)
+        .await
+        .and_then(|s| s.members.iter().find(|m| m.node_id == 4).and_then(|m| m.applied_index));
+    write_n(&cluster, "late", 30).await;
+    let now = cluster
+        .status_of(4)
+        .await
+        .and_then(|s| s.members.iter().find(|m| m.node_id == 4).and_then(|m| m.applied_index));
+    let leader_view = cluster.status_of(leader).await.unwrap();
+    assert!(leader_view.members.iter().all(|m| m.node_id != 4), "node 4 is no longer a member");
+    assert!(
+        now.unwrap_or_default() <= left_at.unwrap_or_default() + 2,
+        "node 4 receives no new entries after removal ({left_at:?} -> {now:?})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_admits_the_clusters_ca_and_refuses_others() {
+    let mut cluster = TestCluster::start(3, ClusterOptions { tls: true, ..ClusterOptions::default() }).unwrap();
+    let leader = cluster.wait_leader(ELECTION).await.unwrap();
+    let ids = write_n(&cluster, "tls", 3).await;
+    assert_eq!(ids.len(), 3, "peers replicate and clients write over mTLS");
+
+    let addr = cluster.nodes[&leader].addr.clone();
+    let rogue = TestCa::new(&cluster.dir().join("rogue"), "rogue").unwrap().issue("intruder").unwrap().security();
+    let refused = ClusterClient::new(channel(&addr, &rogue).unwrap()).status(v1::StatusRequest { local: true }).await;
+    assert!(refused.is_err(), "a client with another CA's certificate is refused");
+    let peer = RaftPeerClient::new(channel(&addr, &rogue).unwrap())
+        .vote(v1::VoteRequest { envelope: None, payload: b"{}".to_vec() })
+        .await;
+    assert!(peer.is_err(), "a peer with another CA's certificate is refused");
+    let plaintext = ClusterClient::new(channel(&addr, &ClientSecurity::Insecure).unwrap())
+        .status(v1::StatusRequest { local: true })
+        .await;
+    assert!(plaintext.is_err(), "plaintext is refused by a TLS coordinator");
+
+    assert_eq!(cluster.terminate(leader), Some(0), "SIGTERM shuts a coordinator down cleanly");
+    let next = cluster.wait_leader(ELECTION).await.unwrap();
+    assert_ne!(next, leader);
+}
