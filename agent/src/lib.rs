@@ -1,9 +1,26 @@
 //! Flotilla agent: one per host; dials out to the coordinators, then fetches, verifies,
 //! installs, starts, supervises and health-checks services (DESIGN §2, §8, §9).
 //!
-//! For now the crate holds the daemon's configuration ([`config`]); the agent's work
-//! is built on top of it.
+//! The local deploy engine is complete and testable without a coordinator:
+//! - [`executor`]: runs [`step::Step`]s at most once per `command_id`, reverting
+//!   locally on failure and resolving steps interrupted by an agent crash;
+//! - [`journal`]: the on-disk step journal and the highest term seen;
+//! - [`artifact`]: fetch, sha256 verification and safe unpacking;
+//! - [`driver`]: the driver trait and the `process` driver (supervision, re-adoption);
+//! - [`health`]: http/tcp/exec checks, `healthy_for`, bake;
+//! - [`layout`]: the data directory.
+//!
+//! The `AgentLink` session to the coordinators comes next; it converts the plain types
+//! of [`step`] to and from `flotilla_proto::v1`.
 
+pub mod artifact;
 pub mod config;
+pub mod driver;
+pub mod executor;
+pub mod health;
+pub mod journal;
+pub mod layout;
+pub mod step;
 
 pub use config::{AgentArgs, AgentConfig};
+pub use executor::{Executor, ExecutorConfig, StepHandle};

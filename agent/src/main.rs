@@ -1,5 +1,9 @@
 //! The `flotilla-agent` binary: parses flags and the config file, and with
 //! `--check-config` prints the effective configuration.
+//!
+//! `flotilla-agent local-deploy --data-dir DIR --step FILE` (hidden, for tests and
+//! debugging) runs one step from a JSON file with the real executor, without a
+//! coordinator, printing one JSON line per event on stdout (see [`local_deploy`]).
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -8,10 +12,15 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use flotilla_agent::{AgentArgs, AgentConfig};
 
+mod local_deploy;
+
 /// Exit code for a configuration the daemon cannot use (bad usage).
 const EXIT_BAD_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "local-deploy") {
+        return local_deploy::main();
+    }
     let args = AgentArgs::parse();
     match run(&args) {
         Ok(code) => code,

@@ -1,0 +1,1279 @@
+//! The executor: runs [`Step`]s against the local host, at most once per `command_id`,
+//! reporting progress per phase and a final [`StepResult`] with a precise reason.
+//!
+//! A deploy goes: fetch → verify → unpack → `before_install` → `after_install` →
+//! `migrate` (only when asked) → stop the old process → switch `current` → start →
+//! `validate` → health. Everything before the stop leaves the old version untouched;
+//! any failure after it reverts locally (stop the new process, switch back, start the
+//! old one and wait until it answers its checks), so the old version keeps serving.
+//! Deploying the version that already runs healthily is a no-op (`Skipped`,
+//! `already at <version>`).
+//!
+//! Crash safety: each phase is journaled before it starts. On [`Executor::open`] every
+//! step left in progress is resolved: the service is put back on exactly one version
+//! (the old one, unless the step had in fact completed: its activation was recorded
+//! after health passed) and the step ends failed with `agent restarted during <phase>`.
+//! Why not finish an interrupted deploy instead: its health was never confirmed, and
+//! the engine treats the failed host like any other failure (retry or roll back).
+//!
+//! Drive it with [`Executor::execute`] (a progress stream and a result) or
+//! [`Executor::run`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::artifact::{self, ArtifactError, ArtifactLimits};
+use crate::driver::process::{Backoff, ProcessDriver, read_tail};
+use crate::driver::{Adoption, Driver, DriverError, HookRun, Launch};
+use crate::health::{HealthChecker, HealthFailure, HealthFailureKind, fmt_duration};
+use crate::journal::{Admission, Journal, JournalError, JournalRecord, Prior, RecordState};
+use crate::layout::{self, Layout, STATE_FORMAT, now_unix_ms, read_json, valid_component, write_json_atomic};
+use crate::step::{
+    Action, Bake, Deploy, HealthCheckReport, HookKind, Probe, Rollback, RunCheck, RunHook, RunState, ServiceInstance,
+    Step, StepFailure, StepOutcome, StepPhase, StepProgress, StepResult, Stop,
+};
+
+/// How many finished journal records are kept (older ones are pruned at open).
+pub const DEFAULT_JOURNAL_KEEP: usize = 10_000;
+
+/// Longest wait for the old version to answer its checks after a revert.
+const REVERT_HEALTH_LIMIT: Duration = Duration::from_secs(30);
+
+/// How many activations per service are remembered (for "previous version").
+const HISTORY_LEN: usize = 32;
+
+/// Where a test may freeze a step (`flotilla-agent local-deploy --pause-at`), to kill
+/// the agent at a precise point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PausePoint {
+    /// The phase.
+    pub phase: StepPhase,
+    /// `false`: right after the phase is journaled; `true`: when it has finished, before
+    /// the next phase is journaled.
+    pub at_end: bool,
+}
+
+impl std::str::FromStr for PausePoint {
+    type Err = String;
+
+    /// `installing` (start of the phase) or `installing:end`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (name, at_end) = match s.strip_suffix(":end") {
+            Some(name) => (name, true),
+            None => (s, false),
+        };
+        let phase = StepPhase::parse(name).ok_or_else(|| format!("unknown phase `{name}`"))?;
+        Ok(Self { phase, at_end })
+    }
+}
+
+/// The executor's settings.
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    /// The agent's data directory.
+    pub data_dir: PathBuf,
+    /// This host's id (`FLOTILLA_HOST`).
+    pub host_id: String,
+    /// Releases kept per service, the running one included (at least 1; the running
+    /// and the previous one are never deleted).
+    pub keep_releases: u32,
+    /// Artifact size and time limits.
+    pub artifact_limits: ArtifactLimits,
+    /// Restart backoff of crashed services.
+    pub restart_backoff: Backoff,
+    /// Finished journal records kept.
+    pub journal_keep: usize,
+    /// Test only: freeze steps at this point.
+    pub pause_at: Option<PausePoint>,
+}
+
+impl ExecutorConfig {
+    /// Defaults for `data_dir` and `host_id`.
+    pub fn new(data_dir: impl Into<PathBuf>, host_id: impl Into<String>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            host_id: host_id.into(),
+            keep_releases: crate::config::DEFAULT_KEEP_RELEASES,
+            artifact_limits: ArtifactLimits::default(),
+            restart_backoff: Backoff::default(),
+            journal_keep: DEFAULT_JOURNAL_KEEP,
+            pause_at: None,
+        }
+    }
+}
+
+/// Why the executor could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    /// The journal is unusable.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The data directory is unusable.
+    #[error("data directory {}: {source}", path.display())]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The HTTP client could not be built.
+    #[error("building the HTTP client: {0}")]
+    Http(String),
+}
+
+/// `deploys/<version>.json`: how an installed version runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployRecord {
+    /// [`STATE_FORMAT`].
+    pub format: u32,
+    /// The deploy that installed it.
+    pub deploy: Deploy,
+    /// The sha256 of its artifact.
+    pub sha256: String,
+    /// When it was unpacked.
+    pub installed_unix_ms: i64,
+}
+
+/// `service.json`: the versions a service was activated with, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceState {
+    /// [`STATE_FORMAT`].
+    pub format: u32,
+    /// Versions in activation order (the last is the current one, when healthy); the
+    /// most recent ones only.
+    pub history: Vec<String>,
+    /// How many activations were ever recorded.
+    #[serde(default)]
+    pub activations: u64,
+}
+
+impl ServiceState {
+    /// The version that ran before `current`.
+    pub fn previous(&self, current: Option<&str>) -> Option<&str> {
+        self.history.iter().rev().map(String::as_str).find(|v| Some(*v) != current)
+    }
+}
+
+/// A step started with [`Executor::execute`].
+#[derive(Debug)]
+pub struct StepHandle {
+    /// Progress events, one per phase (ends when the step ends).
+    pub progress: mpsc::UnboundedReceiver<StepProgress>,
+    /// The final result.
+    pub result: oneshot::Receiver<StepResult>,
+}
+
+impl StepHandle {
+    /// Waits for the result, dropping progress events.
+    pub async fn finish(self) -> StepResult {
+        drop(self.progress);
+        self.result.await.unwrap_or_else(|_| internal_result("the step's task ended without a result"))
+    }
+}
+
+/// A failed step, before it becomes a [`StepResult`].
+#[derive(Debug, Clone)]
+struct Failure {
+    kind: StepFailure,
+    reason: String,
+    health: Vec<HealthCheckReport>,
+    exit_code: Option<i32>,
+    output_tail: String,
+}
+
+impl Failure {
+    fn new(kind: StepFailure, reason: impl Into<String>) -> Self {
+        Self { kind, reason: reason.into(), health: Vec::new(), exit_code: None, output_tail: String::new() }
+    }
+
+    fn internal(reason: impl Into<String>) -> Self {
+        Self::new(StepFailure::Internal, reason)
+    }
+}
+
+impl From<ArtifactError> for Failure {
+    fn from(e: ArtifactError) -> Self {
+        let kind = match &e {
+            ArtifactError::UnsupportedUrl { .. }
+            | ArtifactError::Fetch { .. }
+            | ArtifactError::Timeout { .. }
+            | ArtifactError::TooLarge { .. }
+            | ArtifactError::Truncated { .. } => StepFailure::Fetch,
+            ArtifactError::BadSha256(_) | ArtifactError::Checksum { .. } => StepFailure::Verify,
+            ArtifactError::UnsafeEntry { .. } | ArtifactError::Unpack(_) => StepFailure::Unpack,
+            ArtifactError::Io { .. } => StepFailure::Internal,
+        };
+        Self::new(kind, e.to_string())
+    }
+}
+
+impl From<HealthFailure> for Failure {
+    fn from(e: HealthFailure) -> Self {
+        let kind = match e.kind {
+            HealthFailureKind::Deadline => StepFailure::HealthDeadline,
+            HealthFailureKind::Unhealthy => StepFailure::Unhealthy,
+            HealthFailureKind::ProcessExited => StepFailure::ProcessExited,
+        };
+        Self { kind, reason: e.reason, health: e.reports, exit_code: None, output_tail: String::new() }
+    }
+}
+
+/// What a successful action hands back.
+#[derive(Debug, Default)]
+struct Done {
+    skipped: bool,
+    note: String,
+    health: Vec<HealthCheckReport>,
+    exit_code: Option<i32>,
+    output_tail: String,
+}
+
+/// One step in flight: its journal record and progress channel.
+struct StepCtx<'a> {
+    journal: &'a Journal,
+    record: JournalRecord,
+    progress: &'a mpsc::UnboundedSender<StepProgress>,
+    pause_at: Option<PausePoint>,
+}
+
+impl StepCtx<'_> {
+    /// Journals `phase` (durably, before it starts) and reports it.
+    async fn phase(&mut self, phase: StepPhase, detail: impl Into<String>) -> Result<(), Failure> {
+        let previous = self.record.phase;
+        if self.pause_at == Some(PausePoint { phase: previous, at_end: true }) {
+            self.pause(previous, "end").await;
+        }
+        let detail = detail.into();
+        self.record.phase = phase;
+        self.record.detail.clone_from(&detail);
+        self.record.updated_unix_ms = now_unix_ms();
+        self.journal.write(&self.record).map_err(|e| Failure::internal(e.to_string()))?;
+        tracing::info!(command_id = %self.record.command_id, phase = %phase, %detail, "step phase");
+        let _ = self.progress.send(StepProgress {
+            command_id: self.record.command_id.clone(),
+            phase,
+            detail,
+            at_unix_ms: self.record.updated_unix_ms,
+        });
+        if self.pause_at == Some(PausePoint { phase, at_end: false }) {
+            self.pause(phase, "start").await;
+        }
+        Ok(())
+    }
+
+    async fn pause(&self, phase: StepPhase, when: &str) {
+        let _ = self.progress.send(StepProgress {
+            command_id: self.record.command_id.clone(),
+            phase,
+            detail: format!("paused at {when} of {phase} (test)"),
+            at_unix_ms: now_unix_ms(),
+        });
+        std::future::pending::<()>().await;
+    }
+}
+
+struct Inner<D: Driver> {
+    config: ExecutorConfig,
+    layout: Layout,
+    journal: Journal,
+    driver: D,
+    client: reqwest::Client,
+    health_client: reqwest::Client,
+    service_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    running: Mutex<HashMap<String, watch::Receiver<Option<StepResult>>>>,
+}
+
+/// The local deploy engine. Cheap to clone; steps on different services run
+/// concurrently, steps on one service one after the other. Dropping it leaves every
+/// service running.
+pub struct Executor<D: Driver = ProcessDriver> {
+    inner: Arc<Inner<D>>,
+}
+
+impl<D: Driver> Clone for Executor<D> {
+    fn clone(&self) -> Self {
+        Self { inner: Arc::clone(&self.inner) }
+    }
+}
+
+impl<D: Driver> std::fmt::Debug for Executor<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("data_dir", &self.inner.config.data_dir)
+            .field("driver", &self.inner.driver.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Executor<ProcessDriver> {
+    /// Opens the executor with the `process` driver: re-adopts running services,
+    /// resolves steps interrupted by an agent crash (returned, to be reported) and
+    /// restarts services that should run but died while the agent was down.
+    pub async fn open(config: ExecutorConfig) -> Result<(Self, Vec<StepResult>), ExecutorError> {
+        let driver = ProcessDriver::new(Layout::new(&config.data_dir), config.restart_backoff);
+        Self::open_with_driver(config, driver).await
+    }
+}
+
+impl<D: Driver> Executor<D> {
+    /// As [`Executor::open`], with any driver.
+    pub async fn open_with_driver(config: ExecutorConfig, driver: D) -> Result<(Self, Vec<StepResult>), ExecutorError> {
+        let layout = Layout::new(&config.data_dir);
+        layout.create().map_err(|source| ExecutorError::DataDir { path: config.data_dir.clone(), source })?;
+        let journal = Journal::open(&layout.journal_dir())?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| ExecutorError::Http(e.to_string()))?;
+        let health_client = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .build()
+            .map_err(|e| ExecutorError::Http(e.to_string()))?;
+        let executor = Self {
+            inner: Arc::new(Inner {
+                config,
+                layout,
+                journal,
+                driver,
+                client,
+                health_client,
+                service_locks: Mutex::new(HashMap::new()),
+                running: Mutex::new(HashMap::new()),
+            }),
+        };
+        let recovered = executor.recover().await?;
+        if let Err(e) = executor.inner.journal.prune(executor.inner.config.journal_keep) {
+            tracing::warn!(error = %e, "pruning the journal failed");
+        }
+        Ok((executor, recovered))
+    }
+
+    /// The driver.
+    pub fn driver(&self) -> &D {
+        &self.inner.driver
+    }
+
+    /// The data directory layout.
+    pub fn layout(&self) -> &Layout {
+        &self.inner.layout
+    }
+
+    /// The highest leader term seen.
+    pub fn highest_term(&self) -> u64 {
+        self.inner.journal.highest_term()
+    }
+
+    /// Command ids of the steps executing now.
+    pub fn running_command_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> =
+            self.inner.running.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Starts `step` on its own task: progress per phase, then the result.
+    pub fn execute(&self, step: Step) -> StepHandle {
+        let (progress_tx, progress) = mpsc::unbounded_channel();
+        let (result_tx, result) = oneshot::channel();
+        let this = self.clone();
+        tokio::spawn(async move {
+            let outcome = this.run(step, &progress_tx).await;
+            let _ = result_tx.send(outcome);
+        });
+        StepHandle { progress, result }
+    }
+
+    /// Runs `step` to its end, sending a progress event per phase. A `command_id` seen
+    /// before is not executed again: its recorded result is returned with `replayed`
+    /// set (waiting for it when it is still executing). A term below the highest seen
+    /// is refused.
+    pub async fn run(&self, step: Step, progress: &mpsc::UnboundedSender<StepProgress>) -> StepResult {
+        if let Some(result) = self.wait_running(&step.command_id).await {
+            return result;
+        }
+        let lock = step.action.service().map(|s| self.service_lock(s));
+        let _guard = match &lock {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
+        let now = now_unix_ms();
+        let prior = match &step.action {
+            Action::Deploy(d) => self.prior(&d.service, &d.version),
+            Action::Rollback(r) => self.prior(&r.service, &r.to_version),
+            _ => None,
+        };
+        let record = match self.inner.journal.admit(&step, prior, now) {
+            Err(e) => {
+                let mut result = StepResult::new(&step, StepOutcome::Failed, now);
+                result.failure = Some(StepFailure::Internal);
+                result.reason = format!("cannot journal the step: {e}");
+                return result;
+            }
+            Ok(Admission::Refused { highest_term }) => {
+                let mut result = StepResult::new(&step, StepOutcome::Refused, now);
+                result.reason = format!(
+                    "term {} is lower than the highest term this agent has seen ({highest_term}): a newer leader exists",
+                    step.term
+                );
+                tracing::warn!(command_id = %step.command_id, reason = %result.reason, "step refused");
+                return result;
+            }
+            Ok(Admission::Known(record)) => {
+                return match record.result {
+                    Some(mut result) => {
+                        result.replayed = true;
+                        result
+                    }
+                    None => {
+                        // Journaled, not finished and not running here: only possible if
+                        // a repeat raced the admission; report it as in progress.
+                        let mut result = StepResult::new(&step, StepOutcome::Failed, now);
+                        result.failure = Some(StepFailure::Internal);
+                        result.reason = format!("step {} is still in progress ({})", step.command_id, record.phase);
+                        result.replayed = true;
+                        result
+                    }
+                };
+            }
+            Ok(Admission::Admitted(record)) => *record,
+        };
+        let (done_tx, done_rx) = watch::channel(None);
+        self.inner.running.lock().unwrap_or_else(|e| e.into_inner()).insert(step.command_id.clone(), done_rx);
+        tracing::info!(command_id = %step.command_id, action = step.action.name(), service = ?step.action.service(), "executing step");
+        let mut ctx = StepCtx { journal: &self.inner.journal, record, progress, pause_at: self.inner.config.pause_at };
+        let outcome = match &step.action {
+            Action::Deploy(d) => self.deploy(&mut ctx, d).await,
+            Action::Rollback(r) => self.rollback(&mut ctx, r).await,
+            Action::Stop(s) => self.stop(&mut ctx, s).await,
+            Action::RunCheck(c) => self.run_check(&mut ctx, c).await,
+            Action::Bake(b) => self.bake(&mut ctx, b).await,
+            Action::RunHook(h) => self.run_hook(&mut ctx, h).await,
+        };
+        if ctx.pause_at == Some(PausePoint { phase: ctx.record.phase, at_end: true }) {
+            ctx.pause(ctx.record.phase, "end").await;
+        }
+        let result = self.finish(&mut ctx, &step, outcome);
+        if let Err(e) = self.inner.journal.write(&ctx.record) {
+            tracing::error!(command_id = %step.command_id, error = %e, "cannot journal the step's result");
+        }
+        let _ = done_tx.send(Some(result.clone()));
+        self.inner.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&step.command_id);
+        if let Some(service) = step.action.service()
+            && result.is_success()
+            && matches!(step.action, Action::Deploy(_) | Action::Rollback(_))
+        {
+            self.prune_releases(service);
+        }
+        tracing::info!(command_id = %step.command_id, outcome = ?result.outcome, reason = %result.reason, "step finished");
+        result
+    }
+
+    /// The inventory: every installed service, its version and process.
+    pub fn inventory(&self) -> Vec<ServiceInstance> {
+        self.inner.layout.services().unwrap_or_default().iter().map(|s| self.instance(s)).collect()
+    }
+
+    // ------------------------------------------------------------------ internals
+
+    async fn wait_running(&self, command_id: &str) -> Option<StepResult> {
+        let rx = self.inner.running.lock().unwrap_or_else(|e| e.into_inner()).get(command_id).cloned();
+        let mut rx = rx?;
+        let result = rx.wait_for(Option::is_some).await.ok()?.clone();
+        result.map(|mut r| {
+            r.replayed = true;
+            r
+        })
+    }
+
+    fn service_lock(&self, service: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.inner.service_locks.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(locks.entry(service.to_owned()).or_default())
+    }
+
+    fn prior(&self, service: &str, target: &str) -> Option<Prior> {
+        if !valid_component(service) {
+            return None;
+        }
+        let version = self.inner.layout.current_version(service).ok().flatten();
+        let running = self.inner.driver.status(service).is_some_and(|s| s.is_running());
+        let activations = self.service_state(service).activations;
+        Some(Prior { version, running, target: target.to_owned(), activations })
+    }
+
+    fn finish(&self, ctx: &mut StepCtx<'_>, step: &Step, outcome: Result<Done, Failure>) -> StepResult {
+        let mut result = StepResult::new(step, StepOutcome::Succeeded, ctx.record.started_unix_ms);
+        match outcome {
+            Ok(done) => {
+                if done.skipped {
+                    result.outcome = StepOutcome::Skipped;
+                }
+                result.reason = done.note;
+                result.health = done.health;
+                result.exit_code = done.exit_code;
+                result.output_tail = done.output_tail;
+            }
+            Err(failure) => {
+                result.outcome = StepOutcome::Failed;
+                result.failure = Some(failure.kind);
+                result.reason = failure.reason;
+                result.health = failure.health;
+                result.exit_code = failure.exit_code;
+                result.output_tail = failure.output_tail;
+            }
+        }
+        if let Some(service) = step.action.service()
+            && !matches!(step.action, Action::RunHook(_))
+            && valid_component(service)
+        {
+            result.service = Some(self.instance(service));
+        }
+        result.finished_unix_ms = now_unix_ms();
+        ctx.record.state = RecordState::Done;
+        ctx.record.updated_unix_ms = result.finished_unix_ms;
+        ctx.record.result = Some(result.clone());
+        result
+    }
+
+    fn instance(&self, service: &str) -> ServiceInstance {
+        let layout = &self.inner.layout;
+        let version = layout.current_version(service).ok().flatten().unwrap_or_default();
+        let status = self.inner.driver.status(service);
+        let (state, pid, started, restarts) = match &status {
+            Some(s) if s.version == version || s.is_running() => (s.state, s.pid, s.started_unix_ms, s.restarts),
+            _ if version.is_empty() => (RunState::Stopped, 0, 0, 0),
+            _ => (RunState::Stopped, 0, 0, 0),
+        };
+        let provides = self.deploy_record(service, &version).map(|r| r.deploy.provides).unwrap_or_default();
+        let history = self.service_state(service).history;
+        let mut kept: Vec<String> =
+            layout.installed_versions(service).unwrap_or_default().into_iter().filter(|v| *v != version).collect();
+        kept.sort_by_key(|v| std::cmp::Reverse(history.iter().rposition(|h| h == v)));
+        ServiceInstance {
+            service: service.to_owned(),
+            version,
+            state,
+            pid,
+            started_unix_ms: started,
+            provides,
+            kept_versions: kept,
+            restarts,
+        }
+    }
+
+    fn deploy_record(&self, service: &str, version: &str) -> Option<DeployRecord> {
+        if version.is_empty() {
+            return None;
+        }
+        read_json(&self.inner.layout.deploy_record(service, version)).ok().flatten()
+    }
+
+    fn service_state(&self, service: &str) -> ServiceState {
+        read_json(&self.inner.layout.service_state(service)).ok().flatten().unwrap_or_default()
+    }
+
+    fn record_activation(&self, service: &str, version: &str) -> Result<(), Failure> {
+        let mut state = self.service_state(service);
+        state.format = STATE_FORMAT;
+        state.history.push(version.to_owned());
+        state.activations += 1;
+        let excess = state.history.len().saturating_sub(HISTORY_LEN);
+        state.history.drain(..excess);
+        write_json_atomic(&self.inner.layout.service_state(service), &state)
+            .map_err(|e| Failure::internal(format!("recording the activation of {version}: {e}")))
+    }
+
+    fn launch_for(&self, deploy: &Deploy) -> Launch {
+        let layout = &self.inner.layout;
+        let mut env = deploy.run.env.clone();
+        env.insert("FLOTILLA_SERVICE".to_owned(), deploy.service.clone());
+        env.insert("FLOTILLA_VERSION".to_owned(), deploy.version.clone());
+        env.insert("FLOTILLA_HOST".to_owned(), self.inner.config.host_id.clone());
+        Launch {
+            service: deploy.service.clone(),
+            version: deploy.version.clone(),
+            release_dir: layout.release_dir(&deploy.service, &deploy.version),
+            command: deploy.run.command.clone(),
+            args: deploy.run.args.clone(),
+            env,
+            log_file: layout.log_file(&deploy.service, &deploy.version),
+            stop_timeout_ms: deploy.stop_timeout_ms,
+        }
+    }
+
+    fn checker(&self, deploy: &Deploy) -> HealthChecker {
+        let launch = self.launch_for(deploy);
+        HealthChecker::new(self.inner.health_client.clone(), deploy.health.clone(), launch.release_dir, launch.env)
+    }
+
+    async fn hook(
+        &self,
+        ctx: &mut StepCtx<'_>,
+        deploy: &Deploy,
+        kind: HookKind,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<Option<(i32, String)>, Failure> {
+        if command.trim().is_empty() {
+            return Ok(None);
+        }
+        let phase = if matches!(kind, HookKind::Migrate | HookKind::MigrateDown) {
+            StepPhase::Migrating
+        } else {
+            StepPhase::RunningHook
+        };
+        ctx.phase(phase, format!("hook {}", kind.as_str())).await?;
+        let launch = self.launch_for(deploy);
+        let run = HookRun {
+            name: kind.as_str().to_owned(),
+            command: command.to_owned(),
+            cwd: launch.release_dir,
+            env: launch.env,
+            timeout,
+            log_file: launch.log_file,
+        };
+        self.run_hook_process(&run, StepFailure::Hook, &format!("hook {}", kind.as_str())).await.map(Some)
+    }
+
+    /// Runs a hook or check; a non-zero exit or a timeout is a failure of `kind`
+    /// (`Hook` becomes `HookTimeout` on timeout).
+    async fn run_hook_process(&self, run: &HookRun, kind: StepFailure, what: &str) -> Result<(i32, String), Failure> {
+        let out = self.inner.driver.run_hook(run).await.map_err(|e| Failure::internal(format!("{what}: {e}")))?;
+        if out.timed_out {
+            let kind = if kind == StepFailure::Hook { StepFailure::HookTimeout } else { kind };
+            let mut f = Failure::new(
+                kind,
+                format!("{what} (`{}`) timed out after {} and was killed", run.command, fmt_duration(run.timeout)),
+            );
+            f.output_tail = out.output_tail;
+            return Err(f);
+        }
+        match out.exit_code {
+            Some(0) => Ok((0, out.output_tail)),
+            code => {
+                let how =
+                    code.map_or_else(|| "was killed by a signal".to_owned(), |c| format!("exited with status {c}"));
+                let last = out.output_tail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_owned();
+                let mut reason = format!("{what} (`{}`) {how}", run.command);
+                if !last.is_empty() {
+                    reason.push_str(&format!(": {last}"));
+                }
+                let mut f = Failure::new(kind, reason);
+                f.exit_code = code;
+                f.output_tail = out.output_tail;
+                Err(f)
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ deploy
+
+    async fn deploy(&self, ctx: &mut StepCtx<'_>, d: &Deploy) -> Result<Done, Failure> {
+        validate_deploy(d)?;
+        let layout = &self.inner.layout;
+        let svc = d.service.as_str();
+        if let Some(done) = self.already_at(svc, d).await {
+            return Ok(done);
+        }
+        let release_dir = layout.release_dir(svc, &d.version);
+        let kept = release_dir.is_dir()
+            && self.deploy_record(svc, &d.version).is_some_and(|r| r.sha256.eq_ignore_ascii_case(&d.artifact.sha256));
+        if kept {
+            ctx.phase(StepPhase::Fetching, format!("{} is kept on this host; not fetched again", d.version)).await?;
+        } else {
+            self.install(ctx, d).await?;
+        }
+        let record = DeployRecord {
+            format: STATE_FORMAT,
+            deploy: d.clone(),
+            sha256: d.artifact.sha256.to_ascii_lowercase(),
+            installed_unix_ms: now_unix_ms(),
+        };
+        write_json_atomic(&layout.deploy_record(svc, &d.version), &record)
+            .map_err(|e| Failure::internal(format!("recording how {} runs: {e}", d.version)))?;
+        self.hook(ctx, d, HookKind::BeforeInstall, &d.hooks.before_install, d.hook_timeout()).await?;
+        self.hook(ctx, d, HookKind::AfterInstall, &d.hooks.after_install, d.hook_timeout()).await?;
+        if d.migrate {
+            self.hook(ctx, d, HookKind::Migrate, &d.hooks.migrate, d.hook_timeout()).await?;
+        }
+        let prior = ctx.record.prior.clone().unwrap_or(Prior {
+            version: None,
+            running: false,
+            target: d.version.clone(),
+            activations: 0,
+        });
+        self.activate(ctx, d, &prior).await
+    }
+
+    /// A no-op when `d.version` is current, runs, and passes one sample of its checks.
+    async fn already_at(&self, svc: &str, d: &Deploy) -> Option<Done> {
+        let current = self.inner.layout.current_version(svc).ok().flatten()?;
+        let status = self.inner.driver.status(svc)?;
+        if current != d.version || status.version != d.version || !status.is_running() {
+            return None;
+        }
+        let health = self.checker(d).probe_once().await.ok()?;
+        Some(Done { skipped: true, note: format!("already at {}", d.version), health, ..Done::default() })
+    }
+
+    /// Fetch, verify and unpack into `releases/<version>`.
+    async fn install(&self, ctx: &mut StepCtx<'_>, d: &Deploy) -> Result<(), Failure> {
+        let layout = &self.inner.layout;
+        let svc = d.service.as_str();
+        let tmp = layout.tmp_dir(svc);
+        fs::create_dir_all(&tmp).map_err(|e| Failure::internal(format!("creating {}: {e}", tmp.display())))?;
+        ctx.phase(StepPhase::Fetching, d.artifact.url.clone()).await?;
+        let download = tmp.join(format!("download-{}.part", d.version));
+        let fetched =
+            artifact::fetch(&self.inner.client, &d.artifact.url, &download, &self.inner.config.artifact_limits)
+                .await
+                .inspect_err(|_| {
+                let _ = fs::remove_file(&download);
+            })?;
+        ctx.phase(StepPhase::Verifying, format!("sha256 of {} bytes", fetched.size)).await?;
+        if let Err(e) = artifact::verify(&d.artifact.url, &fetched, &d.artifact.sha256) {
+            let _ = fs::remove_file(&download);
+            return Err(e.into());
+        }
+        ctx.phase(StepPhase::Unpacking, format!("into releases/{}", d.version)).await?;
+        let release_dir = layout.release_dir(svc, &d.version);
+        if release_dir.exists() {
+            // A different build of the same version: move the old tree aside (a process
+            // running from it keeps its working directory) and delete it.
+            let aside = tmp.join(format!("replaced-{}-{}", d.version, now_unix_ms()));
+            fs::rename(&release_dir, &aside)
+                .map_err(|e| Failure::internal(format!("moving the old {} aside: {e}", release_dir.display())))?;
+            let _ = fs::remove_dir_all(&aside);
+        }
+        let (archive, work, dest, max) =
+            (download.clone(), tmp.clone(), release_dir.clone(), self.inner.config.artifact_limits.max_unpacked_bytes);
+        let unpacked = tokio::task::spawn_blocking(move || artifact::unpack(&archive, &work, &dest, max))
+            .await
+            .map_err(|e| Failure::internal(format!("unpack task failed: {e}")))?;
+        let _ = fs::remove_file(&download);
+        unpacked?;
+        Ok(())
+    }
+
+    /// Stop the old process, switch, start, validate, health; on failure revert.
+    async fn activate(&self, ctx: &mut StepCtx<'_>, d: &Deploy, prior: &Prior) -> Result<Done, Failure> {
+        let svc = d.service.as_str();
+        let attempt = self.activate_inner(ctx, d, prior).await;
+        match attempt {
+            Ok(health) => {
+                self.record_activation(svc, &d.version)?;
+                self.inner.driver.supervise(svc, true);
+                Ok(Done { health, ..Done::default() })
+            }
+            Err(mut failure) => {
+                if let Err(revert_error) = self.revert(ctx, svc, prior, d.stop_timeout()).await {
+                    failure.reason.push_str(&format!("; reverting to the previous version failed too: {revert_error}"));
+                }
+                Err(failure)
+            }
+        }
+    }
+
+    async fn activate_inner(
+        &self,
+        ctx: &mut StepCtx<'_>,
+        d: &Deploy,
+        prior: &Prior,
+    ) -> Result<Vec<HealthCheckReport>, Failure> {
+        let layout = &self.inner.layout;
+        let driver = &self.inner.driver;
+        let svc = d.service.as_str();
+        let old = prior.version.as_deref().unwrap_or("nothing");
+        ctx.phase(StepPhase::Stopping, format!("stopping {old}")).await?;
+        driver
+            .stop(svc, d.stop_timeout())
+            .await
+            .map_err(|e| Failure::internal(format!("stopping {svc} {old}: {e}")))?;
+        ctx.phase(StepPhase::Installing, format!("current -> releases/{}", d.version)).await?;
+        layout
+            .switch_current(svc, &d.version)
+            .map_err(|e| Failure::internal(format!("switching current to {}: {e}", d.version)))?;
+        ctx.phase(StepPhase::Starting, format!("{} {}", d.run.command, d.run.args.join(" "))).await?;
+        let launch = self.launch_for(d);
+        driver.start(&launch).await.map_err(|e| Failure::new(StepFailure::Start, e.to_string()))?;
+        if !d.hooks.validate.trim().is_empty() {
+            self.hook(ctx, d, HookKind::Validate, &d.hooks.validate, d.hook_timeout()).await?;
+        }
+        ctx.phase(
+            StepPhase::CheckingHealth,
+            format!(
+                "{} check(s), healthy for {} within {}",
+                d.health.len(),
+                fmt_duration(d.healthy_for()),
+                fmt_duration(d.healthy_deadline())
+            ),
+        )
+        .await?;
+        let mut alive = self.liveness(svc, &launch);
+        self.checker(d).wait_healthy(d.healthy_for(), d.healthy_deadline(), &mut alive).await.map_err(|e| {
+            let mut f = Failure::from(e);
+            if f.kind == StepFailure::ProcessExited {
+                f.output_tail = read_tail(&launch.log_file, 0, crate::driver::process::OUTPUT_TAIL_BYTES);
+            }
+            f
+        })
+    }
+
+    /// `Some(reason)` once the service's process is gone.
+    fn liveness(&self, svc: &str, launch: &Launch) -> impl FnMut() -> Option<String> + Send + use<D> {
+        let inner = Arc::clone(&self.inner);
+        let (svc, version, log) = (svc.to_owned(), launch.version.clone(), launch.log_file.clone());
+        move || {
+            let status = inner.driver.status(&svc);
+            match status {
+                Some(s) if s.is_running() => None,
+                other => {
+                    let exit = other.and_then(|s| s.last_exit).unwrap_or_else(|| "exited".to_owned());
+                    let tail = read_tail(&log, 0, 512);
+                    let last = tail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_owned();
+                    let mut reason = format!("process of {svc} {version} exited ({exit})");
+                    if !last.is_empty() {
+                        reason.push_str(&format!("; last log line: {last}"));
+                    }
+                    Some(reason)
+                }
+            }
+        }
+    }
+
+    /// Puts the service back on `prior`: stop whatever runs, kill leftovers in the
+    /// target's directory, switch `current` back, start the old process and wait until
+    /// it answers its checks (one passing sample). Idempotent (also used by recovery).
+    async fn revert(
+        &self,
+        ctx: &mut StepCtx<'_>,
+        svc: &str,
+        prior: &Prior,
+        stop_timeout: Duration,
+    ) -> Result<(), String> {
+        let _ =
+            ctx.phase(StepPhase::Reverting, format!("back to {}", prior.version.as_deref().unwrap_or("nothing"))).await;
+        self.put_back(svc, prior, stop_timeout).await
+    }
+
+    async fn put_back(&self, svc: &str, prior: &Prior, stop_timeout: Duration) -> Result<(), String> {
+        let layout = &self.inner.layout;
+        let driver = &self.inner.driver;
+        let status = driver.status(svc);
+        let old_runs = status.as_ref().is_some_and(|s| s.is_running() && Some(&s.version) == prior.version.as_ref());
+        if !old_runs {
+            driver.stop(svc, stop_timeout).await.map_err(|e| format!("stopping {svc}: {e}"))?;
+        }
+        if prior.version.as_deref() != Some(prior.target.as_str()) && !prior.target.is_empty() {
+            driver.kill_leftovers(svc, &layout.release_dir(svc, &prior.target));
+        }
+        let Some(old) = prior.version.as_deref() else {
+            layout.clear_current(svc).map_err(|e| format!("removing current: {e}"))?;
+            return Ok(());
+        };
+        if layout.current_version(svc).ok().flatten().as_deref() != Some(old) {
+            layout.switch_current(svc, old).map_err(|e| format!("switching current back to {old}: {e}"))?;
+        }
+        let should_run = prior.running || old_runs;
+        if !should_run {
+            return Ok(());
+        }
+        let record = self.deploy_record(svc, old).ok_or_else(|| format!("no record of how {svc} {old} runs"))?;
+        if !old_runs {
+            let launch = self.launch_for(&record.deploy);
+            driver.start(&launch).await.map_err(|e| format!("starting {old} again: {e}"))?;
+        }
+        let launch = self.launch_for(&record.deploy);
+        let mut alive = self.liveness(svc, &launch);
+        let limit = record.deploy.healthy_deadline().min(REVERT_HEALTH_LIMIT);
+        let result = self.checker(&record.deploy).wait_healthy(Duration::ZERO, limit, &mut alive).await;
+        driver.supervise(svc, true);
+        result.map(drop).map_err(|e| format!("{old} was started again but is not healthy: {}", e.reason))
+    }
+
+    // ------------------------------------------------------------------ other steps
+
+    async fn rollback(&self, ctx: &mut StepCtx<'_>, r: &Rollback) -> Result<Done, Failure> {
+        let layout = &self.inner.layout;
+        let svc = r.service.as_str();
+        if !valid_component(svc) {
+            return Err(Failure::internal(format!("invalid service name {svc:?}")));
+        }
+        let current = layout.current_version(svc).ok().flatten();
+        if !r.from_version.is_empty() && current.as_deref() != Some(r.from_version.as_str()) {
+            return Err(Failure::internal(format!(
+                "expected {svc} {} to run, but current is {}",
+                r.from_version,
+                current.as_deref().unwrap_or("nothing")
+            )));
+        }
+        let target = if r.to_version.is_empty() {
+            match self.service_state(svc).previous(current.as_deref()) {
+                Some(v) => v.to_owned(),
+                None => match &r.fallback {
+                    Some(f) => f.version.clone(),
+                    None => {
+                        return Err(Failure::new(
+                            StepFailure::NoPrevious,
+                            format!("no version of {svc} ran before {}", current.as_deref().unwrap_or("nothing")),
+                        ));
+                    }
+                },
+            }
+        } else {
+            r.to_version.clone()
+        };
+        let mut prior = ctx.record.prior.clone().unwrap_or(Prior {
+            version: current.clone(),
+            running: false,
+            target: target.clone(),
+            activations: 0,
+        });
+        prior.target.clone_from(&target);
+        ctx.record.prior = Some(prior.clone());
+        let record = self.deploy_record(svc, &target).filter(|_| layout.release_dir(svc, &target).is_dir());
+        let deploy = match (record, &r.fallback) {
+            (Some(record), _) => record.deploy,
+            (None, Some(fallback)) if fallback.version == target => {
+                // Not kept: a full deploy of the fallback.
+                return self.deploy(ctx, fallback).await;
+            }
+            (None, _) => {
+                let kept = layout.installed_versions(svc).unwrap_or_default().join(", ");
+                return Err(Failure::new(
+                    StepFailure::NoPrevious,
+                    format!("{svc} {target} is not kept on this host (kept: {kept}) and no fallback was given"),
+                ));
+            }
+        };
+        if let Some(done) = self.already_at(svc, &deploy).await {
+            return Ok(done);
+        }
+        self.activate(ctx, &deploy, &prior).await
+    }
+
+    async fn stop(&self, ctx: &mut StepCtx<'_>, s: &Stop) -> Result<Done, Failure> {
+        let svc = s.service.as_str();
+        if !valid_component(svc) {
+            return Err(Failure::internal(format!("invalid service name {svc:?}")));
+        }
+        ctx.phase(StepPhase::Stopping, format!("stopping {svc}")).await?;
+        let recorded = self
+            .inner
+            .layout
+            .current_version(svc)
+            .ok()
+            .flatten()
+            .and_then(|v| self.deploy_record(svc, &v))
+            .map(|r| r.deploy.stop_timeout());
+        let timeout = if s.stop_timeout_ms > 0 {
+            Duration::from_millis(s.stop_timeout_ms)
+        } else {
+            recorded.unwrap_or(Duration::from_secs(10))
+        };
+        let how = self.inner.driver.stop(svc, timeout).await.map_err(|e| Failure::internal(e.to_string()))?;
+        Ok(Done { note: how.unwrap_or_else(|| format!("{svc} was not running")), ..Done::default() })
+    }
+
+    async fn run_check(&self, ctx: &mut StepCtx<'_>, c: &RunCheck) -> Result<Done, Failure> {
+        ctx.phase(StepPhase::RunningCheck, format!("gate {}", c.gate)).await?;
+        let name = format!("{}.log", sanitize(&ctx.record.command_id));
+        let mut env = c.env.clone();
+        env.insert("FLOTILLA_HOST".to_owned(), self.inner.config.host_id.clone());
+        let run = HookRun {
+            name: format!("check {}", c.gate),
+            command: c.command.clone(),
+            cwd: self.inner.layout.root().to_owned(),
+            env,
+            timeout: Duration::from_millis(if c.timeout_ms == 0 { 300_000 } else { c.timeout_ms }),
+            log_file: self.inner.layout.checks_dir().join(name),
+        };
+        let (code, tail) = self.run_hook_process(&run, StepFailure::Check, &format!("check {}", c.gate)).await?;
+        Ok(Done { exit_code: Some(code), output_tail: tail, ..Done::default() })
+    }
+
+    async fn run_hook(&self, ctx: &mut StepCtx<'_>, h: &RunHook) -> Result<Done, Failure> {
+        let layout = &self.inner.layout;
+        let svc = h.service.as_str();
+        if !valid_component(svc) || !valid_component(&h.version) {
+            return Err(Failure::internal(format!("invalid service or version {svc:?} {:?}", h.version)));
+        }
+        let mut deploy = match self.deploy_record(svc, &h.version) {
+            Some(record) if layout.release_dir(svc, &h.version).is_dir() => record.deploy,
+            _ => {
+                let Some(artifact) = &h.artifact else {
+                    return Err(Failure::new(
+                        StepFailure::NoPrevious,
+                        format!("{svc} {} is not kept on this host and the step gives no artifact", h.version),
+                    ));
+                };
+                let d = Deploy {
+                    service: svc.to_owned(),
+                    version: h.version.clone(),
+                    artifact: artifact.clone(),
+                    run: Default::default(),
+                    hooks: Default::default(),
+                    health: Vec::new(),
+                    healthy_for_ms: 0,
+                    healthy_deadline_ms: 0,
+                    hook_timeout_ms: h.timeout_ms,
+                    stop_timeout_ms: 0,
+                    migrate: false,
+                    provides: BTreeMap::new(),
+                };
+                self.install(ctx, &d).await?;
+                d
+            }
+        };
+        deploy.hook_timeout_ms = h.timeout_ms;
+        let out = self.hook(ctx, &deploy, h.hook, &h.command, deploy.hook_timeout()).await?;
+        let (code, tail) = out.unwrap_or((0, String::new()));
+        Ok(Done { exit_code: Some(code), output_tail: tail, ..Done::default() })
+    }
+
+    async fn bake(&self, ctx: &mut StepCtx<'_>, b: &Bake) -> Result<Done, Failure> {
+        let svc = b.service.as_str();
+        if !valid_component(svc) {
+            return Err(Failure::internal(format!("invalid service name {svc:?}")));
+        }
+        let current = self.inner.layout.current_version(svc).ok().flatten().unwrap_or_default();
+        if !b.version.is_empty() && current != b.version {
+            return Err(Failure::new(
+                StepFailure::Unhealthy,
+                format!(
+                    "expected {svc} {} to run, but current is {}",
+                    b.version,
+                    if current.is_empty() { "nothing" } else { &current }
+                ),
+            ));
+        }
+        let mut deploy = self
+            .deploy_record(svc, &current)
+            .map(|r| r.deploy)
+            .ok_or_else(|| Failure::new(StepFailure::Unhealthy, format!("{svc} has no installed version")))?;
+        if !b.health.is_empty() {
+            deploy.health.clone_from(&b.health);
+        }
+        ctx.phase(
+            StepPhase::Baking,
+            format!("{} check(s) for {}", deploy.health.len(), fmt_duration(Duration::from_millis(b.duration_ms))),
+        )
+        .await?;
+        let launch = self.launch_for(&deploy);
+        let mut alive = self.liveness(svc, &launch);
+        let health = self.checker(&deploy).bake(Duration::from_millis(b.duration_ms), &mut alive).await?;
+        Ok(Done { health, ..Done::default() })
+    }
+
+    // ------------------------------------------------------------------ retention
+
+    /// Deletes releases beyond `keep_releases`, never the current or previous one.
+    fn prune_releases(&self, svc: &str) {
+        let layout = &self.inner.layout;
+        let keep = usize::try_from(self.inner.config.keep_releases.max(1)).unwrap_or(usize::MAX);
+        let current = layout.current_version(svc).ok().flatten();
+        let history = self.service_state(svc).history;
+        let previous = ServiceState { format: STATE_FORMAT, history: history.clone(), activations: 0 }
+            .previous(current.as_deref())
+            .map(str::to_owned);
+        let mut installed = layout.installed_versions(svc).unwrap_or_default();
+        // Most recently activated first; never-activated ones last.
+        installed.sort_by_key(|v| std::cmp::Reverse(history.iter().rposition(|h| h == v)));
+        let mut kept = 0usize;
+        for version in installed {
+            let protected = Some(&version) == current.as_ref() || Some(&version) == previous.as_ref();
+            if protected || kept < keep {
+                kept += 1;
+                continue;
+            }
+            let dir = layout.release_dir(svc, &version);
+            match fs::remove_dir_all(&dir) {
+                Ok(()) => {
+                    let _ = layout::remove_file_if_exists(&layout.deploy_record(svc, &version));
+                    let _ = layout::remove_file_if_exists(&layout.log_file(svc, &version));
+                    tracing::info!(service = %svc, %version, "deleted an old release");
+                }
+                Err(e) => tracing::warn!(service = %svc, %version, error = %e, "cannot delete an old release"),
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ recovery
+
+    async fn recover(&self) -> Result<Vec<StepResult>, ExecutorError> {
+        let layout = &self.inner.layout;
+        let driver = &self.inner.driver;
+        let services =
+            layout.services().map_err(|source| ExecutorError::DataDir { path: layout.services_dir(), source })?;
+        let mut gone: HashMap<String, Launch> = HashMap::new();
+        for svc in &services {
+            match driver.adopt(svc) {
+                Ok(Adoption::Gone(launch)) => {
+                    gone.insert(svc.clone(), *launch);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(service = %svc, error = %e, "cannot re-adopt"),
+            }
+            // Downloads and unpack directories of interrupted steps.
+            let _ = fs::remove_dir_all(layout.tmp_dir(svc));
+        }
+        let mut recovered = Vec::new();
+        for mut record in self.inner.journal.in_progress()? {
+            let step = record.step.clone();
+            if let Some(svc) = step.action.service() {
+                gone.remove(svc);
+            }
+            let result = self.resolve(&mut record).await;
+            tracing::warn!(command_id = %step.command_id, phase = %record.phase, outcome = ?result.outcome, reason = %result.reason, "resolved a step interrupted by an agent restart");
+            record.state = RecordState::Done;
+            record.updated_unix_ms = result.finished_unix_ms;
+            record.result = Some(result.clone());
+            self.inner.journal.write(&record)?;
+            recovered.push(result);
+        }
+        // Services that should run but died while the agent was down.
+        for (svc, launch) in gone {
+            if layout.current_version(&svc).ok().flatten().as_deref() != Some(launch.version.as_str()) {
+                continue;
+            }
+            match driver.start(&launch).await {
+                Ok(status) => {
+                    tracing::warn!(service = %svc, pid = status.pid, "restarted a service that died while the agent was down")
+                }
+                Err(e) => {
+                    tracing::error!(service = %svc, error = %e, "cannot restart a service that died while the agent was down")
+                }
+            }
+        }
+        for svc in &services {
+            if driver.status(svc).is_some_and(|s| s.is_running()) {
+                driver.supervise(svc, true);
+            }
+        }
+        Ok(recovered)
+    }
+
+    /// Resolves one step interrupted by an agent crash.
+    async fn resolve(&self, record: &mut JournalRecord) -> StepResult {
+        let step = record.step.clone();
+        let phase = record.phase;
+        let mut result = StepResult::new(&step, StepOutcome::Failed, record.started_unix_ms);
+        result.failure = Some(StepFailure::Internal);
+        result.reason = if record.detail.is_empty() {
+            format!("agent restarted during {phase}")
+        } else {
+            format!("agent restarted during {phase} ({})", record.detail)
+        };
+        let layout = &self.inner.layout;
+        let driver = &self.inner.driver;
+        match &step.action {
+            Action::Deploy(_) | Action::Rollback(_) => {
+                let svc = step.action.service().unwrap_or_default().to_owned();
+                if let Some(prior) = record.prior.clone() {
+                    let history = self.service_state(&svc).history;
+                    let completed = history.last() == Some(&prior.target)
+                        && layout.current_version(&svc).ok().flatten().as_deref() == Some(prior.target.as_str())
+                        && driver.status(&svc).is_some_and(|s| s.is_running() && s.version == prior.target)
+                        && phase == StepPhase::CheckingHealth
+                        && self.service_state(&svc).activations > prior.activations;
+                    if completed {
+                        driver.supervise(&svc, true);
+                        result.outcome = StepOutcome::Succeeded;
+                        result.failure = None;
+                        result.reason =
+                            format!("completed before the agent restarted ({} is active and healthy)", prior.target);
+                    } else {
+                        let stop_timeout = match &step.action {
+                            Action::Deploy(d) => d.stop_timeout(),
+                            _ => Duration::from_secs(10),
+                        };
+                        if let Err(e) = self.put_back(&svc, &prior, stop_timeout).await {
+                            result.reason.push_str(&format!(
+                                "; putting {svc} back on {} failed: {e}",
+                                prior.version.as_deref().unwrap_or("nothing")
+                            ));
+                        }
+                    }
+                }
+                result.service = Some(self.instance(&svc));
+            }
+            Action::Stop(s) => {
+                if !driver.status(&s.service).is_some_and(|st| st.is_running()) {
+                    result.outcome = StepOutcome::Succeeded;
+                    result.failure = None;
+                    result.reason = format!("{} was stopped before the agent restarted", s.service);
+                }
+                result.service = Some(self.instance(&s.service));
+            }
+            Action::RunHook(h) => {
+                driver.kill_leftovers(&h.service, &layout.release_dir(&h.service, &h.version));
+            }
+            Action::RunCheck(_) | Action::Bake(_) => {}
+        }
+        result.finished_unix_ms = now_unix_ms();
+        result
+    }
+}
+
+fn validate_deploy(d: &Deploy) -> Result<(), Failure> {
+    if !valid_component(&d.service) {
+        return Err(Failure::internal(format!("invalid service name {:?}", d.service)));
+    }
+    if !valid_component(&d.version) {
+        return Err(Failure::internal(format!(
+            "invalid version {:?} (letters, digits, `.`, `_`, `+`, `-`)",
+            d.version
+        )));
+    }
+    if d.run.command.trim().is_empty() {
+        return Err(Failure::internal("the deploy has no run command"));
+    }
+    if matches!(
+        d.health.iter().find_map(|c| match &c.probe {
+            Probe::Http { url, .. } if url.is_empty() => Some(()),
+            _ => None,
+        }),
+        Some(())
+    ) {
+        return Err(Failure::internal("an http health check has no URL"));
+    }
+    Ok(())
+}
+
+fn sanitize(id: &str) -> String {
+    id.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+        .take(120)
+        .collect()
+}
+
+fn internal_result(reason: &str) -> StepResult {
+    StepResult {
+        command_id: String::new(),
+        term: 0,
+        outcome: StepOutcome::Failed,
+        failure: Some(StepFailure::Internal),
+        reason: reason.to_owned(),
+        health: Vec::new(),
+        service: None,
+        exit_code: None,
+        output_tail: String::new(),
+        started_unix_ms: 0,
+        finished_unix_ms: now_unix_ms(),
+        replayed: false,
+    }
+}
+
+impl From<DriverError> for Failure {
+    fn from(e: DriverError) -> Self {
+        Self::internal(e.to_string())
+    }
+}
