@@ -28,7 +28,7 @@ pub fn binary(name: &str) -> PathBuf {
     if !path.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--bin", name]);
+        cmd.args(["build", "--workspace", "--bin", name]);
         if profile_dir.ends_with("release") {
             cmd.arg("--release");
         }
