@@ -18,11 +18,11 @@ use tokio::io::AsyncWriteExt as _;
 
 use crate::layout::sync_dir;
 
-/// Default of [`ArtifactLimits::max_bytes`]: 1 GiB.
-pub const DEFAULT_MAX_ARTIFACT_BYTES: u64 = 1 << 30;
+/// Default of [`ArtifactLimits::max_bytes`]: 1 GiB (config `max_artifact_bytes`).
+pub const DEFAULT_MAX_ARTIFACT_BYTES: u64 = crate::config::DEFAULT_MAX_ARTIFACT_BYTES;
 
-/// Default of [`ArtifactLimits::timeout`]: 10 minutes.
-pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(600);
+/// Default of [`ArtifactLimits::timeout`]: 10 minutes (config `fetch_timeout_ms`).
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_millis(crate::config::DEFAULT_FETCH_TIMEOUT_MS);
 
 /// Limits applied to every artifact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

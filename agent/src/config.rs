@@ -6,6 +6,8 @@
 //! coordinators = ["coord-1.internal:7600", "coord-2.internal:7600", "coord-3.internal:7600"]
 //! data_dir = "/var/lib/flotilla/agent"
 //! keep_releases = 3
+//! max_artifact_bytes = 1073741824
+//! fetch_timeout_ms = 600000
 //! tls_ca = "/etc/flotilla/ca.pem"
 //! tls_cert = "/etc/flotilla/web-3.pem"
 //! tls_key = "/etc/flotilla/web-3.key"
@@ -32,6 +34,12 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/flotilla/agent";
 
 /// Default of [`AgentConfig::keep_releases`].
 pub const DEFAULT_KEEP_RELEASES: u32 = 3;
+
+/// Default of [`AgentConfig::max_artifact_bytes`]: 1 GiB.
+pub const DEFAULT_MAX_ARTIFACT_BYTES: u64 = 1 << 30;
+
+/// Default of [`AgentConfig::fetch_timeout_ms`]: 10 minutes.
+pub const DEFAULT_FETCH_TIMEOUT_MS: u64 = 600_000;
 
 /// Longest host id accepted (a fully qualified host name fits).
 const MAX_HOST_ID_LEN: usize = 253;
@@ -79,6 +87,13 @@ pub struct AgentArgs {
     /// (key `keep_releases`) [default: 3].
     #[arg(long, value_name = "N")]
     pub keep_releases: Option<u32>,
+    /// Largest artifact accepted, in bytes (key `max_artifact_bytes`) [default: 1 GiB].
+    #[arg(long, value_name = "BYTES")]
+    pub max_artifact_bytes: Option<u64>,
+    /// How long an artifact download may take, in milliseconds (key `fetch_timeout_ms`)
+    /// [default: 600000].
+    #[arg(long, value_name = "MS")]
+    pub fetch_timeout_ms: Option<u64>,
     /// CA certificate (PEM) that coordinators' certificates must chain to (key `tls_ca`).
     #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
@@ -110,6 +125,10 @@ pub struct AgentConfig {
     /// How many releases per service to keep on disk, the running one included (for
     /// instant local rollback); at least 1. Default 3.
     pub keep_releases: u32,
+    /// Largest artifact accepted, in bytes. Default 1 GiB.
+    pub max_artifact_bytes: u64,
+    /// How long an artifact download may take, in milliseconds. Default 600000 (10 min).
+    pub fetch_timeout_ms: u64,
     /// CA certificate (PEM). Default: none. TLS needs `tls_ca`, `tls_cert` and `tls_key`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_ca: Option<PathBuf>,
@@ -135,6 +154,8 @@ impl Default for AgentConfig {
             coordinators: Vec::new(),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             keep_releases: DEFAULT_KEEP_RELEASES,
+            max_artifact_bytes: DEFAULT_MAX_ARTIFACT_BYTES,
+            fetch_timeout_ms: DEFAULT_FETCH_TIMEOUT_MS,
             tls_ca: None,
             tls_cert: None,
             tls_key: None,
@@ -243,6 +264,9 @@ pub enum Problem {
     /// `keep_releases` is 0.
     #[error("keep_releases must be at least 1 (the running release is always kept)")]
     KeepNoReleases,
+    /// An artifact limit that is 0.
+    #[error("{0} must be above 0")]
+    ZeroLimit(&'static str),
     /// A data dir that is empty.
     #[error("data_dir must not be empty")]
     EmptyDataDir,
@@ -315,6 +339,12 @@ impl AgentConfig {
         if let Some(keep) = args.keep_releases {
             self.keep_releases = keep;
         }
+        if let Some(max) = args.max_artifact_bytes {
+            self.max_artifact_bytes = max;
+        }
+        if let Some(ms) = args.fetch_timeout_ms {
+            self.fetch_timeout_ms = ms;
+        }
         if let Some(ca) = &args.tls_ca {
             self.tls_ca = Some(ca.clone());
         }
@@ -364,6 +394,12 @@ impl AgentConfig {
         }
         if self.keep_releases == 0 {
             problems.push(Problem::KeepNoReleases);
+        }
+        if self.max_artifact_bytes == 0 {
+            problems.push(Problem::ZeroLimit("max_artifact_bytes"));
+        }
+        if self.fetch_timeout_ms == 0 {
+            problems.push(Problem::ZeroLimit("fetch_timeout_ms"));
         }
         for (key, value) in &self.labels {
             if let Err(why) = check_label(key, value) {
@@ -605,6 +641,28 @@ zone = "a"
         assert_eq!(err, vec![Problem::BadHostId("web 3".to_owned())]);
         let ok = load(&["--coordinators", "c:1", "--insecure", "--host-id", "web-3.zone-a.example.com"]).expect("fqdn");
         assert_eq!(ok.host_id(), "web-3.zone-a.example.com");
+    }
+
+    #[test]
+    fn artifact_limits_have_defaults_and_must_be_positive() {
+        let config = load(&["--coordinators", "c:1", "--insecure"]).expect("valid");
+        assert_eq!((config.max_artifact_bytes, config.fetch_timeout_ms), (1 << 30, 600_000));
+        let config =
+            load(&["--coordinators", "c:1", "--insecure", "--max-artifact-bytes", "1000", "--fetch-timeout-ms", "5"])
+                .expect("valid");
+        assert_eq!((config.max_artifact_bytes, config.fetch_timeout_ms), (1000, 5));
+        assert_eq!(
+            problems(load(&[
+                "--coordinators",
+                "c:1",
+                "--insecure",
+                "--max-artifact-bytes",
+                "0",
+                "--fetch-timeout-ms",
+                "0"
+            ])),
+            vec![Problem::ZeroLimit("max_artifact_bytes"), Problem::ZeroLimit("fetch_timeout_ms")]
+        );
     }
 
     #[test]

@@ -109,6 +109,18 @@ impl ExecutorConfig {
     }
 }
 
+impl ExecutorConfig {
+    /// The executor settings of a validated agent configuration.
+    pub fn from_agent(config: &crate::AgentConfig) -> Self {
+        let mut out = Self::new(&config.data_dir, config.host_id());
+        out.keep_releases = config.keep_releases;
+        out.artifact_limits.max_bytes = config.max_artifact_bytes;
+        out.artifact_limits.max_unpacked_bytes = config.max_artifact_bytes.saturating_mul(4);
+        out.artifact_limits.timeout = Duration::from_millis(config.fetch_timeout_ms);
+        out
+    }
+}
+
 /// Why the executor could not open.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecutorError {
@@ -449,6 +461,12 @@ impl<D: Driver> Executor<D> {
         let (done_tx, done_rx) = watch::channel(None);
         self.inner.running.lock().unwrap_or_else(|e| e.into_inner()).insert(step.command_id.clone(), done_rx);
         tracing::info!(command_id = %step.command_id, action = step.action.name(), service = ?step.action.service(), "executing step");
+        let _ = progress.send(StepProgress {
+            command_id: step.command_id.clone(),
+            phase: StepPhase::Accepted,
+            detail: format!("{} journaled", step.action.name()),
+            at_unix_ms: record.started_unix_ms,
+        });
         let mut ctx = StepCtx { journal: &self.inner.journal, record, progress, pause_at: self.inner.config.pause_at };
         let outcome = match &step.action {
             Action::Deploy(d) => self.deploy(&mut ctx, d).await,
@@ -549,7 +567,6 @@ impl<D: Driver> Executor<D> {
         let status = self.inner.driver.status(service);
         let (state, pid, started, restarts) = match &status {
             Some(s) if s.version == version || s.is_running() => (s.state, s.pid, s.started_unix_ms, s.restarts),
-            _ if version.is_empty() => (RunState::Stopped, 0, 0, 0),
             _ => (RunState::Stopped, 0, 0, 0),
         };
         let provides = self.deploy_record(service, &version).map(|r| r.deploy.provides).unwrap_or_default();

@@ -333,10 +333,10 @@ impl HealthChecker {
                     .kill_on_drop(true)
                     .spawn()
                     .map_err(|e| format!("cannot run: {e}"))?;
-                let pid = child.id();
-                let guard = GroupKiller(pid);
+                // Dropped (sample timed out) before the wait ends: kill the probe's group.
+                let mut guard = GroupKiller(child.id());
                 let status = child.wait().await.map_err(|e| format!("wait: {e}"))?;
-                drop(guard);
+                guard.0 = None;
                 if status.success() { Ok(()) } else { Err(format!("exited with {status}")) }
             }
         }

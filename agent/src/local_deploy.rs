@@ -47,6 +47,7 @@ struct LocalDeployArgs {
     pause_at: Option<PausePoint>,
 }
 
+/// Runs `flotilla-agent local-deploy` (arguments from the process's command line).
 pub fn main() -> ExitCode {
     let args = LocalDeployArgs::parse_from(std::env::args_os().skip(1));
     tracing_subscriber::fmt()

@@ -30,6 +30,7 @@ async fn deploy_upgrade_and_rollback() {
     assert_eq!(
         phases,
         vec![
+            StepPhase::Accepted,
             StepPhase::Fetching,
             StepPhase::Verifying,
             StepPhase::Unpacking,

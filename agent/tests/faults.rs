@@ -294,3 +294,40 @@ async fn first_install_failure_leaves_nothing_running() {
 fn no_progress() -> tokio::sync::mpsc::UnboundedSender<flotilla_agent::step::StepProgress> {
     tokio::sync::mpsc::unbounded_channel().0
 }
+
+/// 1.0.0 deployed by one agent; a second agent (re-adopting it) with `limits`.
+async fn limited_agent(
+    world: &World,
+    limits: impl FnOnce(&mut flotilla_agent::artifact::ArtifactLimits),
+) -> (Executor, u32) {
+    let (first, pid) = running_v1(world).await;
+    drop(first);
+    let mut config = world.config();
+    limits(&mut config.artifact_limits);
+    let (executor, recovered) = Executor::open(config).await.expect("open");
+    assert!(recovered.is_empty());
+    (executor, pid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifact_over_the_size_limit() {
+    let world = World::new();
+    let (executor, pid) = limited_agent(&world, |l| l.max_bytes = 100_000).await;
+    let v2 = world.package("2.0.0");
+    let d = world.deploy("v2", "2.0.0", &v2);
+    let expected = format!("fetching {}: artifact is larger than the limit of 100000 bytes", v2.file_url());
+    fails(&world, &executor, pid, d, StepFailure::Fetch, &expected, true).await;
+    let url = support::http_server(std::fs::read(&v2.path).expect("read"));
+    let d = bad_artifact(&world, url.clone(), v2.sha256.clone());
+    let r = executor.run(deploy_step("v2-http", 1, d), &no_progress()).await;
+    assert_eq!(r.reason, format!("fetching {url}: artifact is larger than the limit of 100000 bytes"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_past_its_timeout() {
+    let world = World::new();
+    let (executor, pid) = limited_agent(&world, |l| l.timeout = std::time::Duration::from_millis(500)).await;
+    let url = support::stalling_server();
+    let d = bad_artifact(&world, url.clone(), "a".repeat(64));
+    fails(&world, &executor, pid, d, StepFailure::Fetch, &format!("fetching {url}: timed out after 500ms"), true).await;
+}

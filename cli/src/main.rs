@@ -30,7 +30,7 @@ enum Command {
         #[command(subcommand)]
         command: remote::ClusterCommand,
         /// How to print the result.
-        #[arg(long, short, value_enum, default_value_t = TextOrJson::Table)]
+        #[arg(long, short, global = true, value_enum, default_value_t = TextOrJson::Table)]
         output: TextOrJson,
     },
     /// Submit and inspect releases.
@@ -38,7 +38,7 @@ enum Command {
         #[command(subcommand)]
         command: remote::ReleaseCommand,
         /// How to print the result.
-        #[arg(long, short, value_enum, default_value_t = TextOrJson::Table)]
+        #[arg(long, short, global = true, value_enum, default_value_t = TextOrJson::Table)]
         output: TextOrJson,
     },
 }

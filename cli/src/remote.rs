@@ -31,7 +31,7 @@ pub struct Connection {
     #[arg(long, global = true, env = "FLOTILLA_TLS_KEY", value_name = "FILE")]
     tls_key: Option<PathBuf>,
     /// Talk plaintext to coordinators that run with --insecure.
-    #[arg(long, global = true, env = "FLOTILLA_INSECURE")]
+    #[arg(long, global = true, env = "FLOTILLA_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
     insecure: bool,
 }
 

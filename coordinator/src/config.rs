@@ -83,11 +83,11 @@ pub struct CoordinatorArgs {
     /// Serve and dial plaintext, without TLS (key `insecure`) [default: false].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub insecure: Option<bool>,
-    /// Leader heartbeat interval in milliseconds (key `heartbeat_ms`) [default: 100].
+    /// Leader heartbeat interval in milliseconds (key `heartbeat_ms`) [default: 50].
     #[arg(long, value_name = "MS")]
     pub heartbeat_ms: Option<u64>,
     /// Minimum election timeout in milliseconds; the maximum is twice this
-    /// (key `election_timeout_ms`) [default: 400].
+    /// (key `election_timeout_ms`) [default: 150].
     #[arg(long, value_name = "MS")]
     pub election_timeout_ms: Option<u64>,
     /// Build a snapshot after this many log entries since the last one
@@ -135,10 +135,10 @@ pub struct CoordinatorConfig {
     /// Plaintext gRPC, without TLS. Default `false`; required (and only allowed)
     /// when no TLS file is given.
     pub insecure: bool,
-    /// Leader heartbeat interval, milliseconds. Default 100.
+    /// Leader heartbeat interval, milliseconds. Default 50.
     pub heartbeat_ms: u64,
     /// Minimum election timeout, milliseconds (the maximum is twice this); at least
-    /// three heartbeats. Default 400.
+    /// three heartbeats. Default 150.
     pub election_timeout_ms: u64,
     /// A snapshot is built after this many log entries since the last one. Default 10000.
     pub snapshot_logs: u64,
@@ -160,8 +160,8 @@ impl Default for CoordinatorConfig {
             tls_cert: None,
             tls_key: None,
             insecure: false,
-            heartbeat_ms: 100,
-            election_timeout_ms: 400,
+            heartbeat_ms: 50,
+            election_timeout_ms: 150,
             snapshot_logs: 10_000,
             keep_logs: 1_000,
         }

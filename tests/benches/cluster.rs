@@ -61,12 +61,16 @@ async fn throughput(cluster: &TestCluster, writers: usize, total: usize) {
 async fn failover(trials: usize) {
     let mut cluster = TestCluster::start(3, ClusterOptions::default()).expect("cluster");
     let mut samples = Vec::new();
+    let mut elections = Vec::new();
     for trial in 0..trials {
         let leader = cluster.wait_leader(Duration::from_secs(30)).await.expect("leader");
         cluster.write(&format!("warm-{trial}")).await.expect("warm-up write");
         let killed_at = Instant::now();
         cluster.kill9(leader);
         let c = &cluster;
+        let elected = c.wait_leader(Duration::from_secs(30)).await.expect("a new leader");
+        elections.push(killed_at.elapsed());
+        assert_ne!(elected, leader);
         eventually(Duration::from_secs(30), "a write on the new leader", || async move {
             c.write(&format!("failover-{trial}")).await.ok()
         })
@@ -76,8 +80,15 @@ async fn failover(trials: usize) {
         cluster.restart(leader).expect("restart");
     }
     samples.sort();
+    elections.sort();
     report(&format!(
-        "failover trials={} p50={} p99={} min={} max={}",
+        "election (all survivors agree on a new leader) trials={} p50={} p99={}",
+        elections.len(),
+        ms(percentile(&elections, 0.50)),
+        ms(percentile(&elections, 0.99))
+    ));
+    report(&format!(
+        "failover (kill -9 to first committed write) trials={} p50={} p99={} min={} max={}",
         samples.len(),
         ms(percentile(&samples, 0.50)),
         ms(percentile(&samples, 0.99)),

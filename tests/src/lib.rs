@@ -17,23 +17,25 @@ use flotilla_proto::v1::releases_client::ReleasesClient;
 use flotilla_proto::v1::{self, RaftState};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
-/// The path of a workspace binary, built on demand so a test of this crate alone works.
+/// The path of a workspace binary, (re)built once per test process so a test never
+/// runs a stale build (cargo does nothing when it is up to date).
 pub fn binary(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let exe = std::env::current_exe().expect("the test knows its path");
     // target/<profile>/deps/<test> -> target/<profile>
     let profile_dir = exe.parent().and_then(Path::parent).expect("a target dir").to_path_buf();
     let path = profile_dir.join(name);
-    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = BUILD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !path.exists() {
+    let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !built.iter().any(|b| b == name) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--workspace", "--bin", name]);
+        cmd.args(["build", "--quiet", "--workspace", "--bin", name]);
         if profile_dir.ends_with("release") {
             cmd.arg("--release");
         }
         let status = cmd.status().expect("cargo runs");
         assert!(status.success(), "building {name} failed");
+        built.push(name.to_owned());
     }
     path
 }

@@ -330,3 +330,21 @@ fn truncating_server_len(body: Vec<u8>) -> String {
     let len = body.len();
     truncating_server(body, len)
 }
+
+/// Accepts connections, answers headers announcing 1 MB, then sends nothing for 60 s.
+pub fn stalling_server() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().take(4) {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n");
+            held.push(stream);
+        }
+        std::thread::sleep(Duration::from_secs(60));
+    });
+    format!("http://127.0.0.1:{port}/stall.tar.gz")
+}
