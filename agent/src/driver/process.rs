@@ -175,26 +175,38 @@ fn spawn(launch: &Launch, host_note: &str) -> Result<(tokio::process::Child, Pro
     let log = open_log(&launch.log_file)?;
     let _ = writeln!(&log, "=== flotilla: {} {} {host_note} at {} ===", launch.service, launch.version, now_unix_ms());
     let program = resolve_program(&launch.release_dir, &launch.command);
+    let mut cmd = tokio::process::Command::new(&program);
+    cmd.args(&launch.args);
+    let child = spawn_detached(cmd, &launch.release_dir, &launch.env, log, &launch.command)?;
+    let pid = child.id().unwrap_or(0);
+    let ticks = proc_start_ticks(pid).unwrap_or(0);
+    Ok((child, Proc { pid, ticks, started_unix_ms: now_unix_ms(), spawned_at: Instant::now() }))
+}
+
+/// Spawns `cmd` in `cwd` with `env`, in its own process group (so it outlives the
+/// agent and can be signalled as a group), stdout and stderr appended to `log`.
+fn spawn_detached<K, V>(
+    mut cmd: tokio::process::Command,
+    cwd: &Path,
+    env: impl IntoIterator<Item = (K, V)>,
+    log: File,
+    command: &str,
+) -> Result<tokio::process::Child, DriverError>
+where
+    K: AsRef<std::ffi::OsStr>,
+    V: AsRef<std::ffi::OsStr>,
+{
     let err_log =
         log.try_clone().map_err(|source| DriverError::Io { what: "duplicating the log file".to_owned(), source })?;
-    let child = tokio::process::Command::new(&program)
-        .args(&launch.args)
-        .current_dir(&launch.release_dir)
-        .envs(&launch.env)
+    cmd.current_dir(cwd)
+        .envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(err_log))
         .process_group(0)
         .kill_on_drop(false)
         .spawn()
-        .map_err(|source| DriverError::Spawn {
-            command: launch.command.clone(),
-            cwd: launch.release_dir.clone(),
-            source,
-        })?;
-    let pid = child.id().unwrap_or(0);
-    let ticks = proc_start_ticks(pid).unwrap_or(0);
-    Ok((child, Proc { pid, ticks, started_unix_ms: now_unix_ms(), spawned_at: Instant::now() }))
+        .map_err(|source| DriverError::Spawn { command: command.to_owned(), cwd: cwd.to_owned(), source })
 }
 
 fn resolve_program(release_dir: &Path, command: &str) -> PathBuf {
@@ -496,22 +508,10 @@ impl Driver for ProcessDriver {
         let offset = log.metadata().map(|m| m.len()).unwrap_or(0);
         let _ = writeln!(&log, "=== flotilla: hook {} at {}: {} ===", hook.name, now_unix_ms(), hook.command);
         let start_offset = offset;
-        let err_log = log
-            .try_clone()
-            .map_err(|source| DriverError::Io { what: "duplicating the log file".to_owned(), source })?;
         let started = Instant::now();
-        let mut child = tokio::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg(&hook.command)
-            .current_dir(&hook.cwd)
-            .envs(&hook.env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(err_log))
-            .process_group(0)
-            .kill_on_drop(false)
-            .spawn()
-            .map_err(|source| DriverError::Spawn { command: hook.command.clone(), cwd: hook.cwd.clone(), source })?;
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.arg("-c").arg(&hook.command);
+        let mut child = spawn_detached(cmd, &hook.cwd, &hook.env, log, &hook.command)?;
         let pid = child.id().unwrap_or(0);
         let (exit_code, timed_out) = match tokio::time::timeout(hook.timeout, child.wait()).await {
             Ok(Ok(status)) => (status.code(), false),
