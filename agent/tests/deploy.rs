@@ -275,6 +275,8 @@ async fn stop_checks_hooks_and_bake() {
     // Stopped stays stopped across an agent restart.
     drop(executor);
     let executor = world.executor().await;
+    // An absence check: give supervision a few restart-backoff periods in which it must
+    // NOT start the stopped service again.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(world.version().await, None);
     assert!(!executor.driver().status("web").is_some_and(|s| s.is_running()));
