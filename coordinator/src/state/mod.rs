@@ -10,6 +10,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+mod fleet;
+
+pub use fleet::{AgentRecord, FleetEvent, FleetOp, FleetState};
+
 /// The id of a release, assigned by the leader (`r-…`).
 pub type ReleaseId = String;
 
@@ -49,22 +53,8 @@ pub enum Op {
         /// What happened and why, as a sentence.
         message: String,
     },
-    /// An agent registered or came back.
-    AgentSeen {
-        /// The host.
-        host: String,
-        /// Its labels.
-        labels: BTreeMap<String, String>,
-        /// The agent's software version.
-        agent_version: String,
-    },
-    /// The leader's lease on an agent expired.
-    AgentLost {
-        /// The host.
-        host: String,
-        /// Why the leader considers it lost.
-        reason: String,
-    },
+    /// A change to the fleet (agents registered, lost, back).
+    Fleet(FleetOp),
     /// Record an operator action.
     Audit {
         /// Who did it (certificate subject, or `anonymous` in insecure mode).
@@ -79,8 +69,7 @@ impl fmt::Display for Op {
         match self {
             Op::CreateRelease { id, name, .. } => write!(f, "create release {name} as {id}"),
             Op::RecordEvent { release, kind, .. } => write!(f, "record {kind} on {release}"),
-            Op::AgentSeen { host, .. } => write!(f, "agent {host} seen"),
-            Op::AgentLost { host, .. } => write!(f, "agent {host} lost"),
+            Op::Fleet(op) => op.fmt(f),
             Op::Audit { actor, action } => write!(f, "audit: {actor} {action}"),
         }
     }
@@ -130,22 +119,6 @@ pub struct ReleaseRecord {
     pub created_index: u64,
 }
 
-/// A host's agent as the state machine keeps it. Heartbeats are not replicated; only
-/// transitions are.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentRecord {
-    /// Its labels.
-    pub labels: BTreeMap<String, String>,
-    /// Its software version.
-    pub agent_version: String,
-    /// Whether the leader holds a live lease on it.
-    pub online: bool,
-    /// When it last changed state.
-    pub since_unix_ms: i64,
-    /// Why it went offline, when it is.
-    pub lost_reason: Option<String>,
-}
-
 /// One entry of the event log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
@@ -177,7 +150,7 @@ pub struct AuditEntry {
 pub struct State {
     releases: BTreeMap<ReleaseId, ReleaseRecord>,
     by_idempotency_key: BTreeMap<String, ReleaseId>,
-    agents: BTreeMap<String, AgentRecord>,
+    fleet: FleetState,
     events: Vec<Event>,
     audit: Vec<AuditEntry>,
 }
@@ -221,34 +194,7 @@ impl State {
                 let index = self.push_event(Some(release.clone()), at, kind, message.clone());
                 Response::Event { index }
             }
-            Op::AgentSeen { host, labels, agent_version } => {
-                let was_online = self.agents.get(host).is_some_and(|a| a.online);
-                self.agents.insert(
-                    host.clone(),
-                    AgentRecord {
-                        labels: labels.clone(),
-                        agent_version: agent_version.clone(),
-                        online: true,
-                        since_unix_ms: at,
-                        lost_reason: None,
-                    },
-                );
-                if !was_online {
-                    self.push_event(None, at, "agent_online", format!("agent {host} ({agent_version}) is online"));
-                }
-                Response::Done
-            }
-            Op::AgentLost { host, reason } => match self.agents.get_mut(host) {
-                Some(agent) if agent.online => {
-                    agent.online = false;
-                    agent.since_unix_ms = at;
-                    agent.lost_reason = Some(reason.clone());
-                    self.push_event(None, at, "agent_lost", format!("agent {host} is offline: {reason}"));
-                    Response::Done
-                }
-                Some(_) => Response::Done,
-                None => Response::Refused { reason: format!("no agent {host}") },
-            },
+            Op::Fleet(op) => self.fleet.apply(at, op),
             Op::Audit { actor, action } => {
                 self.audit.push(AuditEntry { at_unix_ms: at, actor: actor.clone(), action: action.clone() });
                 Response::Done
@@ -274,9 +220,9 @@ impl State {
         all.into_iter()
     }
 
-    /// Every agent by host id.
-    pub fn agents(&self) -> &BTreeMap<String, AgentRecord> {
-        &self.agents
+    /// The fleet: every host's agent.
+    pub fn fleet(&self) -> &FleetState {
+        &self.fleet
     }
 
     /// Events with an index above `after`, optionally of one release, at most `limit`.
@@ -347,23 +293,6 @@ mod tests {
         };
         assert!(matches!(s.apply(4, &refused), Response::Refused { .. }));
         assert_eq!(s.last_event_index(), 3);
-    }
-
-    #[test]
-    fn agent_transitions_are_events_and_repeats_are_not() {
-        let mut s = State::default();
-        let seen = Command {
-            at_unix_ms: 5,
-            op: Op::AgentSeen { host: "h1".into(), labels: BTreeMap::new(), agent_version: "0.1.0".into() },
-        };
-        let lost = Command { at_unix_ms: 9, op: Op::AgentLost { host: "h1".into(), reason: "lease expired".into() } };
-        s.apply(1, &seen);
-        s.apply(2, &seen);
-        s.apply(3, &lost);
-        s.apply(4, &lost);
-        let kinds: Vec<&str> = s.events_after(0, None, 10).iter().map(|e| e.kind.as_str()).collect();
-        assert_eq!(kinds, ["agent_online", "agent_lost"]);
-        assert!(!s.agents()["h1"].online);
     }
 
     #[test]
