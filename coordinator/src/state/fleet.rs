@@ -11,7 +11,7 @@ use super::Response;
 
 /// A change to the fleet, proposed by the leader.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "fleet_op", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum FleetOp {
     /// An agent registered or came back.
     AgentSeen {

@@ -4,6 +4,10 @@
 //! Apply is a pure function of the state and the entry: it never reads a clock or a
 //! random source. The leader stamps the time (`Command::at_unix_ms`) and every id into
 //! the command before proposing it, so every node applies the same thing the same way.
+//!
+//! Encoding rule for every type stored here: serde's default representations only
+//! (externally tagged enums; no `tag`, `untagged`, `flatten` or skipped fields), so the
+//! log and snapshots can use a compact non-self-describing binary codec.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -28,7 +32,7 @@ pub struct Command {
 
 /// The operations of the state machine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Op {
     /// Submit a release. A second submission with the same idempotency key returns the
     /// first release instead of creating another.
@@ -77,7 +81,7 @@ impl fmt::Display for Op {
 
 /// What applying a command produced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "result", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Response {
     /// Membership changes and blank entries.
     None,
