@@ -16,11 +16,22 @@
 //! Why not finish an interrupted deploy instead: its health was never confirmed, and
 //! the engine treats the failed host like any other failure (retry or roll back).
 //!
+//! Cancellation ([`Executor::cancel`]): a step being cancelled stops at its next phase
+//! boundary, or at once while it waits on something long (a download, a hook or gate
+//! check, whose process group is killed, or health checks). It then takes the same
+//! path as a failure: before the old process was stopped nothing was touched; after,
+//! the step reverts to the previous version. The step ends with outcome `Cancelled`
+//! and the host on exactly one version. Stopping, switching and starting a process are
+//! short and are never interrupted halfway; neither is the revert itself. A step
+//! cancelled while it waits for another step on the same service never runs (it is
+//! journaled as cancelled, so a repeat is answered, not executed).
+//!
 //! Drive it with [`Executor::execute`] (a progress stream and a result) or
 //! [`Executor::run`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
+use std::future::Future;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -199,11 +210,30 @@ struct Failure {
     health: Vec<HealthCheckReport>,
     exit_code: Option<i32>,
     output_tail: String,
+    /// Stopped by [`Executor::cancel`]: the outcome is `Cancelled`, not `Failed`.
+    cancelled: bool,
 }
 
 impl Failure {
     fn new(kind: StepFailure, reason: impl Into<String>) -> Self {
-        Self { kind, reason: reason.into(), health: Vec::new(), exit_code: None, output_tail: String::new() }
+        Self {
+            kind,
+            reason: reason.into(),
+            health: Vec::new(),
+            exit_code: None,
+            output_tail: String::new(),
+            cancelled: false,
+        }
+    }
+
+    fn cancelled(during: StepPhase, why: &str) -> Self {
+        let mut f = Self::internal(if why.is_empty() {
+            format!("cancelled during {during}")
+        } else {
+            format!("cancelled during {during}: {why}")
+        });
+        f.cancelled = true;
+        f
     }
 
     fn internal(reason: impl Into<String>) -> Self {
@@ -234,7 +264,14 @@ impl From<HealthFailure> for Failure {
             HealthFailureKind::Unhealthy => StepFailure::Unhealthy,
             HealthFailureKind::ProcessExited => StepFailure::ProcessExited,
         };
-        Self { kind, reason: e.reason, health: e.reports, exit_code: None, output_tail: String::new() }
+        Self {
+            kind,
+            reason: e.reason,
+            health: e.reports,
+            exit_code: None,
+            output_tail: String::new(),
+            cancelled: false,
+        }
     }
 }
 
@@ -248,17 +285,49 @@ struct Done {
     output_tail: String,
 }
 
-/// One step in flight: its journal record and progress channel.
+/// One step in flight: its journal record, progress channel and cancellation.
 struct StepCtx<'a> {
     journal: &'a Journal,
     record: JournalRecord,
     progress: &'a mpsc::UnboundedSender<StepProgress>,
     pause_at: Option<PausePoint>,
+    cancel: watch::Receiver<Option<String>>,
+}
+
+/// Waits until a cancellation reason is set (never returns while it is not).
+async fn cancellation(rx: &mut watch::Receiver<Option<String>>) -> String {
+    let reason = rx.wait_for(Option::is_some).await.map(|r| r.clone().unwrap_or_default());
+    match reason {
+        Ok(reason) => reason,
+        Err(_) => std::future::pending().await,
+    }
 }
 
 impl StepCtx<'_> {
-    /// Journals `phase` (durably, before it starts) and reports it.
+    /// The cancellation, as a failure, if the step was cancelled.
+    fn check_cancel(&self) -> Result<(), Failure> {
+        match self.cancel.borrow().as_deref() {
+            Some(why) => Err(Failure::cancelled(self.record.phase, why)),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `work`, abandoning it (dropping it) if the step is cancelled meanwhile.
+    async fn interruptible<T>(&self, work: impl Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
+        let mut cancel = self.cancel.clone();
+        tokio::select! {
+            biased;
+            out = work => out,
+            why = cancellation(&mut cancel) => Err(Failure::cancelled(self.record.phase, &why)),
+        }
+    }
+
+    /// Journals `phase` (durably, before it starts) and reports it. A cancelled step
+    /// stops here instead (except to revert).
     async fn phase(&mut self, phase: StepPhase, detail: impl Into<String>) -> Result<(), Failure> {
+        if phase != StepPhase::Reverting {
+            self.check_cancel()?;
+        }
         let previous = self.record.phase;
         if self.pause_at == Some(PausePoint { phase: previous, at_end: true }) {
             self.pause(previous, "end").await;
@@ -301,6 +370,33 @@ struct Inner<D: Driver> {
     health_client: reqwest::Client,
     service_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     running: Mutex<HashMap<String, watch::Receiver<Option<StepResult>>>>,
+    cancels: Mutex<HashMap<String, CancelSlot>>,
+}
+
+/// Where [`Executor::cancel`] reaches the runs of one `command_id`.
+struct CancelSlot {
+    tx: watch::Sender<Option<String>>,
+    /// Runs of this id registered (the executing one and repeats waiting for it).
+    users: usize,
+}
+
+/// One run's registration in `Inner::cancels`; unregisters on drop.
+struct CancelRegistration<D: Driver> {
+    inner: Arc<Inner<D>>,
+    command_id: String,
+    rx: watch::Receiver<Option<String>>,
+}
+
+impl<D: Driver> Drop for CancelRegistration<D> {
+    fn drop(&mut self) {
+        let mut cancels = self.inner.cancels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = cancels.get_mut(&self.command_id) {
+            slot.users = slot.users.saturating_sub(1);
+            if slot.users == 0 {
+                cancels.remove(&self.command_id);
+            }
+        }
+    }
 }
 
 /// The local deploy engine. Cheap to clone; steps on different services run
@@ -360,6 +456,7 @@ impl<D: Driver> Executor<D> {
                 health_client,
                 service_locks: Mutex::new(HashMap::new()),
                 running: Mutex::new(HashMap::new()),
+                cancels: Mutex::new(HashMap::new()),
             }),
         };
         let recovered = executor.recover().await?;
@@ -392,16 +489,44 @@ impl<D: Driver> Executor<D> {
         ids
     }
 
-    /// Starts `step` on its own task: progress per phase, then the result.
+    /// Starts `step` on its own task: progress per phase (a bounded number of events:
+    /// at most a few per phase), then the result. The step can be cancelled with
+    /// [`Executor::cancel`] as soon as this returns.
     pub fn execute(&self, step: Step) -> StepHandle {
         let (progress_tx, progress) = mpsc::unbounded_channel();
         let (result_tx, result) = oneshot::channel();
         let this = self.clone();
+        let registration = self.register_cancel(&step.command_id);
         tokio::spawn(async move {
-            let outcome = this.run(step, &progress_tx).await;
+            let outcome = this.run_registered(step, &progress_tx, registration).await;
             let _ = result_tx.send(outcome);
         });
         StepHandle { progress, result }
+    }
+
+    /// Cancels the step `command_id` if it is executing or waiting to execute: it ends
+    /// with outcome `Cancelled` and the host on exactly one version (see the module
+    /// documentation). Returns `false` when no such step is in flight (one that already
+    /// finished keeps its result).
+    pub fn cancel(&self, command_id: &str, reason: &str) -> bool {
+        let cancels = self.inner.cancels.lock().unwrap_or_else(|e| e.into_inner());
+        match cancels.get(command_id) {
+            Some(slot) => {
+                tracing::info!(%command_id, %reason, "cancelling step");
+                slot.tx.send_replace(Some(reason.to_owned()));
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn register_cancel(&self, command_id: &str) -> CancelRegistration<D> {
+        let mut cancels = self.inner.cancels.lock().unwrap_or_else(|e| e.into_inner());
+        let slot =
+            cancels.entry(command_id.to_owned()).or_insert_with(|| CancelSlot { tx: watch::channel(None).0, users: 0 });
+        slot.users += 1;
+        let rx = slot.tx.subscribe();
+        CancelRegistration { inner: Arc::clone(&self.inner), command_id: command_id.to_owned(), rx }
     }
 
     /// Runs `step` to its end, sending a progress event per phase. A `command_id` seen
@@ -409,12 +534,28 @@ impl<D: Driver> Executor<D> {
     /// set (waiting for it when it is still executing). A term below the highest seen
     /// is refused.
     pub async fn run(&self, step: Step, progress: &mpsc::UnboundedSender<StepProgress>) -> StepResult {
+        let registration = self.register_cancel(&step.command_id);
+        self.run_registered(step, progress, registration).await
+    }
+
+    async fn run_registered(
+        &self,
+        step: Step,
+        progress: &mpsc::UnboundedSender<StepProgress>,
+        registration: CancelRegistration<D>,
+    ) -> StepResult {
         if let Some(result) = self.wait_running(&step.command_id).await {
             return result;
         }
+        let mut cancel = registration.rx.clone();
         let lock = step.action.service().map(|s| self.service_lock(s));
+        // A step cancelled while it waits for the service is journaled and ends at once
+        // (its first phase sees the cancellation), without the lock.
         let _guard = match &lock {
-            Some(lock) => Some(lock.lock().await),
+            Some(lock) => tokio::select! {
+                guard = lock.lock() => Some(guard),
+                _ = cancellation(&mut cancel) => None,
+            },
             None => None,
         };
         let now = now_unix_ms();
@@ -467,15 +608,18 @@ impl<D: Driver> Executor<D> {
             detail: format!("{} journaled", step.action.name()),
             at_unix_ms: record.started_unix_ms,
         });
-        let mut ctx = StepCtx { journal: &self.inner.journal, record, progress, pause_at: self.inner.config.pause_at };
-        let outcome = match &step.action {
-            Action::Deploy(d) => self.deploy(&mut ctx, d).await,
-            Action::Rollback(r) => self.rollback(&mut ctx, r).await,
-            Action::Stop(s) => self.stop(&mut ctx, s).await,
-            Action::RunCheck(c) => self.run_check(&mut ctx, c).await,
-            Action::Bake(b) => self.bake(&mut ctx, b).await,
-            Action::RunHook(h) => self.run_hook(&mut ctx, h).await,
+        let mut ctx = StepCtx {
+            journal: &self.inner.journal,
+            record,
+            progress,
+            pause_at: self.inner.config.pause_at,
+            cancel: registration.rx.clone(),
         };
+        let outcome = match ctx.check_cancel() {
+            Err(cancelled) => Err(cancelled),
+            Ok(()) => self.act(&mut ctx, &step).await,
+        };
+        drop(registration);
         if ctx.pause_at == Some(PausePoint { phase: ctx.record.phase, at_end: true }) {
             ctx.pause(ctx.record.phase, "end").await;
         }
@@ -493,6 +637,37 @@ impl<D: Driver> Executor<D> {
         }
         tracing::info!(command_id = %step.command_id, outcome = ?result.outcome, reason = %result.reason, "step finished");
         result
+    }
+
+    /// Runs the step's action.
+    async fn act(&self, ctx: &mut StepCtx<'_>, step: &Step) -> Result<Done, Failure> {
+        match &step.action {
+            Action::Deploy(d) => self.deploy(ctx, d).await,
+            Action::Rollback(r) => self.rollback(ctx, r).await,
+            Action::Stop(s) => self.stop(ctx, s).await,
+            Action::RunCheck(c) => self.run_check(ctx, c).await,
+            Action::Bake(b) => self.bake(ctx, b).await,
+            Action::RunHook(h) => self.run_hook(ctx, h).await,
+        }
+    }
+
+    /// Marks the result of `command_id` acknowledged by the coordinators (durably), so
+    /// that it is no longer re-sent. Returns whether a finished, unacknowledged result
+    /// was marked.
+    pub fn mark_acked(&self, command_id: &str) -> Result<bool, JournalError> {
+        self.inner.journal.mark_acked(command_id)
+    }
+
+    /// The results of finished steps the coordinators have not acknowledged, oldest
+    /// first (steps resolved at [`Executor::open`] included).
+    pub fn unacked_results(&self) -> Result<Vec<StepResult>, JournalError> {
+        self.inner.journal.unacked_results()
+    }
+
+    /// Whether `command_id` has a finished record in the journal (its result survives
+    /// a restart); refusals and steps that could not be journaled have none.
+    pub fn is_journaled(&self, command_id: &str) -> bool {
+        matches!(self.inner.journal.get(command_id), Ok(Some(record)) if record.state == RecordState::Done)
     }
 
     /// The inventory: every installed service, its version and process.
@@ -540,8 +715,12 @@ impl<D: Driver> Executor<D> {
                 result.output_tail = done.output_tail;
             }
             Err(failure) => {
-                result.outcome = StepOutcome::Failed;
-                result.failure = Some(failure.kind);
+                if failure.cancelled {
+                    result.outcome = StepOutcome::Cancelled;
+                } else {
+                    result.outcome = StepOutcome::Failed;
+                    result.failure = Some(failure.kind);
+                }
                 result.reason = failure.reason;
                 result.health = failure.health;
                 result.exit_code = failure.exit_code;
@@ -657,7 +836,9 @@ impl<D: Driver> Executor<D> {
             timeout,
             log_file: launch.log_file,
         };
-        self.run_hook_process(&run, StepFailure::Hook, &format!("hook {}", kind.as_str())).await.map(Some)
+        ctx.interruptible(self.run_hook_process(&run, StepFailure::Hook, &format!("hook {}", kind.as_str())))
+            .await
+            .map(Some)
     }
 
     /// Runs a hook or check; a non-zero exit or a timeout is a failure of `kind`
@@ -749,10 +930,14 @@ impl<D: Driver> Executor<D> {
         fs::create_dir_all(&tmp).map_err(|e| Failure::internal(format!("creating {}: {e}", tmp.display())))?;
         ctx.phase(StepPhase::Fetching, d.artifact.url.clone()).await?;
         let download = tmp.join(format!("download-{}.part", d.version));
-        let fetched =
-            artifact::fetch(&self.inner.client, &d.artifact.url, &download, &self.inner.config.artifact_limits)
-                .await
-                .inspect_err(|_| {
+        let fetched = ctx
+            .interruptible(async {
+                artifact::fetch(&self.inner.client, &d.artifact.url, &download, &self.inner.config.artifact_limits)
+                    .await
+                    .map_err(Failure::from)
+            })
+            .await
+            .inspect_err(|_| {
                 let _ = fs::remove_file(&download);
             })?;
         ctx.phase(StepPhase::Verifying, format!("sha256 of {} bytes", fetched.size)).await?;
@@ -791,8 +976,15 @@ impl<D: Driver> Executor<D> {
                 Ok(Done { health, ..Done::default() })
             }
             Err(mut failure) => {
-                if let Err(revert_error) = self.revert(ctx, svc, prior, d.stop_timeout()).await {
-                    failure.reason.push_str(&format!("; reverting to the previous version failed too: {revert_error}"));
+                match self.revert(ctx, svc, prior, d.stop_timeout()).await {
+                    Err(revert_error) => failure
+                        .reason
+                        .push_str(&format!("; reverting to the previous version failed too: {revert_error}")),
+                    Ok(()) if failure.cancelled => failure.reason.push_str(&format!(
+                        "; {svc} is back on {}",
+                        prior.version.as_deref().unwrap_or("nothing (it was not installed before)")
+                    )),
+                    Ok(()) => {}
                 }
                 Err(failure)
             }
@@ -835,13 +1027,17 @@ impl<D: Driver> Executor<D> {
         )
         .await?;
         let mut alive = self.liveness(svc, &launch);
-        self.checker(d).wait_healthy(d.healthy_for(), d.healthy_deadline(), &mut alive).await.map_err(|e| {
-            let mut f = Failure::from(e);
-            if f.kind == StepFailure::ProcessExited {
-                f.output_tail = read_tail(&launch.log_file, 0, crate::driver::process::OUTPUT_TAIL_BYTES);
-            }
-            f
+        let checker = self.checker(d);
+        ctx.interruptible(async {
+            checker.wait_healthy(d.healthy_for(), d.healthy_deadline(), &mut alive).await.map_err(|e| {
+                let mut f = Failure::from(e);
+                if f.kind == StepFailure::ProcessExited {
+                    f.output_tail = read_tail(&launch.log_file, 0, crate::driver::process::OUTPUT_TAIL_BYTES);
+                }
+                f
+            })
         })
+        .await
     }
 
     /// `Some(reason)` once the service's process is gone.
@@ -1013,7 +1209,8 @@ impl<D: Driver> Executor<D> {
             timeout: Duration::from_millis(if c.timeout_ms == 0 { 300_000 } else { c.timeout_ms }),
             log_file: self.inner.layout.checks_dir().join(name),
         };
-        let (code, tail) = self.run_hook_process(&run, StepFailure::Check, &format!("check {}", c.gate)).await?;
+        let (code, tail) =
+            ctx.interruptible(self.run_hook_process(&run, StepFailure::Check, &format!("check {}", c.gate))).await?;
         Ok(Done { exit_code: Some(code), output_tail: tail, ..Done::default() })
     }
 
@@ -1086,7 +1283,12 @@ impl<D: Driver> Executor<D> {
         .await?;
         let launch = self.launch_for(&deploy);
         let mut alive = self.liveness(svc, &launch);
-        let health = self.checker(&deploy).bake(Duration::from_millis(b.duration_ms), &mut alive).await?;
+        let checker = self.checker(&deploy);
+        let health = ctx
+            .interruptible(async {
+                checker.bake(Duration::from_millis(b.duration_ms), &mut alive).await.map_err(Failure::from)
+            })
+            .await?;
         Ok(Done { health, ..Done::default() })
     }
 

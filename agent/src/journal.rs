@@ -10,6 +10,10 @@
 //!
 //! A record still "in progress" when the agent starts means the agent died during the
 //! step; the executor resolves it (see `executor`).
+//!
+//! A finished record also carries whether its result was acknowledged by the
+//! coordinators (`ResultAck`, i.e. committed to their log): results not acknowledged
+//! are re-sent on every new session, across agent restarts too, until they are.
 
 use std::fs;
 use std::io;
@@ -99,6 +103,10 @@ pub struct JournalRecord {
     /// The result, once done.
     #[serde(default)]
     pub result: Option<StepResult>,
+    /// Whether the coordinators acknowledged the result (committed it); until then it is
+    /// re-sent on every session.
+    #[serde(default)]
+    pub acked: bool,
 }
 
 /// The answer of [`Journal::admit`].
@@ -182,6 +190,7 @@ impl Journal {
             started_unix_ms: now_unix_ms,
             updated_unix_ms: now_unix_ms,
             result: None,
+            acked: false,
         };
         self.write(&record)?;
         Ok(Admission::Admitted(Box::new(record)))
@@ -200,16 +209,47 @@ impl Journal {
         Ok(records)
     }
 
+    /// Marks the result of `command_id` acknowledged (durably). Returns whether a
+    /// finished, unacknowledged record was marked (`false`: unknown, still running, or
+    /// already acknowledged).
+    pub fn mark_acked(&self, command_id: &str) -> Result<bool, JournalError> {
+        // Under the term lock, so that a concurrent admission of the same id cannot
+        // interleave (records of running steps are never acknowledged anyway).
+        let _serialize = self.highest_term.lock().unwrap_or_else(|e| e.into_inner());
+        match self.get(command_id)? {
+            Some(mut record) if record.state == RecordState::Done && !record.acked => {
+                record.acked = true;
+                self.write(&record)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// The results of finished steps not acknowledged yet, oldest first.
+    pub fn unacked_results(&self) -> Result<Vec<StepResult>, JournalError> {
+        let mut records: Vec<_> =
+            self.records()?.into_iter().filter(|r| r.state == RecordState::Done && !r.acked).collect();
+        records.sort_by_key(|r| r.updated_unix_ms);
+        Ok(records.into_iter().filter_map(|r| r.result).collect())
+    }
+
     /// Deletes the oldest finished records beyond the newest `keep` (a coordinator
     /// re-sends only commands without a committed report, which are recent).
+    /// Acknowledged records go first; unacknowledged ones only when they alone are more
+    /// than `keep` (so the journal stays bounded even without acknowledgements).
     pub fn prune(&self, keep: usize) -> Result<usize, JournalError> {
         let mut done: Vec<_> = self.records()?.into_iter().filter(|r| r.state == RecordState::Done).collect();
         if done.len() <= keep {
             return Ok(0);
         }
-        done.sort_by_key(|r| std::cmp::Reverse(r.updated_unix_ms));
+        // Kept first: unacknowledged, then the newest.
+        done.sort_by_key(|r| (r.acked, std::cmp::Reverse(r.updated_unix_ms)));
         let mut removed = 0;
         for record in &done[keep..] {
+            if !record.acked {
+                tracing::warn!(command_id = %record.command_id, "pruning a result the coordinators never acknowledged");
+            }
             let path = self.record_path(&record.command_id);
             layout::remove_file_if_exists(&path).map_err(|source| JournalError::Io { path, source })?;
             removed += 1;
@@ -311,6 +351,55 @@ mod tests {
         assert_eq!(journal.in_progress().expect("list").len(), 1);
         assert_eq!(journal.prune(0).expect("prune"), 1);
         assert!(journal.get("a").expect("get").is_none());
+    }
+
+    fn finish(journal: &Journal, id: &str, at: i64) {
+        let mut record = journal.get(id).expect("get").expect("journaled");
+        record.state = RecordState::Done;
+        record.updated_unix_ms = at;
+        record.result = Some(StepResult::new(&record.step, crate::step::StepOutcome::Succeeded, at));
+        journal.write(&record).expect("write");
+    }
+
+    #[test]
+    fn acks_are_durable_and_only_finished_unacked_results_are_listed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = Journal::open(dir.path()).expect("open");
+        for (id, at) in [("a", 1), ("b", 2), ("c", 3)] {
+            journal.admit(&step(id, 1), None, at).expect("admit");
+        }
+        finish(&journal, "b", 20);
+        finish(&journal, "a", 10);
+        let ids = |results: Vec<StepResult>| results.into_iter().map(|r| r.command_id).collect::<Vec<_>>();
+        // "c" still runs: nothing to re-send for it.
+        assert_eq!(ids(journal.unacked_results().expect("list")), vec!["a", "b"]);
+        assert!(journal.mark_acked("a").expect("ack"));
+        assert!(!journal.mark_acked("a").expect("ack again"), "already acknowledged");
+        assert!(!journal.mark_acked("c").expect("ack running"), "a running step has no result to acknowledge");
+        assert!(!journal.mark_acked("zzz").expect("ack unknown"));
+        drop(journal);
+
+        let journal = Journal::open(dir.path()).expect("reopen");
+        assert_eq!(ids(journal.unacked_results().expect("list")), vec!["b"]);
+        assert!(journal.get("a").expect("get").expect("a").acked);
+    }
+
+    #[test]
+    fn pruning_removes_acknowledged_records_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = Journal::open(dir.path()).expect("open");
+        for (id, at) in [("old-unacked", 1), ("acked-1", 2), ("acked-2", 3), ("new-unacked", 4)] {
+            journal.admit(&step(id, 1), None, at).expect("admit");
+            finish(&journal, id, at);
+        }
+        journal.mark_acked("acked-1").expect("ack");
+        journal.mark_acked("acked-2").expect("ack");
+        assert_eq!(journal.prune(2).expect("prune"), 2);
+        assert!(journal.get("old-unacked").expect("get").is_some(), "unacknowledged results are kept");
+        assert!(journal.get("new-unacked").expect("get").is_some());
+        // More unacknowledged records than `keep`: the oldest go, the journal stays bounded.
+        assert_eq!(journal.prune(1).expect("prune"), 1);
+        assert!(journal.get("old-unacked").expect("get").is_none());
     }
 
     #[test]

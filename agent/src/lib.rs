@@ -10,16 +10,21 @@
 //! - [`health`]: http/tcp/exec checks, `healthy_for`, bake;
 //! - [`layout`]: the data directory.
 //!
-//! The `AgentLink` session to the coordinators comes next; it converts the plain types
-//! of [`step`] to and from `flotilla_proto::v1`.
+//! The network side:
+//! - [`session`]: the `AgentLink` session with the coordinators (register, heartbeat,
+//!   steps in, progress and results out until acknowledged, cancel, leader hints,
+//!   reconnects with backoff);
+//! - [`convert`]: the plain types of [`step`] to and from `flotilla_proto::v1`.
 
 pub mod artifact;
 pub mod config;
+pub mod convert;
 pub mod driver;
 pub mod executor;
 pub mod health;
 pub mod journal;
 pub mod layout;
+pub mod session;
 pub mod step;
 
 pub use config::{AgentArgs, AgentConfig};

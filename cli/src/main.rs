@@ -1,6 +1,9 @@
 //! The `flotilla` command-line tool: plans releases and, against a cluster, drives them.
 
+mod agents;
+mod demo;
 mod plan;
+mod release;
 mod remote;
 mod render;
 
@@ -33,14 +36,26 @@ enum Command {
         #[arg(long, short, global = true, value_enum, default_value_t = TextOrJson::Table)]
         output: TextOrJson,
     },
-    /// Submit and inspect releases.
+    /// List the fleet's hosts and their agents: state, drain mark, version, labels and
+    /// the services each runs.
+    ///
+    /// Exit codes: 0 listed (also when nothing matches), 1 no coordinator answered,
+    /// 2 bad usage.
+    Agents(agents::AgentsArgs),
+    /// Submit, follow and steer releases.
     Release {
         #[command(subcommand)]
-        command: remote::ReleaseCommand,
+        command: release::ReleaseCommand,
         /// How to print the result.
         #[arg(long, short, global = true, value_enum, default_value_t = TextOrJson::Table)]
         output: TextOrJson,
     },
+    /// Run the whole system in this process: three coordinators, several agents and a
+    /// six-service sample app in real artifacts; release it with live progress.
+    ///
+    /// Exit codes: 0 the demo ran as asked (with --fail: the broken service was rolled
+    /// back), 1 something went wrong, 3 the release did not end as expected.
+    Demo(demo::DemoArgs),
 }
 
 /// How to print results of remote commands.
@@ -70,6 +85,8 @@ pub enum Failure {
     Operational(anyhow::Error),
     /// 2: bad usage or a bad spec; the message says what to fix.
     Usage(anyhow::Error),
+    /// 3: the release did not succeed (rolled back, failed or aborted).
+    NotSucceeded(anyhow::Error),
 }
 
 impl Failure {
@@ -77,6 +94,7 @@ impl Failure {
         match self {
             Failure::Operational(_) => 1,
             Failure::Usage(_) => 2,
+            Failure::NotSucceeded(_) => 3,
         }
     }
 }
@@ -86,12 +104,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Plan(args) => plan::run(&args),
         Command::Cluster { command, output } => remote::cluster(&cli.connection, &command, output == TextOrJson::Json),
-        Command::Release { command, output } => remote::release(&cli.connection, &command, output == TextOrJson::Json),
+        Command::Release { command, output } => release::run(&cli.connection, &command, output == TextOrJson::Json),
+        Command::Demo(args) => demo::run(&args),
+        Command::Agents(args) => agents::run(&cli.connection, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            let (Failure::Operational(e) | Failure::Usage(e)) = &failure;
+            let (Failure::Operational(e) | Failure::Usage(e) | Failure::NotSucceeded(e)) = &failure;
             // Spec errors render themselves fully; other errors get the usual prefix.
             if e.downcast_ref::<flotilla_shared::SpecErrors>().is_some() {
                 #[allow(clippy::print_stderr)]

@@ -8,7 +8,6 @@ use anyhow::anyhow;
 use flotilla_net::{ClientSecurity, LeaderError, TlsMaterial, call_leader, channel};
 use flotilla_proto::status::spec_errors;
 use flotilla_proto::v1::cluster_client::ClusterClient;
-use flotilla_proto::v1::releases_client::ReleasesClient;
 use flotilla_proto::v1::{self, MemberRole, RaftState};
 use flotilla_shared::transport::{Transport, check_host_port};
 use serde_json::json;
@@ -36,7 +35,7 @@ pub struct Connection {
 }
 
 impl Connection {
-    fn security(&self) -> Result<ClientSecurity, Failure> {
+    pub(crate) fn security(&self) -> Result<ClientSecurity, Failure> {
         let transport = Transport::from_settings(
             self.tls_ca.as_ref(),
             self.tls_cert.as_ref(),
@@ -52,7 +51,7 @@ impl Connection {
         }
     }
 
-    fn addrs(&self) -> Result<Vec<String>, Failure> {
+    pub(crate) fn addrs(&self) -> Result<Vec<String>, Failure> {
         for addr in &self.coordinators {
             check_host_port(addr).map_err(|why| Failure::Usage(anyhow!("coordinator `{addr}`: {why}")))?;
         }
@@ -81,32 +80,11 @@ pub enum ClusterCommand {
     },
 }
 
-/// `flotilla release ...` (the commands the coordinators serve today).
-#[derive(Debug, clap::Subcommand)]
-pub enum ReleaseCommand {
-    /// Submit a release spec. Resubmitting with the same --idempotency-key returns the
-    /// first submission.
-    Start {
-        /// The release spec (TOML).
-        spec: PathBuf,
-        /// Makes retries safe: the same key never creates a second release.
-        #[arg(long)]
-        idempotency_key: Option<String>,
-    },
-    /// List releases.
-    List,
-    /// Show one release.
-    Show {
-        /// The release id.
-        id: String,
-    },
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Failure::Operational(e.into()))
 }
 
-fn remote_failure(e: LeaderError) -> Failure {
+pub(crate) fn remote_failure(e: LeaderError) -> Failure {
     match e {
         LeaderError::Status(status) if spec_errors(&status).is_some() => {
             Failure::Usage(anyhow!("{}", status.message()))
@@ -119,7 +97,7 @@ fn remote_failure(e: LeaderError) -> Failure {
     }
 }
 
-fn print(text: &str) -> Result<(), Failure> {
+pub(crate) fn print(text: &str) -> Result<(), Failure> {
     std::io::stdout().lock().write_all(text.as_bytes()).map_err(|e| Failure::Operational(e.into()))
 }
 
@@ -259,72 +237,4 @@ fn status_json(s: &v1::ClusterStatus, nodes: &[Option<v1::ClusterMember>]) -> St
         "members": members,
     });
     format!("{}\n", serde_json::to_string_pretty(&doc).expect("json values serialize"))
-}
-
-/// Runs a `release` command.
-pub fn release(conn: &Connection, cmd: &ReleaseCommand, json_out: bool) -> Result<(), Failure> {
-    let security = conn.security()?;
-    let addrs = conn.addrs()?;
-    runtime()?.block_on(async {
-        match cmd {
-            ReleaseCommand::Start { spec, idempotency_key } => {
-                let text = std::fs::read_to_string(spec)
-                    .map_err(|e| Failure::Usage(anyhow!("cannot read {}: {e}", spec.display())))?;
-                let req = v1::CreateRequest {
-                    spec_toml: text,
-                    file_name: spec.display().to_string(),
-                    idempotency_key: idempotency_key.clone().unwrap_or_default(),
-                };
-                let resp = call_leader(&addrs, &security, |ch| {
-                    let req = req.clone();
-                    async move { ReleasesClient::new(ch).create(req).await.map(|r| r.into_inner()) }
-                })
-                .await
-                .map_err(remote_failure)?;
-                let release = resp.release.unwrap_or_default();
-                print(&if json_out {
-                    format!("{}\n", json!({"id": release.id, "name": release.name, "created": resp.created}))
-                } else if resp.created {
-                    format!("release {} submitted as {}\n", release.name, release.id)
-                } else {
-                    format!("release {} was already submitted as {} (same idempotency key)\n", release.name, release.id)
-                })
-            }
-            ReleaseCommand::List => {
-                let resp = call_leader(&addrs, &security, |ch| async move {
-                    ReleasesClient::new(ch).list(v1::ListRequest::default()).await.map(|r| r.into_inner())
-                })
-                .await
-                .map_err(remote_failure)?;
-                let rows: Vec<serde_json::Value> = resp
-                    .releases
-                    .iter()
-                    .map(|r| json!({"id": r.id, "name": r.name, "created_unix_ms": r.created_unix_ms}))
-                    .collect();
-                print(&if json_out {
-                    format!("{}\n", serde_json::to_string_pretty(&rows).expect("serializes"))
-                } else {
-                    resp.releases.iter().map(|r| format!("{}  {}\n", r.id, r.name)).collect()
-                })
-            }
-            ReleaseCommand::Show { id } => {
-                let req = v1::GetRequest { release_id: id.clone() };
-                let resp = call_leader(&addrs, &security, |ch| {
-                    let req = req.clone();
-                    async move { ReleasesClient::new(ch).get(req).await.map(|r| r.into_inner()) }
-                })
-                .await
-                .map_err(remote_failure)?;
-                let r = resp.release.unwrap_or_default();
-                print(&if json_out {
-                    format!(
-                        "{}\n",
-                        json!({"id": r.id, "name": r.name, "file_name": r.file_name, "created_unix_ms": r.created_unix_ms, "reason": r.reason})
-                    )
-                } else {
-                    format!("{}  {}\n  spec: {}\n  {}\n", r.id, r.name, r.file_name, r.reason)
-                })
-            }
-        }
-    })
 }

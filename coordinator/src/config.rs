@@ -11,6 +11,8 @@
 //! tls_ca = "/etc/flotilla/ca.pem"
 //! tls_cert = "/etc/flotilla/coord-1.pem"
 //! tls_key = "/etc/flotilla/coord-1.key"
+//! agent_lease_ms = 10000
+//! agent_heartbeat_ms = 2000
 //! ```
 //!
 //! [`CoordinatorConfig::load`] reads the file, applies the flags and validates the
@@ -98,6 +100,14 @@ pub struct CoordinatorArgs {
     /// (key `keep_logs`) [default: 1000].
     #[arg(long, value_name = "N")]
     pub keep_logs: Option<u64>,
+    /// How long the leader keeps a host's lease without hearing from its agent, in
+    /// milliseconds (key `agent_lease_ms`) [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub agent_lease_ms: Option<u64>,
+    /// How often agents send a heartbeat, in milliseconds; at most half the lease
+    /// (key `agent_heartbeat_ms`) [default: 2000].
+    #[arg(long, value_name = "MS")]
+    pub agent_heartbeat_ms: Option<u64>,
 }
 
 /// The coordinator's configuration (the TOML file's shape, and after
@@ -145,6 +155,13 @@ pub struct CoordinatorConfig {
     /// Log entries kept behind the latest snapshot, so a briefly lagging follower
     /// catches up from the log rather than a snapshot. Default 1000.
     pub keep_logs: u64,
+    /// How long the leader keeps a host's lease without hearing from its agent,
+    /// milliseconds; when it runs out the host is marked lost (through Raft).
+    /// Default 10000.
+    pub agent_lease_ms: u64,
+    /// How often agents send a heartbeat (told to them in `Welcome`), milliseconds;
+    /// above 0 and at most half of `agent_lease_ms`. Default 2000.
+    pub agent_heartbeat_ms: u64,
 }
 
 impl Default for CoordinatorConfig {
@@ -164,6 +181,8 @@ impl Default for CoordinatorConfig {
             election_timeout_ms: 150,
             snapshot_logs: 10_000,
             keep_logs: 1_000,
+            agent_lease_ms: 10_000,
+            agent_heartbeat_ms: 2_000,
         }
     }
 }
@@ -300,6 +319,16 @@ pub enum Problem {
     /// `snapshot_logs` is 0.
     #[error("snapshot_logs must be at least 1")]
     SnapshotLogs,
+    /// Agent heartbeats too slow for the lease (or zero).
+    #[error(
+        "agent_lease_ms ({agent_lease_ms}) must be at least two heartbeats (agent_heartbeat_ms {agent_heartbeat_ms}, which must be above 0)"
+    )]
+    AgentLease {
+        /// The heartbeat interval given.
+        agent_heartbeat_ms: u64,
+        /// The lease given.
+        agent_lease_ms: u64,
+    },
     /// This node is not in its own bootstrap list.
     #[error("node_id {node_id} is not in bootstrap ({members}): every node of the initial cluster must list itself")]
     NotInBootstrap {
@@ -378,6 +407,8 @@ impl CoordinatorConfig {
             (args.election_timeout_ms, &mut self.election_timeout_ms),
             (args.snapshot_logs, &mut self.snapshot_logs),
             (args.keep_logs, &mut self.keep_logs),
+            (args.agent_lease_ms, &mut self.agent_lease_ms),
+            (args.agent_heartbeat_ms, &mut self.agent_heartbeat_ms),
         ] {
             if let Some(value) = flag {
                 *key = value;
@@ -416,6 +447,12 @@ impl CoordinatorConfig {
         if self.snapshot_logs == 0 {
             problems.push(Problem::SnapshotLogs);
         }
+        if self.agent_heartbeat_ms == 0 || self.agent_lease_ms < 2 * self.agent_heartbeat_ms {
+            problems.push(Problem::AgentLease {
+                agent_heartbeat_ms: self.agent_heartbeat_ms,
+                agent_lease_ms: self.agent_lease_ms,
+            });
+        }
         if let Err(tls) = self.transport() {
             problems.push(Problem::Tls(tls));
         }
@@ -436,6 +473,15 @@ impl CoordinatorConfig {
     /// The bootstrap list as `(node id, address)` pairs.
     pub fn bootstrap_pairs(&self) -> Vec<(u64, String)> {
         self.bootstrap.iter().map(|m| (m.id, m.addr.clone())).collect()
+    }
+
+    /// The agent hub's lease and heartbeat settings (queue sizes at their defaults).
+    pub fn hub_settings(&self) -> crate::fleet::HubSettings {
+        crate::fleet::HubSettings {
+            lease: std::time::Duration::from_millis(self.agent_lease_ms),
+            heartbeat_interval: std::time::Duration::from_millis(self.agent_heartbeat_ms),
+            ..Default::default()
+        }
     }
 
     /// The transport the TLS rule selects: all three TLS files, or `insecure`.
@@ -710,6 +756,23 @@ tls_key = "/etc/flotilla/c1.key"
 
         let text = ConfigError::Invalid { problems: vec![Problem::Tls(TlsProblem::Unconfigured)] }.to_string();
         assert!(text.contains("--insecure to run plaintext on purpose"), "{text}");
+    }
+
+    #[test]
+    fn agent_lease_and_heartbeat_have_defaults_flags_and_a_rule() {
+        let config = load(&["--node-id", "1", "--insecure"]).expect("valid");
+        let hub = config.hub_settings();
+        assert_eq!(hub.lease, std::time::Duration::from_secs(10));
+        assert_eq!(hub.heartbeat_interval, std::time::Duration::from_secs(2));
+
+        let file = TempFile::new("agent-lease", "node_id = 1\ninsecure = true\nagent_lease_ms = 3000\n");
+        let config = load(&["--config", file.path(), "--agent-heartbeat-ms", "1000"]).expect("valid");
+        assert_eq!((config.agent_lease_ms, config.agent_heartbeat_ms), (3_000, 1_000));
+
+        let err = problems(load(&["--node-id", "1", "--insecure", "--agent-lease-ms", "3000"]));
+        assert_eq!(err, vec![Problem::AgentLease { agent_heartbeat_ms: 2_000, agent_lease_ms: 3_000 }]);
+        let err = problems(load(&["--node-id", "1", "--insecure", "--agent-heartbeat-ms", "0"]));
+        assert!(err[0].to_string().contains("which must be above 0"), "{err:?}");
     }
 
     #[test]

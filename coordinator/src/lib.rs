@@ -2,7 +2,11 @@
 //! on the leader, runs the release engine (DESIGN §2, §7, §8).
 
 pub mod config;
+pub mod daemon;
+pub mod driver;
+pub mod engine;
 pub mod error;
+pub mod fleet;
 pub mod node;
 pub mod raft;
 pub mod server;

@@ -2,18 +2,34 @@
 //! services make through it.
 //!
 //! Writes are proposals: the leader stamps the time into the command, commits it
-//! through Raft and returns what applying it produced. Reads that must be current go
-//! through `ensure_linearizable` on the leader.
+//! through Raft and returns what applying it produced. Reads that must be current
+//! ([`Node::read`]) confirm the leadership with a quorum, then wait until the state
+//! machine has applied everything that may have been acknowledged before the read.
+//!
+//! That wait needs care after a restart. openraft 0.9 resumes the leadership a node held
+//! when it stopped (its vote on disk is committed and its own) without an election and
+//! without a new blank entry, and its read index is then the larger of the term's first
+//! entry and the committed log id read from disk. The committed id is persisted lazily
+//! (`store/log.rs`), and the state machine is rebuilt only up to it, so after a `kill -9`
+//! it can trail what this leader had already committed and acknowledged: a read served
+//! right after the restart would miss those writes until the followers' next
+//! acknowledgements advanced the commit. A node that resumes its leadership therefore
+//! remembers the end of its log at start, and its reads in that term also wait until
+//! that index is applied (it commits as soon as a quorum holds it again; entries of a
+//! leader's own term are never truncated while it leads). Any later leadership has a
+//! new term, whose blank entry openraft's read index covers.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use flotilla_net::ClientSecurity;
-use openraft::error::{ClientWriteError, RaftError};
-use openraft::{BasicNode, ChangeMembers, SnapshotPolicy};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::metrics::WaitError;
+use openraft::storage::RaftLogStorage;
+use openraft::{BasicNode, ChangeMembers, SnapshotPolicy, Vote};
 
 use crate::error::CoordinatorError;
 use crate::raft::network::Network;
@@ -90,6 +106,46 @@ struct Inner {
     state: SharedState,
     security: ClientSecurity,
     sequence: AtomicU64,
+    /// The leadership resumed at start, until its log is known to be applied.
+    resumed: Mutex<Option<ResumedLeadership>>,
+    /// How long a linearizable read may wait for the state machine to catch up.
+    read_timeout: Duration,
+}
+
+/// How long a read waits for its read index to be applied before answering that no
+/// leader can serve it (the client retries).
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A leadership this node held when it stopped and resumed at start without an
+/// election (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ResumedLeadership {
+    /// The vote it resumed: committed, for this node.
+    vote: Vote<NodeId>,
+    /// The last log index on disk at start. Everything up to it may have been
+    /// committed and acknowledged before the restart.
+    last_log_index: u64,
+}
+
+impl ResumedLeadership {
+    /// Reads the vote and the log end `log` holds for node `id`, before Raft starts.
+    async fn detect(id: NodeId, log: &mut store::LogStore) -> Result<Option<Self>, CoordinatorError> {
+        let failed =
+            |e: openraft::StorageError<NodeId>| CoordinatorError::Internal(format!("reading the raft log: {e}"));
+        let Some(vote) = log.read_vote().await.map_err(failed)? else { return Ok(None) };
+        if !vote.is_committed() || vote.leader_id().voted_for() != Some(id) {
+            return Ok(None);
+        }
+        let last = log.get_log_state().await.map_err(failed)?.last_log_id;
+        Ok(last.map(|l| Self { vote, last_log_index: l.index }))
+    }
+
+    /// Whether `vote` is of a later term: this leadership is over, and any later one
+    /// of this node starts with a blank entry that its read index covers. (Metrics
+    /// published before Raft's start show an older vote: the leadership still holds.)
+    fn is_over(&self, vote: &Vote<NodeId>) -> bool {
+        vote.leader_id().get_term() > self.vote.leader_id().get_term()
+    }
 }
 
 impl Node {
@@ -102,15 +158,30 @@ impl Node {
         settings: &RaftSettings,
         security: ClientSecurity,
     ) -> Result<Self, CoordinatorError> {
-        let (log_store, state_machine) =
+        let (mut log_store, state_machine) =
             store::open(data_dir).map_err(|e| CoordinatorError::Internal(format!("opening storage: {e}")))?;
+        let resumed = ResumedLeadership::detect(id, &mut log_store).await?;
+        if let Some(r) = &resumed {
+            tracing::info!(vote = %r.vote, last_log_index = r.last_log_index, "resuming the leadership held before the restart; reads wait until the log up to the last index is applied");
+        }
         let state = state_machine.shared_state();
         let config = Arc::new(settings.openraft_config()?);
         let network = Network::new(id, security.clone());
         let raft = Raft::new(id, config, network, log_store, state_machine)
             .await
             .map_err(|e| CoordinatorError::Internal(format!("starting raft: {e}")))?;
-        Ok(Self { inner: Arc::new(Inner { id, advertise, raft, state, security, sequence: AtomicU64::new(0) }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                id,
+                advertise,
+                raft,
+                state,
+                security,
+                sequence: AtomicU64::new(0),
+                resumed: Mutex::new(resumed),
+                read_timeout: READ_TIMEOUT,
+            }),
+        })
     }
 
     /// Forms the cluster from `members` unless this node already has Raft state (a
@@ -185,19 +256,81 @@ impl Node {
         }
     }
 
-    /// Reads the state after making sure this leader's view is current (linearizable).
+    /// Reads the state after making sure this leader's view is current (linearizable):
+    /// the leadership is confirmed by a quorum, then the read waits until every entry
+    /// that may have been acknowledged before it is applied.
     pub async fn read<T>(&self, f: impl FnOnce(&State) -> T) -> Result<T, CoordinatorError> {
-        self.inner.raft.ensure_linearizable().await.map_err(|e| match e {
-            RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(fwd)) => match fwd.leader_node {
-                Some(node) => {
-                    CoordinatorError::NotLeader { leader_id: fwd.leader_id.unwrap_or_default(), leader_addr: node.addr }
-                }
-                None => CoordinatorError::NoLeader,
-            },
-            RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(_)) => CoordinatorError::NoLeader,
-            RaftError::Fatal(e) => CoordinatorError::Internal(format!("raft stopped: {e}")),
-        })?;
+        self.wait_read_index().await?;
         Ok(self.read_local(f))
+    }
+
+    /// The resumed leadership whose log is not yet known to be applied, unless `vote`
+    /// shows it is over (it is forgotten once applied or over).
+    fn pending_resumed(&self, vote: &Vote<NodeId>) -> Option<ResumedLeadership> {
+        let mut resumed = self.inner.resumed.lock().unwrap_or_else(PoisonError::into_inner);
+        if resumed.is_some_and(|r| r.is_over(vote)) {
+            *resumed = None;
+        }
+        *resumed
+    }
+
+    fn resumed_applied(&self, applied: ResumedLeadership) {
+        let mut resumed = self.inner.resumed.lock().unwrap_or_else(PoisonError::into_inner);
+        if *resumed == Some(applied) {
+            *resumed = None;
+        }
+    }
+
+    /// Confirms the leadership and waits until the read index is applied.
+    async fn wait_read_index(&self) -> Result<(), CoordinatorError> {
+        let deadline = Instant::now() + self.inner.read_timeout;
+        loop {
+            // Taken before the leadership check: a leadership that ends after it only
+            // makes the wait below stop early and the read start over.
+            let vote = self.inner.raft.metrics().borrow().vote;
+            let resumed = self.pending_resumed(&vote);
+            let (read_log_id, _) = self.inner.raft.get_read_log_id().await.map_err(|e| read_error(&e))?;
+            let mut index = read_log_id.map(|l| l.index);
+            if let Some(r) = resumed {
+                index = index.max(Some(r.last_log_index));
+            }
+            let Some(index) = index else { return Ok(()) };
+            let timeout = deadline.saturating_duration_since(Instant::now());
+            let waited = self
+                .inner
+                .raft
+                .wait(Some(timeout))
+                .metrics(
+                    |m| {
+                        m.last_applied.is_some_and(|l| l.index >= index)
+                            || resumed.is_some_and(|r| r.is_over(&m.vote))
+                            || m.running_state.is_err()
+                    },
+                    "the read index is applied",
+                )
+                .await;
+            match waited {
+                Ok(m) if m.last_applied.is_some_and(|l| l.index >= index) => {
+                    if let Some(r) = resumed {
+                        self.resumed_applied(r);
+                    }
+                    return Ok(());
+                }
+                Ok(m) if m.running_state.is_err() => {
+                    return Err(CoordinatorError::Internal("raft stopped while a read waited".to_owned()));
+                }
+                // The resumed leadership ended before its log was applied: start over
+                // under the current vote (a new leadership reads past its blank entry).
+                Ok(_) if Instant::now() < deadline => continue,
+                Ok(_) | Err(WaitError::Timeout(..)) => {
+                    tracing::debug!(index, "a linearizable read timed out waiting for its read index to be applied");
+                    return Err(CoordinatorError::NoLeader);
+                }
+                Err(WaitError::ShuttingDown) => {
+                    return Err(CoordinatorError::Internal("raft is shutting down".to_owned()));
+                }
+            }
+        }
     }
 
     /// Reads this node's applied state without checking it is current.
@@ -258,6 +391,20 @@ impl Node {
     }
 }
 
+fn read_error(e: &RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>) -> CoordinatorError {
+    match e {
+        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(fwd)) => match &fwd.leader_node {
+            Some(node) => CoordinatorError::NotLeader {
+                leader_id: fwd.leader_id.unwrap_or_default(),
+                leader_addr: node.addr.clone(),
+            },
+            None => CoordinatorError::NoLeader,
+        },
+        RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)) => CoordinatorError::NoLeader,
+        RaftError::Fatal(e) => CoordinatorError::Internal(format!("raft stopped: {e}")),
+    }
+}
+
 fn membership_error(e: &RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> CoordinatorError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(fwd)) => match &fwd.leader_node {
@@ -278,4 +425,137 @@ fn membership_error(e: &RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) 
 /// is ever stored (stamped into commands).
 pub fn now_unix_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::atomic::AtomicBool;
+
+    use flotilla_proto::v1::raft_peer_server::{RaftPeer, RaftPeerServer};
+    use flotilla_proto::v1::{self, raft_reply};
+    use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
+    use openraft::storage::RaftLogStorageExt;
+    use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership, ServerState};
+    use tonic::{Request, Response, Status};
+
+    use super::*;
+    use crate::raft::network::{decode, encode};
+    use crate::raft::{Entry, TypeConfig};
+
+    /// A follower whose log ends at index `has` and whose disk takes no entries until
+    /// `accept` is set. It answers heartbeats, so the leader's leadership checks pass.
+    struct StuckFollower {
+        has: u64,
+        accept: Arc<AtomicBool>,
+    }
+
+    #[tonic::async_trait]
+    impl RaftPeer for StuckFollower {
+        async fn append_entries(
+            &self,
+            request: Request<v1::AppendEntriesRequest>,
+        ) -> Result<Response<v1::RaftReply>, Status> {
+            let rpc: AppendEntriesRequest<TypeConfig> =
+                decode(&request.into_inner().payload).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let prev = rpc.prev_log_id.map_or(0, |l| l.index);
+            let reply = if self.accept.load(Ordering::SeqCst) || (rpc.entries.is_empty() && prev <= self.has) {
+                AppendEntriesResponse::<NodeId>::Success
+            } else if rpc.entries.is_empty() {
+                AppendEntriesResponse::Conflict
+            } else {
+                return Err(Status::unavailable("this follower's disk is stuck"));
+            };
+            Ok(Response::new(v1::RaftReply { result: Some(raft_reply::Result::Payload(encode(&reply))) }))
+        }
+
+        async fn vote(&self, _request: Request<v1::VoteRequest>) -> Result<Response<v1::RaftReply>, Status> {
+            Err(Status::unavailable("this follower does not vote"))
+        }
+
+        async fn install_snapshot(
+            &self,
+            _request: Request<v1::InstallSnapshotRequest>,
+        ) -> Result<Response<v1::RaftReply>, Status> {
+            Err(Status::unavailable("this follower takes no snapshot"))
+        }
+    }
+
+    fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> Entry {
+        Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload }
+    }
+
+    fn applied_index(node: &Node) -> u64 {
+        node.raft().metrics().borrow().last_applied.map_or(0, |l| l.index)
+    }
+
+    /// The stale read after a full restart: node 1 led term 1 with node 2, committed
+    /// (and acknowledged) its log up to index 12, and was killed before the committed
+    /// id past 2 reached its disk. It restarts and resumes its leadership; node 2 is
+    /// back but cannot take entries yet. A read must not answer from the state at
+    /// index 2: it waits (and gives up) until the log is applied, then sees all of it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_resumed_leader_reads_nothing_older_than_its_log_at_restart() {
+        const LAST: u64 = 12;
+        const COMMITTED_ON_DISK: u64 = 2;
+        let dir = tempfile::tempdir().unwrap();
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let follower_addr = listener.local_addr().unwrap().to_string();
+        let accept = Arc::new(AtomicBool::new(false));
+        let follower = StuckFollower { has: COMMITTED_ON_DISK, accept: accept.clone() };
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(RaftPeerServer::new(follower))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+
+        {
+            let (mut log, _sm) = store::open(dir.path()).unwrap();
+            let nodes =
+                BTreeMap::from([(1, BasicNode { addr: "127.0.0.1:1".into() }), (2, BasicNode { addr: follower_addr })]);
+            let membership = Membership::new(vec![BTreeSet::from([1, 2])], nodes);
+            // As `initialize` writes it: the membership at index 0.
+            let mut entries = vec![entry(0, EntryPayload::Membership(membership))];
+            entries.extend((1..=LAST).map(|i| entry(i, EntryPayload::Blank)));
+            log.save_vote(&Vote::new_committed(1, 1)).await.unwrap();
+            log.blocking_append(entries).await.unwrap();
+            log.save_committed(Some(LogId::new(CommittedLeaderId::new(1, 1), COMMITTED_ON_DISK))).await.unwrap();
+            log.blocking_append([]).await.unwrap();
+        }
+
+        let mut node =
+            Node::start(1, "127.0.0.1:1".into(), dir.path(), &RaftSettings::default(), ClientSecurity::Insecure)
+                .await
+                .unwrap();
+        Arc::get_mut(&mut node.inner).expect("the only handle").read_timeout = Duration::from_millis(500);
+
+        // Read at once, as a client reconnecting after the restart would.
+        let first = node.read(|_| ()).await;
+        let metrics = node.raft().wait(Some(Duration::from_secs(10))).state(ServerState::Leader, "resumed").await;
+        let term = metrics.expect("node 1 resumes its leadership without an election").current_term;
+        assert_eq!(term, 1, "no election took place");
+        match first {
+            Ok(()) => assert!(
+                applied_index(&node) >= LAST,
+                "a read answered from the state at index {} while the log up to {LAST} may have been acknowledged",
+                applied_index(&node)
+            ),
+            Err(CoordinatorError::NoLeader) => {}
+            Err(e) => panic!("unexpected read error: {e}"),
+        }
+        assert!(applied_index(&node) < LAST, "nothing past index {COMMITTED_ON_DISK} can commit yet");
+
+        accept.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match node.read(|_| ()).await {
+                Ok(()) => break,
+                Err(e) => assert!(Instant::now() < deadline, "no read succeeded once the follower took entries: {e}"),
+            }
+        }
+        assert!(applied_index(&node) >= LAST, "the read saw the whole log");
+        node.shutdown().await;
+        server.abort();
+    }
 }

@@ -10,9 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flotilla_coordinator::raft::{Entry, NodeId, TypeConfig};
-use flotilla_coordinator::state::{Command, Op, Response, State};
-use flotilla_coordinator::store::spaces::{Format, FormatKey, FormatRecord};
-use flotilla_coordinator::store::{self, KvEngine, LogStore, SledEngine, StateMachineStore, StoreError};
+use flotilla_coordinator::state::{Command, NewRelease, Op, Response, State};
+use flotilla_coordinator::store::spaces::{Format, FormatKey, FormatRecord, RaftLog};
+use flotilla_coordinator::store::{
+    self, KeySpace, KvEngine, LogStore, SledEngine, StateMachineStore, StoreError, ValueEncoding,
+};
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -36,13 +38,13 @@ fn audit(i: u64) -> Command {
 fn create_release(i: u64) -> Command {
     Command {
         at_unix_ms: 5_000,
-        op: Op::CreateRelease {
+        op: Op::CreateRelease(NewRelease {
             id: format!("r-{i}"),
-            idempotency_key: String::new(),
             name: "shop".into(),
             file_name: "shop.toml".into(),
             spec_text: "release = \"shop\"".into(),
-        },
+            ..NewRelease::default()
+        }),
     }
 }
 
@@ -269,11 +271,55 @@ async fn data_in_a_newer_format_is_refused_with_both_versions_named() {
         engine.flush().unwrap();
     }
     let err = store::open(dir.path()).expect_err("a newer format is refused");
-    assert!(matches!(err, StoreError::UnsupportedFormat { found: 2, supported: 1, .. }), "unexpected error: {err}");
+    let (newer, current) = (store::FORMAT_VERSION + 1, store::FORMAT_VERSION);
+    assert!(
+        matches!(err, StoreError::UnsupportedFormat { found, supported, .. } if found == newer && supported == current),
+        "unexpected error: {err}"
+    );
     let message = err.to_string();
-    assert!(message.contains("format version 2"), "{message}");
-    assert!(message.contains("format version 1"), "{message}");
+    assert!(message.contains(&format!("format version {newer}")), "{message}");
+    assert!(message.contains(&format!("format version {current}")), "{message}");
     assert!(message.contains("newer release"), "{message}");
+}
+
+/// A data directory written by format version 1 (every value JSON) is refused by its
+/// format record, before any of its log or snapshot is read.
+#[tokio::test]
+async fn data_in_the_json_format_1_is_refused_cleanly() {
+    const { assert!(store::FORMAT_VERSION > 1) };
+    /// The key spaces as format 1 wrote them: JSON values.
+    struct FormatV1;
+    impl KeySpace for FormatV1 {
+        const NAME: &'static str = Format::NAME;
+        const ENCODING: ValueEncoding = ValueEncoding::Json;
+        type Key = FormatKey;
+        type Value = serde_json::Value;
+    }
+    struct RaftLogV1;
+    impl KeySpace for RaftLogV1 {
+        const NAME: &'static str = RaftLog::NAME;
+        const ENCODING: ValueEncoding = ValueEncoding::Json;
+        type Key = u64;
+        type Value = serde_json::Value;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = SledEngine::open(&dir.path().join(store::DB_DIR)).unwrap();
+        let format = serde_json::json!({"version": 1, "written_by": "flotilla-coordinator 0.1.0"});
+        engine.put::<FormatV1>(&FormatKey::Version, &format).unwrap();
+        let entry =
+            serde_json::json!({"log_id": {"leader_id": {"term": 1, "node_id": 1}, "index": 0}, "payload": "Blank"});
+        engine.put::<RaftLogV1>(&0, &entry).unwrap();
+        engine.flush().unwrap();
+    }
+    let err = store::open(dir.path()).expect_err("format 1 is refused");
+    assert!(
+        matches!(err, StoreError::UnsupportedFormat { found: 1, supported, .. } if supported == store::FORMAT_VERSION),
+        "unexpected error: {err}"
+    );
+    let message = err.to_string();
+    assert!(message.contains("format version 1"), "{message}");
+    assert!(message.contains("no migration"), "{message}");
 }
 
 /// A network for a one-node cluster: there is nobody to talk to.

@@ -20,7 +20,13 @@ fn rollback(
 ) -> RollbackPlan {
     let plan = Plan::build(spec, fleet).expect("plans");
     let failed = ServiceName::from(failed);
-    plan.rollback(RollbackRequest { failed: Some(&failed), scope, started: &names(started), expired: &BTreeSet::new() })
+    plan.rollback(RollbackRequest {
+        failed: Some(&failed),
+        also_failed: &[],
+        scope,
+        started: &names(started),
+        expired: &BTreeSet::new(),
+    })
 }
 
 fn order(plan: &RollbackPlan) -> Vec<&str> {
@@ -132,6 +138,7 @@ fn whole_release_rollback_by_an_operator() {
     let started = names(ALL);
     let rb = plan.rollback(RollbackRequest {
         failed: None,
+        also_failed: &[],
         scope: RollbackScope::Cascade,
         started: &started,
         expired: &BTreeSet::new(),
@@ -174,6 +181,7 @@ fn services_past_their_rollback_window_pause_instead_of_rolling_back() {
     let failed = ServiceName::from("ledger");
     let rb = plan.rollback(RollbackRequest {
         failed: Some(&failed),
+        also_failed: &[],
         scope: RollbackScope::Cascade,
         started: &names(ALL),
         expired: &names(&["payments"]),

@@ -162,6 +162,8 @@ pub struct TestCluster {
     leader: LeaderClient,
     /// The nodes by id.
     pub nodes: BTreeMap<u64, Coordinator>,
+    /// The stand-in host's task ([`host`]), when started inside a tokio runtime.
+    host: Option<tokio::task::AbortHandle>,
 }
 
 impl TestCluster {
@@ -176,7 +178,11 @@ impl TestCluster {
         let addrs: Vec<(u64, String)> = (1..=n).map(|id| (id, format!("127.0.0.1:{}", free_port()))).collect();
         let bootstrap = addrs.iter().map(|(id, a)| format!("{id}={a}")).collect::<Vec<_>>().join(",");
         let leader = LeaderClient::new(addrs.iter().map(|(_, a)| a.clone()).collect(), client.clone());
-        let mut cluster = Self { dir, opts, ca, client, leader, nodes: BTreeMap::new() };
+        // Releases are planned against the live fleet: one stand-in host registers.
+        let host = tokio::runtime::Handle::try_current().ok().map(|rt| {
+            rt.spawn(host::run(addrs.iter().map(|(_, a)| a.clone()).collect(), client.clone())).abort_handle()
+        });
+        let mut cluster = Self { dir, opts, ca, client, leader, nodes: BTreeMap::new(), host };
         for (id, addr) in addrs {
             cluster.add_process(id, addr, bootstrap.clone())?;
         }
@@ -277,6 +283,11 @@ impl TestCluster {
         spawned
     }
 
+    /// The process ids of running nodes.
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes.values().filter_map(|n| n.child.as_ref().map(Child::id)).collect()
+    }
+
     /// The addresses of running nodes.
     pub fn live_addrs(&self) -> Vec<String> {
         self.nodes.values().filter(|n| n.child.is_some()).map(|n| n.addr.clone()).collect()
@@ -298,6 +309,33 @@ impl TestCluster {
 
     /// Waits until every running node agrees on one leader among the running nodes.
     pub async fn wait_leader(&self, timeout: Duration) -> anyhow::Result<u64> {
+        let leader = self.agreed_leader(timeout).await?;
+        if self.host.is_some() {
+            self.wait_host(timeout).await?;
+        }
+        Ok(leader)
+    }
+
+    /// Waits until the stand-in host ([`host::TEST_HOST`]) is registered and online in
+    /// the leader's state, so that releases can be planned.
+    pub async fn wait_host(&self, timeout: Duration) -> anyhow::Result<()> {
+        eventually(timeout, "the stand-in host registered", || async {
+            let listed = self
+                .leader
+                .call(|ch| async move {
+                    v1::fleet_client::FleetClient::new(ch)
+                        .list_agents(v1::ListAgentsRequest::default())
+                        .await
+                        .map(|r| r.into_inner())
+                })
+                .await
+                .ok()?;
+            listed.hosts.iter().any(|h| h.host_id == host::TEST_HOST).then_some(())
+        })
+        .await
+    }
+
+    async fn agreed_leader(&self, timeout: Duration) -> anyhow::Result<u64> {
         eventually(timeout, "an agreed leader", || async {
             let mut leader = None;
             for (&id, n) in &self.nodes {
@@ -354,6 +392,14 @@ impl TestCluster {
         Ok(resp.release.map(|r| r.id).unwrap_or_default())
     }
 
+    /// The first listing of release ids that succeeds within `timeout`. Failed calls
+    /// (no leader yet, a read that could not be served) are retried; a listing that
+    /// succeeds is returned as it is, never retried for its content, so callers can
+    /// check that a linearizable read is fresh.
+    pub async fn first_listing(&self, timeout: Duration) -> anyhow::Result<Vec<String>> {
+        eventually(timeout, "a listing that succeeds", || async { self.release_ids().await.ok() }).await
+    }
+
     /// Every release id the cluster lists (a linearizable read on the leader).
     pub async fn release_ids(&self) -> anyhow::Result<Vec<String>> {
         let mut ids = Vec::new();
@@ -378,6 +424,9 @@ impl TestCluster {
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
+        if let Some(host) = self.host.take() {
+            host.abort();
+        }
         let ids: Vec<u64> = self.nodes.keys().copied().collect();
         for id in ids {
             self.kill9(id);
@@ -394,3 +443,6 @@ pub fn tiny_spec(key: &str) -> String {
         "0".repeat(64)
     )
 }
+
+pub mod fleet;
+pub mod host;

@@ -247,6 +247,18 @@ pub fn is_alive(pid: u32, ticks: u64) -> bool {
     proc_start_ticks(pid).is_some_and(|t| t == ticks)
 }
 
+/// Kills the process group it holds when dropped (a hook whose wait was abandoned).
+struct KillGroupOnDrop(Option<u32>);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            tracing::info!(pgid, "killing an abandoned hook's process group");
+            kill_group(pgid, Signal::SIGKILL);
+        }
+    }
+}
+
 /// Sends `signal` to the process group `pgid` (errors such as "no such group" ignored).
 pub fn kill_group(pgid: u32, signal: Signal) {
     if let Ok(raw) = i32::try_from(pgid)
@@ -513,6 +525,9 @@ impl Driver for ProcessDriver {
         cmd.arg("-c").arg(&hook.command);
         let mut child = spawn_detached(cmd, &hook.cwd, &hook.env, log, &hook.command)?;
         let pid = child.id().unwrap_or(0);
+        // A hook whose step is cancelled (this future dropped) must not run on: its
+        // whole group is killed then. An agent that dies instead leaves it to recovery.
+        let mut guard = KillGroupOnDrop(Some(pid));
         let (exit_code, timed_out) = match tokio::time::timeout(hook.timeout, child.wait()).await {
             Ok(Ok(status)) => (status.code(), false),
             Ok(Err(source)) => return Err(DriverError::Io { what: format!("waiting for hook {}", hook.name), source }),
@@ -522,6 +537,7 @@ impl Driver for ProcessDriver {
                 (None, true)
             }
         };
+        guard.0 = None;
         let duration = started.elapsed();
         let output_tail = read_tail(&hook.log_file, start_offset, OUTPUT_TAIL_BYTES);
         Ok(HookOutput { exit_code, timed_out, output_tail, duration })

@@ -348,3 +348,19 @@ pub fn stalling_server() -> String {
     });
     format!("http://127.0.0.1:{port}/stall.tar.gz")
 }
+
+/// Runs `flotilla-agent local-deploy` with `step` on the world's data dir (the state
+/// an agent finds at start).
+pub fn local_deploy(world: &World, step: &Step) {
+    let file = world.dir.path().join(format!("{}.json", step.command_id));
+    std::fs::write(&file, serde_json::to_vec(step).expect("json")).expect("write step");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla-agent"))
+        .args(["local-deploy", "--host-id", "test-host", "--data-dir"])
+        .arg(world.data())
+        .arg("--step")
+        .arg(&file)
+        .current_dir(world.dir.path())
+        .output()
+        .expect("run local-deploy");
+    assert!(output.status.success(), "local-deploy failed: {}", String::from_utf8_lossy(&output.stderr));
+}

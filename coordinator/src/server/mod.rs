@@ -1,25 +1,35 @@
-//! The coordinator's gRPC surface: `RaftPeer`, `Cluster`, `Releases`, the standard
-//! health service and reflection, on one port, over mutual TLS unless `--insecure`.
+//! The coordinator's gRPC surface: `RaftPeer`, `Cluster`, `Releases`, `AgentLink`,
+//! `Fleet`, the standard health service and reflection, on one port, over mutual TLS
+//! unless `--insecure`.
 
+mod agent_link;
 mod cluster;
+mod fleet;
+mod plan_view;
 mod raft_peer;
+mod release_view;
 mod releases;
 
 use std::future::Future;
 use std::net::SocketAddr;
 
 use flotilla_net::{TlsMaterial, channel};
+use flotilla_proto::v1::agent_link_server::AgentLinkServer;
 use flotilla_proto::v1::cluster_server::ClusterServer;
+use flotilla_proto::v1::fleet_server::FleetServer;
 use flotilla_proto::v1::raft_peer_server::RaftPeerServer;
 use flotilla_proto::v1::releases_server::ReleasesServer;
 use tonic::transport::{Channel, Server};
 use tonic::{Request, Response, Status};
 
+pub use agent_link::AgentLinkService;
 pub use cluster::ClusterService;
+pub use fleet::FleetService;
 pub use raft_peer::RaftPeerService;
 pub use releases::ReleasesService;
 
 use crate::error::CoordinatorError;
+use crate::fleet::AgentHub;
 use crate::node::Node;
 use crate::raft::network::MAX_PEER_MESSAGE;
 
@@ -30,9 +40,12 @@ pub const FORWARDED: &str = "x-flotilla-forwarded-by";
 /// Largest client request (a release spec).
 const MAX_CLIENT_MESSAGE: usize = 16 * 1024 * 1024;
 
-/// Serves every service of `node` on `listen` until `shutdown` completes.
+/// Serves every service of `node` on `listen` until `shutdown` completes; agent
+/// sessions go to `hub` (call [`AgentHub::shutdown`] when shutting down, or the open
+/// agent streams keep the server from stopping).
 pub async fn serve(
     node: Node,
+    hub: AgentHub,
     listen: SocketAddr,
     tls: Option<TlsMaterial>,
     shutdown: impl Future<Output = ()> + Send,
@@ -41,6 +54,8 @@ pub async fn serve(
     health.set_serving::<RaftPeerServer<RaftPeerService>>().await;
     health.set_serving::<ClusterServer<ClusterService>>().await;
     health.set_serving::<ReleasesServer<ReleasesService>>().await;
+    health.set_serving::<AgentLinkServer<AgentLinkService>>().await;
+    health.set_serving::<FleetServer<FleetService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(flotilla_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -59,6 +74,8 @@ pub async fn serve(
         )
         .add_service(ClusterServer::new(ClusterService::new(node.clone())))
         .add_service(ReleasesServer::new(ReleasesService::new(node)).max_decoding_message_size(MAX_CLIENT_MESSAGE))
+        .add_service(AgentLinkServer::new(AgentLinkService::new(hub.clone())))
+        .add_service(FleetServer::new(FleetService::new(hub)))
         .add_service(health_service)
         .add_service(reflection)
         .serve_with_shutdown(listen, shutdown)

@@ -1,18 +1,22 @@
-//! The `Releases` service. Submitting, reading and listing releases are served here;
-//! driving them (watch, approvals, pause, rollback) arrives with the release engine.
+//! The `Releases` service: plan, submit, read, list and watch releases, and the
+//! operator actions (approve, pause, resume, abort, rollback), each committed through
+//! Raft as a fact the release engine then acts on.
 
 use flotilla_proto::v1::releases_client::ReleasesClient;
 use flotilla_proto::v1::releases_server::Releases;
-use flotilla_proto::v1::{self, ReleaseState, Severity};
+use flotilla_proto::v1::{self, Severity};
+use flotilla_shared::inventory::Fleet;
 use flotilla_shared::plan::Plan;
 use flotilla_shared::spec::{self, SourceFile, SpecErrors};
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use super::on_leader;
+use crate::engine::{self, ApprovalKind, Fact, Phase};
 use crate::error::CoordinatorError;
 use crate::node::Node;
-use crate::state::{Op, ReleaseRecord, Response as Applied};
+use crate::server::release_view;
+use crate::state::{NewRelease, Op, ReleaseRecord, Response as Applied, State};
 
 /// Serves `Releases` for one node.
 #[derive(Debug, Clone)]
@@ -43,6 +47,16 @@ fn check_spec(text: &str, name: &str) -> Result<(SourceFile, Plan), CoordinatorE
     }
 }
 
+/// Parses and plans a spec against a fleet (the live one for submissions).
+fn plan_against(text: &str, name: &str, fleet: &Fleet) -> Result<(SourceFile, Plan), CoordinatorError> {
+    let source = SourceFile::new(name, text);
+    let planned = spec::parse(&source).and_then(|s| Plan::build(&s, Some(fleet)).map_err(|d| source.locate_all(d)));
+    match planned {
+        Ok(plan) => Ok((source, plan)),
+        Err(errors) => Err(bad_spec(&errors)),
+    }
+}
+
 fn bad_spec(errors: &SpecErrors) -> CoordinatorError {
     let diagnostics = errors
         .0
@@ -61,61 +75,106 @@ fn bad_spec(errors: &SpecErrors) -> CoordinatorError {
     CoordinatorError::BadSpec { rendered: errors.to_string(), errors: v1::SpecErrors { errors: diagnostics } }
 }
 
-fn release_message(r: &ReleaseRecord, last_event_index: u64) -> v1::Release {
-    v1::Release {
-        id: r.id.clone(),
-        name: r.name.clone(),
-        state: ReleaseState::Pending as i32,
-        reason: "submitted; the release engine has not started it".to_owned(),
-        spec_toml: r.spec_text.clone(),
-        file_name: r.file_name.clone(),
-        created_unix_ms: r.created_unix_ms,
-        updated_unix_ms: r.created_unix_ms,
-        last_event_index,
-        ..Default::default()
+/// How long `Watch` waits for an unknown release to appear in this node's state.
+const WATCH_UNKNOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Metadata key naming the operator behind a call (informational; recorded in events).
+pub const ACTOR: &str = "x-flotilla-actor";
+
+/// Who is calling, as recorded in events: the `x-flotilla-actor` metadata, else `operator`.
+fn actor<T>(request: &Request<T>) -> String {
+    request
+        .metadata()
+        .get(ACTOR)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| "operator".to_owned(), |v| v.chars().take(128).collect())
+}
+
+fn view(r: &ReleaseRecord) -> v1::Release {
+    let planned = engine::replan(&r.spec_text, &r.file_name, &r.fleet_json).ok();
+    let mut release = release_view::release(r, planned.as_ref().map(|(p, _)| p));
+    release.plan = planned.map(|(p, _)| super::plan_view::plan(&p, &SourceFile::new(&r.file_name, &r.spec_text)));
+    release
+}
+
+fn get_view(s: &State, id: &str) -> Result<v1::Release, CoordinatorError> {
+    s.release(id).map(view).ok_or_else(|| CoordinatorError::NotFound(format!("no release {id}")))
+}
+
+fn services_total(r: &ReleaseRecord) -> usize {
+    r.run.stages.first().map_or_else(
+        || engine::replan(&r.spec_text, &r.file_name, &r.fleet_json).map_or(0, |(p, _)| p.spec().services.len()),
+        |st| st.services.len(),
+    )
+}
+
+/// Commits an operator's fact and answers with the release after it.
+async fn act(node: &Node, id: &str, fact: Fact) -> Result<v1::Release, CoordinatorError> {
+    node.read(|s| s.release(id).map(|_| ()))
+        .await?
+        .ok_or_else(|| CoordinatorError::NotFound(format!("no release {id}")))?;
+    match node.propose(Op::Release { release: id.to_owned(), expect: None, fact }).await? {
+        Applied::Applied { .. } => node.read_local(|s| get_view(s, id)),
+        Applied::Refused { reason } => Err(CoordinatorError::FailedPrecondition(reason)),
+        other => Err(CoordinatorError::Internal(format!("unexpected result {other:?}"))),
     }
 }
 
-fn engine_pending(what: &str) -> Status {
-    Status::unimplemented(format!("{what} arrives with the release engine; this coordinator stores and lists releases"))
+macro_rules! forward {
+    ($method:ident) => {
+        |ch, req| async move { ReleasesClient::new(ch).$method(req).await }
+    };
 }
 
 #[tonic::async_trait]
 impl Releases for ReleasesService {
     async fn plan(&self, request: Request<v1::PlanRequest>) -> Result<Response<v1::PlanResponse>, Status> {
         let req = request.into_inner();
-        let (source, plan) = check_spec(&req.spec_toml, &file_name(&req.file_name))?;
+        let name = file_name(&req.file_name);
+        let (source, plan) = if req.offline {
+            check_spec(&req.spec_toml, &name)?
+        } else {
+            let fleet = self.node.read_local(|s| s.fleet().planning_fleet());
+            plan_against(&req.spec_toml, &name, &fleet)?
+        };
         let report = flotilla_shared::plan::PlanReport::new(&plan, &source);
         let plan_json = serde_json::to_string_pretty(&report).map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(v1::PlanResponse { plan: None, plan_json }))
+        Ok(Response::new(v1::PlanResponse { plan: Some(super::plan_view::plan(&plan, &source)), plan_json }))
     }
 
     async fn create(&self, request: Request<v1::CreateRequest>) -> Result<Response<v1::CreateResponse>, Status> {
         let node = self.node.clone();
+        let created_by = actor(&request);
         on_leader(
             &self.node,
             request,
             |req| async move {
                 let name = file_name(&req.file_name);
-                let (_, plan) = check_spec(&req.spec_toml, &name)?;
-                let op = Op::CreateRelease {
+                // Planned against the live fleet as the leader knows it, current.
+                let fleet = node.read(|s| s.fleet().planning_fleet()).await?;
+                let (_, plan) = plan_against(&req.spec_toml, &name, &fleet)?;
+                let fleet_json =
+                    serde_json::to_string(&fleet).map_err(|e| CoordinatorError::Internal(format!("fleet: {e}")))?;
+                let op = Op::CreateRelease(NewRelease {
                     id: node.next_release_id(),
                     idempotency_key: req.idempotency_key,
                     name: plan.spec().release.clone(),
                     file_name: name,
                     spec_text: req.spec_toml,
-                };
+                    fleet_json,
+                    created_by,
+                });
                 match node.propose(op).await? {
                     Applied::Release { id, created } => {
-                        let release =
-                            node.read_local(|s| s.release(&id).map(|r| release_message(r, s.last_event_index())));
-                        Ok(v1::CreateResponse { release, created })
+                        let release = node.read_local(|s| get_view(s, &id))?;
+                        Ok(v1::CreateResponse { release: Some(release), created })
                     }
                     Applied::Refused { reason } => Err(CoordinatorError::FailedPrecondition(reason)),
                     other => Err(CoordinatorError::Internal(format!("unexpected result {other:?}"))),
                 }
             },
-            |ch, req| async move { ReleasesClient::new(ch).create(req).await },
+            forward!(create),
         )
         .await
     }
@@ -126,13 +185,10 @@ impl Releases for ReleasesService {
             &self.node,
             request,
             |req| async move {
-                let release = node
-                    .read(|s| s.release(&req.release_id).map(|r| release_message(r, s.last_event_index())))
-                    .await?
-                    .ok_or_else(|| CoordinatorError::NotFound(format!("no release {}", req.release_id)))?;
+                let release = node.read(|s| get_view(s, &req.release_id)).await??;
                 Ok(v1::GetResponse { release: Some(release) })
             },
-            |ch, req| async move { ReleasesClient::new(ch).get(req).await },
+            forward!(get),
         )
         .await
     }
@@ -144,54 +200,253 @@ impl Releases for ReleasesService {
             request,
             |req| async move {
                 let page = if req.page_size == 0 { 100 } else { req.page_size.min(1_000) } as usize;
+                let wanted: Vec<i32> = req.states.clone();
                 let (releases, next) = node
                     .read(|s| {
-                        let mut all = s.releases().skip_while(|r| !req.page_token.is_empty() && r.id != req.page_token);
-                        let page: Vec<v1::ReleaseSummary> = all
-                            .by_ref()
-                            .take(page)
-                            .map(|r| v1::ReleaseSummary {
-                                id: r.id.clone(),
-                                name: r.name.clone(),
-                                state: ReleaseState::Pending as i32,
-                                created_unix_ms: r.created_unix_ms,
-                                updated_unix_ms: r.created_unix_ms,
-                                ..Default::default()
+                        let mut all = s
+                            .releases()
+                            .filter(|r| {
+                                wanted.is_empty() || wanted.contains(&(release_view::release_state(&r.run) as i32))
                             })
-                            .collect();
+                            .skip_while(|r| !req.page_token.is_empty() && r.id != req.page_token);
+                        let page: Vec<v1::ReleaseSummary> =
+                            all.by_ref().take(page).map(|r| release_view::summary(r, services_total(r))).collect();
                         (page, all.next().map(|r| r.id.clone()).unwrap_or_default())
                     })
                     .await?;
                 Ok(v1::ListResponse { releases, next_page_token: next })
             },
-            |ch, req| async move { ReleasesClient::new(ch).list(req).await },
+            forward!(list),
         )
         .await
     }
 
     type WatchStream = std::pin::Pin<Box<dyn Stream<Item = Result<v1::ReleaseEvent, Status>> + Send>>;
 
-    async fn watch(&self, _request: Request<v1::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
-        Err(engine_pending("watching a release"))
+    /// Streams a release's events after `after_index` from this node's applied state
+    /// (events are committed, so any coordinator serves them), then follows new ones
+    /// until the release ends.
+    async fn watch(&self, request: Request<v1::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let req = request.into_inner();
+        let node = self.node.clone();
+        // This node may not have applied the release's creation yet (the client just
+        // created it through the leader): give it a moment before saying it is unknown.
+        let mut metrics = node.raft().metrics();
+        let deadline = tokio::time::Instant::now() + WATCH_UNKNOWN_GRACE;
+        while node.read_local(|s| s.release(&req.release_id).is_none()) {
+            if !matches!(tokio::time::timeout_at(deadline, metrics.changed()).await, Ok(Ok(()))) {
+                return Err(CoordinatorError::NotFound(format!("no release {}", req.release_id)).into());
+            }
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            let mut metrics = node.raft().metrics();
+            let mut after = req.after_index;
+            loop {
+                let (events, finished) = node.read_local(|s| {
+                    let Some(r) = s.release(&req.release_id) else { return (Vec::new(), true) };
+                    let start = usize::try_from(after).unwrap_or(usize::MAX).min(r.run.events.len());
+                    let events: Vec<v1::ReleaseEvent> =
+                        r.run.events[start..].iter().map(|e| release_view::event(&r.id, e)).collect();
+                    (events, r.run.is_finished())
+                });
+                for e in events {
+                    after = e.index;
+                    if tx.send(Ok(e)).await.is_err() {
+                        return;
+                    }
+                }
+                if finished {
+                    return;
+                }
+                tokio::select! {
+                    changed = metrics.changed() => if changed.is_err() { return },
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
-    async fn approve(&self, _request: Request<v1::ApproveRequest>) -> Result<Response<v1::ApproveResponse>, Status> {
-        Err(engine_pending("approving"))
+    async fn approve(&self, request: Request<v1::ApproveRequest>) -> Result<Response<v1::ApproveResponse>, Status> {
+        let node = self.node.clone();
+        let who = actor(&request);
+        on_leader(
+            &self.node,
+            request,
+            |req| async move {
+                let pending = node
+                    .read(|s| s.release(&req.release_id).map(|r| r.run.approvals.clone()))
+                    .await?
+                    .ok_or_else(|| CoordinatorError::NotFound(format!("no release {}", req.release_id)))?;
+                let wanted = match &req.target {
+                    Some(v1::approve_request::Target::Gate(g)) => Some((ApprovalKind::Gate, g.clone())),
+                    Some(v1::approve_request::Target::Stage(st)) => Some((ApprovalKind::Stage, st.clone())),
+                    None => None,
+                };
+                let (kind, name) = match wanted {
+                    Some(w) => w,
+                    None => match pending.as_slice() {
+                        [one] => (one.kind, one.name.clone()),
+                        [] => {
+                            return Err(CoordinatorError::FailedPrecondition(format!(
+                                "release {} waits for no approval",
+                                req.release_id
+                            )));
+                        }
+                        many => {
+                            let names: Vec<String> = many.iter().map(|a| format!("{} {}", a.kind, a.name)).collect();
+                            return Err(CoordinatorError::FailedPrecondition(format!(
+                                "release {} waits for several approvals ({}); name one with --gate or --stage",
+                                req.release_id,
+                                names.join(", ")
+                            )));
+                        }
+                    },
+                };
+                let release =
+                    act(&node, &req.release_id, Fact::Approved { kind, name, actor: who, comment: req.comment })
+                        .await?;
+                Ok(v1::ApproveResponse { release: Some(release) })
+            },
+            forward!(approve),
+        )
+        .await
     }
 
-    async fn pause(&self, _request: Request<v1::PauseRequest>) -> Result<Response<v1::PauseResponse>, Status> {
-        Err(engine_pending("pausing"))
+    async fn pause(&self, request: Request<v1::PauseRequest>) -> Result<Response<v1::PauseResponse>, Status> {
+        let node = self.node.clone();
+        let who = actor(&request);
+        on_leader(
+            &self.node,
+            request,
+            |req| async move {
+                let reason = if req.reason.is_empty() { "asked by an operator".to_owned() } else { req.reason };
+                let release = act(&node, &req.release_id, Fact::Paused { actor: who, reason }).await?;
+                Ok(v1::PauseResponse { release: Some(release) })
+            },
+            forward!(pause),
+        )
+        .await
     }
 
-    async fn resume(&self, _request: Request<v1::ResumeRequest>) -> Result<Response<v1::ResumeResponse>, Status> {
-        Err(engine_pending("resuming"))
+    async fn resume(&self, request: Request<v1::ResumeRequest>) -> Result<Response<v1::ResumeResponse>, Status> {
+        let node = self.node.clone();
+        let who = actor(&request);
+        on_leader(
+            &self.node,
+            request,
+            |req| async move {
+                let release = act(&node, &req.release_id, Fact::Resumed { actor: who, reason: req.reason }).await?;
+                Ok(v1::ResumeResponse { release: Some(release) })
+            },
+            forward!(resume),
+        )
+        .await
     }
 
-    async fn abort(&self, _request: Request<v1::AbortRequest>) -> Result<Response<v1::AbortResponse>, Status> {
-        Err(engine_pending("aborting"))
+    async fn abort(&self, request: Request<v1::AbortRequest>) -> Result<Response<v1::AbortResponse>, Status> {
+        let node = self.node.clone();
+        let who = actor(&request);
+        on_leader(
+            &self.node,
+            request,
+            |req| async move {
+                let release = act(&node, &req.release_id, Fact::Aborted { actor: who, reason: req.reason }).await?;
+                Ok(v1::AbortResponse { release: Some(release) })
+            },
+            forward!(abort),
+        )
+        .await
     }
 
-    async fn rollback(&self, _request: Request<v1::RollbackRequest>) -> Result<Response<v1::RollbackResponse>, Status> {
-        Err(engine_pending("rolling back"))
+    async fn rollback(&self, request: Request<v1::RollbackRequest>) -> Result<Response<v1::RollbackResponse>, Status> {
+        let node = self.node.clone();
+        let who = actor(&request);
+        on_leader(
+            &self.node,
+            request,
+            |req| async move {
+                // Decided against the run as read; retried if the engine moved it meanwhile.
+                for _ in 0..5 {
+                    let decided = node
+                        .read(|s| {
+                            let r = s.release(&req.release_id)?;
+                            Some(rollback_fact(r, req.service.as_deref(), &who, &req.reason))
+                        })
+                        .await?
+                        .ok_or_else(|| CoordinatorError::NotFound(format!("no release {}", req.release_id)))??;
+                    let (version, fact) = decided;
+                    let services = match &fact {
+                        Fact::RollbackDecided { members, .. } => members.iter().map(|(s, _)| s.to_string()).collect(),
+                        _ => Vec::new(),
+                    };
+                    let op = Op::Release { release: req.release_id.clone(), expect: Some(version), fact };
+                    match node.propose(op).await? {
+                        Applied::Applied { .. } => {
+                            let release = node.read_local(|s| get_view(s, &req.release_id))?;
+                            return Ok(v1::RollbackResponse { release: Some(release), services });
+                        }
+                        Applied::Refused { reason } if reason.starts_with("decided against version") => continue,
+                        Applied::Refused { reason } => return Err(CoordinatorError::FailedPrecondition(reason)),
+                        other => return Err(CoordinatorError::Internal(format!("unexpected result {other:?}"))),
+                    }
+                }
+                Err(CoordinatorError::FailedPrecondition(
+                    "the release kept changing while the rollback was decided; try again".to_owned(),
+                ))
+            },
+            forward!(rollback),
+        )
+        .await
     }
+}
+
+/// The rollback an operator asked for, decided against the release's current run.
+fn rollback_fact(
+    r: &ReleaseRecord,
+    service: Option<&str>,
+    actor: &str,
+    reason: &str,
+) -> Result<(u64, Fact), CoordinatorError> {
+    match r.run.phase {
+        Phase::RollingBack => {
+            return Err(CoordinatorError::FailedPrecondition(format!("release {} is already rolling back", r.id)));
+        }
+        Phase::Finished(t) if t != engine::Terminal::Succeeded => {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "release {} ended {t:?}; only a release in progress or succeeded can be rolled back",
+                r.id
+            )));
+        }
+        _ => {}
+    }
+    let (plan, fleet) =
+        engine::replan(&r.spec_text, &r.file_name, &r.fleet_json).map_err(CoordinatorError::Internal)?;
+    let failed: Vec<flotilla_shared::model::ServiceName> = match service {
+        Some(s) => {
+            if plan.spec().service(s).is_none() {
+                return Err(CoordinatorError::NotFound(format!("release {} has no service {s}", r.id)));
+            }
+            vec![s.into()]
+        }
+        None => Vec::new(),
+    };
+    let why = match (service, reason.is_empty()) {
+        (Some(s), true) => format!("an operator rolled back {s}"),
+        (Some(s), false) => format!("an operator rolled back {s}: {reason}"),
+        (None, true) => "an operator rolled back the release".to_owned(),
+        (None, false) => format!("an operator rolled back the release: {reason}"),
+    };
+    let ctx = engine::Context { release: &r.id, plan: &plan, fleet: &fleet };
+    let fact = engine::rollback_decision(
+        &r.run,
+        ctx,
+        crate::node::now_unix_ms(),
+        &failed,
+        flotilla_shared::model::RollbackScope::Cascade,
+        actor,
+        why,
+    );
+    Ok((r.run.version, fact))
 }

@@ -1,5 +1,5 @@
 //! Flotilla's replicated state: the commands the leader proposes, and their
-//! deterministic application to releases, agents, the event log and the audit trail.
+//! deterministic application to releases (their runs and histories), the fleet and the audit trail.
 //!
 //! Apply is a pure function of the state and the entry: it never reads a clock or a
 //! random source. The leader stamps the time (`Command::at_unix_ms`) and every id into
@@ -9,10 +9,12 @@
 //! (externally tagged enums; no `tag`, `untagged`, `flatten` or skipped fields), so the
 //! log and snapshots can use a compact non-self-describing binary codec.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+use crate::engine::{EventKind, Fact, Run};
 
 mod fleet;
 
@@ -36,26 +38,17 @@ pub struct Command {
 pub enum Op {
     /// Submit a release. A second submission with the same idempotency key returns the
     /// first release instead of creating another.
-    CreateRelease {
-        /// The id the leader chose.
-        id: ReleaseId,
-        /// The client's idempotency key; empty means none.
-        idempotency_key: String,
-        /// The release name from the spec.
-        name: String,
-        /// The spec's file name, for error messages.
-        file_name: String,
-        /// The spec's text, as submitted.
-        spec_text: String,
-    },
-    /// Append an event to a release's history.
-    RecordEvent {
+    CreateRelease(NewRelease),
+    /// A fact about a release: an engine decision, an agent's report, an operator action.
+    Release {
         /// The release.
         release: ReleaseId,
-        /// What kind of event (`release_created`, `batch_started`, ...).
-        kind: String,
-        /// What happened and why, as a sentence.
-        message: String,
+        /// For engine decisions: the run version the decision was made against; the
+        /// fact is refused if the run has moved on. `None` for inputs (reports,
+        /// operator actions), which are checked on their own terms.
+        expect: Option<u64>,
+        /// The fact.
+        fact: Fact,
     },
     /// A change to the fleet (agents registered, lost, back).
     Fleet(FleetOp),
@@ -68,11 +61,31 @@ pub enum Op {
     },
 }
 
+/// A release submission, as the leader proposes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewRelease {
+    /// The id the leader chose.
+    pub id: ReleaseId,
+    /// The client's idempotency key; empty means none.
+    pub idempotency_key: String,
+    /// The release name from the spec.
+    pub name: String,
+    /// The spec's file name, for error messages.
+    pub file_name: String,
+    /// The spec's text, as submitted.
+    pub spec_text: String,
+    /// The fleet the release was planned against, as JSON (`flotilla_shared::inventory::Fleet`):
+    /// the plan is rebuilt from the spec and this, identically, on any leader.
+    pub fleet_json: String,
+    /// Who submitted it; empty when unknown.
+    pub created_by: String,
+}
+
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Op::CreateRelease { id, name, .. } => write!(f, "create release {name} as {id}"),
-            Op::RecordEvent { release, kind, .. } => write!(f, "record {kind} on {release}"),
+            Op::CreateRelease(r) => write!(f, "create release {} as {}", r.name, r.id),
+            Op::Release { release, fact, .. } => write!(f, "{release}: {fact}"),
             Op::Fleet(op) => op.fmt(f),
             Op::Audit { actor, action } => write!(f, "audit: {actor} {action}"),
         }
@@ -80,10 +93,11 @@ impl fmt::Display for Op {
 }
 
 /// What applying a command produced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Response {
     /// Membership changes and blank entries.
+    #[default]
     None,
     /// A release submission: the release that stands for it.
     Release {
@@ -92,10 +106,10 @@ pub enum Response {
         /// `false` when the idempotency key matched an earlier submission.
         created: bool,
     },
-    /// An event was appended at this index of the event log.
-    Event {
-        /// The event's index (from 1, no gaps).
-        index: u64,
+    /// A release fact was applied; the run is now at this version.
+    Applied {
+        /// The run's version after the fact.
+        version: u64,
     },
     /// The command was refused; the state did not change.
     Refused {
@@ -117,25 +131,18 @@ pub struct ReleaseRecord {
     pub file_name: String,
     /// The spec's text.
     pub spec_text: String,
+    /// The fleet it was planned against (JSON).
+    pub fleet_json: String,
+    /// The idempotency key it was created with; empty when none.
+    pub idempotency_key: String,
+    /// Who submitted it.
+    pub created_by: String,
     /// When it was submitted (leader's clock).
     pub created_unix_ms: i64,
     /// The Raft log index it was committed at.
     pub created_index: u64,
-}
-
-/// One entry of the event log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Event {
-    /// Position in the log, from 1, without gaps.
-    pub index: u64,
-    /// The release it belongs to, if any.
-    pub release: Option<ReleaseId>,
-    /// When it happened (leader's clock).
-    pub at_unix_ms: i64,
-    /// What kind of event.
-    pub kind: String,
-    /// What happened and why.
-    pub message: String,
+    /// Its execution state.
+    pub run: Run,
 }
 
 /// One entry of the audit trail.
@@ -153,9 +160,10 @@ pub struct AuditEntry {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     releases: BTreeMap<ReleaseId, ReleaseRecord>,
+    /// Releases that have not finished: what the engine looks at.
+    active: BTreeSet<ReleaseId>,
     by_idempotency_key: BTreeMap<String, ReleaseId>,
     fleet: FleetState,
-    events: Vec<Event>,
     audit: Vec<AuditEntry>,
 }
 
@@ -165,38 +173,72 @@ impl State {
     pub fn apply(&mut self, log_index: u64, cmd: &Command) -> Response {
         let at = cmd.at_unix_ms;
         match &cmd.op {
-            Op::CreateRelease { id, idempotency_key, name, file_name, spec_text } => {
-                if !idempotency_key.is_empty()
-                    && let Some(existing) = self.by_idempotency_key.get(idempotency_key)
+            Op::CreateRelease(new) => {
+                if !new.idempotency_key.is_empty()
+                    && let Some(existing) = self.by_idempotency_key.get(&new.idempotency_key)
                 {
                     return Response::Release { id: existing.clone(), created: false };
                 }
-                if self.releases.contains_key(id) {
-                    return Response::Refused { reason: format!("release id {id} is taken") };
+                if self.releases.contains_key(&new.id) {
+                    return Response::Refused { reason: format!("release id {} is taken", new.id) };
+                }
+                let mut run = Run::new();
+                let by = if new.created_by.is_empty() { String::new() } else { format!(" by {}", new.created_by) };
+                let e = run.record(
+                    at,
+                    EventKind::ReleaseCreated,
+                    format!("release {} ({}) submitted as {}{by}", new.name, new.file_name, new.id),
+                );
+                if !new.created_by.is_empty() {
+                    e.actor = new.created_by.clone();
                 }
                 self.releases.insert(
-                    id.clone(),
+                    new.id.clone(),
                     ReleaseRecord {
-                        id: id.clone(),
-                        name: name.clone(),
-                        file_name: file_name.clone(),
-                        spec_text: spec_text.clone(),
+                        id: new.id.clone(),
+                        name: new.name.clone(),
+                        file_name: new.file_name.clone(),
+                        spec_text: new.spec_text.clone(),
+                        fleet_json: new.fleet_json.clone(),
+                        idempotency_key: new.idempotency_key.clone(),
+                        created_by: new.created_by.clone(),
                         created_unix_ms: at,
                         created_index: log_index,
+                        run,
                     },
                 );
-                if !idempotency_key.is_empty() {
-                    self.by_idempotency_key.insert(idempotency_key.clone(), id.clone());
+                if !new.idempotency_key.is_empty() {
+                    self.by_idempotency_key.insert(new.idempotency_key.clone(), new.id.clone());
                 }
-                self.push_event(Some(id.clone()), at, "release_created", format!("release {name} submitted as {id}"));
-                Response::Release { id: id.clone(), created: true }
+                self.active.insert(new.id.clone());
+                Response::Release { id: new.id.clone(), created: true }
             }
-            Op::RecordEvent { release, kind, message } => {
-                if !self.releases.contains_key(release) {
+            Op::Release { release, expect, fact } => {
+                let Some(record) = self.releases.get_mut(release) else {
                     return Response::Refused { reason: format!("no release {release}") };
+                };
+                if let Some(expect) = expect
+                    && *expect != record.run.version
+                {
+                    return Response::Refused {
+                        reason: format!(
+                            "decided against version {expect} of {release}, which is at version {}",
+                            record.run.version
+                        ),
+                    };
                 }
-                let index = self.push_event(Some(release.clone()), at, kind, message.clone());
-                Response::Event { index }
+                match record.run.apply(at, fact) {
+                    Ok(()) => {
+                        // A finished release can start again (an operator's rollback).
+                        if record.run.is_finished() {
+                            self.active.remove(release);
+                        } else {
+                            self.active.insert(release.clone());
+                        }
+                        Response::Applied { version: record.run.version }
+                    }
+                    Err(refusal) => Response::Refused { reason: refusal.0 },
+                }
             }
             Op::Fleet(op) => self.fleet.apply(at, op),
             Op::Audit { actor, action } => {
@@ -204,12 +246,6 @@ impl State {
                 Response::Done
             }
         }
-    }
-
-    fn push_event(&mut self, release: Option<ReleaseId>, at: i64, kind: &str, message: String) -> u64 {
-        let index = self.events.len() as u64 + 1;
-        self.events.push(Event { index, release, at_unix_ms: at, kind: kind.to_owned(), message });
-        index
     }
 
     /// A release by id.
@@ -224,24 +260,14 @@ impl State {
         all.into_iter()
     }
 
+    /// Releases that have not finished, by id.
+    pub fn active_releases(&self) -> impl Iterator<Item = &ReleaseRecord> {
+        self.active.iter().filter_map(|id| self.releases.get(id))
+    }
+
     /// The fleet: every host's agent.
     pub fn fleet(&self) -> &FleetState {
         &self.fleet
-    }
-
-    /// Events with an index above `after`, optionally of one release, at most `limit`.
-    pub fn events_after(&self, after: u64, release: Option<&str>, limit: usize) -> Vec<&Event> {
-        let start = usize::try_from(after).unwrap_or(usize::MAX).min(self.events.len());
-        self.events[start..]
-            .iter()
-            .filter(|e| release.is_none_or(|r| e.release.as_deref() == Some(r)))
-            .take(limit)
-            .collect()
-    }
-
-    /// The index of the last event (0 when there is none).
-    pub fn last_event_index(&self) -> u64 {
-        self.events.len() as u64
     }
 
     /// The audit trail, oldest first.
@@ -253,18 +279,24 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::{Fact, Terminal};
 
     fn create(id: &str, key: &str) -> Command {
         Command {
             at_unix_ms: 1_000,
-            op: Op::CreateRelease {
+            op: Op::CreateRelease(NewRelease {
                 id: id.to_owned(),
                 idempotency_key: key.to_owned(),
                 name: "shop".to_owned(),
                 file_name: "shop.toml".to_owned(),
                 spec_text: "release = \"shop\"".to_owned(),
-            },
+                ..NewRelease::default()
+            }),
         }
+    }
+
+    fn fact(release: &str, expect: Option<u64>, fact: Fact) -> Command {
+        Command { at_unix_ms: 2_000, op: Op::Release { release: release.into(), expect, fact } }
     }
 
     #[test]
@@ -278,25 +310,29 @@ mod tests {
     }
 
     #[test]
-    fn the_event_log_is_indexed_from_one_and_readable_from_an_index() {
+    fn a_decision_against_an_old_run_version_is_refused_and_changes_nothing() {
         let mut s = State::default();
         s.apply(1, &create("r-1", ""));
-        let ev = |m: &str| Command {
-            at_unix_ms: 2_000,
-            op: Op::RecordEvent { release: "r-1".into(), kind: "note".into(), message: m.into() },
-        };
-        assert_eq!(s.apply(2, &ev("a")), Response::Event { index: 2 });
-        assert_eq!(s.apply(3, &ev("b")), Response::Event { index: 3 });
-        let after_one: Vec<u64> = s.events_after(1, Some("r-1"), 10).iter().map(|e| e.index).collect();
-        assert_eq!(after_one, [2, 3]);
-        assert_eq!(s.events_after(3, None, 10).len(), 0);
-        assert_eq!(s.events_after(0, None, 1).len(), 1);
-        let refused = Command {
-            at_unix_ms: 0,
-            op: Op::RecordEvent { release: "nope".into(), kind: "x".into(), message: String::new() },
-        };
-        assert!(matches!(s.apply(4, &refused), Response::Refused { .. }));
-        assert_eq!(s.last_event_index(), 3);
+        let pause = |expect| fact("r-1", expect, Fact::Paused { actor: "engine".into(), reason: "x".into() });
+        assert!(matches!(s.apply(2, &pause(Some(7))), Response::Refused { .. }));
+        assert_eq!(s.release("r-1").unwrap().run.version, 0);
+        assert_eq!(s.apply(3, &pause(Some(0))), Response::Applied { version: 1 });
+        assert!(matches!(
+            s.apply(4, &fact("nope", None, Fact::Resumed { actor: "a".into(), reason: String::new() })),
+            Response::Refused { .. }
+        ));
+    }
+
+    #[test]
+    fn release_history_is_indexed_from_one() {
+        let mut s = State::default();
+        s.apply(1, &create("r-1", ""));
+        s.apply(2, &fact("r-1", None, Fact::Aborted { actor: "ops".into(), reason: "stop".into() }));
+        let run = &s.release("r-1").unwrap().run;
+        let indexes: Vec<u64> = run.events.iter().map(|e| e.index).collect();
+        assert_eq!(indexes, [1, 2]);
+        assert_eq!(run.phase, crate::engine::Phase::Finished(Terminal::Aborted));
+        assert_eq!(run.events[1].message, "aborted by ops: stop");
     }
 
     #[test]

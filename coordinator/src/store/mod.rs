@@ -24,7 +24,7 @@ pub mod spaces;
 pub mod state_machine;
 
 pub use self::sled::SledEngine;
-pub use kv::{KeySpace, KvEngine, KvError, WriteBatch};
+pub use kv::{KeySpace, KvEngine, KvError, ValueEncoding, WriteBatch};
 pub use log::{LogReader, LogStore};
 pub use spaces::FORMAT_VERSION;
 pub use state_machine::{Applied, SharedState, SnapshotBuilder, StateMachineStore};
@@ -86,7 +86,7 @@ pub enum StoreError {
     },
     /// A snapshot could not be encoded.
     #[error("encoding a snapshot: {0}")]
-    Encode(#[source] serde_json::Error),
+    Encode(#[source] snapshot::SnapshotError),
     /// A blocking storage task failed to run.
     #[error("storage task failed: {0}")]
     Task(String),

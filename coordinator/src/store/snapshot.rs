@@ -3,12 +3,14 @@
 //! A snapshot is the same bytes on disk and on the wire:
 //!
 //! ```text
-//! b"FLOTSNAP" | header length (u32, big-endian) | header (JSON) | state (JSON)
+//! b"FLOTSNAP" | header length (u32, big-endian) | header (JSON) | state (binary codec)
 //! ```
 //!
 //! The header carries the format version, the snapshot id, the last log id and the
-//! membership. A reader checks the magic and the version before it parses anything
-//! else, so a snapshot from a newer build is refused with both versions named.
+//! membership; it stays JSON so every version can read the version. A reader checks the
+//! magic and the version before it parses anything else, so a snapshot from another
+//! format version (older or newer) is refused with both versions named. The state is
+//! encoded with `raft::codec`, straight from the applied state (no copy of it is made).
 //!
 //! Files are written to a temporary name, fsynced, renamed into place and the directory
 //! fsynced, so a crash leaves either the old file or the complete new one.
@@ -21,7 +23,7 @@ use openraft::{BasicNode, SnapshotMeta};
 use serde::{Deserialize, Serialize};
 
 use super::spaces::FORMAT_VERSION;
-use crate::raft::NodeId;
+use crate::raft::{NodeId, codec};
 use crate::state::State;
 
 const MAGIC: &[u8; 8] = b"FLOTSNAP";
@@ -52,18 +54,26 @@ pub enum SnapshotError {
     /// The bytes are not a complete snapshot.
     #[error("malformed snapshot: {0}")]
     Malformed(String),
+    /// The snapshot could not be encoded.
+    #[error("encoding: {0}")]
+    Encode(String),
 }
 
-/// Encodes a snapshot of `state` described by `meta`.
-pub fn encode(meta: &SnapshotMeta<NodeId, BasicNode>, state: &State) -> Result<Vec<u8>, serde_json::Error> {
-    let header = serde_json::to_vec(&SnapshotHeader { format_version: FORMAT_VERSION, meta: meta.clone() })?;
-    let header_len = u32::try_from(header.len()).map_err(serde::ser::Error::custom)?;
-    let mut out = Vec::with_capacity(PREFIX_LEN + header.len() + 4096);
+/// Encodes a snapshot of `state` described by `meta`. `size_hint` is the size of the
+/// previous snapshot, if any, to allocate once.
+pub fn encode(
+    meta: &SnapshotMeta<NodeId, BasicNode>,
+    state: &State,
+    size_hint: usize,
+) -> Result<Vec<u8>, SnapshotError> {
+    let header = serde_json::to_vec(&SnapshotHeader { format_version: FORMAT_VERSION, meta: meta.clone() })
+        .map_err(|e| SnapshotError::Encode(format!("header: {e}")))?;
+    let header_len = u32::try_from(header.len()).map_err(|_| SnapshotError::Encode("header too long".into()))?;
+    let mut out = Vec::with_capacity(PREFIX_LEN + header.len() + size_hint.max(4096));
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&header_len.to_be_bytes());
     out.extend_from_slice(&header);
-    serde_json::to_writer(&mut out, state)?;
-    Ok(out)
+    codec::encode_into(state, out).map_err(|e| SnapshotError::Encode(format!("state: {e}")))
 }
 
 /// Reads the header of snapshot `bytes`; returns it and where the state starts.
@@ -98,7 +108,7 @@ pub fn decode_header(bytes: &[u8]) -> Result<(SnapshotHeader, usize), SnapshotEr
 /// Reads a whole snapshot.
 pub fn decode(bytes: &[u8]) -> Result<(SnapshotHeader, State), SnapshotError> {
     let (header, start) = decode_header(bytes)?;
-    let state = serde_json::from_slice(&bytes[start..]).map_err(|e| SnapshotError::Malformed(format!("state: {e}")))?;
+    let state = codec::decode(&bytes[start..]).map_err(|e| SnapshotError::Malformed(format!("state: {e}")))?;
     Ok((header, state))
 }
 
@@ -170,17 +180,28 @@ mod tests {
     #[test]
     fn a_snapshot_round_trips_and_a_newer_version_is_refused() {
         let meta = SnapshotMeta { snapshot_id: "1-1-1".to_owned(), ..Default::default() };
-        let bytes = encode(&meta, &State::default()).unwrap();
+        let bytes = encode(&meta, &State::default(), 0).unwrap();
         let (header, state) = decode(&bytes).unwrap();
         assert_eq!(header.meta, meta);
         assert_eq!(state, State::default());
 
-        let future = br#"{"format_version":7,"something":"new"}"#;
-        let mut bytes = MAGIC.to_vec();
-        bytes.extend_from_slice(&u32::try_from(future.len()).unwrap().to_be_bytes());
-        bytes.extend_from_slice(future);
-        let err = decode(&bytes).unwrap_err();
+        let with_version = |header: &[u8]| {
+            let mut bytes = MAGIC.to_vec();
+            bytes.extend_from_slice(&u32::try_from(header.len()).unwrap().to_be_bytes());
+            bytes.extend_from_slice(header);
+            bytes.extend_from_slice(b"{}");
+            bytes
+        };
+        let err = decode(&with_version(br#"{"format_version":7,"something":"new"}"#)).unwrap_err();
         assert!(matches!(err, SnapshotError::UnsupportedFormat { found: 7, supported: FORMAT_VERSION }), "{err}");
+        // A JSON snapshot of format version 1 is refused by its header, before its state
+        // is parsed.
+        let err = decode(&with_version(br#"{"format_version":1,"meta":{}}"#)).unwrap_err();
+        assert!(matches!(err, SnapshotError::UnsupportedFormat { found: 1, supported: FORMAT_VERSION }), "{err}");
         assert!(matches!(decode(b"garbage"), Err(SnapshotError::Malformed(_))));
+
+        let mut truncated = bytes;
+        truncated.push(0);
+        assert!(matches!(decode(&truncated), Err(SnapshotError::Malformed(_))), "trailing bytes are refused");
     }
 }

@@ -6,16 +6,22 @@
 //! | `raft_log` | log index (u64) | a Raft log [`Entry`] |
 //! | `raft_meta` | [`RaftMetaKey`] | vote, committed log id, last purged log id |
 //! | `sm_meta` | [`SmMetaKey`] | the durable image of the state machine: its snapshot |
+//!
+//! Values are binary (`raft::codec`) except the format record, which is JSON so that
+//! every version can read which version wrote the data.
 
 use openraft::{BasicNode, LogId, SnapshotMeta, Vote};
 use serde::{Deserialize, Serialize};
 
-use super::kv::{Key, KeySpace, KvError};
+use super::kv::{Key, KeySpace, KvError, ValueEncoding};
 use crate::raft::{Entry, NodeId};
 
 /// The version of the on-disk format this build writes and reads: the key spaces and
 /// their encodings, and the snapshot file layout. Bump it on any incompatible change.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// - 1: values and snapshot state as JSON.
+/// - 2: values (but the format record) and snapshot state in the binary codec.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The `format` key space: what version of the format the data is in.
 #[derive(Debug)]
@@ -23,6 +29,7 @@ pub struct Format;
 
 impl KeySpace for Format {
     const NAME: &'static str = "format";
+    const ENCODING: ValueEncoding = ValueEncoding::Json;
     type Key = FormatKey;
     type Value = FormatRecord;
 }

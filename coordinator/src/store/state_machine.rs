@@ -116,6 +116,8 @@ struct Inner<E> {
 struct Snapshots {
     current: Option<SnapshotRecord>,
     next_seq: u64,
+    /// The size of the last snapshot built, to allocate the next one at once.
+    last_size: usize,
 }
 
 impl<E: KvEngine> StateMachineStore<E> {
@@ -142,7 +144,7 @@ impl<E: KvEngine> StateMachineStore<E> {
                 engine,
                 dir,
                 applied: SharedState::new(applied),
-                snapshots: tokio::sync::Mutex::new(Snapshots { current, next_seq }),
+                snapshots: tokio::sync::Mutex::new(Snapshots { current, next_seq, last_size: 0 }),
             }),
         })
     }
@@ -300,33 +302,40 @@ impl<E: KvEngine> RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder<E> {
     #[tracing::instrument(skip_all)]
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         let mut snapshots = self.inner.snapshots.lock().await;
-        let applied = self.inner.applied.snapshot();
         let seq = snapshots.next_seq;
         snapshots.next_seq += 1;
-        let snapshot_id = match applied.last_applied {
-            Some(id) => format!("{}-{}-{seq}", id.leader_id.term, id.index),
-            None => format!("0-0-{seq}"),
-        };
-        let meta = SnapshotMeta {
-            last_log_id: applied.last_applied,
-            last_membership: applied.membership.clone(),
-            snapshot_id,
-        };
-        let record = SnapshotRecord { seq, meta: meta.clone() };
-        // A snapshot installed while this one was waiting for the lock may be newer.
-        let newer_exists =
-            snapshots.current.as_ref().is_some_and(|current| current.meta.last_log_id > meta.last_log_id);
+        let current = snapshots.current.as_ref().map(|c| c.meta.last_log_id);
+        let size_hint = snapshots.last_size;
         let inner = self.inner.clone();
-        let persisted = record.clone();
-        let bytes = blocking(move || {
-            let bytes = snapshot::encode(&persisted.meta, &applied.state).map_err(StoreError::Encode)?;
+        let (record, bytes, newer_exists) = blocking(move || {
+            // Encoded straight from the applied state under its read lock: apply waits
+            // while it is encoded, but the state is never copied.
+            let (meta, bytes) = {
+                let applied = inner.applied.guard();
+                let snapshot_id = match applied.last_applied {
+                    Some(id) => format!("{}-{}-{seq}", id.leader_id.term, id.index),
+                    None => format!("0-0-{seq}"),
+                };
+                let meta = SnapshotMeta {
+                    last_log_id: applied.last_applied,
+                    last_membership: applied.membership.clone(),
+                    snapshot_id,
+                };
+                let bytes = snapshot::encode(&meta, &applied.state, size_hint).map_err(StoreError::Encode)?;
+                (meta, bytes)
+            };
+            let record = SnapshotRecord { seq, meta };
+            // A snapshot installed while this one was waiting for the lock may be newer.
+            let newer_exists = current.is_some_and(|last| last > record.meta.last_log_id);
             if !newer_exists {
-                persist(&inner.engine, &inner.dir, &persisted, &bytes)?;
+                persist(&inner.engine, &inner.dir, &record, &bytes)?;
             }
-            Ok(bytes)
+            Ok((record, bytes, newer_exists))
         })
         .await
-        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        let meta = record.meta.clone();
+        snapshots.last_size = bytes.len();
         if !newer_exists {
             tracing::info!(
                 snapshot = %meta,

@@ -6,6 +6,7 @@
 //! ```toml
 //! version = "1.2.0"            # what /version answers (default: $FLOTILLA_VERSION)
 //! healthy = true               # false: /healthz answers 503
+//! unhealthy_on = "web-3,web-4"  # /healthz answers 503 on these hosts ($FLOTILLA_HOST)
 //! start_delay_ms = 0           # wait this long before listening (slow start)
 //! crash_after_ms = 5000        # exit with `exit_code` this long after start (0: at once)
 //! exit_code = 3
@@ -24,6 +25,9 @@ pub struct Behaviour {
     pub version: Option<String>,
     /// `false`: `/healthz` answers 503.
     pub unhealthy: bool,
+    /// Hosts (by `FLOTILLA_HOST`) where `/healthz` answers 503 even when `healthy`:
+    /// a version that breaks only on part of the fleet.
+    pub unhealthy_on: Vec<String>,
     /// Delay before the server listens.
     pub start_delay_ms: u64,
     /// Exit this long after start (`Some(0)`: before listening).
@@ -50,6 +54,9 @@ impl Behaviour {
             let _ = writeln!(out, "version = {}", quote(version));
         }
         let _ = writeln!(out, "healthy = {}", !self.unhealthy);
+        if !self.unhealthy_on.is_empty() {
+            let _ = writeln!(out, "unhealthy_on = {}", quote(&self.unhealthy_on.join(",")));
+        }
         let _ = writeln!(out, "start_delay_ms = {}", self.start_delay_ms);
         if let Some(ms) = self.crash_after_ms {
             let _ = writeln!(out, "crash_after_ms = {ms}");
@@ -90,6 +97,10 @@ impl Behaviour {
                         "false" => true,
                         _ => return Err(at("`healthy` must be true or false")),
                     }
+                }
+                "unhealthy_on" => {
+                    b.unhealthy_on =
+                        string()?.split(',').map(str::trim).filter(|h| !h.is_empty()).map(str::to_owned).collect();
                 }
                 "start_delay_ms" => b.start_delay_ms = uint()?,
                 "crash_after_ms" => b.crash_after_ms = Some(uint()?),
@@ -190,6 +201,7 @@ mod tests {
         let b = Behaviour {
             version: Some("2.0.0".into()),
             unhealthy: true,
+            unhealthy_on: vec!["web-3".into(), "web-4".into()],
             start_delay_ms: 250,
             crash_after_ms: Some(0),
             exit_code: 7,

@@ -8,6 +8,10 @@
 //!     [--contract NAME=VERSION] [--require URL=REQ]
 //! ```
 //! The port comes from `--port`, else `$PORT`, else 8080. Flags override the file.
+//! Port 0 takes any free port and writes it to `./port`, so that several hosts'
+//! copies can share one machine (the demo); `flotilla-sample-service --check`
+//! then probes `/healthz` on the port in `./port` and exits 0 only on `200`, for
+//! use as an `exec` health check.
 
 #[path = "behaviour.rs"]
 #[allow(dead_code)]
@@ -33,6 +37,9 @@ fn main() {
 }
 
 fn run() -> Result<(), String> {
+    if std::env::args().nth(1).is_some_and(|a| a == "--check") {
+        return check();
+    }
     let mut args = std::env::args().skip(1);
     let mut port: Option<u16> = None;
     let mut file: Option<PathBuf> = None;
@@ -81,6 +88,11 @@ fn run() -> Result<(), String> {
             _ => unreachable!("only known flags are collected"),
         }
     }
+    if let Ok(host) = std::env::var("FLOTILLA_HOST")
+        && b.unhealthy_on.contains(&host)
+    {
+        b.unhealthy = true;
+    }
     if b.version.is_none() {
         b.version = Some(std::env::var("FLOTILLA_VERSION").unwrap_or_else(|_| "unknown".to_owned()));
     }
@@ -108,6 +120,11 @@ fn serve(b: Behaviour, port: u16) -> Result<(), String> {
         });
     }
     let listener = TcpListener::bind(("127.0.0.1", port)).map_err(|e| format!("cannot listen on port {port}: {e}"))?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    // Written atomically, so a check never reads half a number.
+    std::fs::write(".port.tmp", format!("{port}\n"))
+        .and_then(|()| std::fs::rename(".port.tmp", PORT_FILE))
+        .map_err(|e| format!("cannot write ./{PORT_FILE}: {e}"))?;
     log(&format!("listening on 127.0.0.1:{port}"));
     let b = Arc::new(b);
     for stream in listener.incoming() {
@@ -179,6 +196,27 @@ fn check_dependency(url: &str, req: &str) -> Result<(), String> {
     }
     log(&format!("dependency {url} serves {version} (matches {req})"));
     Ok(())
+}
+
+/// Where a running server writes its port (in its working directory).
+const PORT_FILE: &str = "port";
+
+/// `--check`: GET `/healthz` on the port in `./port`; exit 0 only on `200`.
+fn check() -> Result<(), String> {
+    let text = std::fs::read_to_string(PORT_FILE).map_err(|e| format!("no ./{PORT_FILE} (not started?): {e}"))?;
+    let port: u16 = text.trim().parse().map_err(|_| format!("./{PORT_FILE} holds `{}`, not a port", text.trim()))?;
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("127.0.0.1:{port}: {e}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
+    write!(stream, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).map_err(|e| e.to_string())?;
+    let status = response.lines().next().unwrap_or("").to_owned();
+    if status.starts_with("HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(format!("127.0.0.1:{port}/healthz answered `{status}`"))
+    }
 }
 
 fn log(message: &str) {

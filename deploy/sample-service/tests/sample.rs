@@ -153,3 +153,35 @@ fn builds_itself_with_rustc() {
     let output = Command::new(&bin).args(["--port", "x"]).output().expect("run");
     assert!(String::from_utf8_lossy(&output.stderr).contains("--port x: not a port"));
 }
+
+#[test]
+fn port_zero_takes_a_free_port_and_check_probes_it_from_the_port_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let check = || Command::new(BIN).arg("--check").current_dir(dir.path()).output().expect("check runs");
+    assert!(!check().status.success(), "no server yet: the check fails");
+    let _healthy = start(dir.path(), &Behaviour::healthy("1.0.0"), 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let port: u16 = loop {
+        if let Some(p) = std::fs::read_to_string(dir.path().join("port")).ok().and_then(|t| t.trim().parse().ok()) {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "no port file");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_ne!(port, 0);
+    assert_eq!(wait_get(port, "/healthz").0, 200);
+    assert!(check().status.success());
+
+    let sick = tempfile::tempdir().expect("tempdir");
+    let mut behaviour = Behaviour::healthy("2.0.0");
+    behaviour.unhealthy = true;
+    let _sick = start(sick.path(), &behaviour, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sick.path().join("port").exists() {
+        assert!(Instant::now() < deadline, "no port file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = Command::new(BIN).arg("--check").current_dir(sick.path()).output().expect("check runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("503"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -180,6 +180,7 @@ impl Plan {
         let all: BTreeSet<ServiceName> = self.spec.services.iter().map(|s| s.name.clone()).collect();
         self.rollback(RollbackRequest {
             failed: Some(self.graph.name(failed)),
+            also_failed: &[],
             scope: self.spec.services[failed].policy.rollback_scope,
             started: &all,
             expired: &BTreeSet::new(),

@@ -15,6 +15,9 @@ pub struct RollbackRequest<'a> {
     /// The service that failed (or that an operator asked to roll back), or `None` for
     /// the whole release.
     pub failed: Option<&'a ServiceName>,
+    /// Services that failed together with `failed` (a failed gate fails every service
+    /// it runs after); each is treated like `failed`. Ignored when `failed` is `None`.
+    pub also_failed: &'a [ServiceName],
     /// Which services the rollback reaches; ignored when `failed` is `None`.
     pub scope: RollbackScope,
     /// Services that have started in the release (deployed to at least one host).
@@ -103,16 +106,22 @@ pub(crate) fn compute(graph: &ServiceGraph, services: &[ServiceSpec], req: Rollb
             }
         }
         Some(failed) => {
-            reason[failed] = Some("failed".to_owned());
+            let seeds: Vec<NodeId> =
+                std::iter::once(failed).chain(req.also_failed.iter().filter_map(|s| graph.node(s))).collect();
+            for &seed in &seeds {
+                reason[seed] = Some("failed".to_owned());
+            }
             match req.scope {
                 RollbackScope::Service => {}
                 RollbackScope::Release => {
-                    for v in (0..n).filter(|&v| v != failed && started(v)) {
-                        reason[v] = Some(format!("scope is release: {} failed", graph.name(failed)));
+                    for (v, why) in reason.iter_mut().enumerate() {
+                        if why.is_none() && started(v) {
+                            *why = Some(format!("scope is release: {} failed", graph.name(failed)));
+                        }
                     }
                 }
                 RollbackScope::Cascade => {
-                    let mut queue = VecDeque::from([failed]);
+                    let mut queue = VecDeque::from(seeds);
                     while let Some(v) = queue.pop_front() {
                         for e in graph.dependents(v) {
                             let w = e.dependent;

@@ -1,0 +1,260 @@
+//! `flotilla agents`: the fleet's hosts and their agents, as the cluster knows them
+//! (`Fleet.ListAgents`): state, drain mark, agent version, labels and what each runs.
+
+use std::collections::BTreeMap;
+
+use flotilla_net::call_leader;
+use flotilla_proto::v1::fleet_client::FleetClient;
+use flotilla_proto::v1::{self, HostState, ServiceRunState};
+use serde_json::json;
+
+use crate::remote::{Connection, print, remote_failure, runtime};
+use crate::{Failure, TextOrJson};
+
+/// `flotilla agents [--label K=V]... [--all]`
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentsArgs {
+    /// Only hosts carrying this label with this value (repeatable: every one must match).
+    #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Also hosts whose agent is lost (by default only online ones are listed).
+    #[arg(long)]
+    all: bool,
+    /// How to print the result.
+    #[arg(long, short, value_enum, default_value_t = TextOrJson::Table)]
+    output: TextOrJson,
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        _ => Err(format!("`{text}` is not a label: expected KEY=VALUE (e.g. role=web)")),
+    }
+}
+
+/// Lists the hosts.
+pub fn run(conn: &Connection, args: &AgentsArgs) -> Result<(), Failure> {
+    let security = conn.security()?;
+    let addrs = conn.addrs()?;
+    let req = v1::ListAgentsRequest { labels: args.labels.iter().cloned().collect(), include_lost: args.all };
+    runtime()?.block_on(async {
+        // Any coordinator answers from its applied state; the leader is followed when hinted.
+        let resp = call_leader(&addrs, &security, |ch| {
+            let req = req.clone();
+            async move { FleetClient::new(ch).list_agents(req).await.map(|r| r.into_inner()) }
+        })
+        .await
+        .map_err(remote_failure)?;
+        let text = match args.output {
+            TextOrJson::Json => to_json(&resp.hosts),
+            TextOrJson::Table => table(&resp.hosts, args),
+        };
+        print(&text)
+    })
+}
+
+fn host_state(h: &v1::Host) -> &'static str {
+    match HostState::try_from(h.state).unwrap_or(HostState::Unspecified) {
+        HostState::Online => "online",
+        HostState::Lost => "lost",
+        HostState::Unspecified => "unknown",
+    }
+}
+
+fn run_state(state: i32) -> &'static str {
+    match ServiceRunState::try_from(state).unwrap_or(ServiceRunState::Unspecified) {
+        ServiceRunState::Unspecified => "unknown",
+        ServiceRunState::Starting => "starting",
+        ServiceRunState::Running => "running",
+        ServiceRunState::Stopped => "stopped",
+        ServiceRunState::Crashed => "crashed",
+        ServiceRunState::Failed => "failed",
+    }
+}
+
+fn sorted(map: &std::collections::HashMap<String, String>) -> BTreeMap<&str, &str> {
+    map.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+fn state_cell(h: &v1::Host) -> String {
+    if h.drained {
+        let reason = if h.drain_reason.is_empty() { String::new() } else { format!(": {}", h.drain_reason) };
+        format!("{}, drained{reason}", host_state(h))
+    } else {
+        host_state(h).to_owned()
+    }
+}
+
+fn services_cell(h: &v1::Host) -> String {
+    if h.services.is_empty() {
+        return "-".to_owned();
+    }
+    h.services
+        .iter()
+        .map(|s| {
+            if s.state == ServiceRunState::Running as i32 {
+                format!("{} {}", s.service, s.version)
+            } else {
+                format!("{} {} ({})", s.service, s.version, run_state(s.state))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn labels_cell(h: &v1::Host) -> String {
+    let labels = sorted(&h.labels);
+    if labels.is_empty() {
+        return "-".to_owned();
+    }
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+fn table(hosts: &[v1::Host], args: &AgentsArgs) -> String {
+    if hosts.is_empty() {
+        let which = if args.all { "" } else { "online " };
+        let filter = if args.labels.is_empty() { "" } else { " match the labels" };
+        let hint = if args.all { "" } else { " (--all also lists lost ones)" };
+        return format!("no {which}hosts{filter}{hint}\n");
+    }
+    let header = ["HOST", "STATE", "AGENT", "LABELS", "SERVICES"].map(str::to_owned);
+    let rows: Vec<[String; 5]> = hosts
+        .iter()
+        .map(|h| {
+            let agent = h.agent_version.as_ref().map_or("-".to_owned(), |v| v.software_version.clone());
+            [h.host_id.clone(), state_cell(h), agent, labels_cell(h), services_cell(h)]
+        })
+        .collect();
+    let mut widths = header.clone().map(|c| c.chars().count());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String; 5]| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.truncate(out.trim_end().len());
+        out.push('\n');
+        out
+    };
+    let mut out = line(&header);
+    for row in &rows {
+        out.push_str(&line(row));
+    }
+    out
+}
+
+fn to_json(hosts: &[v1::Host]) -> String {
+    let docs: Vec<serde_json::Value> = hosts
+        .iter()
+        .map(|h| {
+            let services: Vec<serde_json::Value> = h
+                .services
+                .iter()
+                .map(|s| {
+                    json!({
+                        "service": s.service,
+                        "version": s.version,
+                        "state": run_state(s.state),
+                        "provides": sorted(&s.provides),
+                    })
+                })
+                .collect();
+            json!({
+                "host_id": h.host_id,
+                "state": host_state(h),
+                "drained": h.drained,
+                "drain_reason": if h.drained { Some(&h.drain_reason) } else { None },
+                "labels": sorted(&h.labels),
+                "agent_version": h.agent_version.as_ref().map(|v| v.software_version.clone()),
+                "protocol_version": h.agent_version.as_ref().map(|v| v.protocol_version),
+                "connected_node_id": (h.connected_node_id != 0).then_some(h.connected_node_id),
+                "registered_unix_ms": h.registered_unix_ms,
+                "state_changed_unix_ms": h.state_changed_unix_ms,
+                "last_seen_unix_ms": (h.last_seen_unix_ms != 0).then_some(h.last_seen_unix_ms),
+                "services": services,
+            })
+        })
+        .collect();
+    format!("{}\n", serde_json::to_string_pretty(&docs).expect("json values serialize"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(id: &str, state: HostState, drained: bool) -> v1::Host {
+        v1::Host {
+            host_id: id.to_owned(),
+            labels: [("role".to_owned(), "web".to_owned()), ("az".to_owned(), "b".to_owned())].into(),
+            state: state as i32,
+            drained,
+            drain_reason: if drained { "disk swap".to_owned() } else { String::new() },
+            agent_version: Some(flotilla_proto::version_info("0.1.0", [])),
+            services: vec![
+                v1::ServiceInstance {
+                    service: "web".into(),
+                    version: "1.4.0".into(),
+                    state: ServiceRunState::Running as i32,
+                    ..Default::default()
+                },
+                v1::ServiceInstance {
+                    service: "cron".into(),
+                    version: "0.3.0".into(),
+                    state: ServiceRunState::Crashed as i32,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    fn args(all: bool) -> AgentsArgs {
+        AgentsArgs { labels: Vec::new(), all, output: TextOrJson::Table }
+    }
+
+    #[test]
+    fn the_table_shows_state_drain_labels_and_services_aligned() {
+        let text =
+            table(&[host("web-1", HostState::Online, false), host("web-22", HostState::Lost, true)], &args(true));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "HOST    STATE                     AGENT  LABELS         SERVICES");
+        assert_eq!(lines[1], "web-1   online                    0.1.0  az=b,role=web  web 1.4.0, cron 0.3.0 (crashed)");
+        assert_eq!(lines[2], "web-22  lost, drained: disk swap  0.1.0  az=b,role=web  web 1.4.0, cron 0.3.0 (crashed)");
+    }
+
+    #[test]
+    fn an_empty_listing_says_what_was_asked() {
+        assert_eq!(table(&[], &args(false)), "no online hosts (--all also lists lost ones)\n");
+        let filtered = AgentsArgs { labels: vec![("role".into(), "db".into())], all: true, output: TextOrJson::Table };
+        assert_eq!(table(&[], &filtered), "no hosts match the labels\n");
+    }
+
+    #[test]
+    fn labels_must_be_key_value() {
+        assert_eq!(parse_label(" role = web "), Ok(("role".into(), "web".into())));
+        assert_eq!(parse_label("empty="), Ok(("empty".into(), String::new())));
+        assert!(parse_label("role").unwrap_err().contains("expected KEY=VALUE"));
+        assert!(parse_label("=web").is_err());
+    }
+
+    #[test]
+    fn json_has_one_object_per_host() {
+        let doc: serde_json::Value = serde_json::from_str(&to_json(&[host("web-1", HostState::Lost, true)])).unwrap();
+        let h = &doc[0];
+        assert_eq!(h["host_id"], "web-1");
+        assert_eq!(h["state"], "lost");
+        assert_eq!(h["drain_reason"], "disk swap");
+        assert_eq!(h["labels"]["role"], "web");
+        assert_eq!(h["agent_version"], "0.1.0");
+        assert_eq!(h["connected_node_id"], serde_json::Value::Null);
+        assert_eq!(h["services"][1]["state"], "crashed");
+    }
+}

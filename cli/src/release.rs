@@ -1,0 +1,588 @@
+//! `flotilla release ...`: submit, list, show, watch and steer releases (DESIGN §10).
+//! `watch` (and `start --watch`) follows a release's event stream with live
+//! per-service progress bars, resuming after a dropped stream or a leader change.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::anyhow;
+use flotilla_net::{LeaderClient, LeaderError};
+use flotilla_proto::v1::releases_client::ReleasesClient;
+use flotilla_proto::v1::{self, ReleaseState};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{Value, json};
+
+use crate::Failure;
+use crate::remote::{Connection, print, remote_failure, runtime};
+
+/// `flotilla release ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ReleaseCommand {
+    /// Submit a release spec. Resubmitting with the same --idempotency-key returns the
+    /// first submission.
+    ///
+    /// Exit codes: 0 submitted (with --watch: succeeded), 1 no coordinator answered,
+    /// 2 bad spec or usage, 3 (with --watch) the release did not succeed.
+    Start {
+        /// The release spec (TOML).
+        spec: PathBuf,
+        /// Makes retries safe: the same key never creates a second release.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Follow the release with live progress until it ends.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// List releases, newest last.
+    List,
+    /// Show one release: state, stages, per-service progress, pending approvals.
+    Show {
+        /// The release id.
+        id: String,
+    },
+    /// Follow a release's events with live progress until it ends (exit 0 when it
+    /// succeeded, 3 when it rolled back, failed or was aborted).
+    Watch {
+        /// The release id.
+        id: String,
+        /// Start after this event index (0: the whole history).
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+    },
+    /// Approve what the release waits for: a gate or a stage (needed only when it
+    /// waits for several).
+    Approve {
+        /// The release id.
+        id: String,
+        /// The gate to approve.
+        #[arg(long, conflicts_with = "stage")]
+        gate: Option<String>,
+        /// The stage whose approval lets the next stage start.
+        #[arg(long)]
+        stage: Option<String>,
+        /// A note recorded in the event.
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Stop dispatching new steps until resumed (steps already sent finish).
+    Pause {
+        /// The release id.
+        id: String,
+        /// Why, recorded in the event.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Resume a paused release (a failed service deploys its failed hosts again).
+    Resume {
+        /// The release id.
+        id: String,
+        /// Why, recorded in the event.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Stop the release for good; hosts stay as they are.
+    Abort {
+        /// The release id.
+        id: String,
+        /// Why, recorded in the event.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Roll back the whole release, or one service and what depends on it (also after
+    /// it succeeded, within each service's rollback_window).
+    Rollback {
+        /// The release id.
+        id: String,
+        /// Roll back only this service and its dependents.
+        #[arg(long)]
+        service: Option<String>,
+        /// Why, recorded in the event.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+/// Runs a `release` command.
+pub fn run(conn: &Connection, cmd: &ReleaseCommand, json_out: bool) -> Result<(), Failure> {
+    let client = LeaderClient::new(conn.addrs()?, conn.security()?);
+    let actor = std::env::var("USER").unwrap_or_default();
+    runtime()?.block_on(async {
+        match cmd {
+            ReleaseCommand::Start { spec, idempotency_key, watch } => {
+                let text = std::fs::read_to_string(spec)
+                    .map_err(|e| Failure::Usage(anyhow!("cannot read {}: {e}", spec.display())))?;
+                let req = v1::CreateRequest {
+                    spec_toml: text,
+                    file_name: spec.display().to_string(),
+                    // Without a key a retried call could submit twice: make one up.
+                    idempotency_key: idempotency_key.clone().unwrap_or_else(fresh_key),
+                };
+                let resp = call(&client, &actor, move |mut c, r| {
+                    let req = with_actor(req.clone(), &r);
+                    async move { c.create(req).await }
+                })
+                .await?;
+                let release = resp.release.unwrap_or_default();
+                if !*watch {
+                    return print(&if json_out {
+                        format!("{}\n", json!({"id": release.id, "name": release.name, "created": resp.created}))
+                    } else if resp.created {
+                        format!("release {} submitted as {}\n", release.name, release.id)
+                    } else {
+                        format!(
+                            "release {} was already submitted as {} (same idempotency key)\n",
+                            release.name, release.id
+                        )
+                    });
+                }
+                if !json_out {
+                    print(&format!("release {} submitted as {}\n", release.name, release.id))?;
+                }
+                watch_release(&client, &release.id, 0, json_out).await
+            }
+            ReleaseCommand::List => {
+                let resp = call(&client, &actor, |mut c, r| async move {
+                    c.list(with_actor(v1::ListRequest { page_size: 1_000, ..Default::default() }, &r)).await
+                })
+                .await?;
+                print(&if json_out {
+                    let rows: Vec<Value> = resp.releases.iter().map(summary_json).collect();
+                    format!("{}\n", serde_json::to_string_pretty(&rows).expect("json values serialize"))
+                } else {
+                    list_table(&resp.releases)
+                })
+            }
+            ReleaseCommand::Show { id } => {
+                let r = get(&client, id).await?;
+                print(&if json_out {
+                    format!("{}\n", serde_json::to_string_pretty(&release_json(&r)).expect("json values serialize"))
+                } else {
+                    show_text(&r)
+                })
+            }
+            ReleaseCommand::Watch { id, after } => watch_release(&client, id, *after, json_out).await,
+            ReleaseCommand::Approve { id, gate, stage, comment } => {
+                let target = match (gate, stage) {
+                    (Some(g), _) => Some(v1::approve_request::Target::Gate(g.clone())),
+                    (None, Some(s)) => Some(v1::approve_request::Target::Stage(s.clone())),
+                    (None, None) => None,
+                };
+                let req = v1::ApproveRequest { release_id: id.clone(), target, comment: comment.clone() };
+                let resp = call(&client, &actor, move |mut c, r| {
+                    let req = with_actor(req.clone(), &r);
+                    async move { c.approve(req).await }
+                })
+                .await?;
+                after_action(resp.release, "approved", json_out)
+            }
+            ReleaseCommand::Pause { id, reason } => {
+                let req = v1::PauseRequest { release_id: id.clone(), reason: reason.clone() };
+                let resp = call(&client, &actor, move |mut c, r| {
+                    let req = with_actor(req.clone(), &r);
+                    async move { c.pause(req).await }
+                })
+                .await?;
+                after_action(resp.release, "paused", json_out)
+            }
+            ReleaseCommand::Resume { id, reason } => {
+                let req = v1::ResumeRequest { release_id: id.clone(), reason: reason.clone() };
+                let resp = call(&client, &actor, move |mut c, r| {
+                    let req = with_actor(req.clone(), &r);
+                    async move { c.resume(req).await }
+                })
+                .await?;
+                after_action(resp.release, "resumed", json_out)
+            }
+            ReleaseCommand::Abort { id, reason } => {
+                let req = v1::AbortRequest { release_id: id.clone(), reason: reason.clone() };
+                let resp = call(&client, &actor, move |mut c, r| {
+                    let req = with_actor(req.clone(), &r);
+                    async move { c.abort(req).await }
+                })
+                .await?;
+                after_action(resp.release, "aborted", json_out)
+            }
+            ReleaseCommand::Rollback { id, service, reason } => {
+                let req =
+                    v1::RollbackRequest { release_id: id.clone(), service: service.clone(), reason: reason.clone() };
+                let resp = call(&client, &actor, move |mut c, r| {
+                    let req = with_actor(req.clone(), &r);
+                    async move { c.rollback(req).await }
+                })
+                .await?;
+                if json_out {
+                    let mut doc = resp.release.as_ref().map(release_json).unwrap_or(Value::Null);
+                    doc["rollback_order"] = json!(resp.services);
+                    return print(&format!("{}\n", serde_json::to_string_pretty(&doc).expect("serializes")));
+                }
+                let r = resp.release.unwrap_or_default();
+                print(&format!(
+                    "release {} is rolling back: {}\n",
+                    r.id,
+                    if resp.services.is_empty() {
+                        "no service had started".to_owned()
+                    } else {
+                        resp.services.join(", ")
+                    }
+                ))
+            }
+        }
+    })
+}
+
+/// Calls the leader (following hints) with a `Releases` client; `actor` rides along.
+/// While no coordinator can serve it (an election is running), it tries again for up
+/// to [`ELECTION_WAIT`]; submissions carry an idempotency key, so this is safe.
+async fn call<T, F, Fut>(client: &LeaderClient, actor: &str, f: F) -> Result<T, Failure>
+where
+    F: Fn(ReleasesClient<tonic::transport::Channel>, String) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let deadline = Instant::now() + ELECTION_WAIT;
+    loop {
+        let answer = client
+            .call(|ch| {
+                let fut = f(ReleasesClient::new(ch), actor.to_owned());
+                async move { fut.await.map(tonic::Response::into_inner) }
+            })
+            .await;
+        match answer {
+            Err(LeaderError::Exhausted { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => return other.map_err(remote_failure),
+        }
+    }
+}
+
+/// How long a command waits for a leader to be elected before giving up.
+const ELECTION_WAIT: Duration = Duration::from_secs(10);
+
+fn with_actor<T>(msg: T, actor: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    if let Ok(v) = actor.parse() {
+        req.metadata_mut().insert("x-flotilla-actor", v);
+    }
+    req
+}
+
+fn fresh_key() -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("cli-{}-{nanos:x}", std::process::id())
+}
+
+async fn get(client: &LeaderClient, id: &str) -> Result<v1::Release, Failure> {
+    let req = v1::GetRequest { release_id: id.to_owned() };
+    let resp = call(client, "", move |mut c, _| {
+        let req = req.clone();
+        async move { c.get(req).await }
+    })
+    .await?;
+    resp.release.ok_or_else(|| Failure::Operational(anyhow!("the coordinator answered without a release")))
+}
+
+fn after_action(release: Option<v1::Release>, verb: &str, json_out: bool) -> Result<(), Failure> {
+    let r = release.unwrap_or_default();
+    if json_out {
+        return print(&format!("{}\n", serde_json::to_string_pretty(&release_json(&r)).expect("serializes")));
+    }
+    print(&format!("release {} {verb}; now {}{}\n", r.id, state_name(r.state), reason_suffix(&r.reason)))
+}
+
+fn reason_suffix(reason: &str) -> String {
+    if reason.is_empty() { String::new() } else { format!(": {reason}") }
+}
+
+/// `running`, `rolled back`, ...
+pub fn state_name(state: i32) -> &'static str {
+    match ReleaseState::try_from(state).unwrap_or(ReleaseState::Unspecified) {
+        ReleaseState::Unspecified => "unknown",
+        ReleaseState::Pending => "pending",
+        ReleaseState::Running => "running",
+        ReleaseState::AwaitingApproval => "awaiting approval",
+        ReleaseState::Paused => "paused",
+        ReleaseState::RollingBack => "rolling back",
+        ReleaseState::Succeeded => "succeeded",
+        ReleaseState::RolledBack => "rolled back",
+        ReleaseState::Failed => "failed",
+        ReleaseState::Aborted => "aborted",
+    }
+}
+
+fn service_state_name(state: i32) -> &'static str {
+    use v1::ServiceState as S;
+    match S::try_from(state).unwrap_or(S::Unspecified) {
+        S::Unspecified => "unknown",
+        S::Waiting => "waiting",
+        S::Migrating => "migrating",
+        S::Deploying => "deploying",
+        S::Baking => "baking",
+        S::Done => "done",
+        S::Failed => "failed",
+        S::RollingBack => "rolling back",
+        S::RolledBack => "rolled back",
+        S::Cancelled => "cancelled",
+        S::Skipped => "skipped",
+    }
+}
+
+fn terminal(state: i32) -> bool {
+    matches!(
+        ReleaseState::try_from(state),
+        Ok(ReleaseState::Succeeded | ReleaseState::RolledBack | ReleaseState::Failed | ReleaseState::Aborted)
+    )
+}
+
+fn list_table(releases: &[v1::ReleaseSummary]) -> String {
+    if releases.is_empty() {
+        return "no releases\n".to_owned();
+    }
+    let mut out = format!("{:<28} {:<24} {:<18} {:<12} {}\n", "ID", "NAME", "STATE", "STAGE", "SERVICES");
+    for r in releases {
+        out.push_str(&format!(
+            "{:<28} {:<24} {:<18} {:<12} {}/{}\n",
+            r.id,
+            r.name,
+            state_name(r.state),
+            r.stage,
+            r.services_done,
+            r.services_total
+        ));
+    }
+    out
+}
+
+fn summary_json(r: &v1::ReleaseSummary) -> Value {
+    json!({
+        "id": r.id, "name": r.name, "state": state_name(r.state), "reason": r.reason, "stage": r.stage,
+        "services_total": r.services_total, "services_done": r.services_done,
+        "created_unix_ms": r.created_unix_ms, "updated_unix_ms": r.updated_unix_ms, "finished_unix_ms": r.finished_unix_ms,
+    })
+}
+
+fn release_json(r: &v1::Release) -> Value {
+    json!({
+        "id": r.id, "name": r.name, "state": state_name(r.state), "reason": r.reason, "file_name": r.file_name,
+        "idempotency_key": r.idempotency_key, "created_by": r.created_by,
+        "created_unix_ms": r.created_unix_ms, "updated_unix_ms": r.updated_unix_ms, "finished_unix_ms": r.finished_unix_ms,
+        "last_event_index": r.last_event_index,
+        "pending_approvals": r.pending_approvals.iter().map(|a| json!({
+            "kind": if a.kind == v1::ApprovalKind::Gate as i32 { "gate" } else { "stage" },
+            "name": a.name, "stage": a.stage, "since_unix_ms": a.since_unix_ms,
+        })).collect::<Vec<_>>(),
+        "stages": r.stages.iter().map(|s| json!({
+            "name": s.name,
+            "state": format!("{:?}", v1::StageState::try_from(s.state).unwrap_or(v1::StageState::Unspecified)).to_lowercase(),
+            "services": s.services.iter().map(|x| json!({
+                "service": x.service, "target_version": x.target_version, "from_versions": x.from_versions,
+                "state": service_state_name(x.state), "batch": x.batch, "batches_total": x.batches_total,
+                "hosts_total": x.hosts_total, "hosts_done": x.hosts_done, "hosts_failed": x.hosts_failed,
+                "hosts_skipped": x.hosts_skipped, "reason": x.reason,
+            })).collect::<Vec<_>>(),
+            "gates": s.gates.iter().map(|g| json!({
+                "gate": g.gate,
+                "state": format!("{:?}", v1::GateState::try_from(g.state).unwrap_or(v1::GateState::Unspecified)).to_lowercase(),
+                "reason": g.reason,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn show_text(r: &v1::Release) -> String {
+    let mut out = format!("{}  {}  {}{}\n", r.id, r.name, state_name(r.state), reason_suffix(&r.reason));
+    out.push_str(&format!("  spec: {}", r.file_name));
+    if !r.created_by.is_empty() {
+        out.push_str(&format!(", submitted by {}", r.created_by));
+    }
+    out.push('\n');
+    for a in &r.pending_approvals {
+        let kind = if a.kind == v1::ApprovalKind::Gate as i32 { "gate" } else { "stage" };
+        out.push_str(&format!("  waits for approval of {kind} {} (flotilla release approve {})\n", a.name, r.id));
+    }
+    for s in &r.stages {
+        let st =
+            format!("{:?}", v1::StageState::try_from(s.state).unwrap_or(v1::StageState::Unspecified)).to_lowercase();
+        out.push_str(&format!("  stage {} ({st})\n", s.name));
+        for x in &s.services {
+            out.push_str(&format!(
+                "    {:<20} {:<10} {:<13} hosts {}/{} done, {} failed, {} skipped{}\n",
+                x.service,
+                x.target_version,
+                service_state_name(x.state),
+                x.hosts_done,
+                x.hosts_total,
+                x.hosts_failed,
+                x.hosts_skipped,
+                reason_suffix(&x.reason)
+            ));
+        }
+        for g in &s.gates {
+            let gs =
+                format!("{:?}", v1::GateState::try_from(g.state).unwrap_or(v1::GateState::Unspecified)).to_lowercase();
+            out.push_str(&format!("    gate {:<15} {gs}{}\n", g.gate, reason_suffix(&g.reason)));
+        }
+    }
+    out
+}
+
+fn clock(at_unix_ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(at_unix_ms).unwrap_or(0));
+    let text = humantime::format_rfc3339_seconds(t).to_string();
+    text.get(11..19).unwrap_or(&text).to_owned()
+}
+
+fn event_json(e: &v1::ReleaseEvent) -> Value {
+    json!({
+        "index": e.index, "at_unix_ms": e.at_unix_ms,
+        "kind": format!("{:?}", v1::EventKind::try_from(e.kind).unwrap_or(v1::EventKind::Unspecified)),
+        "message": e.message, "release_state": state_name(e.release_state), "stage": e.stage,
+        "services": e.services, "gate": e.gate, "batch": e.batch, "hosts": e.hosts,
+        "command_ids": e.command_ids, "version": e.version, "actor": e.actor,
+    })
+}
+
+/// Live progress: one bar per service of the current stage.
+struct Progress {
+    multi: MultiProgress,
+    bars: BTreeMap<String, ProgressBar>,
+    stage: String,
+    tty: bool,
+}
+
+impl Progress {
+    fn new() -> Self {
+        let tty = std::io::stderr().is_terminal();
+        let target = if tty { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+        Self { multi: MultiProgress::with_draw_target(target), bars: BTreeMap::new(), stage: String::new(), tty }
+    }
+
+    fn line(&self, text: &str) {
+        if self.tty {
+            let _ = self.multi.println(text);
+        } else {
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{text}");
+            }
+        }
+    }
+
+    fn update(&mut self, r: &v1::Release) {
+        if !self.tty {
+            return;
+        }
+        let current = r.stages.iter().rev().find(|s| !s.services.is_empty());
+        let Some(stage) = current else { return };
+        if stage.name != self.stage {
+            for bar in std::mem::take(&mut self.bars).into_values() {
+                bar.finish_and_clear();
+            }
+            self.stage = stage.name.clone();
+        }
+        let style = ProgressStyle::with_template("  {prefix:<20} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+        for s in &stage.services {
+            let bar = self.bars.entry(s.service.clone()).or_insert_with(|| {
+                let b = self.multi.add(ProgressBar::new(u64::from(s.hosts_total)));
+                b.set_style(style.clone());
+                b.set_prefix(s.service.clone());
+                b
+            });
+            bar.set_length(u64::from(s.hosts_total.max(1)));
+            bar.set_position(u64::from(s.hosts_done + s.hosts_skipped));
+            let mut msg = format!("{} {}", s.target_version, service_state_name(s.state));
+            if s.batches_total > 0 && matches!(service_state_name(s.state), "deploying" | "baking") {
+                msg.push_str(&format!(" (batch {}/{})", s.batch + 1, s.batches_total));
+            }
+            if s.hosts_failed > 0 {
+                msg.push_str(&format!(", {} failed", s.hosts_failed));
+            }
+            bar.set_message(msg);
+        }
+    }
+
+    fn finish(&mut self) {
+        for bar in std::mem::take(&mut self.bars).into_values() {
+            bar.finish();
+        }
+    }
+}
+
+/// Follows a release until it ends: events as lines (or JSON lines), bars on a
+/// terminal. Exit 0 when it succeeded, 3 otherwise.
+pub(crate) async fn watch_release(client: &LeaderClient, id: &str, after: u64, json_out: bool) -> Result<(), Failure> {
+    let mut progress = Progress::new();
+    let mut last = after;
+    let mut quiet_since = Instant::now();
+    loop {
+        let req = v1::WatchRequest { release_id: id.to_owned(), after_index: last };
+        let stream = client
+            .call(|ch| {
+                let req = req.clone();
+                async move { ReleasesClient::new(ch).watch(req).await.map(tonic::Response::into_inner) }
+            })
+            .await;
+        let mut stream = match stream {
+            Ok(s) => s,
+            Err(LeaderError::Status(s)) if s.code() == tonic::Code::NotFound => {
+                return Err(Failure::Usage(anyhow!("{}", s.message())));
+            }
+            Err(e) if quiet_since.elapsed() > RECONNECT_FOR => return Err(remote_failure(e)),
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            }
+        };
+        let mut ended = false;
+        loop {
+            match stream.message().await {
+                Ok(Some(e)) => {
+                    quiet_since = Instant::now();
+                    last = e.index;
+                    if json_out {
+                        print(&format!("{}\n", event_json(&e)))?;
+                    } else {
+                        let stage = if e.stage.is_empty() { String::new() } else { format!("[{}] ", e.stage) };
+                        progress.line(&format!("{}  {stage}{}", clock(e.at_unix_ms), e.message));
+                    }
+                    if terminal(e.release_state) {
+                        ended = true;
+                    }
+                    if progress.tty
+                        && let Ok(r) = get(client, id).await
+                    {
+                        progress.update(&r);
+                    }
+                }
+                // The server ends the stream when the release has ended.
+                Ok(None) => break,
+                // A coordinator went away: resume from the last event elsewhere.
+                Err(_) => break,
+            }
+        }
+        if ended {
+            break;
+        }
+        if quiet_since.elapsed() > RECONNECT_FOR {
+            return Err(Failure::Operational(anyhow!("lost the event stream of {id} and could not resume it")));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    progress.finish();
+    let r = get(client, id).await?;
+    if !json_out {
+        print(&format!("release {} ended: {}\n", r.id, state_name(r.state)))?;
+    }
+    if r.state == ReleaseState::Succeeded as i32 {
+        Ok(())
+    } else {
+        Err(Failure::NotSucceeded(anyhow!("release {} {}", r.id, state_name(r.state))))
+    }
+}
+
+/// How long `watch` keeps trying to resume a dropped stream without hearing anything.
+const RECONNECT_FOR: Duration = Duration::from_secs(60);

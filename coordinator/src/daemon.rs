@@ -1,0 +1,117 @@
+//! One whole coordinator as a value: storage, Raft, the agent hub, the release engine
+//! and the gRPC server, started from a [`CoordinatorConfig`] and stopped on demand.
+//! The `flotilla-coordinator` binary runs one until SIGTERM; `flotilla demo` runs
+//! three in one process.
+
+use std::time::Duration;
+
+use flotilla_net::{ClientSecurity, TlsMaterial};
+use flotilla_shared::transport::Transport;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::CoordinatorConfig;
+use crate::error::CoordinatorError;
+use crate::fleet::AgentHub;
+use crate::node::{Node, RaftSettings};
+use crate::{driver, server};
+
+/// A running coordinator.
+#[derive(Debug)]
+pub struct Daemon {
+    node: Node,
+    hub: AgentHub,
+    engine: JoinHandle<()>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Daemon {
+    /// Opens storage, starts Raft, the hub, the engine and the server, and forms the
+    /// cluster from the bootstrap list unless this node already has state.
+    pub async fn start(config: &CoordinatorConfig) -> Result<Self, CoordinatorError> {
+        let tls = match config.transport().map_err(|e| CoordinatorError::InvalidArgument(e.to_string()))? {
+            Transport::Tls(files) => {
+                Some(TlsMaterial::load(&files).map_err(|e| CoordinatorError::InvalidArgument(e.to_string()))?)
+            }
+            Transport::Insecure => None,
+        };
+        let security = tls.clone().map_or(ClientSecurity::Insecure, ClientSecurity::Tls);
+        let settings = RaftSettings {
+            heartbeat: Duration::from_millis(config.heartbeat_ms),
+            election_min: Duration::from_millis(config.election_timeout_ms),
+            election_max: Duration::from_millis(config.election_timeout_ms * 2),
+            snapshot_logs: config.snapshot_logs,
+            keep_logs: config.keep_logs,
+        };
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| CoordinatorError::Internal(format!("creating data dir {}: {e}", config.data_dir.display())))?;
+        let node = Node::start(config.node_id, config.advertise_addr(), &config.data_dir, &settings, security).await?;
+        tracing::info!(node = config.node_id, listen = %config.listen, advertise = %node.advertise(), tls = tls.is_some(), "coordinator starting");
+        let hub = AgentHub::start(node.clone(), config.hub_settings());
+        let engine = driver::spawn(node.clone(), hub.clone());
+
+        let (stop, stopped) = oneshot::channel::<()>();
+        let closing = hub.clone();
+        let shutdown = async move {
+            let _ = stopped.await;
+            // Agent streams would hold the server open: send agents elsewhere first.
+            closing.shutdown();
+        };
+        let server = tokio::spawn(server::serve(node.clone(), hub.clone(), config.listen, tls, shutdown));
+
+        let pairs = config.bootstrap_pairs();
+        if !pairs.is_empty() {
+            match node.bootstrap(&pairs).await {
+                Ok(true) => tracing::info!(members = pairs.len(), "formed the cluster"),
+                Ok(false) => tracing::info!("existing cluster state found; bootstrap list ignored"),
+                Err(e) => tracing::warn!(error = %e, "bootstrap failed"),
+            }
+        }
+        Ok(Self { node, hub, engine, server, stop: Some(stop) })
+    }
+
+    /// The node (Raft and state).
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// The agent hub.
+    pub fn hub(&self) -> &AgentHub {
+        &self.hub
+    }
+
+    /// Waits until the server stops (after [`Daemon::stop`], or on an error).
+    pub async fn serve_until_stopped(&mut self) -> Result<(), CoordinatorError> {
+        let served = (&mut self.server).await;
+        self.finish().await;
+        match served {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(CoordinatorError::Internal(format!("serving gRPC: {e}"))),
+            Err(e) => Err(CoordinatorError::Internal(format!("server task: {e}"))),
+        }
+    }
+
+    /// Stops serving, then stops the engine and Raft.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.server).await;
+        self.finish().await;
+    }
+
+    /// Asks the server to stop; [`Daemon::serve_until_stopped`] then returns.
+    pub fn request_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    async fn finish(&mut self) {
+        self.engine.abort();
+        self.hub.shutdown();
+        self.node.shutdown().await;
+        tracing::info!("stopped");
+    }
+}

@@ -1,0 +1,357 @@
+//! The release engine's async shell on the leader (DESIGN §8): it commits the
+//! engine's decisions through Raft, sends the steps they create to agents through the
+//! [`AgentHub`], commits every agent report before the engine reacts to it, and after
+//! a leader change re-sends every step that has no committed result.
+//!
+//! All state lives in the replicated state machine; this task keeps only caches
+//! (rebuilt plans, which cancels it has sent) and can be restarted at any time.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_proto::v1;
+use flotilla_shared::inventory::Fleet;
+use flotilla_shared::model::HostId;
+use flotilla_shared::plan::Plan;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::engine::{self, Context, Env, Fact, Outcome};
+use crate::error::CoordinatorError;
+use crate::fleet::{AgentHub, AgentReport};
+use crate::node::{Node, now_unix_ms};
+use crate::state::{Op, ReleaseId, Response, State};
+
+/// How often the engine looks at its releases when nothing happens.
+const IDLE_TICK: Duration = Duration::from_secs(1);
+
+/// Most decision rounds per release per pass (a guard against a decision loop).
+const MAX_ROUNDS: usize = 256;
+
+/// Starts the engine driver: it runs whenever this node leads.
+pub fn spawn(node: Node, hub: AgentHub) -> tokio::task::JoinHandle<()> {
+    let reports = hub.subscribe();
+    tokio::spawn(async move { run(node, hub, reports).await })
+}
+
+async fn run(node: Node, hub: AgentHub, mut reports: mpsc::Receiver<AgentReport>) {
+    let mut metrics = node.raft().metrics();
+    loop {
+        let term = {
+            let m = metrics.borrow_and_update().clone();
+            (m.current_leader == Some(node.id())).then_some(m.current_term)
+        };
+        match term {
+            Some(term) => {
+                let mut leader = Leader::new(node.clone(), hub.clone(), term);
+                match leader.lead(&mut reports, &mut metrics).await {
+                    Ok(()) => tracing::info!(term, "no longer the leader; the release engine stops here"),
+                    Err(e) => tracing::warn!(term, error = %e, "the release engine stopped"),
+                }
+            }
+            None => {
+                tokio::select! {
+                    changed = metrics.changed() => if changed.is_err() { return },
+                    // Reports only come while leading; drop stragglers.
+                    report = reports.recv() => if report.is_none() { return },
+                }
+            }
+        }
+    }
+}
+
+/// Cached plan and planning fleet of a release.
+type Planned = Arc<(Plan, Fleet)>;
+
+struct Leader {
+    node: Node,
+    hub: AgentHub,
+    term: u64,
+    plans: HashMap<ReleaseId, Planned>,
+    cancels_sent: BTreeSet<String>,
+    last_applied: Option<u64>,
+    /// Per release, the run version at which the engine last decided nothing, and the
+    /// deadline it asked to be woken at.
+    quiet: HashMap<ReleaseId, (u64, Option<i64>)>,
+}
+
+impl Leader {
+    fn new(node: Node, hub: AgentHub, term: u64) -> Self {
+        Self {
+            node,
+            hub,
+            term,
+            plans: HashMap::new(),
+            cancels_sent: BTreeSet::new(),
+            last_applied: None,
+            quiet: HashMap::new(),
+        }
+    }
+
+    fn still_leading(&self, m: &openraft::RaftMetrics<crate::raft::NodeId, openraft::BasicNode>) -> bool {
+        m.current_leader == Some(self.node.id()) && m.current_term == self.term
+    }
+
+    async fn lead(
+        &mut self,
+        reports: &mut mpsc::Receiver<AgentReport>,
+        metrics: &mut tokio::sync::watch::Receiver<openraft::RaftMetrics<crate::raft::NodeId, openraft::BasicNode>>,
+    ) -> Result<(), CoordinatorError> {
+        // Make sure everything committed by earlier leaders is applied here first.
+        self.node.read(|_| ()).await?;
+        tracing::info!(term = self.term, "leading: the release engine takes over");
+        self.take_over().await?;
+        loop {
+            let wake = self.pass().await?;
+            let sleep = wake.map_or(IDLE_TICK, |at| {
+                Duration::from_millis(u64::try_from(at.saturating_sub(now_unix_ms())).unwrap_or(0)).min(IDLE_TICK)
+            });
+            tokio::select! {
+                report = reports.recv() => match report {
+                    Some(r) => self.on_report(r).await?,
+                    None => return Ok(()),
+                },
+                changed = metrics.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    let m = metrics.borrow_and_update().clone();
+                    if !self.still_leading(&m) {
+                        return Ok(());
+                    }
+                    let applied = m.last_applied.map(|l| l.index);
+                    if applied == self.last_applied {
+                        // Replication progress only; nothing new to decide on.
+                        continue;
+                    }
+                    self.last_applied = applied;
+                }
+                () = tokio::time::sleep_until(Instant::now() + sleep) => {}
+            }
+        }
+    }
+
+    /// Ids of releases that have not finished.
+    fn active(&self) -> Vec<ReleaseId> {
+        self.node.read_local(|s| s.active_releases().map(|r| r.id.clone()).collect())
+    }
+
+    /// Ids of active releases worth deciding on now: changed since the engine last had
+    /// nothing to say about them, or with a deadline due.
+    fn due(&self, now: i64) -> Vec<ReleaseId> {
+        self.node.read_local(|s| {
+            s.active_releases()
+                .filter(|r| match self.quiet.get(&r.id) {
+                    Some(&(version, wake)) => version != r.run.version || wake.is_some_and(|w| w <= now),
+                    None => true,
+                })
+                .map(|r| r.id.clone())
+                .collect()
+        })
+    }
+
+    fn planned(&mut self, state: &State, id: &str) -> Option<Planned> {
+        if let Some(p) = self.plans.get(id) {
+            return Some(p.clone());
+        }
+        let rec = state.release(id)?;
+        match engine::replan(&rec.spec_text, &rec.file_name, &rec.fleet_json) {
+            Ok(p) => {
+                let p = Arc::new(p);
+                self.plans.insert(id.to_owned(), p.clone());
+                Some(p)
+            }
+            Err(e) => {
+                tracing::error!(release = id, error = %e, "the stored release no longer plans; it cannot be driven");
+                None
+            }
+        }
+    }
+
+    /// A new leader re-sends every step without a committed result and says so.
+    async fn take_over(&mut self) -> Result<(), CoordinatorError> {
+        for id in self.active() {
+            let resent = self.send_outstanding(&id, None);
+            let started = self.node.read_local(|s| s.release(&id).is_some_and(|r| r.run.version > 0));
+            if started {
+                let fact = Fact::LeaderChanged { node: self.node.id(), resent };
+                self.propose(&id, None, fact).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the release's steps that have no result (to `only` when given); returns
+    /// their ids.
+    fn send_outstanding(&mut self, id: &str, only: Option<&str>) -> Vec<String> {
+        let term = self.term;
+        let mut planned = None;
+        let node = self.node.clone();
+        let steps: Vec<(String, String, Option<v1::Step>, bool)> = node.read_local(|s| {
+            let Some(rec) = s.release(id) else { return Vec::new() };
+            planned = self.planned(s, id);
+            let Some(p) = &planned else { return Vec::new() };
+            rec.run
+                .outstanding()
+                .filter(|(_, st)| only.is_none_or(|h| st.host.as_str() == h))
+                .map(|(cid, st)| {
+                    let stage = rec.run.stages.get(st.stage).map(|x| x.name.clone()).unwrap_or_default();
+                    let step = engine::steps::build(id, cid, term, st, p.0.spec(), &stage);
+                    (cid.clone(), st.host.to_string(), step, st.cancel)
+                })
+                .collect()
+        });
+        let mut sent = Vec::new();
+        for (cid, host, step, cancel) in steps {
+            if cancel {
+                self.hub.cancel(&host, &cid, "the release is rolling back this service");
+                self.cancels_sent.insert(cid.clone());
+            }
+            match step {
+                Some(step) => match self.hub.send(&host, step) {
+                    Ok(()) => sent.push(cid),
+                    Err(e) => tracing::debug!(
+                        host,
+                        command_id = cid,
+                        reason = e.reason,
+                        "step not sent now; sent when the agent is back"
+                    ),
+                },
+                None => tracing::error!(command_id = cid, "the spec lacks what this step needs; not sent"),
+            }
+        }
+        sent
+    }
+
+    async fn propose(&self, id: &str, expect: Option<u64>, fact: Fact) -> Result<Response, CoordinatorError> {
+        let what = fact.to_string();
+        let resp = self.node.propose(Op::Release { release: id.to_owned(), expect, fact }).await?;
+        match &resp {
+            Response::Applied { .. } => tracing::info!(release = id, "{what}"),
+            Response::Refused { reason } => tracing::debug!(release = id, reason, "not applied: {what}"),
+            _ => {}
+        }
+        Ok(resp)
+    }
+
+    /// Decides and commits for every active release; returns the earliest wake time.
+    async fn pass(&mut self) -> Result<Option<i64>, CoordinatorError> {
+        let active: BTreeSet<ReleaseId> = self.active().into_iter().collect();
+        self.quiet.retain(|id, _| active.contains(id));
+        self.plans.retain(|id, _| active.contains(id));
+        let mut wake: Option<i64> = self.quiet.values().filter_map(|(_, w)| *w).min();
+        for id in self.due(now_unix_ms()) {
+            for _ in 0..MAX_ROUNDS {
+                let now = now_unix_ms();
+                let mut planned = None;
+                let node = self.node.clone();
+                let decided = node.read_local(|s| {
+                    let rec = s.release(&id)?;
+                    planned = self.planned(s, &id);
+                    let p = planned.as_ref()?;
+                    let fleet = s.fleet();
+                    let online = |h: &HostId| fleet.agent(h.as_str()).is_some_and(|a| a.online && !a.drained());
+                    let ctx = Context { release: &id, plan: &p.0, fleet: &p.1 };
+                    Some((rec.run.version, engine::decide(&rec.run, ctx, &Env { now_unix_ms: now, online: &online })))
+                });
+                let Some((version, decision)) = decided else { break };
+                if decision.facts.is_empty() {
+                    if let Some(at) = decision.wake_at {
+                        wake = Some(wake.map_or(at, |w| w.min(at)));
+                    }
+                    self.quiet.insert(id.clone(), (version, decision.wake_at));
+                    break;
+                }
+                self.quiet.remove(&id);
+                let mut refused = false;
+                for (i, fact) in decision.facts.into_iter().enumerate() {
+                    let dispatched = dispatches_of(&fact);
+                    match self.propose(&id, Some(version + i as u64), fact).await? {
+                        Response::Applied { .. } => {
+                            for host in dispatched {
+                                self.send_outstanding(&id, Some(&host));
+                            }
+                        }
+                        _ => {
+                            refused = true;
+                            break;
+                        }
+                    }
+                }
+                if refused {
+                    break;
+                }
+            }
+            self.send_cancels(&id);
+        }
+        Ok(wake)
+    }
+
+    fn send_cancels(&mut self, id: &str) {
+        let cancels: Vec<(String, String)> = self.node.read_local(|s| {
+            s.release(id)
+                .map(|r| {
+                    r.run
+                        .outstanding()
+                        .filter(|(cid, st)| st.cancel && !self.cancels_sent.contains(*cid))
+                        .map(|(cid, st)| (cid.clone(), st.host.to_string()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        });
+        for (cid, host) in cancels {
+            self.hub.cancel(&host, &cid, "the release is rolling back this service");
+            self.cancels_sent.insert(cid);
+        }
+    }
+
+    async fn on_report(&mut self, report: AgentReport) -> Result<(), CoordinatorError> {
+        match report {
+            AgentReport::Connected { host, .. } => {
+                for id in self.active() {
+                    self.send_outstanding(&id, Some(&host));
+                }
+            }
+            AgentReport::Result { host, result } => {
+                let cid = result.command_id.clone();
+                let Some((release, _)) = cid.rsplit_once('.') else {
+                    self.hub.ack(&host, vec![cid]);
+                    return Ok(());
+                };
+                let outcome = match v1::StepOutcome::try_from(result.outcome) {
+                    Ok(v1::StepOutcome::Succeeded | v1::StepOutcome::Skipped) => Outcome::Succeeded,
+                    Ok(v1::StepOutcome::Cancelled) => Outcome::Cancelled,
+                    Ok(v1::StepOutcome::Refused) => Outcome::Refused,
+                    // The agent's own trouble (it restarted mid-step, I/O): worth another try.
+                    _ if result.failure == v1::StepFailure::Internal as i32 => Outcome::Interrupted,
+                    _ => Outcome::Failed,
+                };
+                let mut reason = result.reason.clone();
+                if reason.is_empty() && outcome == Outcome::Failed {
+                    reason = "the agent reported a failure without a reason".to_owned();
+                }
+                let fact = Fact::StepReported { command_id: cid.clone(), outcome, reason };
+                // Committed (or already known, or not ours): the agent may stop re-sending.
+                self.propose(release, None, fact).await?;
+                self.hub.ack(&host, vec![cid]);
+            }
+            AgentReport::Progress { .. } | AgentReport::Disconnected { .. } => {}
+        }
+        Ok(())
+    }
+}
+
+/// Hosts that a fact sends steps to.
+fn dispatches_of(fact: &Fact) -> Vec<String> {
+    let hosts = |d: &[engine::Dispatch]| d.iter().map(|d| d.host.to_string()).collect();
+    match fact {
+        Fact::MigrationStarted { dispatch, .. } | Fact::GateStarted { dispatch, .. } => {
+            vec![dispatch.host.to_string()]
+        }
+        Fact::BatchStarted { dispatches, .. }
+        | Fact::BakeStarted { dispatches, .. }
+        | Fact::RollbackStarted { dispatches, .. } => hosts(dispatches),
+        _ => Vec::new(),
+    }
+}

@@ -1,0 +1,377 @@
+//! Facts: what the release engine decided, what an agent reported, what an operator
+//! asked. Every fact is committed through Raft before anything acts on it; applying
+//! facts in log order rebuilds a release's [`Run`](super::Run) on every coordinator.
+
+use std::fmt;
+
+use flotilla_shared::model::{HostId, ServiceName};
+use serde::{Deserialize, Serialize};
+
+/// The id of one command sent to one agent (unique in the cluster).
+pub type CommandId = String;
+
+/// A host and the command it was sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dispatch {
+    /// The host.
+    pub host: HostId,
+    /// The command it runs.
+    pub command_id: CommandId,
+}
+
+/// One batch of a service's rollout in a stage, as fixed when the service starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchSpec {
+    /// `canary`, `25%`, `100%`, `rest`, or `retry` for failed hosts deployed again.
+    pub name: String,
+    /// The hosts this batch adds.
+    pub hosts: Vec<HostId>,
+}
+
+/// How a step ended, as the engine records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// It did what it was asked.
+    Succeeded,
+    /// It failed; the reason says why.
+    Failed,
+    /// It was cancelled before it finished (the host kept its previous version).
+    Cancelled,
+    /// The agent refused it (a stale term).
+    Refused,
+    /// The agent could not finish it for reasons of its own (it restarted in the
+    /// middle, a disk error); the host kept exactly one version. Deploys, migrations
+    /// and gate checks are sent again (as new steps) up to [`MAX_ATTEMPTS`] times.
+    Interrupted,
+}
+
+/// How many times the engine tries a deploy, a migration or a gate check on a host
+/// when the agent reports it interrupted, before counting it as failed.
+pub const MAX_ATTEMPTS: usize = 3;
+
+impl Outcome {
+    /// Whether the step did what it was asked.
+    pub fn ok(self) -> bool {
+        self == Outcome::Succeeded
+    }
+}
+
+/// What a pending approval is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ApprovalKind {
+    /// A gate with `approval = true`.
+    Gate,
+    /// A stage with `approval = true`: approves starting the next stage.
+    Stage,
+}
+
+impl fmt::Display for ApprovalKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ApprovalKind::Gate => "gate",
+            ApprovalKind::Stage => "stage",
+        })
+    }
+}
+
+/// One step of a decided rollback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RollbackAction {
+    /// Take the service back to its previous version on every host the release
+    /// gave the new version.
+    Rollback(ServiceName),
+    /// Run the service's `migrate_down` once.
+    MigrateDown(ServiceName),
+    /// Stop for a human, saying why.
+    Pause(ServiceName, String),
+}
+
+impl fmt::Display for RollbackAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RollbackAction::Rollback(s) => write!(f, "roll back {s}"),
+            RollbackAction::MigrateDown(s) => write!(f, "run migrate_down of {s}"),
+            RollbackAction::Pause(s, why) => write!(f, "pause at {s}: {why}"),
+        }
+    }
+}
+
+/// How a release ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Terminal {
+    /// Every service done in every stage.
+    Succeeded,
+    /// Rolled back.
+    RolledBack,
+    /// Failed without a complete rollback.
+    Failed,
+    /// Aborted by an operator.
+    Aborted,
+}
+
+/// A committed fact about one release. Stages are indexes into the plan's stages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Fact {
+    /// A stage starts (the first one starts the release).
+    StageStarted {
+        /// The stage.
+        stage: usize,
+        /// Its name.
+        name: String,
+        /// Every service of the release, in plan order.
+        services: Vec<ServiceName>,
+        /// Every gate of the release.
+        gates: Vec<String>,
+    },
+    /// A service starts in a stage with these batches (hosts at the target are skipped).
+    ServiceStarted {
+        /// The stage.
+        stage: usize,
+        /// The service.
+        service: ServiceName,
+        /// Its target version.
+        version: String,
+        /// Its batches, canary first; empty when nothing is left to deploy.
+        batches: Vec<BatchSpec>,
+        /// Hosts of the stage already at the target version.
+        skipped: Vec<HostId>,
+        /// Per host, the version it ran before (none: not installed).
+        from: Vec<(HostId, Option<String>)>,
+        /// How long the service may go without progress, in ms.
+        progress_deadline_ms: u64,
+    },
+    /// A service's `migrate` hook is sent to one host.
+    MigrationStarted {
+        /// The stage.
+        stage: usize,
+        /// The service.
+        service: ServiceName,
+        /// Where it runs.
+        dispatch: Dispatch,
+    },
+    /// A batch is sent: deploy steps to its online hosts; offline hosts count as failed.
+    BatchStarted {
+        /// The stage.
+        stage: usize,
+        /// The service.
+        service: ServiceName,
+        /// The batch's position.
+        batch: usize,
+        /// The deploy steps.
+        dispatches: Vec<Dispatch>,
+        /// Hosts that were offline when the batch started.
+        offline: Vec<HostId>,
+    },
+    /// The batch's healthy hosts are sent bake steps.
+    BakeStarted {
+        /// The stage.
+        stage: usize,
+        /// The service.
+        service: ServiceName,
+        /// The batch's position.
+        batch: usize,
+        /// How long health is watched, in ms.
+        duration_ms: u64,
+        /// The bake steps.
+        dispatches: Vec<Dispatch>,
+    },
+    /// A batch is deployed and baked.
+    BatchDone {
+        /// The stage.
+        stage: usize,
+        /// The service.
+        service: ServiceName,
+        /// The batch's position.
+        batch: usize,
+    },
+    /// A service is done in a stage.
+    ServiceDone {
+        /// The stage.
+        stage: usize,
+        /// The service.
+        service: ServiceName,
+    },
+    /// A service failed in a stage.
+    ServiceFailed {
+        /// The stage.
+        stage: usize,
+        /// The service.
+        service: ServiceName,
+        /// Why, precisely.
+        reason: String,
+    },
+    /// An agent reported how a step ended.
+    StepReported {
+        /// The step.
+        command_id: CommandId,
+        /// How it ended.
+        outcome: Outcome,
+        /// Why it failed (empty on success).
+        reason: String,
+    },
+    /// A gate's check is sent to one host.
+    GateStarted {
+        /// The stage.
+        stage: usize,
+        /// The gate.
+        gate: String,
+        /// Where it runs.
+        dispatch: Dispatch,
+    },
+    /// A gate passed or failed. A failed gate fails the services it runs after.
+    GateDone {
+        /// The stage.
+        stage: usize,
+        /// The gate.
+        gate: String,
+        /// The services it runs after.
+        after: Vec<ServiceName>,
+        /// Whether it passed.
+        passed: bool,
+        /// Why it failed, or what passing it meant.
+        reason: String,
+    },
+    /// The release waits for a human.
+    ApprovalRequired {
+        /// Gate or stage.
+        kind: ApprovalKind,
+        /// The gate's or stage's name.
+        name: String,
+        /// The stage it belongs to.
+        stage: usize,
+    },
+    /// A human approved.
+    Approved {
+        /// Gate or stage.
+        kind: ApprovalKind,
+        /// The gate's or stage's name.
+        name: String,
+        /// Who.
+        actor: String,
+        /// Their note.
+        comment: String,
+    },
+    /// Every service and gate of a stage is done.
+    StageDone {
+        /// The stage.
+        stage: usize,
+        /// Whether a human approves before the next stage starts.
+        await_approval: bool,
+    },
+    /// The release pauses: an operator asked, or a failure with `on_failure = "pause"`,
+    /// or a rollback that cannot go on by itself.
+    Paused {
+        /// Who (`engine` for the engine).
+        actor: String,
+        /// Why.
+        reason: String,
+    },
+    /// An operator resumed the release.
+    Resumed {
+        /// Who.
+        actor: String,
+        /// Why.
+        reason: String,
+    },
+    /// An operator aborted the release: nothing more is sent; hosts stay as they are.
+    Aborted {
+        /// Who.
+        actor: String,
+        /// Why.
+        reason: String,
+    },
+    /// A rollback was decided.
+    RollbackDecided {
+        /// Who (`engine` for an automatic rollback).
+        actor: String,
+        /// Why, as a sentence.
+        reason: String,
+        /// The rollback set in rollback order, each with why it is in it.
+        members: Vec<(ServiceName, String)>,
+        /// What to do, in order.
+        actions: Vec<RollbackAction>,
+        /// Services that had not started: they are cancelled.
+        cancelled: Vec<ServiceName>,
+    },
+    /// One rollback action starts (for a rollback, one batch of it).
+    RollbackStarted {
+        /// The action's position in the rollback.
+        action: usize,
+        /// The batch's position for a rollback action (0 otherwise).
+        batch: usize,
+        /// The steps (a host that is offline gets its step when it is back).
+        dispatches: Vec<Dispatch>,
+    },
+    /// One rollback action (all its batches) is done.
+    RollbackActionDone {
+        /// The action's position in the rollback.
+        action: usize,
+    },
+    /// The release reached its end.
+    Finished {
+        /// How.
+        terminal: Terminal,
+        /// Why, as a sentence.
+        reason: String,
+    },
+    /// A new leader took the release over and sent again the steps without a result.
+    LeaderChanged {
+        /// The new leader's node id.
+        node: u64,
+        /// The steps sent again.
+        resent: Vec<CommandId>,
+    },
+}
+
+impl Fact {
+    /// Whether the fact is the engine's own decision (proposed with the run version it
+    /// was decided against, and refused if the run moved on), as opposed to an input
+    /// from an agent or an operator.
+    pub fn is_decision(&self) -> bool {
+        !matches!(
+            self,
+            Fact::StepReported { .. }
+                | Fact::Approved { .. }
+                | Fact::Resumed { .. }
+                | Fact::Aborted { .. }
+                | Fact::LeaderChanged { .. }
+        ) && !matches!(self, Fact::Paused { actor, .. } | Fact::RollbackDecided { actor, .. } if actor != super::ENGINE)
+    }
+}
+
+impl fmt::Display for Fact {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fact::StageStarted { name, .. } => write!(f, "stage {name} started"),
+            Fact::ServiceStarted { service, stage, .. } => write!(f, "{service} started in stage {stage}"),
+            Fact::MigrationStarted { service, dispatch, .. } => {
+                write!(f, "{service} migration sent to {}", dispatch.host)
+            }
+            Fact::BatchStarted { service, batch, dispatches, .. } => {
+                write!(f, "{service} batch {batch} sent to {} hosts", dispatches.len())
+            }
+            Fact::BakeStarted { service, batch, .. } => write!(f, "{service} batch {batch} baking"),
+            Fact::BatchDone { service, batch, .. } => write!(f, "{service} batch {batch} done"),
+            Fact::ServiceDone { service, stage } => write!(f, "{service} done in stage {stage}"),
+            Fact::ServiceFailed { service, reason, .. } => write!(f, "{service} failed: {reason}"),
+            Fact::StepReported { command_id, outcome, .. } => write!(f, "step {command_id} {outcome:?}"),
+            Fact::GateStarted { gate, .. } => write!(f, "gate {gate} started"),
+            Fact::GateDone { gate, passed, .. } => {
+                write!(f, "gate {gate} {}", if *passed { "passed" } else { "failed" })
+            }
+            Fact::ApprovalRequired { kind, name, .. } => write!(f, "approval of {kind} {name} required"),
+            Fact::Approved { kind, name, actor, .. } => write!(f, "{kind} {name} approved by {actor}"),
+            Fact::StageDone { stage, .. } => write!(f, "stage {stage} done"),
+            Fact::Paused { actor, .. } => write!(f, "paused by {actor}"),
+            Fact::Resumed { actor, .. } => write!(f, "resumed by {actor}"),
+            Fact::Aborted { actor, .. } => write!(f, "aborted by {actor}"),
+            Fact::RollbackDecided { members, .. } => write!(f, "rollback of {} services decided", members.len()),
+            Fact::RollbackStarted { action, batch, .. } => write!(f, "rollback action {action} batch {batch} sent"),
+            Fact::RollbackActionDone { action } => write!(f, "rollback action {action} done"),
+            Fact::Finished { terminal, .. } => write!(f, "finished: {terminal:?}"),
+            Fact::LeaderChanged { node, resent } => {
+                write!(f, "leader {node} took over, {} steps sent again", resent.len())
+            }
+        }
+    }
+}

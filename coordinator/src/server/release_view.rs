@@ -1,0 +1,275 @@
+//! Releases as the wire shows them: a stored release and its run turned into
+//! `flotilla.v1` messages (state, per-stage and per-service progress, approvals,
+//! events). Pure conversions.
+
+use flotilla_proto::v1;
+use flotilla_shared::plan::Plan;
+
+use crate::engine::{self, ApprovalKind, Event, EventKind, GateState, HostState, Phase, Run, Status, Terminal};
+use crate::state::ReleaseRecord;
+
+/// The wire state of a release.
+pub fn release_state(run: &Run) -> v1::ReleaseState {
+    status(run.status())
+}
+
+fn status(s: Status) -> v1::ReleaseState {
+    match s {
+        Status::Pending => v1::ReleaseState::Pending,
+        Status::Running => v1::ReleaseState::Running,
+        Status::AwaitingApproval => v1::ReleaseState::AwaitingApproval,
+        Status::Paused => v1::ReleaseState::Paused,
+        Status::RollingBack => v1::ReleaseState::RollingBack,
+        Status::Succeeded => v1::ReleaseState::Succeeded,
+        Status::RolledBack => v1::ReleaseState::RolledBack,
+        Status::Failed => v1::ReleaseState::Failed,
+        Status::Aborted => v1::ReleaseState::Aborted,
+    }
+}
+
+/// Why the release is where it is, when that needs saying.
+pub fn release_reason(run: &Run) -> String {
+    if let Some(p) = &run.paused {
+        return p.clone();
+    }
+    if let Some(a) = run.approvals.first() {
+        return match a.kind {
+            ApprovalKind::Gate => format!("gate {} waits for approval", a.name),
+            ApprovalKind::Stage => format!("stage {} is done; the next stage waits for approval", a.name),
+        };
+    }
+    if run.phase == Phase::Pending {
+        return "submitted; waiting for the release engine".to_owned();
+    }
+    run.reason.clone()
+}
+
+fn service_state(s: engine::ServiceState) -> v1::ServiceState {
+    use engine::ServiceState as S;
+    match s {
+        S::Waiting => v1::ServiceState::Waiting,
+        S::Migrating => v1::ServiceState::Migrating,
+        S::Deploying => v1::ServiceState::Deploying,
+        S::Baking => v1::ServiceState::Baking,
+        S::Done => v1::ServiceState::Done,
+        S::Skipped => v1::ServiceState::Skipped,
+        S::Failed => v1::ServiceState::Failed,
+        S::RollingBack => v1::ServiceState::RollingBack,
+        S::RolledBack => v1::ServiceState::RolledBack,
+        S::Cancelled => v1::ServiceState::Cancelled,
+    }
+}
+
+fn stage_state(s: engine::StageState) -> v1::StageState {
+    use engine::StageState as S;
+    match s {
+        S::Running => v1::StageState::Running,
+        S::AwaitingApproval => v1::StageState::AwaitingApproval,
+        S::Done => v1::StageState::Done,
+        S::Failed => v1::StageState::Failed,
+        S::Cancelled => v1::StageState::Cancelled,
+    }
+}
+
+fn gate_status(name: &str, g: &GateState) -> v1::GateStatus {
+    let (state, reason) = match g {
+        GateState::Pending => (v1::GateState::Pending, String::new()),
+        GateState::Running(_) => (v1::GateState::Running, String::new()),
+        GateState::AwaitingApproval => (v1::GateState::AwaitingApproval, String::new()),
+        GateState::Passed => (v1::GateState::Passed, String::new()),
+        GateState::Failed(why) => (v1::GateState::Failed, why.clone()),
+        GateState::Cancelled => (v1::GateState::Cancelled, String::new()),
+    };
+    v1::GateStatus { gate: name.to_owned(), state: state as i32, reason }
+}
+
+/// Per-stage progress: started stages from the run; stages not started yet from the
+/// plan, as pending (or cancelled once the release ended).
+fn stages(run: &Run, plan: Option<&Plan>) -> Vec<v1::StageStatus> {
+    let mut out = Vec::new();
+    let order: Vec<String> = plan.map_or_else(Vec::new, |p| {
+        p.graph().topological_order().iter().map(|&v| p.graph().name(v).to_string()).collect()
+    });
+    for (index, st) in run.stages.iter().enumerate() {
+        let mut services: Vec<v1::ServiceStatus> = st
+            .services
+            .iter()
+            .map(|(name, s)| {
+                let mut from: Vec<String> = s.from.values().filter_map(Clone::clone).collect();
+                from.sort();
+                from.dedup();
+                let count = |f: fn(&HostState) -> bool| {
+                    u32::try_from(s.hosts.values().filter(|h| f(h)).count()).unwrap_or(u32::MAX)
+                };
+                let target = if s.version.is_empty() {
+                    plan.and_then(|p| p.spec().service(name.as_str()))
+                        .map(|x| x.version.to_string())
+                        .unwrap_or_default()
+                } else {
+                    s.version.clone()
+                };
+                v1::ServiceStatus {
+                    service: name.to_string(),
+                    target_version: target,
+                    from_versions: from,
+                    state: service_state(s.state) as i32,
+                    batch: u32::try_from(s.batch.min(s.batches.len().saturating_sub(1))).unwrap_or(0),
+                    batches_total: u32::try_from(s.batches.len()).unwrap_or(u32::MAX),
+                    hosts_total: u32::try_from(s.hosts.len()).unwrap_or(u32::MAX),
+                    hosts_done: count(|h| matches!(h, HostState::Done)),
+                    hosts_failed: count(|h| matches!(h, HostState::Failed(_))),
+                    hosts_skipped: count(|h| matches!(h, HostState::Skipped)),
+                    reason: s.reason.clone(),
+                    started_unix_ms: s.started_unix_ms,
+                    finished_unix_ms: s.finished_unix_ms,
+                    progress_deadline_unix_ms: s.deadline_unix_ms,
+                }
+            })
+            .collect();
+        services.sort_by_key(|s| order.iter().position(|o| *o == s.service).unwrap_or(usize::MAX));
+        out.push(v1::StageStatus {
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            name: st.name.clone(),
+            state: stage_state(st.state) as i32,
+            services,
+            gates: st.gates.iter().map(|(n, g)| gate_status(n, g)).collect(),
+        });
+    }
+    if let Some(plan) = plan {
+        for (index, st) in plan.stages().iter().enumerate().skip(run.stages.len()) {
+            let state = if run.is_finished() || run.phase == Phase::RollingBack {
+                v1::StageState::Cancelled
+            } else {
+                v1::StageState::Pending
+            };
+            out.push(v1::StageStatus {
+                index: u32::try_from(index).unwrap_or(u32::MAX),
+                name: st.name.clone(),
+                state: state as i32,
+                services: Vec::new(),
+                gates: Vec::new(),
+            });
+        }
+    }
+    out
+}
+
+/// The full wire view of a release. `plan` adds stages not started yet.
+pub fn release(r: &ReleaseRecord, plan: Option<&Plan>) -> v1::Release {
+    let run = &r.run;
+    v1::Release {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        state: release_state(run) as i32,
+        reason: release_reason(run),
+        spec_toml: r.spec_text.clone(),
+        file_name: r.file_name.clone(),
+        idempotency_key: r.idempotency_key.clone(),
+        plan: None,
+        stages: stages(run, plan),
+        pending_approvals: run
+            .approvals
+            .iter()
+            .map(|a| v1::PendingApproval {
+                kind: match a.kind {
+                    ApprovalKind::Gate => v1::ApprovalKind::Gate,
+                    ApprovalKind::Stage => v1::ApprovalKind::Stage,
+                } as i32,
+                name: a.name.clone(),
+                stage: run.stages.get(a.stage).map(|s| s.name.clone()).unwrap_or_default(),
+                since_unix_ms: a.since_unix_ms,
+            })
+            .collect(),
+        created_unix_ms: r.created_unix_ms,
+        updated_unix_ms: run.updated_unix_ms.max(r.created_unix_ms),
+        finished_unix_ms: run.finished_unix_ms,
+        last_event_index: run.last_event_index(),
+        created_by: r.created_by.clone(),
+    }
+}
+
+/// A release in a list.
+pub fn summary(r: &ReleaseRecord, services_total: usize) -> v1::ReleaseSummary {
+    let run = &r.run;
+    let last = run.stages.last();
+    let done = last.map_or(0, |st| {
+        let last_stage = run.stages.len();
+        if run.phase == Phase::Finished(Terminal::Succeeded) || last_stage == 0 {
+            st.services.len()
+        } else {
+            st.services.values().filter(|s| s.state.finished()).count()
+        }
+    });
+    v1::ReleaseSummary {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        state: release_state(run) as i32,
+        reason: release_reason(run),
+        stage: last.map(|s| s.name.clone()).unwrap_or_default(),
+        services_total: u32::try_from(services_total).unwrap_or(u32::MAX),
+        services_done: u32::try_from(done).unwrap_or(u32::MAX),
+        created_unix_ms: r.created_unix_ms,
+        updated_unix_ms: run.updated_unix_ms.max(r.created_unix_ms),
+        finished_unix_ms: run.finished_unix_ms,
+    }
+}
+
+fn event_kind(k: EventKind) -> v1::EventKind {
+    use v1::EventKind as W;
+    match k {
+        EventKind::ReleaseCreated => W::ReleaseCreated,
+        EventKind::StageStarted => W::StageStarted,
+        EventKind::StageDone => W::StageDone,
+        EventKind::ServiceStarted => W::ServiceStarted,
+        EventKind::MigrationStarted => W::MigrationStarted,
+        EventKind::MigrationDone => W::MigrationDone,
+        EventKind::BatchStarted => W::BatchStarted,
+        EventKind::HostSucceeded => W::HostSucceeded,
+        EventKind::HostFailed => W::HostFailed,
+        EventKind::BakeStarted => W::BakeStarted,
+        EventKind::BatchDone => W::BatchDone,
+        EventKind::ServiceDone => W::ServiceDone,
+        EventKind::ServiceFailed => W::ServiceFailed,
+        EventKind::GateStarted => W::GateStarted,
+        EventKind::GatePassed => W::GatePassed,
+        EventKind::GateFailed => W::GateFailed,
+        EventKind::ApprovalRequired => W::ApprovalRequired,
+        EventKind::Approved => W::Approved,
+        EventKind::Paused => W::Paused,
+        EventKind::Resumed => W::Resumed,
+        EventKind::RollbackStarted => W::RollbackStarted,
+        EventKind::ServiceRollbackStarted => W::ServiceRollbackStarted,
+        EventKind::ServiceRolledBack => W::ServiceRolledBack,
+        EventKind::MigrateDownStarted => W::MigrateDownStarted,
+        EventKind::MigrateDownDone => W::MigrateDownDone,
+        EventKind::ServiceCancelled => W::ServiceCancelled,
+        EventKind::HostLost => W::HostLost,
+        EventKind::HostBack => W::HostBack,
+        EventKind::LeaderChanged => W::LeaderChanged,
+        EventKind::ReleaseSucceeded => W::ReleaseSucceeded,
+        EventKind::ReleaseRolledBack => W::ReleaseRolledBack,
+        EventKind::ReleaseFailed => W::ReleaseFailed,
+        EventKind::ReleaseAborted => W::ReleaseAborted,
+    }
+}
+
+/// One event on the wire.
+pub fn event(release_id: &str, e: &Event) -> v1::ReleaseEvent {
+    v1::ReleaseEvent {
+        release_id: release_id.to_owned(),
+        index: e.index,
+        at_unix_ms: e.at_unix_ms,
+        kind: event_kind(e.kind) as i32,
+        message: e.message.clone(),
+        release_state: status(e.status) as i32,
+        stage: e.stage.clone(),
+        services: e.services.iter().map(ToString::to_string).collect(),
+        gate: e.gate.clone(),
+        batch: e.batch.clone(),
+        hosts: e.hosts.iter().map(ToString::to_string).collect(),
+        command_ids: e.command_ids.clone(),
+        version: e.version.clone(),
+        actor: e.actor.clone(),
+        term: 0,
+    }
+}

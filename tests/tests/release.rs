@@ -1,0 +1,450 @@
+//! Releases of the six-service sample app through real processes on loopback: three
+//! `flotilla-coordinator`s, nine `flotilla-agent`s (roles db/api/web, the first three in
+//! the canary cell) and the sample service's real tar.gz artifacts (DESIGN §7, §8).
+//!
+//! Every test first installs version 1 everywhere, then releases version 2 in two stages
+//! (canary cell, then the rest) with canaries, 1 s bakes and the `smoke` gate, and checks
+//! what the coordinators say (release status and events over gRPC, the CLI's JSON, the
+//! fleet inventory) against what the hosts really run (the agents' journals and logs,
+//! the `current` symlinks and the sample processes).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use flotilla_proto::v1::{self, EventKind as K, ReleaseState};
+use flotilla_sample_service::Behaviour;
+use flotilla_tests::fleet::{
+    APP, AppSpec, EDGES, HostSpec, TestFleet, app_inventory, describe, dispatched_steps, event_lines, events_of,
+    shop_hosts,
+};
+
+/// Agents: three per role, hosts 1-3 in the canary cell.
+const HOSTS: usize = 9;
+
+/// Longest a release of the app may take.
+const RELEASE: Duration = Duration::from_secs(180);
+
+/// Longest the inventory may take to show what the hosts run (heartbeats every 500 ms).
+const INVENTORY: Duration = Duration::from_secs(30);
+
+/// Starts the fleet and installs version 1 of every service on every host.
+async fn fleet_on_version_1() -> (TestFleet, Vec<HostSpec>) {
+    let hosts = shop_hosts(HOSTS);
+    let fleet = TestFleet::start(3, &hosts).await.unwrap_or_else(|e| panic!("starting the fleet: {e:#}"));
+    let spec = fleet.ok(AppSpec::install(1).toml());
+    let id = fleet.ok(fleet.submit("shop-v1.toml", &spec).await);
+    let r = fleet.ok(fleet.wait_finished(&id, RELEASE).await);
+    assert_eq!(r.state, ReleaseState::Succeeded as i32, "installing version 1: {}\n{}", describe(&r), fleet.logs());
+    fleet.ok(fleet.wait_inventory(&app_inventory(&hosts, |_, _| "1.0.0".to_owned()), INVENTORY).await);
+    (fleet, hosts)
+}
+
+/// Submits `spec` and waits for the release to end; returns its id, status and events.
+async fn release(fleet: &TestFleet, spec: &AppSpec) -> (String, v1::Release, Vec<v1::ReleaseEvent>) {
+    let text = fleet.ok(spec.toml());
+    let id = fleet.ok(fleet.submit("shop.toml", &text).await);
+    let r = fleet.ok(fleet.wait_finished(&id, RELEASE).await);
+    let events = fleet.ok(fleet.events(&id).await);
+    (id, r, events)
+}
+
+/// A version that answers 503 on every host outside the canary cell: the canary stage
+/// passes, the main stage fails after its dependents started.
+fn broken_outside_canary(hosts: &[HostSpec]) -> Behaviour {
+    Behaviour {
+        unhealthy_on: hosts.iter().filter(|h| h.label("cell") != "canary").map(|h| h.id.clone()).collect(),
+        ..Behaviour::default()
+    }
+}
+
+/// Index of the first event of `kind` about `service` in `stage`.
+fn index_of(events: &[v1::ReleaseEvent], kind: K, stage: &str, service: &str) -> Option<u64> {
+    events
+        .iter()
+        .find(|e| e.kind == kind as i32 && e.stage == stage && e.services.iter().any(|s| s == service))
+        .map(|e| e.index)
+}
+
+fn assert_state(fleet: &TestFleet, r: &v1::Release, events: &[v1::ReleaseEvent], want: ReleaseState) {
+    assert_eq!(
+        r.state,
+        want as i32,
+        "release {} should be {want:?}, is {}\nevents:\n  {}\n{}",
+        r.id,
+        describe(r),
+        event_lines(events),
+        fleet.logs()
+    );
+}
+
+/// Every step the release sent ran exactly once, on its host, and is journaled there as
+/// done; no step of any release started twice on any agent.
+fn assert_every_step_ran_once(fleet: &TestFleet, events: &[v1::ReleaseEvent]) {
+    let audit = fleet.step_audit();
+    assert!(audit.executed_twice().is_empty(), "steps executed more than once: {:?}", audit.executed_twice());
+    let dispatched = dispatched_steps(events);
+    assert!(!dispatched.is_empty(), "the release sent steps");
+    for (cid, host) in &dispatched {
+        let ran = audit.executed.get(cid).cloned().unwrap_or_default();
+        assert_eq!(
+            ran,
+            vec![host.clone()],
+            "step {cid} (sent to {host}) should have run exactly once, on {host}\nevents:\n  {}",
+            event_lines(events)
+        );
+        let journaled = fleet.journal(host).into_iter().find(|r| r["command_id"] == cid.as_str());
+        let state = journaled.as_ref().map(|r| r["state"].clone());
+        assert_eq!(state, Some(serde_json::json!("done")), "{host}'s journal record of {cid}: {journaled:?}");
+    }
+}
+
+/// On every (host, service) of `expected`: exactly one sample server runs, from the
+/// expected version's directory, which `current` points at.
+fn assert_one_version_per_service(fleet: &TestFleet, expected: &BTreeMap<(String, String), String>) {
+    for ((host, service), version) in expected {
+        let procs = fleet.service_processes(host, service);
+        let versions: Vec<&str> = procs.iter().map(|(_, v)| v.as_str()).collect();
+        assert_eq!(versions, vec![version.as_str()], "sample processes of {service} on {host}: {procs:?}");
+        assert_eq!(fleet.current_version(host, service).as_deref(), Some(version.as_str()), "{host}'s {service}");
+    }
+}
+
+/// The rollback of a `ledger` broken in the main stage: exactly ledger and its started
+/// dependents, dependents first, each finished before the next starts; nothing else.
+fn assert_cascade_of_ledger(events: &[v1::ReleaseEvent]) {
+    let lines = event_lines(events);
+    let failed: Vec<&str> =
+        events_of(events, K::ServiceFailed).iter().flat_map(|e| e.services.iter().map(String::as_str)).collect();
+    assert_eq!(failed, ["ledger"], "only ledger fails\n  {lines}");
+    assert!(
+        index_of(events, K::ServiceFailed, "main", "ledger").is_some(),
+        "ledger fails in stage main (it is healthy in the canary cell)\n  {lines}"
+    );
+    let decided = events_of(events, K::RollbackStarted);
+    assert_eq!(decided.len(), 1, "one rollback decision\n  {lines}");
+    assert_eq!(
+        decided[0].services,
+        ["web", "payments", "ledger"],
+        "the rollback set is ledger and its started dependents (payments: hard, web: config on payments), \
+         dependents first; db (ledger's dependency), auth (a provider) and search (soft) are not in it\n  {lines}"
+    );
+    let started: Vec<&str> = events_of(events, K::ServiceRollbackStarted)
+        .iter()
+        .flat_map(|e| e.services.iter().map(String::as_str))
+        .collect();
+    let back: Vec<&str> =
+        events_of(events, K::ServiceRolledBack).iter().flat_map(|e| e.services.iter().map(String::as_str)).collect();
+    let mut started_once = started.clone();
+    started_once.dedup();
+    assert_eq!(started_once, ["web", "payments", "ledger"], "rollbacks start in reverse dependency order\n  {lines}");
+    assert_eq!(back, ["web", "payments", "ledger"], "services are back in reverse dependency order\n  {lines}");
+    // Strictly one after the other: a service starts rolling back only once the one
+    // before it is back.
+    for pair in ["web", "payments", "ledger"].windows(2) {
+        let done = index_of_any_stage(events, K::ServiceRolledBack, pair[0]);
+        let next = index_of_any_stage(events, K::ServiceRollbackStarted, pair[1]);
+        assert!(
+            done < next,
+            "{} is back (event {done:?}) before {} starts back (event {next:?})\n  {lines}",
+            pair[0],
+            pair[1]
+        );
+    }
+    assert!(events_of(events, K::MigrateDownStarted).is_empty(), "db is not rolled back: no migrate_down\n  {lines}");
+}
+
+fn index_of_any_stage(events: &[v1::ReleaseEvent], kind: K, service: &str) -> Option<u64> {
+    events.iter().find(|e| e.kind == kind as i32 && e.services.iter().any(|s| s == service)).map(|e| e.index)
+}
+
+/// After a ledger cascade: ledger, payments and web back at 1.0.0 on every host; db,
+/// auth and search (outside the set) still at 2.0.0.
+fn after_ledger_cascade(hosts: &[HostSpec]) -> BTreeMap<(String, String), String> {
+    app_inventory(hosts, |_, s| if ["ledger", "payments", "web"].contains(&s) { "1.0.0" } else { "2.0.0" }.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_services_in_two_stages_with_a_gate_roll_out_in_dependency_order_and_every_host_runs_version_2() {
+    let (fleet, hosts) = fleet_on_version_1().await;
+    let (id, r, events) = release(&fleet, &AppSpec::staged(2)).await;
+    assert_state(&fleet, &r, &events, ReleaseState::Succeeded);
+    let lines = event_lines(&events);
+
+    // Every service done in every stage, every host healthy, the gate passed in each.
+    let stages: Vec<&str> = r.stages.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(stages, ["canary", "main"]);
+    for st in &r.stages {
+        assert_eq!(st.services.len(), APP.len(), "stage {}", st.name);
+        for s in &st.services {
+            assert_eq!(s.state, v1::ServiceState::Done as i32, "{} in stage {}: {}", s.service, st.name, describe(&r));
+            assert!(s.hosts_total >= 1 && s.hosts_done == s.hosts_total && s.hosts_failed == 0, "{s:?}");
+            assert_eq!(s.target_version, "2.0.0");
+            assert_eq!(s.from_versions, ["1.0.0"], "{} came from version 1", s.service);
+        }
+        let gates: Vec<(&str, i32)> = st.gates.iter().map(|g| (g.gate.as_str(), g.state)).collect();
+        assert_eq!(gates, [("smoke", v1::GateState::Passed as i32)], "stage {}", st.name);
+    }
+
+    // Inside each stage, a service starts only once its dependencies are done there,
+    // the gate runs after payments and web waits for it; main starts after canary.
+    for stage in ["canary", "main"] {
+        for (dep, dependent, kind) in EDGES {
+            let done = index_of(&events, K::ServiceDone, stage, dep);
+            let started = index_of(&events, K::ServiceStarted, stage, dependent);
+            assert!(
+                done.is_some() && started.is_some() && done < started,
+                "{dependent} starts in {stage} (event {started:?}) after {dep} is done there (event {done:?}, {kind})\n  {lines}"
+            );
+        }
+        let in_stage = |kind: K| events.iter().find(|e| e.kind == kind as i32 && e.stage == stage).map(|e| e.index);
+        let gate_started = in_stage(K::GateStarted);
+        let gate_passed = in_stage(K::GatePassed);
+        assert!(index_of(&events, K::ServiceDone, stage, "payments") < gate_started, "gate after payments\n  {lines}");
+        assert!(gate_passed < index_of(&events, K::ServiceStarted, stage, "web"), "web after the gate\n  {lines}");
+    }
+    let canary_done = events.iter().find(|e| e.kind == K::StageDone as i32 && e.stage == "canary").map(|e| e.index);
+    let first_main = events.iter().find(|e| e.stage == "main").map(|e| e.index);
+    assert!(canary_done.is_some() && canary_done < first_main, "stage main starts after canary is done\n  {lines}");
+
+    // Canary first: in the main stage (two hosts per service), one host, a bake, then the rest.
+    for (service, _, _) in APP {
+        let of = |kind: K| -> Vec<&v1::ReleaseEvent> {
+            events
+                .iter()
+                .filter(|e| e.kind == kind as i32 && e.stage == "main" && e.services.iter().any(|s| s == service))
+                .collect()
+        };
+        let batches = of(K::BatchStarted);
+        assert_eq!(batches.len(), 2, "{service}: a canary batch and the rest in main\n  {lines}");
+        assert_eq!(batches[0].hosts.len(), 1, "{service}'s canary is one host");
+        let bake = of(K::BakeStarted).first().map(|e| e.index);
+        assert!(bake.is_some_and(|b| batches[0].index < b && b < batches[1].index), "{service}: canary baked first");
+    }
+    let migrations = events_of(&events, K::MigrationStarted);
+    assert_eq!(migrations.len(), 1, "db's migrate hook runs once per release\n  {lines}");
+    assert_eq!((migrations[0].stage.as_str(), migrations[0].services.as_slice()), ("canary", &["db".to_owned()][..]));
+
+    assert_every_step_ran_once(&fleet, &events);
+
+    // What the hosts run: the inventory (gRPC and CLI) and the processes themselves.
+    let v2 = app_inventory(&hosts, |_, _| "2.0.0".to_owned());
+    fleet.ok(fleet.wait_inventory(&v2, INVENTORY).await);
+    assert_one_version_per_service(&fleet, &v2);
+    let agents: serde_json::Value =
+        serde_json::from_str(&fleet.ok(fleet.cli(&["agents", "-o", "json"]).await)).expect("agents JSON");
+    let listed = agents.as_array().expect("an array of hosts");
+    assert_eq!(listed.len(), HOSTS);
+    for h in listed {
+        assert_eq!(h["state"], "online", "{h}");
+        for s in h["services"].as_array().expect("services") {
+            assert_eq!((&s["version"], &s["state"]), (&serde_json::json!("2.0.0"), &serde_json::json!("running")));
+        }
+    }
+    let shown: serde_json::Value =
+        serde_json::from_str(&fleet.ok(fleet.cli(&["release", "show", &id, "-o", "json"]).await)).expect("JSON");
+    assert_eq!(shown["state"], "succeeded", "{shown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_broken_outside_the_canary_cell_rolls_back_with_its_started_dependents_in_reverse_order() {
+    let (fleet, hosts) = fleet_on_version_1().await;
+    let spec = AppSpec::staged(2).behaviour("ledger", broken_outside_canary(&hosts));
+    let (_, r, events) = release(&fleet, &spec).await;
+    assert_state(&fleet, &r, &events, ReleaseState::RolledBack);
+    assert_cascade_of_ledger(&events);
+    assert_every_step_ran_once(&fleet, &events);
+    let expected = after_ledger_cascade(&hosts);
+    fleet.ok(fleet.wait_inventory(&expected, INVENTORY).await);
+    assert_one_version_per_service(&fleet, &expected);
+}
+
+/// When, in a release, the leader is killed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Moment {
+    /// Right after the first batch of the main stage was sent.
+    Batch,
+    /// Right after the first bake of the main stage was sent.
+    Bake,
+    /// Right after the first service rollback was sent (ledger broken as above).
+    Rollback,
+}
+
+async fn kill_the_leader_during(moment: Moment) {
+    let (fleet, hosts) = fleet_on_version_1().await;
+    let mut spec = AppSpec::staged(2);
+    if moment == Moment::Rollback {
+        spec = spec.behaviour("ledger", broken_outside_canary(&hosts));
+    }
+    let text = fleet.ok(spec.toml());
+    let id = fleet.ok(fleet.submit("shop.toml", &text).await);
+    let trigger = fleet.ok(fleet
+        .wait_event(&id, RELEASE, |e| match moment {
+            Moment::Batch => e.kind == K::BatchStarted as i32 && e.stage == "main",
+            Moment::Bake => e.kind == K::BakeStarted as i32 && e.stage == "main",
+            Moment::Rollback => e.kind == K::ServiceRollbackStarted as i32,
+        })
+        .await);
+    let killed = fleet.ok(fleet.kill9_leader().await);
+    let next = fleet.ok(fleet.leader(Duration::from_secs(30)).await);
+    assert_ne!(killed, next);
+
+    let r = fleet.ok(fleet.wait_finished(&id, RELEASE).await);
+    let events = fleet.ok(fleet.events(&id).await);
+    let lines = event_lines(&events);
+    let want = if moment == Moment::Rollback { ReleaseState::RolledBack } else { ReleaseState::Succeeded };
+    assert_state(&fleet, &r, &events, want);
+
+    // The new leader took the release over, and the steps in flight when the leader
+    // died were reported to it: their reports come after its LEADER_CHANGED event (a
+    // new leader commits that before it handles any report). (The events' `term` field
+    // would say this directly, but the coordinator leaves it 0.)
+    let took_over = events_of(&events, K::LeaderChanged)
+        .into_iter()
+        .find(|e| e.index > trigger.index)
+        .unwrap_or_else(|| panic!("a LEADER_CHANGED event after the kill\n  {lines}"));
+    assert!(!trigger.command_ids.is_empty(), "the trigger event sent steps: {trigger:?}");
+    for cid in &trigger.command_ids {
+        let report = events.iter().find(|e| {
+            (e.kind == K::HostSucceeded as i32 || e.kind == K::HostFailed as i32) && e.command_ids.contains(cid)
+        });
+        let report = report.unwrap_or_else(|| panic!("no report of {cid}\n  {lines}"));
+        assert_eq!(report.kind, K::HostSucceeded as i32, "{cid}: {}", report.message);
+        assert!(
+            report.index > took_over.index,
+            "{cid} (sent at event {}) is reported at event {}, after the takeover at event {}: it was in flight \
+             when the leader died\n  {lines}",
+            trigger.index,
+            report.index,
+            took_over.index
+        );
+    }
+    assert_every_step_ran_once(&fleet, &events);
+
+    let expected = if moment == Moment::Rollback {
+        assert_cascade_of_ledger(&events);
+        after_ledger_cascade(&hosts)
+    } else {
+        app_inventory(&hosts, |_, _| "2.0.0".to_owned())
+    };
+    fleet.ok(fleet.wait_inventory(&expected, INVENTORY).await);
+    assert_one_version_per_service(&fleet, &expected);
+    // The killed coordinator rejoins and catches up with the finished release.
+    fleet.ok(fleet.restart_coordinator(killed));
+    fleet.ok(fleet.leader(Duration::from_secs(30)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_during_a_batch_finishes_the_release_with_every_step_run_once() {
+    kill_the_leader_during(Moment::Batch).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_during_a_bake_finishes_the_release_with_every_step_run_once() {
+    kill_the_leader_during(Moment::Bake).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_during_a_rollback_finishes_the_rollback_with_every_step_run_once() {
+    kill_the_leader_during(Moment::Rollback).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_mid_deploy_and_restarted_leaves_its_host_on_one_version_and_the_release_finishes() {
+    let (fleet, hosts) = fleet_on_version_1().await;
+    // search 2.0.0 listens only after 1.5 s: its deploy waits in `checking_health`.
+    let slow = Behaviour { start_delay_ms: 1_500, ..Behaviour::default() };
+    let spec = AppSpec::staged(2).behaviour("search", slow);
+    let text = fleet.ok(spec.toml());
+    let id = fleet.ok(fleet.submit("shop.toml", &text).await);
+
+    // host-3 (the canary cell's web host) gets search first; kill its agent while that
+    // deploy has started the new process and waits for its health.
+    let victim = "host-3";
+    let deadline = std::time::Instant::now() + RELEASE;
+    let interrupted = loop {
+        let running = fleet.journal(victim).into_iter().find(|r| {
+            r["state"] == "in_progress"
+                && r["phase"] == "checking_health"
+                && r["step"]["action"]["deploy"]["service"] == "search"
+        });
+        if let Some(r) = running {
+            break r["command_id"].as_str().unwrap_or_default().to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "search never deployed on {victim}\n{}", fleet.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    fleet.kill9_agent(victim);
+    let stranded = fleet.service_processes(victim, "search");
+    assert_eq!(stranded.len(), 1, "the new search process outlives its agent: {stranded:?}");
+    fleet.ok(fleet.restart_agent(victim));
+
+    let r = fleet.ok(fleet.wait_finished(&id, RELEASE).await);
+    let events = fleet.ok(fleet.events(&id).await);
+    let lines = event_lines(&events);
+    assert_state(&fleet, &r, &events, ReleaseState::Succeeded);
+
+    // The interrupted step ran once; the restarted agent resolved it (not ran it again)
+    // and reported it; the engine sent search to the host again as a new step.
+    let audit = fleet.step_audit();
+    assert_eq!(audit.executed.get(&interrupted), Some(&vec![victim.to_owned()]), "{interrupted} ran once");
+    assert_eq!(audit.resolved.get(&interrupted), Some(&vec![victim.to_owned()]), "{interrupted} resolved at restart");
+    let report = events
+        .iter()
+        .find(|e| e.kind == K::HostFailed as i32 && e.command_ids.contains(&interrupted))
+        .unwrap_or_else(|| panic!("the interrupted step is reported failed\n  {lines}"));
+    assert!(report.message.contains("agent restarted during"), "{}", report.message);
+    assert_every_step_ran_once(&fleet, &events);
+
+    // Every host, the victim included, runs exactly one version of each service: 2.0.0.
+    let v2 = app_inventory(&hosts, |_, _| "2.0.0".to_owned());
+    fleet.ok(fleet.wait_inventory(&v2, INVENTORY).await);
+    assert_one_version_per_service(&fleet, &v2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_offline_when_its_batch_starts_counts_as_failed_and_pauses_the_release_until_it_is_back() {
+    let (fleet, hosts) = fleet_on_version_1().await;
+    let spec = AppSpec::staged(2).canary_approval().default_key("on_failure", r#""pause""#);
+    let text = fleet.ok(spec.toml());
+    let id = fleet.ok(fleet.submit("shop.toml", &text).await);
+    let awaiting = ReleaseState::AwaitingApproval as i32;
+    fleet.ok(fleet.wait_release(&id, "the canary stage to be done", RELEASE, |r| r.state == awaiting).await);
+
+    // host-9 (web, main cell) goes down between the stages, while it is part of the release.
+    let victim = "host-9";
+    fleet.kill9_agent(victim);
+    fleet.ok(fleet.wait_hosts_state(&[victim.to_owned()], v1::HostState::Lost, Duration::from_secs(20)).await);
+    fleet.ok(fleet.approve(&id).await);
+
+    let paused = ReleaseState::Paused as i32;
+    let r = fleet.ok(fleet.wait_release(&id, "the release to pause", RELEASE, |r| r.state == paused).await);
+    let events = fleet.ok(fleet.events(&id).await);
+    let lines = event_lines(&events);
+    assert!(
+        r.reason.contains(victim) && r.reason.contains("offline"),
+        "the pause says {victim} was offline: {}\n  {lines}",
+        r.reason
+    );
+    let offline_batch = events
+        .iter()
+        .find(|e| e.kind == K::BatchStarted as i32 && e.hosts.iter().any(|h| h == victim))
+        .unwrap_or_else(|| panic!("a batch with {victim}\n  {lines}"));
+    assert!(offline_batch.message.contains(&format!("offline, counted as failed: {victim}")), "{offline_batch:?}");
+    assert!(!dispatched_steps(&events).values().any(|h| h == victim), "no step was sent to the offline host");
+    let failed = events_of(&events, K::ServiceFailed);
+    assert_eq!(failed.len(), 1, "one service failed\n  {lines}");
+    assert!(failed[0].message.contains(victim), "{}", failed[0].message);
+
+    // Once the host is back, resuming deploys it and the release completes.
+    fleet.ok(fleet.restart_agent(victim));
+    fleet.ok(fleet.wait_hosts_state(&[victim.to_owned()], v1::HostState::Online, Duration::from_secs(30)).await);
+    fleet.ok(fleet.resume(&id, "host-9 is back").await);
+    let r = fleet.ok(fleet.wait_finished(&id, RELEASE).await);
+    let events = fleet.ok(fleet.events(&id).await);
+    assert_state(&fleet, &r, &events, ReleaseState::Succeeded);
+    assert!(dispatched_steps(&events).values().any(|h| h == victim), "after the resume, steps went to {victim}");
+    assert_every_step_ran_once(&fleet, &events);
+    let v2 = app_inventory(&hosts, |_, _| "2.0.0".to_owned());
+    fleet.ok(fleet.wait_inventory(&v2, INVENTORY).await);
+    assert_one_version_per_service(&fleet, &v2);
+}
