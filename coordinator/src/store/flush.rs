@@ -4,22 +4,12 @@
 //! Appending to the Raft log queues a waiter that completes openraft's `LogFlushed`
 //! callback; `save_vote`, `truncate` and `purge` queue one and wait for it. Concurrent
 //! writers share one fsync, and nothing blocks the async runtime while a flush runs.
-//!
-//! Commit window: a flush costs far more than its fsync (sled hands every flush to its
-//! I/O threads, waking all of them), so under concurrent load the thread waits up to
-//! [`COMMIT_WINDOW`] before flushing, to take more waiters with it. It waits only while
-//! it sees concurrency (the last or the current group had more than one waiter): a lone
-//! writer, and a follower's one append per request, are flushed at once.
 
 use std::fmt;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use super::kv::{KvEngine, KvError};
-
-/// How long the flush thread gathers waiters before a flush under concurrent load.
-pub const COMMIT_WINDOW: Duration = Duration::from_micros(500);
 
 /// Called once the writes made before it was queued are durable (or the flush failed).
 pub type Waiter = Box<dyn FnOnce(Result<(), &KvError>) + Send>;
@@ -47,15 +37,9 @@ impl Flusher {
     pub fn start<E: KvEngine>(engine: E) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Waiter>();
         let thread = std::thread::Builder::new().name("flotilla-store-flush".to_owned()).spawn(move || {
-            let mut last_group = 1;
             while let Ok(first) = rx.recv() {
                 let mut group = vec![first];
                 group.extend(rx.try_iter());
-                if last_group > 1 || group.len() > 1 {
-                    std::thread::sleep(COMMIT_WINDOW);
-                    group.extend(rx.try_iter());
-                }
-                last_group = group.len();
                 let result = engine.flush();
                 if let Err(e) = &result {
                     tracing::error!(error = %e, waiters = group.len(), "flushing storage failed");

@@ -200,8 +200,8 @@ mod tests {
         assert!(matches!(err, SnapshotError::UnsupportedFormat { found: 1, supported: FORMAT_VERSION }), "{err}");
         assert!(matches!(decode(b"garbage"), Err(SnapshotError::Malformed(_))));
 
-        let mut truncated = bytes;
-        truncated.push(0);
-        assert!(matches!(decode(&truncated), Err(SnapshotError::Malformed(_))), "trailing bytes are refused");
+        let mut longer = bytes;
+        longer.push(0);
+        assert!(matches!(decode(&longer), Err(SnapshotError::Malformed(_))), "trailing bytes are refused");
     }
 }
