@@ -6,7 +6,7 @@
 //! All state lives in the replicated state machine; this task keeps only caches
 //! (rebuilt plans, which cancels it has sent) and can be restarted at any time.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +28,11 @@ const IDLE_TICK: Duration = Duration::from_secs(1);
 
 /// Most decision rounds per release per pass (a guard against a decision loop).
 const MAX_ROUNDS: usize = 256;
+
+/// Most agent reports committed in one log entry. Reports that arrive while one entry
+/// is being committed go into the next, so under load a batch of a thousand hosts
+/// costs a few round trips, not a thousand.
+const MAX_REPORTS_PER_ENTRY: usize = 512;
 
 /// Starts the engine driver: it runs whenever this node leads.
 pub fn spawn(node: Node, hub: AgentHub) -> tokio::task::JoinHandle<()> {
@@ -109,7 +114,17 @@ impl Leader {
             });
             tokio::select! {
                 report = reports.recv() => match report {
-                    Some(r) => self.on_report(r).await?,
+                    Some(first) => {
+                        // Whatever else has queued meanwhile goes into the same entry.
+                        let mut batch = vec![first];
+                        while batch.len() < MAX_REPORTS_PER_ENTRY {
+                            match reports.try_recv() {
+                                Ok(r) => batch.push(r),
+                                Err(_) => break,
+                            }
+                        }
+                        self.on_reports(batch).await?;
+                    }
                     None => return Ok(()),
                 },
                 changed = metrics.changed() => {
@@ -235,6 +250,41 @@ impl Leader {
         Ok(resp)
     }
 
+    /// Commits the facts of one decision made against run `version` of `id`, in one
+    /// log entry: each fact expects the version the one before it leaves, so they apply
+    /// in order or, from the first that finds the run moved on, not at all. Sends the
+    /// steps of the facts that applied; returns whether all of them did.
+    async fn commit_decision(&mut self, id: &str, version: u64, facts: Vec<Fact>) -> Result<bool, CoordinatorError> {
+        let dispatched: Vec<Vec<String>> = facts.iter().map(dispatches_of).collect();
+        let shown: Vec<String> = facts.iter().map(ToString::to_string).collect();
+        let mut ops: Vec<Op> = facts
+            .into_iter()
+            .enumerate()
+            .map(|(i, fact)| Op::Release { release: id.to_owned(), expect: Some(version + i as u64), fact })
+            .collect();
+        let responses = match self.node.propose(if ops.len() == 1 { ops.remove(0) } else { Op::Batch(ops) }).await? {
+            Response::Batch(all) => all,
+            one => vec![one],
+        };
+        let mut all_applied = responses.len() == dispatched.len();
+        for ((resp, hosts), what) in responses.iter().zip(dispatched).zip(&shown) {
+            match resp {
+                Response::Applied { .. } => {
+                    tracing::info!(release = id, "{what}");
+                    for host in hosts {
+                        self.send_outstanding(id, Some(&host));
+                    }
+                }
+                Response::Refused { reason } => {
+                    tracing::debug!(release = id, reason, "not applied: {what}");
+                    all_applied = false;
+                }
+                _ => all_applied = false,
+            }
+        }
+        Ok(all_applied)
+    }
+
     /// Decides and commits for every active release; returns the earliest wake time.
     async fn pass(&mut self) -> Result<Option<i64>, CoordinatorError> {
         let active: BTreeSet<ReleaseId> = self.active().into_iter().collect();
@@ -264,22 +314,7 @@ impl Leader {
                     break;
                 }
                 self.quiet.remove(&id);
-                let mut refused = false;
-                for (i, fact) in decision.facts.into_iter().enumerate() {
-                    let dispatched = dispatches_of(&fact);
-                    match self.propose(&id, Some(version + i as u64), fact).await? {
-                        Response::Applied { .. } => {
-                            for host in dispatched {
-                                self.send_outstanding(&id, Some(&host));
-                            }
-                        }
-                        _ => {
-                            refused = true;
-                            break;
-                        }
-                    }
-                }
-                if refused {
+                if !self.commit_decision(&id, version, decision.facts).await? {
                     break;
                 }
             }
@@ -306,39 +341,88 @@ impl Leader {
         }
     }
 
-    async fn on_report(&mut self, report: AgentReport) -> Result<(), CoordinatorError> {
-        match report {
-            AgentReport::Connected { host, .. } => {
-                for id in self.active() {
-                    self.send_outstanding(&id, Some(&host));
-                }
+    /// Commits the agents' results among `reports` in one log entry (reported facts
+    /// are checked on their own terms, so one refused does not hold up the others),
+    /// acknowledges them to their agents once committed, then re-sends outstanding steps
+    /// to the hosts that connected.
+    async fn on_reports(&mut self, reports: Vec<AgentReport>) -> Result<(), CoordinatorError> {
+        let mut ops = Vec::new();
+        let mut acks: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut not_ours: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut connected = Vec::new();
+        for report in reports {
+            match report {
+                AgentReport::Connected { host, .. } => connected.push(host),
+                AgentReport::Result { host, result } => match reported(&result) {
+                    Some((release, fact)) => {
+                        ops.push(Op::Release { release, expect: None, fact });
+                        acks.entry(host).or_default().push(result.command_id);
+                    }
+                    None => not_ours.entry(host).or_default().push(result.command_id),
+                },
+                AgentReport::Progress { .. } | AgentReport::Disconnected { .. } => {}
             }
-            AgentReport::Result { host, result } => {
-                let cid = result.command_id.clone();
-                let Some((release, _)) = cid.rsplit_once('.') else {
-                    self.hub.ack(&host, vec![cid]);
-                    return Ok(());
-                };
-                let outcome = match v1::StepOutcome::try_from(result.outcome) {
-                    Ok(v1::StepOutcome::Succeeded | v1::StepOutcome::Skipped) => Outcome::Succeeded,
-                    Ok(v1::StepOutcome::Cancelled) => Outcome::Cancelled,
-                    Ok(v1::StepOutcome::Refused) => Outcome::Refused,
-                    // The agent's own trouble (it restarted mid-step, I/O): worth another try.
-                    _ if result.failure == v1::StepFailure::Internal as i32 => Outcome::Interrupted,
-                    _ => Outcome::Failed,
-                };
-                let mut reason = result.reason.clone();
-                if reason.is_empty() && outcome == Outcome::Failed {
-                    reason = "the agent reported a failure without a reason".to_owned();
-                }
-                let fact = Fact::StepReported { command_id: cid.clone(), outcome, reason };
-                // Committed (or already known, or not ours): the agent may stop re-sending.
-                self.propose(release, None, fact).await?;
-                self.hub.ack(&host, vec![cid]);
+        }
+        for (host, cids) in not_ours {
+            self.hub.ack(&host, cids);
+        }
+        if !ops.is_empty() {
+            let what = if ops.len() == 1 { None } else { Some(ops.len()) };
+            let op = if ops.len() == 1 { ops.remove(0) } else { Op::Batch(ops) };
+            let shown = op.to_string();
+            let resp = self.node.propose(op).await?;
+            log_response(&shown, what, &resp);
+            // Committed (or already known, or not ours): the agents may stop re-sending.
+            for (host, cids) in acks {
+                self.hub.ack(&host, cids);
             }
-            AgentReport::Progress { .. } | AgentReport::Disconnected { .. } => {}
+        }
+        for host in connected {
+            for id in self.active() {
+                self.send_outstanding(&id, Some(&host));
+            }
         }
         Ok(())
+    }
+}
+
+/// The release and the fact an agent's result stands for; `None` for a command id
+/// that names no release.
+fn reported(result: &v1::StepResult) -> Option<(ReleaseId, Fact)> {
+    let (release, _) = result.command_id.rsplit_once('.')?;
+    let outcome = match v1::StepOutcome::try_from(result.outcome) {
+        Ok(v1::StepOutcome::Succeeded | v1::StepOutcome::Skipped) => Outcome::Succeeded,
+        Ok(v1::StepOutcome::Cancelled) => Outcome::Cancelled,
+        Ok(v1::StepOutcome::Refused) => Outcome::Refused,
+        // The agent's own trouble (it restarted mid-step, I/O): worth another try.
+        _ if result.failure == v1::StepFailure::Internal as i32 => Outcome::Interrupted,
+        _ => Outcome::Failed,
+    };
+    let mut reason = result.reason.clone();
+    if reason.is_empty() && outcome == Outcome::Failed {
+        reason = "the agent reported a failure without a reason".to_owned();
+    }
+    Some((release.to_owned(), Fact::StepReported { command_id: result.command_id.clone(), outcome, reason }))
+}
+
+/// Logs what a committed batch of reports did: applied facts at info, refusals at debug.
+fn log_response(shown: &str, batch: Option<usize>, resp: &Response) {
+    match (resp, batch) {
+        (Response::Batch(all), Some(n)) => {
+            let refused: Vec<&str> = all
+                .iter()
+                .filter_map(|r| match r {
+                    Response::Refused { reason } => Some(reason.as_str()),
+                    _ => None,
+                })
+                .collect();
+            tracing::info!(reports = n, refused = refused.len(), "committed agent reports: {shown}");
+            for reason in refused {
+                tracing::debug!(reason, "report not applied");
+            }
+        }
+        (Response::Refused { reason }, _) => tracing::debug!(reason, "not applied: {shown}"),
+        _ => tracing::info!("{shown}"),
     }
 }
 

@@ -59,6 +59,10 @@ pub enum Op {
         /// What they did.
         action: String,
     },
+    /// Several operations committed as one log entry and applied in order, each on its
+    /// own terms (one refused does not undo or stop the others): how the leader commits
+    /// the agents' reports that arrive together, one round trip for all of them.
+    Batch(Vec<Op>),
 }
 
 /// A release submission, as the leader proposes it.
@@ -88,6 +92,11 @@ impl fmt::Display for Op {
             Op::Release { release, fact, .. } => write!(f, "{release}: {fact}"),
             Op::Fleet(op) => op.fmt(f),
             Op::Audit { actor, action } => write!(f, "audit: {actor} {action}"),
+            Op::Batch(ops) => match ops.as_slice() {
+                [] => write!(f, "an empty batch"),
+                [one] => one.fmt(f),
+                [first, rest @ ..] => write!(f, "{first} and {} more", rest.len()),
+            },
         }
     }
 }
@@ -118,6 +127,8 @@ pub enum Response {
     },
     /// Done, nothing to report.
     Done,
+    /// The responses to the operations of a batch, in their order.
+    Batch(Vec<Response>),
 }
 
 /// A submitted release as the state machine keeps it.
@@ -171,8 +182,11 @@ impl State {
     /// Applies one command committed at `log_index`. Deterministic: the result depends
     /// only on `self`, `log_index` and `cmd`.
     pub fn apply(&mut self, log_index: u64, cmd: &Command) -> Response {
-        let at = cmd.at_unix_ms;
-        match &cmd.op {
+        self.apply_op(log_index, cmd.at_unix_ms, &cmd.op)
+    }
+
+    fn apply_op(&mut self, log_index: u64, at: i64, op: &Op) -> Response {
+        match op {
             Op::CreateRelease(new) => {
                 if !new.idempotency_key.is_empty()
                     && let Some(existing) = self.by_idempotency_key.get(&new.idempotency_key)
@@ -245,6 +259,7 @@ impl State {
                 self.audit.push(AuditEntry { at_unix_ms: at, actor: actor.clone(), action: action.clone() });
                 Response::Done
             }
+            Op::Batch(ops) => Response::Batch(ops.iter().map(|op| self.apply_op(log_index, at, op)).collect()),
         }
     }
 
@@ -321,6 +336,38 @@ mod tests {
             s.apply(4, &fact("nope", None, Fact::Resumed { actor: "a".into(), reason: String::new() })),
             Response::Refused { .. }
         ));
+    }
+
+    #[test]
+    fn a_batch_applies_each_operation_in_order_on_its_own_terms() {
+        let mut s = State::default();
+        s.apply(1, &create("r-1", ""));
+        let abort = Op::Release {
+            release: "r-1".into(),
+            expect: None,
+            fact: Fact::Aborted { actor: "ops".into(), reason: "stop".into() },
+        };
+        let stale = Op::Release {
+            release: "r-1".into(),
+            expect: Some(0),
+            fact: Fact::Paused { actor: "engine".into(), reason: "x".into() },
+        };
+        let unknown = Op::Release {
+            release: "nope".into(),
+            expect: None,
+            fact: Fact::Resumed { actor: "a".into(), reason: String::new() },
+        };
+        let audit = Op::Audit { actor: "ops".into(), action: "aborted r-1".into() };
+        let batch = Command { at_unix_ms: 3_000, op: Op::Batch(vec![abort, stale, unknown, audit]) };
+        let Response::Batch(responses) = s.apply(2, &batch) else { panic!("a batch answers with a batch") };
+        assert_eq!(responses.len(), 4);
+        assert_eq!(responses[0], Response::Applied { version: 1 });
+        // Decided against version 0, but the abort before it in the batch moved the run on.
+        assert!(matches!(&responses[1], Response::Refused { reason } if reason.contains("version 0")));
+        assert!(matches!(&responses[2], Response::Refused { reason } if reason.contains("no release nope")));
+        assert_eq!(responses[3], Response::Done);
+        assert_eq!(s.audit().len(), 1);
+        assert_eq!(s.release("r-1").unwrap().run.events.last().unwrap().at_unix_ms, 3_000);
     }
 
     #[test]
