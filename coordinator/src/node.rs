@@ -110,6 +110,9 @@ struct Inner {
     resumed: Mutex<Option<ResumedLeadership>>,
     /// How long a linearizable read may wait for the state machine to catch up.
     read_timeout: Duration,
+    /// Channels to the leader for forwarding client writes, by address: one multiplexed
+    /// connection (and TLS session) reused by every forwarded call.
+    forward_channels: Mutex<BTreeMap<String, tonic::transport::Channel>>,
 }
 
 /// How long a read waits for its read index to be applied before answering that no
@@ -177,6 +180,7 @@ impl Node {
                 raft,
                 state,
                 security,
+                forward_channels: Mutex::default(),
                 sequence: AtomicU64::new(0),
                 resumed: Mutex::new(resumed),
                 read_timeout: READ_TIMEOUT,
@@ -220,6 +224,22 @@ impl Node {
     /// How this node dials other coordinators (forwarding).
     pub fn security(&self) -> &ClientSecurity {
         &self.inner.security
+    }
+
+    /// The channel this node forwards client writes on to the leader at `addr`, made
+    /// once and kept (a channel reconnects by itself when its connection drops).
+    pub fn forward_channel(&self, addr: &str) -> Result<tonic::transport::Channel, flotilla_net::NetError> {
+        let mut channels = self.inner.forward_channels.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(ch) = channels.get(addr) {
+            return Ok(ch.clone());
+        }
+        let ch = flotilla_net::channel(addr, &self.inner.security)?;
+        // Leaders come and go; keep only the few addresses a cluster has.
+        if channels.len() >= 16 {
+            channels.clear();
+        }
+        channels.insert(addr.to_owned(), ch.clone());
+        Ok(ch)
     }
 
     /// `Ok` when this node is the leader; otherwise who is, if anyone.

@@ -13,7 +13,7 @@ mod releases;
 use std::future::Future;
 use std::net::SocketAddr;
 
-use flotilla_net::{TlsMaterial, channel};
+use flotilla_net::TlsMaterial;
 use flotilla_proto::v1::agent_link_server::AgentLinkServer;
 use flotilla_proto::v1::cluster_server::ClusterServer;
 use flotilla_proto::v1::fleet_server::FleetServer;
@@ -101,7 +101,7 @@ where
     match node.check_leader() {
         Ok(()) => local(request.into_inner()).await.map(Response::new).map_err(Status::from),
         Err(CoordinatorError::NotLeader { leader_id, leader_addr }) if !forwarded => {
-            let ch = channel(&leader_addr, node.security()).map_err(|_| {
+            let ch = node.forward_channel(&leader_addr).map_err(|_| {
                 Status::from(CoordinatorError::NotLeader { leader_id, leader_addr: leader_addr.clone() })
             })?;
             let mut req = Request::new(request.into_inner());
