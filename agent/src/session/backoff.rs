@@ -60,6 +60,40 @@ impl Backoff {
     }
 }
 
+/// Failed dials within one pass over the configured coordinators. Only a pass in which
+/// every coordinator failed (refused, or no leader known) takes the next exponential
+/// delay; the dials inside a pass wait a short jitter (up to the policy's first cap).
+/// When the leader dies, its agents find the new one after one pass over the
+/// survivors instead of after several doublings spent on the dead address.
+#[derive(Debug, Clone)]
+pub struct Passes {
+    size: usize,
+    failed: usize,
+}
+
+impl Passes {
+    /// Passes over `size` coordinators (at least one).
+    pub fn new(size: usize) -> Self {
+        Self { size: size.max(1), failed: 0 }
+    }
+
+    /// A dial failed: the delay before the next one.
+    pub fn failed(&mut self, backoff: &mut Backoff) -> Duration {
+        self.failed += 1;
+        if self.failed >= self.size {
+            self.failed = 0;
+            backoff.next_delay()
+        } else {
+            jitter(backoff.policy().initial)
+        }
+    }
+
+    /// A session was welcomed: the next failure starts a new pass.
+    pub fn reset(&mut self) {
+        self.failed = 0;
+    }
+}
+
 /// A uniformly random duration in `[0, cap]`.
 pub fn jitter(cap: Duration) -> Duration {
     let nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
@@ -120,6 +154,35 @@ mod tests {
             backoff.next_delay();
         }
         assert_eq!(backoff.cap(), Duration::from_secs(5), "no overflow after many attempts");
+    }
+
+    #[test]
+    fn only_a_whole_pass_of_failures_backs_off() {
+        let policy = BackoffPolicy {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+            stable_after: Duration::from_secs(10),
+        };
+        let mut backoff = Backoff::new(policy);
+        let mut passes = Passes::new(3);
+        // Two failures inside the pass: short waits, the backoff does not grow.
+        for _ in 0..2 {
+            assert!(passes.failed(&mut backoff) <= policy.initial);
+            assert_eq!(backoff.cap(), Duration::from_millis(100));
+        }
+        // The third coordinator fails too: the pass is over, the backoff grows.
+        passes.failed(&mut backoff);
+        assert_eq!(backoff.cap(), Duration::from_millis(200));
+        // A welcomed session in between starts the count again.
+        passes.failed(&mut backoff);
+        passes.reset();
+        passes.failed(&mut backoff);
+        passes.failed(&mut backoff);
+        assert_eq!(backoff.cap(), Duration::from_millis(200));
+        // One coordinator: every failure is a whole pass.
+        let mut single = Passes::new(0);
+        single.failed(&mut backoff);
+        assert_eq!(backoff.cap(), Duration::from_millis(400));
     }
 
     #[test]

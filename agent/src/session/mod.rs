@@ -17,7 +17,10 @@
 //!   results the journal does not show acknowledged are loaded at start and re-sent,
 //!   so a restarted agent still delivers them.
 //! - **Reconnects** back off exponentially with full jitter ([`backoff`]: 100 ms
-//!   doubling to 5 s by default), reset after a welcomed session that lasted 10 s. A
+//!   doubling to 5 s by default), reset after a welcomed session that lasted 10 s or
+//!   was the first in a newer term;
+//!   the delay grows once per pass over the coordinators that all failed, not per
+//!   refused dial, so a dead leader's address does not slow the way to the new one. A
 //!   protocol mismatch (FAILED_PRECONDITION) is logged with both versions and retried
 //!   slowly (about a minute): it needs an upgrade, not a retry storm.
 //! - **Bounded memory.** Messages to the coordinator go through a queue of
@@ -48,7 +51,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
 
-use self::backoff::{Backoff, BackoffPolicy, Targets, jitter};
+use self::backoff::{Backoff, BackoffPolicy, Passes, Targets, jitter};
 use self::outbox::Outbox;
 use crate::AgentConfig;
 use crate::driver::Driver;
@@ -213,6 +216,8 @@ pub struct Link<D: Driver = ProcessDriver> {
     shutdown: watch::Receiver<bool>,
     targets: Targets,
     sessions: u64,
+    /// The term of the last `Welcome` (0 before the first).
+    welcomed_term: u64,
 }
 
 impl<D: Driver> std::fmt::Debug for Link<D> {
@@ -241,6 +246,7 @@ impl<D: Driver> Link<D> {
         let instance_id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
         Ok(Self {
             targets: Targets::new(config.coordinators.clone()),
+            welcomed_term: 0,
             config,
             executor,
             instance_id,
@@ -261,24 +267,31 @@ impl<D: Driver> Link<D> {
     pub async fn run(mut self) {
         tracing::info!(host_id = %self.config.host_id, instance_id = %self.instance_id, coordinators = ?self.config.coordinators, "agent link starting");
         let mut backoff = Backoff::new(self.config.backoff);
+        let mut passes = Passes::new(self.config.coordinators.len());
         // The leader the last hint named: a hint naming another one (a new leader was
         // elected) is followed at once, since the lease the old leader held on this host
-        // is running out on the new one; the same one again (hints going round in
-        // circles) backs off.
+        // is running out on the new one; the same one again (a follower that has not yet
+        // noticed its leader died, or hints going round in circles) counts as a failed
+        // dial of the pass.
         let mut last_hint: Option<u64> = None;
         while let Some(addr) = self.targets.next_addr() {
             let started = Instant::now();
+            let term_before = self.welcomed_term;
             let end = self.session(&addr).await;
             let delay = match end {
                 SessionEnd::Shutdown => break,
                 SessionEnd::Hint { leader_id, addr: leader } if leader_id != 0 && !leader.is_empty() => {
                     tracing::info!(coordinator = %addr, leader_id, leader = %leader, "not the leader; following the hint");
                     self.targets.hint(leader);
-                    if last_hint.replace(leader_id) == Some(leader_id) { backoff.next_delay() } else { Duration::ZERO }
+                    if last_hint.replace(leader_id) == Some(leader_id) {
+                        passes.failed(&mut backoff)
+                    } else {
+                        Duration::ZERO
+                    }
                 }
                 SessionEnd::Hint { .. } => {
                     tracing::info!(coordinator = %addr, "not the leader and no leader known; trying the next coordinator");
-                    backoff.next_delay()
+                    passes.failed(&mut backoff)
                 }
                 SessionEnd::Mismatch(theirs) => {
                     let delay = self.config.mismatch_retry / 2 + jitter(self.config.mismatch_retry / 2);
@@ -293,15 +306,21 @@ impl<D: Driver> Link<D> {
                     );
                     delay
                 }
-                SessionEnd::Ended { welcomed, why } => {
-                    if welcomed {
-                        last_hint = None;
-                    }
-                    if welcomed && started.elapsed() >= backoff.policy().stable_after {
+                SessionEnd::Ended { welcomed: true, why } => {
+                    last_hint = None;
+                    passes.reset();
+                    // A session that lasted, or the first in a newer term (a failover
+                    // completed since the last one), starts the backoff over: the next
+                    // loss is a new incident, not more of the last one.
+                    if started.elapsed() >= backoff.policy().stable_after || self.welcomed_term > term_before {
                         backoff.reset();
                     }
                     tracing::warn!(coordinator = %addr, reason = %why, "session ended");
                     backoff.next_delay()
+                }
+                SessionEnd::Ended { welcomed: false, why } => {
+                    tracing::warn!(coordinator = %addr, reason = %why, "session ended");
+                    passes.failed(&mut backoff)
                 }
             };
             tracing::info!(delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "reconnecting");
@@ -384,6 +403,7 @@ impl<D: Driver> Link<D> {
             Some(_) => {}
             None => tracing::warn!(coordinator = %addr, "Welcome carries no version; assuming it matches"),
         }
+        self.welcomed_term = self.welcomed_term.max(welcome.term);
         let interval = match welcome.heartbeat_interval_ms {
             0 => DEFAULT_HEARTBEAT,
             ms => Duration::from_millis(ms).max(MIN_HEARTBEAT),
