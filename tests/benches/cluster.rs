@@ -70,11 +70,21 @@ async fn term(cluster: &TestCluster) -> u64 {
     term
 }
 
+/// The highest committed log index any node reports.
+async fn committed(cluster: &TestCluster) -> u64 {
+    let mut index = 0;
+    for &id in cluster.nodes.keys() {
+        index = index.max(cluster.status_of(id).await.map_or(0, |s| s.committed_index));
+    }
+    index
+}
+
 async fn throughput(cluster: &TestCluster, writers: usize, total: usize) {
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(total)));
     let retries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let per_writer = total / writers;
     let term_before = term(cluster).await;
+    let committed_before = committed(cluster).await;
     let cpu_before = cpu_times(cluster);
     let started = Instant::now();
     let tasks = (0..writers).map(|w| {
@@ -96,15 +106,19 @@ async fn throughput(cluster: &TestCluster, writers: usize, total: usize) {
         format!("{:.0} us", after.saturating_sub(before).as_secs_f64() * 1e6 / total as f64)
     };
     let elections = term(cluster).await.saturating_sub(term_before);
+    // Each created release is one entry, and the engine then commits its own facts
+    // (started, skipped hosts at target, done): the log's rate as well as the clients'.
+    let entries = committed(cluster).await.saturating_sub(committed_before);
     let mut lat = latencies.lock().await.clone();
     lat.sort();
     report(&format!(
-        "throughput writers={writers:>3} writes={:>6} elapsed={:>8} rate={:>8.0}/s p50={} p99={} cpu/write: coordinators={} client={} retried={} elections={elections}",
+        "throughput writers={writers:>3} writes={:>6} elapsed={:>8} rate={:>8.0}/s p50={} p99={} log entries={entries} ({:.0}/s) cpu/write: coordinators={} client={} retried={} elections={elections}",
         lat.len(),
         ms(elapsed),
         lat.len() as f64 / elapsed.as_secs_f64(),
         ms(percentile(&lat, 0.50)),
         ms(percentile(&lat, 0.99)),
+        entries as f64 / elapsed.as_secs_f64(),
         per_write(cpu_before.0, cpu_after.0),
         per_write(cpu_before.1, cpu_after.1),
         retries.load(std::sync::atomic::Ordering::Relaxed),
