@@ -9,7 +9,14 @@ use flotilla_proto::status::leader_hint;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::endpoint::{ClientSecurity, channel};
+use crate::endpoint::{ClientSecurity, endpoint};
+use crate::tls::NetError;
+
+/// The user agent of [`LeaderClient`]'s calls. It tells a follower that this client
+/// follows leader hints, so the follower answers with the leader's address instead of
+/// forwarding the call: the client then talks to the leader directly, one hop less on
+/// every later call. Other clients (grpcurl, a plain tonic client) are forwarded.
+pub const LEADER_CLIENT_AGENT: &str = "flotilla-leader-client";
 
 /// Why no coordinator answered.
 #[derive(Debug, thiserror::Error)]
@@ -47,14 +54,22 @@ impl LeaderClient {
         Self { addrs, security, channels: Mutex::default(), preferred: Mutex::default() }
     }
 
-    fn channel(&self, addr: &str) -> Result<Channel, crate::NetError> {
+    fn channel(&self, addr: &str) -> Result<Channel, NetError> {
         let mut channels = self.channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(ch) = channels.get(addr) {
             return Ok(ch.clone());
         }
-        let ch = channel(addr, &self.security)?;
+        let ch = endpoint(addr, &self.security)?
+            .user_agent(LEADER_CLIENT_AGENT)
+            .map_err(|e| NetError::BadAddress { addr: addr.to_owned(), why: e.to_string() })?
+            .connect_lazy();
         channels.insert(addr.to_owned(), ch.clone());
         Ok(ch)
+    }
+
+    /// The coordinator that answered the last call, if any.
+    pub fn preferred(&self) -> Option<String> {
+        self.preferred.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Calls `call` on the leader: the coordinator that answered last first, then the

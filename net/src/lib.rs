@@ -6,5 +6,5 @@ pub mod leader;
 pub mod tls;
 
 pub use endpoint::{ClientSecurity, channel, endpoint};
-pub use leader::{LeaderClient, LeaderError, call_leader};
+pub use leader::{LEADER_CLIENT_AGENT, LeaderClient, LeaderError, call_leader};
 pub use tls::{NetError, TlsMaterial};

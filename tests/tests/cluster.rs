@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_net::{ClientSecurity, channel};
+use flotilla_net::{ClientSecurity, LeaderClient, channel};
 use flotilla_proto::v1::cluster_client::ClusterClient;
 use flotilla_proto::v1::raft_peer_client::RaftPeerClient;
 use flotilla_proto::v1::releases_client::ReleasesClient;
@@ -136,6 +136,20 @@ async fn a_write_sent_to_a_follower_is_forwarded_to_the_leader() {
     let id = resp.release.unwrap().id;
     let got = ReleasesClient::new(ch).get(v1::GetRequest { release_id: id.clone() }).await.unwrap().into_inner();
     assert_eq!(got.release.unwrap().id, id, "reads through a follower are forwarded too");
+
+    // Flotilla's leader client is sent to the leader instead, and stays there.
+    let follower_addr = cluster.nodes[&follower].addr.clone();
+    let leader_addr = cluster.nodes[&leader].addr.clone();
+    let client = LeaderClient::new(vec![follower_addr, leader_addr.clone()], cluster.client_security().clone());
+    let again = client
+        .call(|ch| {
+            let id = id.clone();
+            async move { ReleasesClient::new(ch).get(v1::GetRequest { release_id: id }).await.map(|r| r.into_inner()) }
+        })
+        .await
+        .expect("the leader client reaches the leader");
+    assert_eq!(again.release.unwrap().id, id);
+    assert_eq!(client.preferred(), Some(leader_addr), "the leader client follows the hint and stays with the leader");
 
     // A bad spec is refused with the location, whoever receives it.
     let err = ReleasesClient::new(channel(&cluster.nodes[&follower].addr, cluster.client_security()).unwrap())

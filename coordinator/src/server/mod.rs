@@ -83,8 +83,9 @@ pub async fn serve(
 }
 
 /// Runs a write on the leader: here when this node leads, otherwise forwarded once to
-/// the leader; a call that was already forwarded, or with no leader known, gets an
-/// UNAVAILABLE answer carrying the leader's address for the client to follow.
+/// the leader; a call that was already forwarded, one from Flotilla's leader client
+/// (which follows hints), or one with no leader known gets an UNAVAILABLE answer
+/// carrying the leader's address for the client to follow.
 pub(crate) async fn on_leader<Req, Resp, L, LF, R, RF>(
     node: &Node,
     request: Request<Req>,
@@ -98,9 +99,16 @@ where
     RF: Future<Output = Result<Response<Resp>, Status>>,
 {
     let forwarded = request.metadata().contains_key(FORWARDED);
+    // Flotilla's own clients follow the leader's address themselves and then stay with
+    // the leader; forwarding their calls would keep them on this follower.
+    let follows_hints = request
+        .metadata()
+        .get("user-agent")
+        .and_then(|ua| ua.to_str().ok())
+        .is_some_and(|ua| ua.starts_with(flotilla_net::LEADER_CLIENT_AGENT));
     match node.check_leader() {
         Ok(()) => local(request.into_inner()).await.map(Response::new).map_err(Status::from),
-        Err(CoordinatorError::NotLeader { leader_id, leader_addr }) if !forwarded => {
+        Err(CoordinatorError::NotLeader { leader_id, leader_addr }) if !forwarded && !follows_hints => {
             let ch = node.forward_channel(&leader_addr).map_err(|_| {
                 Status::from(CoordinatorError::NotLeader { leader_id, leader_addr: leader_addr.clone() })
             })?;
