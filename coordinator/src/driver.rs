@@ -367,11 +367,10 @@ impl Leader {
             self.hub.ack(&host, cids);
         }
         if !ops.is_empty() {
-            let what = if ops.len() == 1 { None } else { Some(ops.len()) };
             let op = if ops.len() == 1 { ops.remove(0) } else { Op::Batch(ops) };
             let shown = op.to_string();
             let resp = self.node.propose(op).await?;
-            log_response(&shown, what, &resp);
+            log_response(&shown, &resp);
             // Committed (or already known, or not ours): the agents may stop re-sending.
             for (host, cids) in acks {
                 self.hub.ack(&host, cids);
@@ -406,9 +405,9 @@ fn reported(result: &v1::StepResult) -> Option<(ReleaseId, Fact)> {
 }
 
 /// Logs what a committed batch of reports did: applied facts at info, refusals at debug.
-fn log_response(shown: &str, batch: Option<usize>, resp: &Response) {
-    match (resp, batch) {
-        (Response::Batch(all), Some(n)) => {
+fn log_response(shown: &str, resp: &Response) {
+    match resp {
+        Response::Batch(all) => {
             let refused: Vec<&str> = all
                 .iter()
                 .filter_map(|r| match r {
@@ -416,12 +415,12 @@ fn log_response(shown: &str, batch: Option<usize>, resp: &Response) {
                     _ => None,
                 })
                 .collect();
-            tracing::info!(reports = n, refused = refused.len(), "committed agent reports: {shown}");
+            tracing::info!(reports = all.len(), refused = refused.len(), "committed agent reports: {shown}");
             for reason in refused {
                 tracing::debug!(reason, "report not applied");
             }
         }
-        (Response::Refused { reason }, _) => tracing::debug!(reason, "not applied: {shown}"),
+        Response::Refused { reason } => tracing::debug!(reason, "not applied: {shown}"),
         _ => tracing::info!("{shown}"),
     }
 }
