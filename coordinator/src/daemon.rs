@@ -1,8 +1,10 @@
-//! One whole coordinator as a value: storage, Raft, the agent hub, the release engine
-//! and the gRPC server, started from a [`CoordinatorConfig`] and stopped on demand.
+//! One whole coordinator as a value: storage, Raft, the agent hub, the release engine,
+//! the gRPC server and (with `--http`) the HTTP server, started from a
+//! [`CoordinatorConfig`] and stopped on demand.
 //! The `flotilla-coordinator` binary runs one until SIGTERM; `flotilla demo` runs
 //! three in one process.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use flotilla_net::{ClientSecurity, TlsMaterial};
@@ -13,6 +15,7 @@ use tokio::task::JoinHandle;
 use crate::config::CoordinatorConfig;
 use crate::error::CoordinatorError;
 use crate::fleet::AgentHub;
+use crate::http::{HttpListener, HttpServer, HttpTls};
 use crate::node::{Node, RaftSettings};
 use crate::{driver, server};
 
@@ -23,18 +26,32 @@ pub struct Daemon {
     hub: AgentHub,
     engine: JoinHandle<()>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
+    http: Option<HttpServer>,
     stop: Option<oneshot::Sender<()>>,
 }
 
 impl Daemon {
-    /// Opens storage, starts Raft, the hub, the engine and the server, and forms the
-    /// cluster from the bootstrap list unless this node already has state.
+    /// Opens storage, starts Raft, the hub, the engine and the servers, and forms the
+    /// cluster from the bootstrap list unless this node already has state. The HTTP
+    /// address (when configured) is bound first: one that cannot be had fails the start
+    /// before anything else runs.
     pub async fn start(config: &CoordinatorConfig) -> Result<Self, CoordinatorError> {
-        let tls = match config.transport().map_err(|e| CoordinatorError::InvalidArgument(e.to_string()))? {
+        let transport = config.transport().map_err(|e| CoordinatorError::InvalidArgument(e.to_string()))?;
+        let tls = match &transport {
             Transport::Tls(files) => {
-                Some(TlsMaterial::load(&files).map_err(|e| CoordinatorError::InvalidArgument(e.to_string()))?)
+                Some(TlsMaterial::load(files).map_err(|e| CoordinatorError::InvalidArgument(e.to_string()))?)
             }
             Transport::Insecure => None,
+        };
+        let http = match config.http {
+            Some(addr) => {
+                let http_tls = match &transport {
+                    Transport::Tls(files) => Some(HttpTls::load(files)?),
+                    Transport::Insecure => None,
+                };
+                Some(HttpListener::bind(addr, http_tls).await?)
+            }
+            None => None,
         };
         let security = tls.clone().map_or(ClientSecurity::Insecure, ClientSecurity::Tls);
         let settings = RaftSettings {
@@ -59,6 +76,7 @@ impl Daemon {
             closing.shutdown();
         };
         let server = tokio::spawn(server::serve(node.clone(), hub.clone(), config.listen, tls, shutdown));
+        let http = http.map(|listener| listener.serve(node.clone(), hub.clone()));
 
         let pairs = config.bootstrap_pairs();
         if !pairs.is_empty() {
@@ -68,7 +86,7 @@ impl Daemon {
                 Err(e) => tracing::warn!(error = %e, "bootstrap failed"),
             }
         }
-        Ok(Self { node, hub, engine, server, stop: Some(stop) })
+        Ok(Self { node, hub, engine, server, http, stop: Some(stop) })
     }
 
     /// The node (Raft and state).
@@ -79,6 +97,11 @@ impl Daemon {
     /// The agent hub.
     pub fn hub(&self) -> &AgentHub {
         &self.hub
+    }
+
+    /// The address the HTTP server listens on, when it runs.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(HttpServer::local_addr)
     }
 
     /// Waits until the server stops (after [`Daemon::stop`], or on an error).
@@ -94,21 +117,25 @@ impl Daemon {
 
     /// Stops serving, then stops the engine and Raft.
     pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.request_stop();
         let _ = (&mut self.server).await;
         self.finish().await;
     }
 
-    /// Asks the server to stop; [`Daemon::serve_until_stopped`] then returns.
+    /// Asks the servers to stop; [`Daemon::serve_until_stopped`] then returns.
     pub fn request_stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        if let Some(http) = &self.http {
+            http.request_stop();
+        }
     }
 
     async fn finish(&mut self) {
+        if let Some(http) = self.http.take() {
+            http.stop().await;
+        }
         self.engine.abort();
         self.hub.shutdown();
         self.node.shutdown().await;

@@ -7,6 +7,7 @@ pub mod driver;
 pub mod engine;
 pub mod error;
 pub mod fleet;
+pub mod http;
 pub mod node;
 pub mod raft;
 pub mod server;

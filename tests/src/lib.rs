@@ -131,11 +131,14 @@ pub struct ClusterOptions {
     pub snapshot_logs: u64,
     /// `--keep-logs`.
     pub keep_logs: u64,
+    /// Give every node an `--http` address (metrics, probes, status page); see
+    /// [`TestCluster::http_url`] and [`TestCluster::http_client`].
+    pub http: bool,
 }
 
 impl Default for ClusterOptions {
     fn default() -> Self {
-        Self { tls: false, snapshot_logs: 10_000, keep_logs: 1_000 }
+        Self { tls: false, snapshot_logs: 10_000, keep_logs: 1_000, http: false }
     }
 }
 
@@ -146,6 +149,8 @@ pub struct Coordinator {
     pub id: u64,
     /// Its `127.0.0.1:PORT`.
     pub addr: String,
+    /// Its `--http` address, `127.0.0.1:PORT`, when the cluster has them.
+    pub http: Option<String>,
     data_dir: PathBuf,
     log: PathBuf,
     bootstrap: String,
@@ -159,6 +164,8 @@ pub struct TestCluster {
     opts: ClusterOptions,
     ca: Option<TestCa>,
     client: ClientSecurity,
+    /// The certificate files of the harness's HTTP client, in TLS mode.
+    client_tls: Option<TlsPaths>,
     leader: LeaderClient,
     /// The nodes by id.
     pub nodes: BTreeMap<u64, Coordinator>,
@@ -175,6 +182,7 @@ impl TestCluster {
             Some(ca) => ca.issue("client")?.security(),
             None => ClientSecurity::Insecure,
         };
+        let client_tls = ca.as_ref().map(|ca| ca.issue("http-client")).transpose()?;
         let addrs: Vec<(u64, String)> = (1..=n).map(|id| (id, format!("127.0.0.1:{}", free_port()))).collect();
         let bootstrap = addrs.iter().map(|(id, a)| format!("{id}={a}")).collect::<Vec<_>>().join(",");
         let leader = LeaderClient::new(addrs.iter().map(|(_, a)| a.clone()).collect(), client.clone());
@@ -182,7 +190,7 @@ impl TestCluster {
         let host = tokio::runtime::Handle::try_current().ok().map(|rt| {
             rt.spawn(host::run(addrs.iter().map(|(_, a)| a.clone()).collect(), client.clone())).abort_handle()
         });
-        let mut cluster = Self { dir, opts, ca, client, leader, nodes: BTreeMap::new(), host };
+        let mut cluster = Self { dir, opts, ca, client, client_tls, leader, nodes: BTreeMap::new(), host };
         for (id, addr) in addrs {
             cluster.add_process(id, addr, bootstrap.clone())?;
         }
@@ -214,7 +222,8 @@ impl TestCluster {
     fn add_process(&mut self, id: u64, addr: String, bootstrap: String) -> anyhow::Result<()> {
         let data_dir = self.dir.path().join(format!("node-{id}"));
         let log = self.dir.path().join(format!("node-{id}.log"));
-        let mut node = Coordinator { id, addr, data_dir, log, bootstrap, child: None };
+        let http = self.opts.http.then(|| format!("127.0.0.1:{}", free_port()));
+        let mut node = Coordinator { id, addr, http, data_dir, log, bootstrap, child: None };
         self.spawn(&mut node)?;
         self.nodes.insert(id, node);
         Ok(())
@@ -234,6 +243,9 @@ impl TestCluster {
             .arg(self.opts.keep_logs.to_string());
         if !node.bootstrap.is_empty() {
             cmd.arg("--bootstrap").arg(&node.bootstrap);
+        }
+        if let Some(http) = &node.http {
+            cmd.arg("--http").arg(http);
         }
         match &self.ca {
             Some(ca) => {
@@ -296,6 +308,27 @@ impl TestCluster {
     /// A node's log, for failure messages.
     pub fn log_of(&self, id: u64) -> String {
         self.nodes.get(&id).and_then(|n| std::fs::read_to_string(&n.log).ok()).unwrap_or_default()
+    }
+
+    /// The URL of `path` on node `id`'s `--http` listener (`https` in TLS mode), when
+    /// the cluster was started with [`ClusterOptions::http`].
+    pub fn http_url(&self, id: u64, path: &str) -> Option<String> {
+        let addr = self.nodes.get(&id)?.http.as_ref()?;
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        Some(format!("{scheme}://{addr}{path}"))
+    }
+
+    /// An HTTP client for the nodes' `--http` listeners: in TLS mode it trusts only the
+    /// cluster's CA and presents a certificate the CA issued.
+    pub fn http_client(&self) -> anyhow::Result<reqwest::Client> {
+        http_client(self.client_tls.as_ref())
+    }
+
+    /// `GET` `path` from node `id`'s `--http` listener with [`TestCluster::http_client`]:
+    /// the status code and the body.
+    pub async fn http_get(&self, id: u64, path: &str) -> anyhow::Result<(u16, String)> {
+        let url = self.http_url(id, path).ok_or_else(|| anyhow!("node {id} has no --http address"))?;
+        http_get(&self.http_client()?, &url).await
     }
 
     /// The cluster status as node `id` sees it.
@@ -432,6 +465,32 @@ impl Drop for TestCluster {
             self.kill9(id);
         }
     }
+}
+
+/// An HTTP client (rustls) with short timeouts. With `tls`, it trusts only that CA and
+/// presents that certificate; without, it speaks plaintext.
+pub fn http_client(tls: Option<&TlsPaths>) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5));
+    if let Some(tls) = tls {
+        let ca = std::fs::read(&tls.ca).with_context(|| format!("reading {}", tls.ca.display()))?;
+        let mut identity = std::fs::read(&tls.cert).with_context(|| format!("reading {}", tls.cert.display()))?;
+        identity.extend(std::fs::read(&tls.key).with_context(|| format!("reading {}", tls.key.display()))?);
+        builder = builder
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
+            .identity(reqwest::Identity::from_pem(&identity)?);
+    }
+    Ok(builder.build()?)
+}
+
+/// `GET` `url`: the status code and the body.
+pub async fn http_get(client: &reqwest::Client, url: &str) -> anyhow::Result<(u16, String)> {
+    let resp = client.get(url).send().await?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.text().await?))
 }
 
 /// The smallest valid release spec, named after `key`.

@@ -1,0 +1,286 @@
+//! The coordinator's HTTP listener (`--http`): Prometheus metrics, liveness and
+//! readiness probes and a plain HTML status page, read from the live node at request
+//! time, over the same mutual TLS as the gRPC port unless `--insecure`.
+//!
+//! - `GET /metrics` — OpenMetrics text ([`render_metrics`]).
+//! - `GET /healthz` — 200 while the process serves.
+//! - `GET /readyz` — 200 when this node knows a leader and has applied what it knows to
+//!   be committed (or is the leader), else 503; the body says why in one line.
+//! - `GET /` — the status page ([`render_page`]).
+//!
+//! Nothing polls in the background: each request reads a [`StatusView`] from the node
+//! and renders it. The listener is tokio-rustls and hyper (HTTP/1.1 and HTTP/2, chosen
+//! by ALPN under TLS), not tonic's server, whose TLS offers only `h2` and so would turn
+//! away HTTP/1.1 scrapers.
+
+mod render;
+mod view;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use flotilla_shared::transport::TlsFiles;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
+
+pub use render::{METRICS_CONTENT_TYPE, PAGE_CONTENT_TYPE, escape_html, render_metrics, render_page};
+pub use view::{MemberView, RELEASE_STATES, ReleaseView, Role, StatusView, release_state_name};
+
+use crate::error::CoordinatorError;
+use crate::fleet::AgentHub;
+use crate::node::Node;
+
+/// Connections served at once; more are closed as they arrive.
+const MAX_CONNECTIONS: usize = 128;
+/// Time a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time an HTTP/1 client has to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time open requests get to finish once the server stops.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause after a failed `accept` (out of file descriptors, say) before the next one.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The HTTP listener's TLS: the node's certificate, and a client certificate from the
+/// cluster's CA required of every client (as on the gRPC port).
+#[derive(Clone)]
+pub struct HttpTls {
+    acceptor: TlsAcceptor,
+}
+
+impl std::fmt::Debug for HttpTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpTls").finish_non_exhaustive()
+    }
+}
+
+impl HttpTls {
+    /// Reads the CA, certificate chain and key (the files the gRPC port uses).
+    pub fn load(files: &TlsFiles) -> Result<Self, CoordinatorError> {
+        let bad = |what: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
+            CoordinatorError::InvalidArgument(format!("HTTP listener TLS: {what} {}: {e}", path.display()))
+        };
+        let certs = |path: &std::path::Path, what: &str| -> Result<Vec<CertificateDer<'static>>, CoordinatorError> {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                .map_err(|e| bad(what, path, &e))?;
+            if certs.is_empty() {
+                return Err(bad(what, path, &"no PEM CERTIFICATE block"));
+            }
+            Ok(certs)
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = RootCertStore::empty();
+        for ca in certs(&files.ca, "CA certificate")? {
+            roots.add(ca).map_err(|e| bad("CA certificate", &files.ca, &e))?;
+        }
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| bad("CA certificate", &files.ca, &e))?;
+        let chain = certs(&files.cert, "certificate")?;
+        let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| bad("private key", &files.key, &e))?;
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| CoordinatorError::InvalidArgument(format!("HTTP listener TLS: {e}")))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .map_err(|e| bad("certificate and key", &files.cert, &e))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Self { acceptor: TlsAcceptor::from(Arc::new(config)) })
+    }
+}
+
+/// The HTTP listener, bound but not serving yet: bound before the node starts, so an
+/// address that cannot be had stops the daemon before anything else runs.
+#[derive(Debug)]
+pub struct HttpListener {
+    listener: TcpListener,
+    addr: SocketAddr,
+    tls: Option<HttpTls>,
+}
+
+impl HttpListener {
+    /// Binds `addr` (TLS when `tls` is given, plaintext otherwise).
+    pub async fn bind(addr: SocketAddr, tls: Option<HttpTls>) -> Result<Self, CoordinatorError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| CoordinatorError::Internal(format!("cannot listen for HTTP on {addr}: {e}")))?;
+        let addr = listener.local_addr().unwrap_or(addr);
+        Ok(Self { listener, addr, tls })
+    }
+
+    /// The address it is bound to (the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Starts serving `node`'s endpoints; the hub is asked for the agent sessions.
+    pub fn serve(self, node: Node, hub: AgentHub) -> HttpServer {
+        let addr = self.addr;
+        tracing::info!(%addr, tls = self.tls.is_some(), "serving metrics, probes and the status page over HTTP");
+        let (stop, stopped) = watch::channel(false);
+        let app = router(Endpoints { node, hub });
+        let task = tokio::spawn(accept_loop(self.listener, self.tls, app, stopped));
+        HttpServer { addr, stop, task }
+    }
+}
+
+/// The running HTTP server.
+#[derive(Debug)]
+pub struct HttpServer {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl HttpServer {
+    /// The address it serves on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting connections; open requests get a few seconds to finish.
+    pub fn request_stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Stops it and waits until it has stopped.
+    pub async fn stop(mut self) {
+        self.request_stop();
+        if let Err(e) = (&mut self.task).await {
+            tracing::warn!(error = %e, "the HTTP server task failed");
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Endpoints {
+    node: Node,
+    hub: AgentHub,
+}
+
+fn router(endpoints: Endpoints) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(endpoints)
+}
+
+fn text(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+async fn metrics(State(e): State<Endpoints>) -> Response {
+    let view = StatusView::read(&e.node, &e.hub).await;
+    ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], render_metrics(&view)).into_response()
+}
+
+async fn page(State(e): State<Endpoints>) -> Response {
+    let view = StatusView::read(&e.node, &e.hub).await;
+    ([(header::CONTENT_TYPE, PAGE_CONTENT_TYPE)], render_page(&view)).into_response()
+}
+
+async fn healthz() -> Response {
+    text(StatusCode::OK, "ok\n".to_owned())
+}
+
+async fn readyz(State(e): State<Endpoints>) -> Response {
+    match StatusView::read(&e.node, &e.hub).await.readiness() {
+        Ok(why) => text(StatusCode::OK, format!("ready: {why}\n")),
+        Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+    }
+}
+
+/// Returns once the server is asked to stop (or its handle is gone).
+async fn until_stopped(stopped: &mut watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+async fn accept_loop(listener: TcpListener, tls: Option<HttpTls>, app: Router, stopped: watch::Receiver<bool>) {
+    let mut connections = JoinSet::new();
+    let mut stop = stopped.clone();
+    loop {
+        tokio::select! {
+            () = until_stopped(&mut stop) => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    if connections.len() >= MAX_CONNECTIONS {
+                        tracing::debug!(%peer, "too many HTTP connections; closing a new one");
+                        continue;
+                    }
+                    connections.spawn(connection(tcp, peer, tls.clone(), app.clone(), stopped.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting an HTTP connection failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while connections.join_next().await.is_some() {} });
+    if drained.await.is_err() {
+        tracing::debug!(open = connections.len(), "HTTP connections still open at shutdown; closing them");
+    }
+    tracing::info!("HTTP server stopped");
+}
+
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    tls: Option<HttpTls>,
+    app: Router,
+    stopped: watch::Receiver<bool>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let Some(tls) = tls else {
+        return serve_connection(tcp, peer, app, stopped).await;
+    };
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => serve_connection(stream, peer, app, stopped).await,
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "HTTP TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "HTTP TLS handshake timed out"),
+    }
+}
+
+async fn serve_connection<IO>(io: IO, peer: SocketAddr, app: Router, mut stopped: watch::Receiver<bool>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+    let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
+    tokio::pin!(conn);
+    let served = tokio::select! {
+        served = conn.as_mut() => served,
+        () = until_stopped(&mut stopped) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = served {
+        tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests;
