@@ -284,6 +284,27 @@ impl Node {
         Ok(self.read_local(f))
     }
 
+    /// Reads the state a write is about to be built from (a release's planning fleet),
+    /// without confirming the leadership with a quorum first: the write that follows
+    /// goes through Raft, which refuses it if the leadership is gone, so a quorum round
+    /// here would only add one to every write.
+    ///
+    /// The state read holds at least every entry committed before this leader's term:
+    /// on the fast path the leader has already applied an entry of its own term (its
+    /// blank entry or later), and after a resumed leadership (see [`ResumedLeadership`])
+    /// or before that first apply it falls back to [`Node::read`].
+    pub async fn read_for_write<T>(&self, f: impl FnOnce(&State) -> T) -> Result<T, CoordinatorError> {
+        let settled = {
+            let m = self.inner.raft.metrics();
+            let m = m.borrow();
+            m.current_leader == Some(self.inner.id)
+                && m.last_applied
+                    .is_some_and(|l| l.leader_id.term == m.current_term && l.leader_id.node_id == self.inner.id)
+                && self.pending_resumed(&m.vote).is_none()
+        };
+        if settled { Ok(self.read_local(f)) } else { self.read(f).await }
+    }
+
     /// The resumed leadership whose log is not yet known to be applied, unless `vote`
     /// shows it is over (it is forgotten once applied or over).
     fn pending_resumed(&self, vote: &Vote<NodeId>) -> Option<ResumedLeadership> {

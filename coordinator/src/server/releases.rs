@@ -151,8 +151,9 @@ impl Releases for ReleasesService {
             request,
             |req| async move {
                 let name = file_name(&req.file_name);
-                // Planned against the live fleet as the leader knows it, current.
-                let fleet = node.read(|s| s.fleet().planning_fleet()).await?;
+                // Planned against the live fleet as this leader has applied it; the
+                // create itself is ordered by Raft (see `Node::read_for_write`).
+                let fleet = node.read_for_write(|s| s.fleet().planning_fleet()).await?;
                 let (_, plan) = plan_against(&req.spec_toml, &name, &fleet)?;
                 let fleet_json =
                     serde_json::to_string(&fleet).map_err(|e| CoordinatorError::Internal(format!("fleet: {e}")))?;
