@@ -26,7 +26,7 @@ use crate::state::{Op, ReleaseId, Response, State};
 /// How often the engine looks at its releases when nothing happens.
 const IDLE_TICK: Duration = Duration::from_secs(1);
 
-/// Most decision rounds per release per pass (a guard against a decision loop).
+/// Most decision rounds per pass (a guard against a decision loop).
 const MAX_ROUNDS: usize = 256;
 
 /// Most agent reports committed in one log entry. Reports that arrive while one entry
@@ -68,6 +68,13 @@ async fn run(node: Node, hub: AgentHub, mut reports: mpsc::Receiver<AgentReport>
 
 /// Cached plan and planning fleet of a release.
 type Planned = Arc<(Plan, Fleet)>;
+
+/// The facts the engine decided for a release against run `version`.
+struct Decided {
+    id: ReleaseId,
+    version: u64,
+    facts: Vec<Fact>,
+}
 
 struct Leader {
     node: Node,
@@ -250,50 +257,71 @@ impl Leader {
         Ok(resp)
     }
 
-    /// Commits the facts of one decision made against run `version` of `id`, in one
-    /// log entry: each fact expects the version the one before it leaves, so they apply
-    /// in order or, from the first that finds the run moved on, not at all. Sends the
-    /// steps of the facts that applied; returns whether all of them did.
-    async fn commit_decision(&mut self, id: &str, version: u64, facts: Vec<Fact>) -> Result<bool, CoordinatorError> {
-        let dispatched: Vec<Vec<String>> = facts.iter().map(dispatches_of).collect();
-        let shown: Vec<String> = facts.iter().map(ToString::to_string).collect();
-        let mut ops: Vec<Op> = facts
-            .into_iter()
-            .enumerate()
-            .map(|(i, fact)| Op::Release { release: id.to_owned(), expect: Some(version + i as u64), fact })
-            .collect();
-        let responses = match self.node.propose(if ops.len() == 1 { ops.remove(0) } else { Op::Batch(ops) }).await? {
+    /// Commits the decisions of one round, each made against run `version` of its
+    /// release, in one log entry: each fact of a decision expects the version the one
+    /// before it leaves, so a decision's facts apply in order or, from the first that
+    /// finds the run moved on, not at all (the other releases' decisions are not
+    /// affected). Sends the steps of the facts that applied; returns the releases whose
+    /// every fact applied.
+    async fn commit_decisions(&mut self, decisions: Vec<Decided>) -> Result<Vec<ReleaseId>, CoordinatorError> {
+        let mut ops = Vec::new();
+        let mut expected = Vec::with_capacity(decisions.len());
+        for Decided { id, version, facts } in decisions {
+            let shown: Vec<(String, Vec<String>)> = facts.iter().map(|f| (f.to_string(), dispatches_of(f))).collect();
+            for (i, fact) in facts.into_iter().enumerate() {
+                ops.push(Op::Release { release: id.clone(), expect: Some(version + i as u64), fact });
+            }
+            expected.push((id, shown));
+        }
+        let mut responses = match self.node.propose(if ops.len() == 1 { ops.remove(0) } else { Op::Batch(ops) }).await?
+        {
             Response::Batch(all) => all,
             one => vec![one],
-        };
-        let mut all_applied = responses.len() == dispatched.len();
-        for ((resp, hosts), what) in responses.iter().zip(dispatched).zip(&shown) {
-            match resp {
-                Response::Applied { .. } => {
-                    tracing::info!(release = id, "{what}");
-                    for host in hosts {
-                        self.send_outstanding(id, Some(&host));
+        }
+        .into_iter();
+        let mut all_applied = Vec::new();
+        for (id, shown) in expected {
+            let mut applied = true;
+            for (what, hosts) in shown {
+                match responses.next() {
+                    Some(Response::Applied { .. }) => {
+                        tracing::info!(release = id, "{what}");
+                        for host in hosts {
+                            self.send_outstanding(&id, Some(&host));
+                        }
                     }
+                    Some(Response::Refused { reason }) => {
+                        tracing::debug!(release = id, reason, "not applied: {what}");
+                        applied = false;
+                    }
+                    _ => applied = false,
                 }
-                Response::Refused { reason } => {
-                    tracing::debug!(release = id, reason, "not applied: {what}");
-                    all_applied = false;
-                }
-                _ => all_applied = false,
+            }
+            if applied {
+                all_applied.push(id);
             }
         }
         Ok(all_applied)
     }
 
-    /// Decides and commits for every active release; returns the earliest wake time.
+    /// Decides and commits for every active release that is due; returns the earliest
+    /// wake time. Each round decides for every release still moving and commits all
+    /// their decisions in one log entry, so many releases moving at once cost one round
+    /// trip per round, not one per release.
     async fn pass(&mut self) -> Result<Option<i64>, CoordinatorError> {
         let active: BTreeSet<ReleaseId> = self.active().into_iter().collect();
         self.quiet.retain(|id, _| active.contains(id));
         self.plans.retain(|id, _| active.contains(id));
         let mut wake: Option<i64> = self.quiet.values().filter_map(|(_, w)| *w).min();
-        for id in self.due(now_unix_ms()) {
-            for _ in 0..MAX_ROUNDS {
-                let now = now_unix_ms();
+        let due = self.due(now_unix_ms());
+        let mut moving = due.clone();
+        for _ in 0..MAX_ROUNDS {
+            if moving.is_empty() {
+                break;
+            }
+            let now = now_unix_ms();
+            let mut decisions = Vec::new();
+            for id in moving {
                 let mut planned = None;
                 let node = self.node.clone();
                 let decided = node.read_local(|s| {
@@ -305,20 +333,24 @@ impl Leader {
                     let ctx = Context { release: &id, plan: &p.0, fleet: &p.1 };
                     Some((rec.run.version, engine::decide(&rec.run, ctx, &Env { now_unix_ms: now, online: &online })))
                 });
-                let Some((version, decision)) = decided else { break };
+                let Some((version, decision)) = decided else { continue };
                 if decision.facts.is_empty() {
                     if let Some(at) = decision.wake_at {
                         wake = Some(wake.map_or(at, |w| w.min(at)));
                     }
-                    self.quiet.insert(id.clone(), (version, decision.wake_at));
-                    break;
-                }
-                self.quiet.remove(&id);
-                if !self.commit_decision(&id, version, decision.facts).await? {
-                    break;
+                    self.quiet.insert(id, (version, decision.wake_at));
+                } else {
+                    self.quiet.remove(&id);
+                    decisions.push(Decided { id, version, facts: decision.facts });
                 }
             }
-            self.send_cancels(&id);
+            if decisions.is_empty() {
+                break;
+            }
+            moving = self.commit_decisions(decisions).await?;
+        }
+        for id in &due {
+            self.send_cancels(id);
         }
         Ok(wake)
     }
