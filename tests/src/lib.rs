@@ -19,7 +19,16 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
 /// The path of a workspace binary, (re)built once per test process so a test never
 /// runs a stale build (cargo does nothing when it is up to date).
+///
+/// With `FLOTILLA_BIN_DIR` set, the binary is taken from that directory as it is,
+/// unbuilt: how a benchmark compares two builds in one session (copy each build's
+/// binaries aside, then run the bench against each directory in turn).
 pub fn binary(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("FLOTILLA_BIN_DIR") {
+        let path = PathBuf::from(dir).join(name);
+        assert!(path.is_file(), "FLOTILLA_BIN_DIR has no {name}: {}", path.display());
+        return path;
+    }
     static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let exe = std::env::current_exe().expect("the test knows its path");
     // target/<profile>/deps/<test> -> target/<profile>
