@@ -65,6 +65,11 @@ impl Daemon {
             .map_err(|e| CoordinatorError::Internal(format!("creating data dir {}: {e}", config.data_dir.display())))?;
         let node = Node::start(config.node_id, config.advertise_addr(), &config.data_dir, &settings, security).await?;
         tracing::info!(node = config.node_id, listen = %config.listen, advertise = %node.advertise(), tls = tls.is_some(), "coordinator starting");
+        let pairs = config.bootstrap_pairs();
+        node.claim_bootstrap_identity(&pairs).await?;
+        if let Some(cluster) = node.identity().current() {
+            tracing::info!(%cluster, "cluster identity");
+        }
         let hub = AgentHub::start(node.clone(), config.hub_settings());
         let engine = driver::spawn(node.clone(), hub.clone());
 
@@ -78,7 +83,6 @@ impl Daemon {
         let server = tokio::spawn(server::serve(node.clone(), hub.clone(), config.listen, tls, shutdown));
         let http = http.map(|listener| listener.serve(node.clone(), hub.clone()));
 
-        let pairs = config.bootstrap_pairs();
         if !pairs.is_empty() {
             match node.bootstrap(&pairs).await {
                 Ok(true) => tracing::info!(members = pairs.len(), "formed the cluster"),

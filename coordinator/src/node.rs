@@ -32,6 +32,7 @@ use openraft::storage::RaftLogStorage;
 use openraft::{BasicNode, ChangeMembers, SnapshotPolicy, Vote};
 
 use crate::error::CoordinatorError;
+use crate::raft::identity::ClusterIdentity;
 use crate::raft::network::Network;
 use crate::raft::{NodeId, Raft};
 use crate::state::{Command, Op, Response, State};
@@ -105,6 +106,7 @@ struct Inner {
     raft: Raft,
     state: SharedState,
     security: ClientSecurity,
+    identity: ClusterIdentity,
     sequence: AtomicU64,
     /// The leadership resumed at start, until its log is known to be applied.
     resumed: Mutex<Option<ResumedLeadership>>,
@@ -167,9 +169,12 @@ impl Node {
         if let Some(r) = &resumed {
             tracing::info!(vote = %r.vote, last_log_index = r.last_log_index, "resuming the leadership held before the restart; reads wait until the log up to the last index is applied");
         }
+        let stored =
+            log_store.cluster_id().map_err(|e| CoordinatorError::Internal(format!("reading the cluster id: {e}")))?;
+        let identity = ClusterIdentity::new(id, stored, log_store.cluster_id_writer());
         let state = state_machine.shared_state();
         let config = Arc::new(settings.openraft_config()?);
-        let network = Network::new(id, security.clone());
+        let network = Network::new(id, security.clone(), identity.clone());
         let raft = Raft::new(id, config, network, log_store, state_machine)
             .await
             .map_err(|e| CoordinatorError::Internal(format!("starting raft: {e}")))?;
@@ -180,6 +185,7 @@ impl Node {
                 raft,
                 state,
                 security,
+                identity,
                 forward_channels: Mutex::default(),
                 sequence: AtomicU64::new(0),
                 resumed: Mutex::new(resumed),
@@ -188,12 +194,31 @@ impl Node {
         })
     }
 
+    /// Takes the identity of the cluster `members` form, for a node about to form it:
+    /// called before the node serves, so that the first request from another member is
+    /// already checked against it. A node with Raft state keeps the cluster it has.
+    pub async fn claim_bootstrap_identity(&self, members: &[(NodeId, String)]) -> Result<(), CoordinatorError> {
+        if members.is_empty() || self.is_initialized().await? {
+            return Ok(());
+        }
+        match self.inner.identity.claim(members) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(existing)) => {
+                tracing::warn!(cluster = %existing, "this node already joined a cluster; the bootstrap list does not describe it and is ignored");
+                Ok(())
+            }
+            Err(e) => Err(CoordinatorError::Internal(format!("recording the cluster id: {e}"))),
+        }
+    }
+
+    async fn is_initialized(&self) -> Result<bool, CoordinatorError> {
+        self.inner.raft.is_initialized().await.map_err(|e| CoordinatorError::Internal(e.to_string()))
+    }
+
     /// Forms the cluster from `members` unless this node already has Raft state (a
     /// restart ignores the bootstrap list). Returns whether it initialized.
     pub async fn bootstrap(&self, members: &[(NodeId, String)]) -> Result<bool, CoordinatorError> {
-        if members.is_empty()
-            || self.inner.raft.is_initialized().await.map_err(|e| CoordinatorError::Internal(e.to_string()))?
-        {
+        if members.is_empty() || self.is_initialized().await? {
             return Ok(false);
         }
         let nodes: BTreeMap<NodeId, BasicNode> =
@@ -219,6 +244,11 @@ impl Node {
     /// The Raft handle.
     pub fn raft(&self) -> &Raft {
         &self.inner.raft
+    }
+
+    /// The cluster this node belongs to.
+    pub fn identity(&self) -> &ClusterIdentity {
+        &self.inner.identity
     }
 
     /// How this node dials other coordinators (forwarding).

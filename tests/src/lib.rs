@@ -228,6 +228,22 @@ impl TestCluster {
         Ok(addr)
     }
 
+    /// Starts a new coordinator process `id` with its own `--bootstrap` list: the
+    /// cluster's members and itself, a list the running members were not started with
+    /// (an operator's mistake the cluster must refuse).
+    pub fn start_with_other_bootstrap(&mut self, id: u64) -> anyhow::Result<String> {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut members: Vec<String> = self.nodes.values().map(|n| format!("{}={}", n.id, n.addr)).collect();
+        members.push(format!("{id}={addr}"));
+        self.add_process(id, addr.clone(), members.join(","))?;
+        Ok(addr)
+    }
+
+    /// Whether node `id`'s process is still running (it has not exited on its own).
+    pub fn is_running(&mut self, id: u64) -> bool {
+        self.nodes.get_mut(&id).and_then(|n| n.child.as_mut()).is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     fn add_process(&mut self, id: u64, addr: String, bootstrap: String) -> anyhow::Result<()> {
         let data_dir = self.dir.path().join(format!("node-{id}"));
         let log = self.dir.path().join(format!("node-{id}.log"));

@@ -232,3 +232,39 @@ async fn mutual_tls_admits_the_clusters_ca_and_refuses_others() {
     let next = cluster.wait_leader(ELECTION).await.unwrap();
     assert_ne!(next, leader);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_bootstrapped_with_another_member_list_is_refused_and_disturbs_nothing() {
+    let mut cluster = TestCluster::start(2, ClusterOptions::default()).unwrap();
+    let leader = cluster.wait_leader(ELECTION).await.unwrap();
+    write_n(&cluster, "before", 5).await;
+    let term = cluster.status_of(leader).await.unwrap().term;
+
+    // Node 3 forms "its" cluster of 1, 2 and 3: it asks 1 and 2 for votes, which they
+    // must refuse (their cluster was formed from 1 and 2 only).
+    cluster.start_with_other_bootstrap(3).unwrap();
+    let c = &cluster;
+    eventually(CATCH_UP, "both members refuse node 3 as being of another cluster", || async move {
+        [1, 2]
+            .iter()
+            .all(|&id| {
+                let log = c.log_of(id);
+                log.contains("node 3 belongs to cluster") && log.contains("different --bootstrap lists")
+            })
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\nnode 1:\n{}\nnode 3:\n{}", cluster.log_of(1), cluster.log_of(3)));
+
+    write_n(&cluster, "after", 5).await;
+    let status = cluster.status_of(leader).await.unwrap();
+    assert_eq!(status.term, term, "node 3's elections did not disturb the cluster");
+    assert_eq!(status.leader_id, leader);
+    assert!(status.members.iter().all(|m| m.node_id != 3), "node 3 is no member: {status:?}");
+    assert!(cluster.is_running(3), "node 3 keeps running, refused:\n{}", cluster.log_of(3));
+    for id in [1, 2] {
+        assert!(cluster.is_running(id), "node {id} runs:\n{}", cluster.log_of(id));
+    }
+    let listed = cluster.release_ids().await.unwrap();
+    assert_eq!(listed.len(), 10);
+}

@@ -7,6 +7,7 @@ use openraft::{BasicNode, TokioRuntime};
 use crate::state::{Command, Response};
 
 pub mod codec;
+pub mod identity;
 pub mod network;
 
 /// A coordinator's id in the cluster; never 0.

@@ -23,6 +23,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::Channel;
 
+use super::identity::ClusterIdentity;
 use super::{NodeId, TypeConfig, codec};
 
 /// Largest gRPC message between coordinators (append batches, snapshot chunks).
@@ -50,12 +51,14 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error>
 pub struct Network {
     node_id: NodeId,
     security: ClientSecurity,
+    identity: ClusterIdentity,
 }
 
 impl Network {
-    /// The network of node `node_id`, dialing peers with `security`.
-    pub fn new(node_id: NodeId, security: ClientSecurity) -> Self {
-        Self { node_id, security }
+    /// The network of node `node_id`, dialing peers with `security`; its requests
+    /// carry the cluster id of `identity`.
+    pub fn new(node_id: NodeId, security: ClientSecurity, identity: ClusterIdentity) -> Self {
+        Self { node_id, security, identity }
     }
 }
 
@@ -68,7 +71,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                 .max_decoding_message_size(MAX_PEER_MESSAGE)
                 .max_encoding_message_size(MAX_PEER_MESSAGE)
         });
-        PeerClient { from: self.node_id, target, addr: node.addr.clone(), client }
+        PeerClient { from: self.node_id, target, addr: node.addr.clone(), client, identity: self.identity.clone() }
     }
 }
 
@@ -79,6 +82,7 @@ pub struct PeerClient {
     target: NodeId,
     addr: String,
     client: Result<RaftPeerClient<Channel>, flotilla_net::NetError>,
+    identity: ClusterIdentity,
 }
 
 type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
@@ -90,6 +94,7 @@ impl PeerClient {
             to_node_id: self.target,
             term,
             protocol_version: flotilla_proto::PROTOCOL_VERSION,
+            cluster_id: self.identity.wire_id(),
         })
     }
 

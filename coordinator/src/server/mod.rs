@@ -68,7 +68,7 @@ pub async fn serve(
     }
     builder
         .add_service(
-            RaftPeerServer::new(RaftPeerService::new(node.raft().clone()))
+            RaftPeerServer::new(RaftPeerService::new(node.raft().clone(), node.identity().clone()))
                 .max_decoding_message_size(MAX_PEER_MESSAGE)
                 .max_encoding_message_size(MAX_PEER_MESSAGE),
         )

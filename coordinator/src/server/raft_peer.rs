@@ -7,6 +7,7 @@ use openraft::raft::InstallSnapshotRequest;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
+use crate::raft::identity::ClusterIdentity;
 use crate::raft::network::{decode, encode};
 use crate::raft::{NodeId, Raft};
 
@@ -14,6 +15,7 @@ use crate::raft::{NodeId, Raft};
 #[derive(Clone)]
 pub struct RaftPeerService {
     raft: Raft,
+    identity: ClusterIdentity,
 }
 
 impl std::fmt::Debug for RaftPeerService {
@@ -23,9 +25,16 @@ impl std::fmt::Debug for RaftPeerService {
 }
 
 impl RaftPeerService {
-    /// The service in front of `raft`.
-    pub fn new(raft: Raft) -> Self {
-        Self { raft }
+    /// The service in front of `raft`, for requests of the cluster `identity` names.
+    pub fn new(raft: Raft, identity: ClusterIdentity) -> Self {
+        Self { raft, identity }
+    }
+
+    /// Checks a request's protocol and cluster; `replicates` for requests that carry
+    /// the log to this node (a new node joins the cluster of the first of them).
+    fn admit(&self, envelope: Option<&v1::RaftEnvelope>, replicates: bool) -> Result<(), Status> {
+        check_protocol(envelope)?;
+        self.identity.check(envelope, replicates).map_err(|refusal| Status::failed_precondition(refusal.to_string()))
     }
 }
 
@@ -63,14 +72,14 @@ impl RaftPeer for RaftPeerService {
         request: Request<v1::AppendEntriesRequest>,
     ) -> Result<Response<v1::RaftReply>, Status> {
         let req = request.into_inner();
-        check_protocol(req.envelope.as_ref())?;
+        self.admit(req.envelope.as_ref(), true)?;
         let rpc = decode(&req.payload).map_err(|e| bad_payload(&e))?;
         reply(self.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, request: Request<v1::VoteRequest>) -> Result<Response<v1::RaftReply>, Status> {
         let req = request.into_inner();
-        check_protocol(req.envelope.as_ref())?;
+        self.admit(req.envelope.as_ref(), false)?;
         let rpc = decode(&req.payload).map_err(|e| bad_payload(&e))?;
         reply(self.raft.vote(rpc).await)
     }
@@ -80,7 +89,7 @@ impl RaftPeer for RaftPeerService {
         request: Request<v1::InstallSnapshotRequest>,
     ) -> Result<Response<v1::RaftReply>, Status> {
         let req = request.into_inner();
-        check_protocol(req.envelope.as_ref())?;
+        self.admit(req.envelope.as_ref(), true)?;
         let meta = req.meta.ok_or_else(|| Status::invalid_argument("install_snapshot without meta"))?;
         let rpc: InstallSnapshotRequest<crate::raft::TypeConfig> = InstallSnapshotRequest {
             vote: decode::<openraft::Vote<NodeId>>(&req.vote).map_err(|e| bad_payload(&e))?,

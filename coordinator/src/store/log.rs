@@ -32,6 +32,7 @@ use super::flush::Flusher;
 use super::kv::{KvEngine, KvError, WriteBatch};
 use super::sled::SledEngine;
 use super::spaces::{RaftLog, RaftMeta, RaftMetaKey, RaftMetaValue};
+use crate::raft::identity::ClusterId;
 use crate::raft::{Entry, NodeId, TypeConfig};
 
 /// How many of the most recently appended entries are kept in memory.
@@ -122,6 +123,25 @@ impl<E: KvEngine> LogStore<E> {
     /// The engine, for reading the log outside openraft (tests, tools).
     pub fn engine(&self) -> &E {
         &self.engine
+    }
+
+    /// The cluster this node's data belongs to, once known.
+    pub fn cluster_id(&self) -> Result<Option<ClusterId>, KvError> {
+        match self.engine.get::<RaftMeta>(&RaftMetaKey::ClusterId)? {
+            None => Ok(None),
+            Some(RaftMetaValue::Cluster(id)) => Ok(Some(id)),
+            Some(other) => Err(KvError::Corrupt(format!("raft_meta ClusterId holds {other:?}, not a cluster id"))),
+        }
+    }
+
+    /// Records the cluster this node belongs to, durably (the engine is flushed before
+    /// this returns). Called once in a node's life, outside openraft's write path.
+    pub fn cluster_id_writer(&self) -> impl Fn(&ClusterId) -> Result<(), KvError> + Send + Sync + 'static {
+        let engine = self.engine.clone();
+        move |id| {
+            engine.put::<RaftMeta>(&RaftMetaKey::ClusterId, &RaftMetaValue::Cluster(id.clone()))?;
+            engine.flush()
+        }
     }
 
     fn meta_log_id(&self, key: RaftMetaKey) -> Result<Option<LogId<NodeId>>, KvError> {

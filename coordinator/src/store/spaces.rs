@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `format` | [`FormatKey`] | [`FormatRecord`]: the on-disk format version |
 //! | `raft_log` | log index (u64) | a Raft log [`Entry`] |
-//! | `raft_meta` | [`RaftMetaKey`] | vote, committed log id, last purged log id |
+//! | `raft_meta` | [`RaftMetaKey`] | vote, committed log id, last purged log id, cluster id |
 //! | `sm_meta` | [`SmMetaKey`] | the durable image of the state machine: its snapshot |
 //!
 //! Values are binary (`raft::codec`) except the format record, which is JSON so that
@@ -14,6 +14,7 @@ use openraft::{BasicNode, LogId, SnapshotMeta, Vote};
 use serde::{Deserialize, Serialize};
 
 use super::kv::{Key, KeySpace, KvError, ValueEncoding};
+use crate::raft::identity::ClusterId;
 use crate::raft::{Entry, NodeId};
 
 /// The version of the on-disk format this build writes and reads: the key spaces and
@@ -86,6 +87,8 @@ pub enum RaftMetaKey {
     Committed,
     /// The last log id removed from the log ([`RaftMetaValue::LogId`]).
     LastPurged,
+    /// The cluster this node belongs to ([`RaftMetaValue::Cluster`]).
+    ClusterId,
 }
 
 /// The values of the `raft_meta` key space.
@@ -96,6 +99,8 @@ pub enum RaftMetaValue {
     Vote(Vote<NodeId>),
     /// A log id.
     LogId(LogId<NodeId>),
+    /// The cluster's identity.
+    Cluster(ClusterId),
 }
 
 /// The `sm_meta` key space: what state machine image is durable.
@@ -163,7 +168,7 @@ macro_rules! tag_key {
 }
 
 tag_key!(FormatKey { Version = 1 });
-tag_key!(RaftMetaKey { Vote = 1, Committed = 2, LastPurged = 3 });
+tag_key!(RaftMetaKey { Vote = 1, Committed = 2, LastPurged = 3, ClusterId = 4 });
 tag_key!(SmMetaKey { CurrentSnapshot = 1 });
 
 #[cfg(test)]
@@ -172,7 +177,7 @@ mod tests {
 
     #[test]
     fn tag_keys_round_trip_and_refuse_unknown_tags() {
-        for key in [RaftMetaKey::Vote, RaftMetaKey::Committed, RaftMetaKey::LastPurged] {
+        for key in [RaftMetaKey::Vote, RaftMetaKey::Committed, RaftMetaKey::LastPurged, RaftMetaKey::ClusterId] {
             assert_eq!(RaftMetaKey::decode(&key.encode()).unwrap(), key);
         }
         assert!(RaftMetaKey::Vote.encode() < RaftMetaKey::LastPurged.encode());
