@@ -85,6 +85,18 @@ pub enum Refusal {
         /// The sender's cluster id.
         theirs: String,
     },
+    /// This node has no cluster yet and could not record the one it was joining.
+    #[error("node {this} cannot record that it joins cluster {theirs} (from node {sender}): {reason}")]
+    CannotJoin {
+        /// This node.
+        this: NodeId,
+        /// The sender.
+        sender: NodeId,
+        /// The cluster it was joining.
+        theirs: String,
+        /// Why the record failed.
+        reason: String,
+    },
 }
 
 /// Writes a cluster id durably.
@@ -184,15 +196,12 @@ impl ClusterIdentity {
                             return Ok(());
                         }
                         // Not adopted: the request is refused and the leader retries.
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot record the cluster this node joins");
-                            return Err(Refusal::OtherCluster {
-                                this: self.node_id,
-                                ours: ClusterId { id: "(unrecorded)".to_owned(), formed_from: String::new() },
-                                sender: env.from_node_id,
-                                theirs: env.cluster_id.clone(),
-                            });
-                        }
+                        Err(e) => Refusal::CannotJoin {
+                            this: self.node_id,
+                            sender: env.from_node_id,
+                            theirs: env.cluster_id.clone(),
+                            reason: e.to_string(),
+                        },
                     }
                 }
             }
@@ -264,5 +273,10 @@ mod tests {
         assert_eq!(identity.check(Some(&envelope(1, 4, "aaaaaaaaaaaaaaaa")), true), Ok(()));
         assert_eq!(identity.wire_id(), "aaaaaaaaaaaaaaaa");
         assert!(identity.check(Some(&envelope(9, 4, "bbbbbbbbbbbbbbbb")), true).is_err());
+
+        let unwritable = ClusterIdentity::new(5, None, |_| Err(KvError::Corrupt("disk full".to_owned())));
+        let refused = unwritable.check(Some(&envelope(1, 5, "aaaaaaaaaaaaaaaa")), true).unwrap_err();
+        assert!(matches!(&refused, Refusal::CannotJoin { reason, .. } if reason.contains("disk full")), "{refused}");
+        assert_eq!(unwritable.current(), None, "nothing adopted that is not on disk");
     }
 }
