@@ -560,8 +560,12 @@ pub(crate) async fn watch_release(client: &LeaderClient, id: &str, after: u64, j
                 }
                 // The server ends the stream when the release has ended.
                 Ok(None) => break,
-                // A coordinator went away: resume from the last event elsewhere.
-                Err(_) => break,
+                // A coordinator went away (a stopping one says where the leader is):
+                // resume from the last event there, or on another coordinator.
+                Err(status) => {
+                    client.note_status(&status);
+                    break;
+                }
             }
         }
         if ended {

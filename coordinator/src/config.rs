@@ -13,6 +13,7 @@
 //! tls_key = "/etc/flotilla/coord-1.key"
 //! agent_lease_ms = 10000
 //! agent_heartbeat_ms = 2000
+//! shutdown_timeout_ms = 5000
 //! ```
 //!
 //! [`CoordinatorConfig::load`] reads the file, applies the flags and validates the
@@ -108,6 +109,11 @@ pub struct CoordinatorArgs {
     /// (key `agent_heartbeat_ms`) [default: 2000].
     #[arg(long, value_name = "MS")]
     pub agent_heartbeat_ms: Option<u64>,
+    /// How long a stop (SIGTERM) may take, in milliseconds: a leader hands its
+    /// leadership over, then open streams and calls are ended and the process exits
+    /// whatever is still connected (key `shutdown_timeout_ms`) [default: 5000].
+    #[arg(long, value_name = "MS")]
+    pub shutdown_timeout_ms: Option<u64>,
 }
 
 /// The coordinator's configuration (the TOML file's shape, and after
@@ -162,6 +168,12 @@ pub struct CoordinatorConfig {
     /// How often agents send a heartbeat (told to them in `Welcome`), milliseconds;
     /// above 0 and at most half of `agent_lease_ms`. Default 2000.
     pub agent_heartbeat_ms: u64,
+    /// How long a stop (SIGTERM, [`crate::daemon::Daemon::stop`]) may take,
+    /// milliseconds: a leader first hands its leadership to the most caught-up
+    /// voter, then watch streams, agent sessions and calls still open are ended
+    /// with a leader hint, and what remains after this long is dropped. Above 0.
+    /// Default 5000.
+    pub shutdown_timeout_ms: u64,
 }
 
 impl Default for CoordinatorConfig {
@@ -183,6 +195,7 @@ impl Default for CoordinatorConfig {
             keep_logs: 1_000,
             agent_lease_ms: 10_000,
             agent_heartbeat_ms: 2_000,
+            shutdown_timeout_ms: 5_000,
         }
     }
 }
@@ -319,6 +332,9 @@ pub enum Problem {
     /// `snapshot_logs` is 0.
     #[error("snapshot_logs must be at least 1")]
     SnapshotLogs,
+    /// `shutdown_timeout_ms` is 0.
+    #[error("shutdown_timeout_ms must be above 0 (a stop needs time to hand the leadership over)")]
+    ShutdownTimeout,
     /// Agent heartbeats too slow for the lease (or zero).
     #[error(
         "agent_lease_ms ({agent_lease_ms}) must be at least two heartbeats (agent_heartbeat_ms {agent_heartbeat_ms}, which must be above 0)"
@@ -409,6 +425,7 @@ impl CoordinatorConfig {
             (args.keep_logs, &mut self.keep_logs),
             (args.agent_lease_ms, &mut self.agent_lease_ms),
             (args.agent_heartbeat_ms, &mut self.agent_heartbeat_ms),
+            (args.shutdown_timeout_ms, &mut self.shutdown_timeout_ms),
         ] {
             if let Some(value) = flag {
                 *key = value;
@@ -452,6 +469,9 @@ impl CoordinatorConfig {
                 agent_heartbeat_ms: self.agent_heartbeat_ms,
                 agent_lease_ms: self.agent_lease_ms,
             });
+        }
+        if self.shutdown_timeout_ms == 0 {
+            problems.push(Problem::ShutdownTimeout);
         }
         if let Err(tls) = self.transport() {
             problems.push(Problem::Tls(tls));
@@ -722,6 +742,15 @@ tls_key = "/etc/flotilla/c1.key"
     fn node_id_is_required() {
         assert_eq!(problems(load(&["--insecure"])), vec![Problem::MissingNodeId]);
         assert_eq!(problems(load(&["--insecure", "--node-id", "0"])), vec![Problem::MissingNodeId]);
+    }
+
+    #[test]
+    fn the_shutdown_timeout_defaults_to_five_seconds_and_must_be_above_zero() {
+        assert_eq!(load(&["--node-id", "1", "--insecure"]).expect("valid").shutdown_timeout_ms, 5_000);
+        let config = load(&["--node-id", "1", "--insecure", "--shutdown-timeout-ms", "800"]).expect("valid");
+        assert_eq!(config.shutdown_timeout_ms, 800);
+        let err = problems(load(&["--node-id", "1", "--insecure", "--shutdown-timeout-ms", "0"]));
+        assert_eq!(err, vec![Problem::ShutdownTimeout]);
     }
 
     #[test]

@@ -3,6 +3,12 @@
 //! [`CoordinatorConfig`] and stopped on demand.
 //! The `flotilla-coordinator` binary runs one until SIGTERM; `flotilla demo` runs
 //! three in one process.
+//!
+//! A stop is bounded by `shutdown_timeout_ms` whatever is connected, and leaves the
+//! cluster serving: the node drains (no new writes, watches or agent sessions), a
+//! leader hands its leadership to the most caught-up voter, then open watch streams
+//! and agent sessions end with the new leader's address, the servers stop, and what is
+//! still open when the time is up is dropped.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -16,8 +22,11 @@ use crate::config::CoordinatorConfig;
 use crate::error::CoordinatorError;
 use crate::fleet::AgentHub;
 use crate::http::{HttpListener, HttpServer, HttpTls};
-use crate::node::{Node, RaftSettings};
+use crate::node::{Lifecycle, Node, RaftSettings};
 use crate::{driver, server};
+
+/// How long stopping Raft (after the servers) may take.
+const RAFT_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A running coordinator.
 #[derive(Debug)]
@@ -28,6 +37,7 @@ pub struct Daemon {
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     http: Option<HttpServer>,
     stop: Option<oneshot::Sender<()>>,
+    shutdown_timeout: Duration,
 }
 
 impl Daemon {
@@ -90,7 +100,15 @@ impl Daemon {
                 Err(e) => tracing::warn!(error = %e, "bootstrap failed"),
             }
         }
-        Ok(Self { node, hub, engine, server, http, stop: Some(stop) })
+        Ok(Self {
+            node,
+            hub,
+            engine,
+            server,
+            http,
+            stop: Some(stop),
+            shutdown_timeout: Duration::from_millis(config.shutdown_timeout_ms),
+        })
     }
 
     /// The node (Raft and state).
@@ -119,11 +137,41 @@ impl Daemon {
         }
     }
 
-    /// Stops serving, then stops the engine and Raft.
-    pub async fn stop(mut self) {
+    /// Stops within the shutdown timeout: drains, hands the leadership over when this
+    /// node leads, ends open streams with a leader hint, stops the servers (dropping
+    /// what is still connected when the time is up), then the engine and Raft.
+    /// Returns the node the leadership was handed to, when this node led and could.
+    pub async fn stop(mut self) -> Option<u64> {
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.shutdown_timeout;
+        self.node.advance_lifecycle(Lifecycle::Draining);
+        self.engine.abort();
+        let mut handed_to = None;
+        let leads = self.node.raft().metrics().borrow().current_leader == Some(self.node.id());
+        if leads {
+            // Half the time at most, so the streams get the rest to end cleanly.
+            let handover_by = started + self.shutdown_timeout / 2;
+            match self.node.hand_over_leadership(handover_by).await {
+                Ok(leader) => {
+                    tracing::info!(leader, "leadership handed over");
+                    handed_to = Some(leader);
+                }
+                Err(why) => {
+                    tracing::warn!(%why, "could not hand the leadership over; the others elect a leader after their election timeout");
+                }
+            }
+        }
+        self.node.advance_lifecycle(Lifecycle::Closing);
         self.request_stop();
-        let _ = (&mut self.server).await;
+        if tokio::time::timeout_at(deadline, &mut self.server).await.is_err() {
+            tracing::warn!(
+                timeout_ms = u64::try_from(self.shutdown_timeout.as_millis()).unwrap_or(u64::MAX),
+                "calls still open at the shutdown timeout; dropping them"
+            );
+            self.server.abort();
+        }
         self.finish().await;
+        handed_to
     }
 
     /// Asks the servers to stop; [`Daemon::serve_until_stopped`] then returns.
@@ -142,7 +190,9 @@ impl Daemon {
         }
         self.engine.abort();
         self.hub.shutdown();
-        self.node.shutdown().await;
+        if tokio::time::timeout(RAFT_STOP_TIMEOUT, self.node.shutdown()).await.is_err() {
+            tracing::warn!("raft did not stop within {RAFT_STOP_TIMEOUT:?}; leaving it");
+        }
         tracing::info!("stopped");
     }
 }

@@ -20,6 +20,13 @@ pub enum CoordinatorError {
     /// There is no leader right now (an election is running, or no quorum).
     #[error("no leader is elected right now; retry shortly")]
     NoLeader,
+    /// This coordinator is stopping and takes no more writes or streams; the client
+    /// retries on another one.
+    #[error("coordinator {node_id} is shutting down; retry on another coordinator")]
+    ShuttingDown {
+        /// This node's id.
+        node_id: NodeId,
+    },
     /// A spec that cannot be accepted, already rendered with file, line and column.
     #[error("{rendered}")]
     BadSpec {
@@ -49,6 +56,7 @@ impl From<CoordinatorError> for Status {
                 not_leader(&v1::NotLeader { leader_id, leader_addr })
             }
             CoordinatorError::NoLeader => not_leader(&v1::NotLeader { leader_id: 0, leader_addr: String::new() }),
+            e @ CoordinatorError::ShuttingDown { .. } => Status::unavailable(e.to_string()),
             CoordinatorError::BadSpec { rendered, errors } => invalid_spec(rendered, &errors),
             CoordinatorError::InvalidArgument(m) => Status::invalid_argument(m),
             CoordinatorError::NotFound(m) => Status::not_found(m),

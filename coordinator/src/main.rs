@@ -62,6 +62,6 @@ async fn run(config: CoordinatorConfig) -> anyhow::Result<()> {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: shutting down"),
     }
-    daemon.stop().await;
+    let _ = daemon.stop().await;
     Ok(())
 }

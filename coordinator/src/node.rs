@@ -115,6 +115,20 @@ struct Inner {
     /// Channels to the leader for forwarding client writes, by address: one multiplexed
     /// connection (and TLS session) reused by every forwarded call.
     forward_channels: Mutex<BTreeMap<String, tonic::transport::Channel>>,
+    /// Where this node is in its life: serving, draining for a stop, or closing.
+    lifecycle: tokio::sync::watch::Sender<Lifecycle>,
+}
+
+/// Where a node is in its life. A stop goes `Serving` → `Draining` → `Closing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Lifecycle {
+    /// Normal operation.
+    Serving,
+    /// Stopping: no new writes, watch streams or agent sessions are taken; the
+    /// leadership is being handed over. Streams already open keep flowing.
+    Draining,
+    /// Stopping: open streams are ended with a leader hint; the servers then stop.
+    Closing,
 }
 
 /// How long a read waits for its read index to be applied before answering that no
@@ -190,6 +204,7 @@ impl Node {
                 sequence: AtomicU64::new(0),
                 resumed: Mutex::new(resumed),
                 read_timeout: READ_TIMEOUT,
+                lifecycle: tokio::sync::watch::Sender::new(Lifecycle::Serving),
             }),
         })
     }
@@ -272,10 +287,14 @@ impl Node {
         Ok(ch)
     }
 
-    /// `Ok` when this node is the leader; otherwise who is, if anyone.
+    /// `Ok` when this node is the leader and serving; otherwise who leads, if anyone
+    /// (a leader that is stopping answers [`CoordinatorError::ShuttingDown`]).
     pub fn check_leader(&self) -> Result<(), CoordinatorError> {
         let metrics = self.inner.raft.metrics().borrow().clone();
         match metrics.current_leader {
+            Some(leader) if leader == self.inner.id && self.lifecycle() != Lifecycle::Serving => {
+                Err(CoordinatorError::ShuttingDown { node_id: self.inner.id })
+            }
             Some(leader) if leader == self.inner.id => Ok(()),
             Some(leader) => {
                 let addr = metrics.membership_config.membership().get_node(&leader).map(|n| n.addr.clone());
@@ -289,7 +308,12 @@ impl Node {
     }
 
     /// Commits `op`, stamped with the leader's clock, and returns what applying it produced.
+    /// A node that is stopping proposes nothing more (its leadership is being handed
+    /// over, which needs its log to stand still).
     pub async fn propose(&self, op: Op) -> Result<Response, CoordinatorError> {
+        if self.lifecycle() != Lifecycle::Serving {
+            return Err(CoordinatorError::ShuttingDown { node_id: self.inner.id });
+        }
         let cmd = Command { at_unix_ms: now_unix_ms(), op };
         match self.inner.raft.client_write(cmd).await {
             Ok(resp) => Ok(resp.data),
@@ -454,6 +478,97 @@ impl Node {
         Ok(())
     }
 
+    /// Where this node is in its life.
+    pub fn lifecycle(&self) -> Lifecycle {
+        *self.inner.lifecycle.borrow()
+    }
+
+    /// Follows [`Node::lifecycle`] (for streams that end when the node closes).
+    pub fn lifecycle_changes(&self) -> tokio::sync::watch::Receiver<Lifecycle> {
+        self.inner.lifecycle.subscribe()
+    }
+
+    /// Moves the node's life forward to `to` (never back).
+    pub fn advance_lifecycle(&self, to: Lifecycle) {
+        self.inner.lifecycle.send_if_modified(|now| {
+            let moved = to > *now;
+            if moved {
+                *now = to;
+            }
+            moved
+        });
+    }
+
+    /// Hands this node's leadership to the most caught-up voter before it stops, so
+    /// the cluster has a new leader within a round trip instead of an election timeout
+    /// (Raft's TimeoutNow; openraft 0.9 has no leadership transfer of its own).
+    ///
+    /// The node must be draining ([`Lifecycle::Draining`]): it proposes nothing more,
+    /// so its log stands still. Once a voter's matched index reaches the end of the
+    /// log, that voter is asked to start an election at once; the old leader's vote
+    /// (its own lease is long past, see openraft's vote handling) makes it win in a
+    /// three-node cluster without waiting for the others' leases. Returns the new
+    /// leader, or why there is none by `deadline` (the others then elect after their
+    /// timeout, as after a crash).
+    pub async fn hand_over_leadership(&self, deadline: tokio::time::Instant) -> Result<NodeId, String> {
+        let me = self.inner.id;
+        let mut metrics = self.inner.raft.metrics();
+        let mut asked: Option<NodeId> = None;
+        loop {
+            let m = metrics.borrow_and_update().clone();
+            match m.current_leader {
+                Some(leader) if leader != me => return Ok(leader),
+                None if asked.is_none() => return Err("this node is not the leader".to_owned()),
+                _ => {}
+            }
+            if asked.is_none() && m.current_leader == Some(me) {
+                let last = m.last_log_index.unwrap_or(0);
+                let membership = m.membership_config.membership();
+                let matched = |id: &NodeId| {
+                    m.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map_or(0, |l| l.index)
+                };
+                let target = membership.voter_ids().filter(|v| *v != me).max_by_key(|v| (matched(v), u64::MAX - v));
+                let Some(target) = target else { return Err("no other voter to hand over to".to_owned()) };
+                if matched(&target) >= last {
+                    let addr = membership.get_node(&target).map(|n| n.addr.clone()).unwrap_or_default();
+                    match crate::raft::network::timeout_now(
+                        me,
+                        target,
+                        &addr,
+                        &self.inner.security,
+                        &self.inner.identity,
+                        m.current_term,
+                        last,
+                        deadline,
+                    )
+                    .await
+                    {
+                        Ok(()) => {
+                            tracing::info!(
+                                to = target,
+                                term = m.current_term,
+                                last_log_index = last,
+                                "handing the leadership over"
+                            );
+                            asked = Some(target);
+                        }
+                        Err(why) => return Err(format!("node {target} did not take the leadership: {why}")),
+                    }
+                }
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err("raft stopped".to_owned()),
+                Err(_) => {
+                    return Err(match asked {
+                        Some(t) => format!("node {t} started an election but no new leader was known in time"),
+                        None => "no voter caught up with the log in time".to_owned(),
+                    });
+                }
+            }
+        }
+    }
+
     /// Stops Raft (flushing what it must).
     pub async fn shutdown(&self) {
         if let Err(e) = self.inner.raft.shutdown().await {
@@ -549,6 +664,13 @@ mod tests {
             _request: Request<v1::InstallSnapshotRequest>,
         ) -> Result<Response<v1::RaftReply>, Status> {
             Err(Status::unavailable("this follower takes no snapshot"))
+        }
+
+        async fn timeout_now(
+            &self,
+            _request: Request<v1::TimeoutNowRequest>,
+        ) -> Result<Response<v1::TimeoutNowReply>, Status> {
+            Err(Status::unavailable("this follower takes no leadership"))
         }
     }
 

@@ -72,6 +72,18 @@ impl LeaderClient {
         self.preferred.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
+    /// Takes note of the status a stream (or a call made outside [`LeaderClient::call`])
+    /// ended with: a leader hint becomes the coordinator the next call tries first;
+    /// any other UNAVAILABLE drops the preference, so the next call starts with the
+    /// whole list rather than a coordinator that is going away.
+    pub fn note_status(&self, status: &Status) {
+        if status.code() != Code::Unavailable {
+            return;
+        }
+        let mut preferred = self.preferred.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *preferred = leader_hint(status).map(|hint| hint.leader_addr);
+    }
+
     /// Calls `call` on the leader: the coordinator that answered last first, then the
     /// others in order, following hints. Returns the first success, or the first
     /// status that is not UNAVAILABLE.

@@ -7,7 +7,9 @@
 //!   (`v1::<service>_server`) module per service: `Releases`, `Fleet`, `Cluster`,
 //!   `AgentLink`, `RaftPeer`.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for gRPC reflection.
-//! - [`PROTOCOL_VERSION`] / [`MIN_PROTOCOL_VERSION`]: what this build speaks.
+//! - [`PROTOCOL_VERSION`] / [`MIN_PROTOCOL_VERSION`] (agents and clients) and
+//!   [`PEER_PROTOCOL_VERSION`] / [`MIN_PEER_PROTOCOL_VERSION`] (coordinators): what
+//!   this build speaks and accepts.
 //! - [`status`]: the structured error details the contract defines (`NotLeader`,
 //!   `SpecErrors`).
 //!
@@ -47,17 +49,49 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 /// The protobuf package name.
 pub const PACKAGE: &str = "flotilla.v1";
 
-/// The `flotilla.v1` protocol revision this build speaks (sent in
-/// `VersionInfo.protocol_version` and `RaftEnvelope.protocol_version`).
-/// Bumped on any change in meaning; additive field changes keep it.
+/// The revision of the agent and client protocol this build speaks (`AgentLink`,
+/// `Releases`, `Fleet`, `Cluster`), sent in `VersionInfo.protocol_version`. Bumped on
+/// any change in meaning of those messages; additive field changes keep it.
+///
+/// The side with the newer build decides: a coordinator refuses an agent older than
+/// [`MIN_PROTOCOL_VERSION`], and an agent accepts any coordinator at least as new as
+/// its own minimum (a newer coordinator still speaks the older revisions it accepts).
+/// So coordinators are upgraded first, then agents.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// The oldest protocol revision this build still accepts from a peer.
+/// The oldest agent/client protocol revision this build accepts.
 pub const MIN_PROTOCOL_VERSION: u32 = 1;
 
-/// Whether a peer speaking `version` can talk to this build.
+/// The revision of the coordinator-to-coordinator protocol (`RaftPeer`: the envelope
+/// and the encoding of the openraft payloads inside it), sent in
+/// `RaftEnvelope.protocol_version`.
+///
+/// - 1: openraft payloads as JSON.
+/// - 2: openraft payloads as postcard; `RaftPeer.TimeoutNow` (leadership hand-over);
+///   `RaftEnvelope.software_version`.
+pub const PEER_PROTOCOL_VERSION: u32 = 2;
+
+/// The oldest peer protocol revision this build accepts from another coordinator.
+/// A revision-1 node cannot read revision-2 payloads (nor the reverse), so a cluster
+/// of revision-1 coordinators is upgraded by stopping all of them, not one by one.
+pub const MIN_PEER_PROTOCOL_VERSION: u32 = 2;
+
+/// Whether an agent or client speaking `version` can talk to this coordinator build.
 pub fn protocol_supported(version: u32) -> bool {
     (MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version)
+}
+
+/// Whether an agent of this build can follow a coordinator speaking `version`: any
+/// revision from this build's minimum on (a newer coordinator speaks the revisions it
+/// accepts, and refuses agents it cannot serve itself).
+pub fn coordinator_supported(version: u32) -> bool {
+    version >= MIN_PROTOCOL_VERSION
+}
+
+/// Whether another coordinator speaking peer revision `version` can exchange Raft
+/// messages with this build.
+pub fn peer_protocol_supported(version: u32) -> bool {
+    (MIN_PEER_PROTOCOL_VERSION..=PEER_PROTOCOL_VERSION).contains(&version)
 }
 
 /// This build's [`v1::VersionInfo`] with the given software version and features.

@@ -48,7 +48,15 @@ const EXPECTED: &[(&str, &[Method])] = &[
     ("Fleet", &[("ListAgents", false, false), ("GetHost", false, false), ("Drain", false, false)]),
     ("Cluster", &[("Status", false, false), ("AddNode", false, false), ("RemoveNode", false, false)]),
     ("AgentLink", &[("Session", true, true)]),
-    ("RaftPeer", &[("AppendEntries", false, false), ("Vote", false, false), ("InstallSnapshot", false, false)]),
+    (
+        "RaftPeer",
+        &[
+            ("AppendEntries", false, false),
+            ("Vote", false, false),
+            ("InstallSnapshot", false, false),
+            ("TimeoutNow", false, false),
+        ],
+    ),
 ];
 
 fn descriptors() -> FileDescriptorSet {

@@ -315,6 +315,50 @@ struct AgentProc {
     child: Mutex<Option<Child>>,
 }
 
+/// A `flotilla` CLI process started by [`TestFleet::spawn_cli`]; killed when dropped.
+#[derive(Debug)]
+pub struct CliProc {
+    child: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl CliProc {
+    /// What it printed on stdout so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    /// What it printed on stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits up to `within` for it to exit; returns its exit code (killed and an error
+    /// if it is still running then).
+    pub async fn wait(&mut self, within: Duration) -> anyhow::Result<Option<i32>> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status.code());
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!("flotilla was still running after {within:?} (killed); stderr:\n{}", self.stderr());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for CliProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn kill9(child: &Mutex<Option<Child>>) {
     if let Some(mut c) = child.lock().unwrap_or_else(PoisonError::into_inner).take() {
         let _ = c.kill();
@@ -530,6 +574,58 @@ impl TestFleet {
         let leader = self.leader(Duration::from_secs(10)).await?;
         self.kill9_coordinator(leader);
         Ok(leader)
+    }
+
+    /// SIGTERM of coordinator `id`; waits up to `within` for it to exit and returns how
+    /// long it took and its exit code. A coordinator still running then is killed and
+    /// the call fails.
+    pub async fn terminate_coordinator(&self, id: u64, within: Duration) -> anyhow::Result<(Duration, Option<i32>)> {
+        let node = self.coordinators.get(&id).ok_or_else(|| anyhow!("no coordinator {id}"))?;
+        let child = node.child.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let Some(mut child) = child else { bail!("coordinator {id} is not running") };
+        let sent = Instant::now();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+            .context("sending SIGTERM")?;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok((sent.elapsed(), status.code()));
+            }
+            if sent.elapsed() > within {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("coordinator {id} was still running {within:?} after SIGTERM (killed)");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The log of coordinator `id` so far.
+    pub fn coordinator_log(&self, id: u64) -> String {
+        self.coordinators.get(&id).map(|n| std::fs::read_to_string(&n.log).unwrap_or_default()).unwrap_or_default()
+    }
+
+    /// The address of coordinator `id`.
+    pub fn coordinator_addr(&self, id: u64) -> Option<&str> {
+        self.coordinators.get(&id).map(|n| n.addr.as_str())
+    }
+
+    /// Starts the `flotilla` CLI with `args` against the coordinators listed in
+    /// `addrs` order (the first is the one a call goes to first), its stdout and stderr
+    /// in files under the test directory named after `name`.
+    pub fn spawn_cli(&self, name: &str, addrs: &[&str], args: &[&str]) -> anyhow::Result<CliProc> {
+        let stdout = self.path.join(format!("{name}.out"));
+        let stderr = self.path.join(format!("{name}.err"));
+        let child = Command::new(binary("flotilla"))
+            .arg("--coordinators")
+            .arg(addrs.join(","))
+            .arg("--insecure")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout)?)
+            .stderr(std::fs::File::create(&stderr)?)
+            .spawn()
+            .context("starting flotilla")?;
+        Ok(CliProc { child, stdout, stderr })
     }
 
     /// Restarts a killed coordinator on its data.

@@ -448,3 +448,88 @@ async fn a_host_offline_when_its_batch_starts_counts_as_failed_and_pauses_the_re
     fleet.ok(fleet.wait_inventory(&v2, INVENTORY).await);
     assert_one_version_per_service(&fleet, &v2);
 }
+
+/// How long a coordinator may take to exit after SIGTERM: its shutdown timeout (5 s by
+/// default) and the process's own exit.
+const STOP_BOUND: Duration = Duration::from_secs(10);
+
+/// SIGTERM of the leader while a `flotilla release watch` is attached to it: the leader
+/// hands its leadership over and exits within its shutdown timeout, the watch's stream
+/// ends with the new leader's address and the CLI resumes there from its last event,
+/// printing every event once, and the release succeeds with every step run once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_of_the_leader_with_a_watch_attached_exits_in_time_and_the_watch_resumes_elsewhere() {
+    let (fleet, hosts) = fleet_on_version_1().await;
+    let text = fleet.ok(AppSpec::staged(2).toml());
+    let id = fleet.ok(fleet.submit("shop.toml", &text).await);
+    let leader = fleet.ok(fleet.leader(Duration::from_secs(10)).await);
+    let leader_addr = fleet.coordinator_addr(leader).expect("the leader's address").to_owned();
+    // The watch goes to the leader first.
+    let mut addrs = vec![leader_addr.as_str()];
+    addrs.extend(fleet.addrs().iter().map(String::as_str).filter(|a| *a != leader_addr));
+    let mut watch = fleet.ok(fleet.spawn_cli("watch", &addrs, &["release", "watch", &id, "--output", "json"]));
+    let batch =
+        fleet.ok(fleet.wait_event(&id, RELEASE, |e| e.kind == K::BatchStarted as i32 && e.stage == "main").await);
+    let printed = |watch: &flotilla_tests::fleet::CliProc| -> Vec<u64> {
+        watch
+            .stdout()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["index"].as_u64())
+            .collect()
+    };
+    fleet.ok(flotilla_tests::eventually(RELEASE, "the watch to print the main stage's first batch", || async {
+        printed(&watch).contains(&batch.index).then_some(())
+    })
+    .await);
+    let (took, code) = fleet.ok(fleet.terminate_coordinator(leader, STOP_BOUND).await);
+    assert_eq!(code, Some(0), "coordinator {leader} exit code after SIGTERM\n{}", fleet.coordinator_log(leader));
+    let log = fleet.coordinator_log(leader);
+    assert!(log.contains("leadership handed over"), "the stopping leader handed over (took {took:?}):\n{log}");
+    let next = fleet.ok(fleet.leader(Duration::from_secs(30)).await);
+    assert_ne!(next, leader);
+
+    let code = fleet.ok(watch.wait(RELEASE).await);
+    assert_eq!(code, Some(0), "the watch exits 0 once the release succeeded; stderr:\n{}", watch.stderr());
+    let r = fleet.ok(fleet.wait_finished(&id, RELEASE).await);
+    let events = fleet.ok(fleet.events(&id).await);
+    assert_state(&fleet, &r, &events, ReleaseState::Succeeded);
+    let all: Vec<u64> = events.iter().map(|e| e.index).collect();
+    assert_eq!(printed(&watch), all, "the watch printed every event once, in order, across the leader's stop");
+    assert_every_step_ran_once(&fleet, &events);
+    let expected = app_inventory(&hosts, |_, _| "2.0.0".to_owned());
+    fleet.ok(fleet.wait_inventory(&expected, INVENTORY).await);
+    assert_one_version_per_service(&fleet, &expected);
+}
+
+/// A rolling restart of the coordinators in the middle of a release: each in turn gets
+/// SIGTERM, exits within its shutdown timeout and is started again on its data, and the
+/// next is stopped only once the cluster agrees on a leader again. The release succeeds
+/// with every step run exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_every_coordinator_during_a_release_leaves_it_succeeding_with_every_step_run_once() {
+    let (fleet, hosts) = fleet_on_version_1().await;
+    let text = fleet.ok(AppSpec::staged(2).toml());
+    let id = fleet.ok(fleet.submit("shop.toml", &text).await);
+    fleet.ok(fleet.wait_event(&id, RELEASE, |e| e.kind == K::BatchStarted as i32).await);
+    for node in 1..=3 {
+        let r = fleet.ok(fleet.release(&id).await);
+        assert_eq!(
+            r.finished_unix_ms,
+            0,
+            "the release ended before coordinator {node} was restarted: {}",
+            describe(&r)
+        );
+        let (_, code) = fleet.ok(fleet.terminate_coordinator(node, STOP_BOUND).await);
+        assert_eq!(code, Some(0), "coordinator {node} exit code after SIGTERM\n{}", fleet.coordinator_log(node));
+        fleet.ok(fleet.restart_coordinator(node));
+        fleet.ok(fleet.leader(Duration::from_secs(30)).await);
+    }
+    let r = fleet.ok(fleet.wait_finished(&id, RELEASE).await);
+    let events = fleet.ok(fleet.events(&id).await);
+    assert_state(&fleet, &r, &events, ReleaseState::Succeeded);
+    assert_every_step_ran_once(&fleet, &events);
+    let expected = app_inventory(&hosts, |_, _| "2.0.0".to_owned());
+    fleet.ok(fleet.wait_inventory(&expected, INVENTORY).await);
+    assert_one_version_per_service(&fleet, &expected);
+}

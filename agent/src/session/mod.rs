@@ -44,7 +44,7 @@ use flotilla_proto::v1 as pb;
 use flotilla_proto::v1::agent_link_client::AgentLinkClient;
 use flotilla_proto::v1::agent_message::Msg as Out;
 use flotilla_proto::v1::coordinator_message::Msg as In;
-use flotilla_proto::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, protocol_supported};
+use flotilla_proto::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, coordinator_supported};
 use flotilla_shared::transport::Transport;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
@@ -302,7 +302,7 @@ impl<D: Driver> Link<D> {
                         agent_version = env!("CARGO_PKG_VERSION"),
                         coordinator_says = %theirs,
                         retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                        "protocol mismatch: this agent speaks flotilla.v1 protocol {PROTOCOL_VERSION} (accepts {MIN_PROTOCOL_VERSION}..={PROTOCOL_VERSION}); upgrade the agent or the coordinators; retrying slowly"
+                        "protocol mismatch: this agent speaks flotilla.v1 protocol {PROTOCOL_VERSION} (and follows coordinators speaking {MIN_PROTOCOL_VERSION} or newer); upgrade the agent or the coordinators; retrying slowly"
                     );
                     delay
                 }
@@ -394,9 +394,9 @@ impl<D: Driver> Link<D> {
             },
         };
         match &welcome.version {
-            Some(v) if !protocol_supported(v.protocol_version) => {
+            Some(v) if !coordinator_supported(v.protocol_version) => {
                 return SessionEnd::Mismatch(format!(
-                    "the coordinator speaks protocol {} (software {})",
+                    "the coordinator speaks protocol {} (software {}), older than this agent accepts; upgrade the coordinators first, then the agents",
                     v.protocol_version, v.software_version
                 ));
             }

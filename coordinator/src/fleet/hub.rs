@@ -305,17 +305,19 @@ impl AgentHub {
         Liveness { connected_node_id: if online { leader.unwrap_or(0) } else { 0 }, last_seen_unix_ms: 0 }
     }
 
-    /// Stops accepting sessions and closes the open ones with a `LeaderHint` naming no
-    /// leader, so agents try the other coordinators. For a coordinator shutting down.
+    /// Stops accepting sessions and closes the open ones with a `LeaderHint` naming the
+    /// leader when another node leads (after a hand-over), or none, so agents try the
+    /// other coordinators. For a coordinator shutting down.
     pub fn shutdown(&self) {
         let closed = {
             let mut shared = self.lock();
             shared.closed = true;
             self.take_all(&mut shared)
         };
-        tracing::info!(sessions = closed.len(), "agent hub shutting down");
+        let hint = self.leader_hint();
+        tracing::info!(sessions = closed.len(), leader = hint.leader_id, "agent hub shutting down");
         for (host, session) in closed {
-            session.close(Close::NotLeader(v1::LeaderHint::default()));
+            session.close(Close::NotLeader(hint.clone()));
             self.report_now(AgentReport::Disconnected { host });
         }
     }
@@ -405,7 +407,7 @@ impl AgentHub {
     /// be ready when it leads; otherwise where the agent should go.
     pub(crate) async fn await_leadership(&self) -> Result<u64, v1::LeaderHint> {
         if self.lock().closed {
-            return Err(v1::LeaderHint::default());
+            return Err(self.leader_hint());
         }
         self.inner.node.check_leader().map_err(|_| self.leader_hint())?;
         let mut ready = self.inner.ready.subscribe();

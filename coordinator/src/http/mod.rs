@@ -5,7 +5,8 @@
 //! - `GET /metrics` — OpenMetrics text ([`render_metrics`]).
 //! - `GET /healthz` — 200 while the process serves.
 //! - `GET /readyz` — 200 when this node knows a leader and has applied what it knows to
-//!   be committed (or is the leader), else 503; the body says why in one line.
+//!   be committed (or is the leader), else 503 (also while it shuts down); the body
+//!   says why in one line.
 //! - `GET /` — the status page ([`render_page`]).
 //!
 //! Nothing polls in the background: each request reads a [`StatusView`] from the node
@@ -203,6 +204,9 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(State(e): State<Endpoints>) -> Response {
+    if e.node.lifecycle() != crate::node::Lifecycle::Serving {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "not ready: shutting down\n".to_owned());
+    }
     match StatusView::read(&e.node, &e.hub).await.readiness() {
         Ok(why) => text(StatusCode::OK, format!("ready: {why}\n")),
         Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),

@@ -44,10 +44,11 @@ pub fn render_metrics(view: &StatusView) -> String {
     let mut r = Registry::with_prefix("flotilla");
     r.register(
         "build",
-        "The coordinator's build: its version and the wire protocol version it speaks",
+        "The coordinator's build: its version, the agent/client protocol and the coordinator protocol it speaks",
         Info::new(vec![
             ("version", view.version.to_owned()),
             ("protocol_version", flotilla_proto::PROTOCOL_VERSION.to_string()),
+            ("peer_protocol_version", flotilla_proto::PEER_PROTOCOL_VERSION.to_string()),
         ]),
     );
     r.register("raft_node_id", "This coordinator's Raft node id", int_gauge(view.node_id));

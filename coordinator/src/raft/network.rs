@@ -87,15 +87,45 @@ pub struct PeerClient {
 
 type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
 
+/// The envelope of a request from `from` to `target` in `term`.
+fn envelope(from: NodeId, target: NodeId, term: u64, identity: &ClusterIdentity) -> Option<v1::RaftEnvelope> {
+    Some(v1::RaftEnvelope {
+        from_node_id: from,
+        to_node_id: target,
+        term,
+        protocol_version: flotilla_proto::PEER_PROTOCOL_VERSION,
+        cluster_id: identity.wire_id(),
+        software_version: env!("CARGO_PKG_VERSION").to_owned(),
+    })
+}
+
+/// Asks voter `target` at `addr` to start an election now: the hand-over of a leader
+/// of `term` that is stopping, whose log ends at `last_log_index` (see
+/// `Node::hand_over_leadership`). `Ok` once the target started one.
+#[allow(clippy::too_many_arguments)]
+pub async fn timeout_now(
+    from: NodeId,
+    target: NodeId,
+    addr: &str,
+    security: &ClientSecurity,
+    identity: &ClusterIdentity,
+    term: u64,
+    last_log_index: u64,
+    deadline: tokio::time::Instant,
+) -> Result<(), String> {
+    let ch = channel(addr, security).map_err(|e| e.to_string())?;
+    let mut request =
+        tonic::Request::new(v1::TimeoutNowRequest { envelope: envelope(from, target, term, identity), last_log_index });
+    request.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
+    let reply =
+        RaftPeerClient::new(ch).timeout_now(request).await.map_err(|s| format!("{}: {}", s.code(), s.message()))?;
+    let reply = reply.into_inner();
+    if reply.started { Ok(()) } else { Err(reply.reason) }
+}
+
 impl PeerClient {
     fn envelope(&self, term: u64) -> Option<v1::RaftEnvelope> {
-        Some(v1::RaftEnvelope {
-            from_node_id: self.from,
-            to_node_id: self.target,
-            term,
-            protocol_version: flotilla_proto::PROTOCOL_VERSION,
-            cluster_id: self.identity.wire_id(),
-        })
+        envelope(self.from, self.target, term, &self.identity)
     }
 
     fn client(&self) -> Result<RaftPeerClient<Channel>, Unreachable> {

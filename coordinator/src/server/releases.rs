@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use super::on_leader;
 use crate::engine::{self, ApprovalKind, Fact, Phase};
 use crate::error::CoordinatorError;
-use crate::node::Node;
+use crate::node::{Lifecycle, Node};
 use crate::server::release_view;
 use crate::state::{NewRelease, Op, ReleaseRecord, Response as Applied, State};
 
@@ -73,6 +73,20 @@ fn bad_spec(errors: &SpecErrors) -> CoordinatorError {
         })
         .collect();
     CoordinatorError::BadSpec { rendered: errors.to_string(), errors: v1::SpecErrors { errors: diagnostics } }
+}
+
+/// The status a stream of a stopping node ends with: UNAVAILABLE, with the leader's
+/// address when another node leads, so the client resumes there.
+fn leaving(node: &Node) -> Status {
+    match node.check_leader() {
+        Err(e @ CoordinatorError::NotLeader { .. }) => e.into(),
+        _ => CoordinatorError::ShuttingDown { node_id: node.id() }.into(),
+    }
+}
+
+/// Completes when the node starts closing its streams (or is gone).
+async fn closing(life: &mut tokio::sync::watch::Receiver<Lifecycle>) {
+    let _ = life.wait_for(|l| *l == Lifecycle::Closing).await.map(|_| ());
 }
 
 /// How long `Watch` waits for an unknown release to appear in this node's state.
@@ -230,6 +244,9 @@ impl Releases for ReleasesService {
     async fn watch(&self, request: Request<v1::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
         let req = request.into_inner();
         let node = self.node.clone();
+        if node.lifecycle() != Lifecycle::Serving {
+            return Err(leaving(&node));
+        }
         // This node may not have applied the release's creation yet (the client just
         // created it through the leader): give it a moment before saying it is unknown.
         let mut metrics = node.raft().metrics();
@@ -242,6 +259,7 @@ impl Releases for ReleasesService {
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::spawn(async move {
             let mut metrics = node.raft().metrics();
+            let mut life = node.lifecycle_changes();
             let mut after = req.after_index;
             loop {
                 let (events, finished) = node.read_local(|s| {
@@ -263,6 +281,11 @@ impl Releases for ReleasesService {
                 tokio::select! {
                     changed = metrics.changed() => if changed.is_err() { return },
                     () = tx.closed() => return,
+                    // The node is stopping: the watcher resumes elsewhere from `after`.
+                    () = closing(&mut life) => {
+                        let _ = tx.send(Err(leaving(&node))).await;
+                        return;
+                    }
                 }
             }
         });
