@@ -79,10 +79,15 @@ pub fn run(args: &DemoArgs) -> Result<(), Failure> {
         tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Failure::Operational(e.into()))?;
     let dir =
         tempfile::Builder::new().prefix("flotilla-demo-").tempdir().map_err(|e| Failure::Operational(e.into()))?;
+    // Ctrl-C and SIGTERM (as `timeout` and service managers send it) end the demo the
+    // same way: everything it started is stopped and its directory removed.
     let result = runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| Failure::Operational(anyhow!("installing the SIGTERM handler: {e}")))?;
         tokio::select! {
             result = demo(args, dir.path()) => result,
             _ = tokio::signal::ctrl_c() => Err(Failure::Operational(anyhow!("interrupted"))),
+            _ = term.recv() => Err(Failure::Operational(anyhow!("terminated (SIGTERM)"))),
         }
     });
     // Coordinators and agents stop with the runtime; their services are stopped below.
@@ -212,7 +217,7 @@ async fn demo(args: &DemoArgs, dir: &Path) -> Result<(), Failure> {
         let _ = a.await;
     }
     for d in daemons.into_iter().flatten() {
-        d.stop().await;
+        let _ = d.stop().await;
     }
     match (&args.fail, watched) {
         (None, Ok(())) => say("the release succeeded"),
@@ -337,8 +342,12 @@ async fn kill_leader(daemons: &mut [Option<Daemon>]) -> Result<(), Failure> {
         && let Some(d) = daemons[i].take()
     {
         say(&format!("stopping the leader, coordinator {}, in the middle of the release", i + 1))?;
-        d.stop().await;
-        say("coordinator stopped; the others elect a new leader, which takes the release over")?;
+        match d.stop().await {
+            Some(next) => say(&format!(
+                "coordinator stopped; it handed its leadership to coordinator {next}, which takes the release over"
+            ))?,
+            None => say("coordinator stopped; the others elect a new leader, which takes the release over")?,
+        }
     }
     Ok(())
 }

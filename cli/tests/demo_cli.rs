@@ -1,18 +1,100 @@
 //! `flotilla demo`, the README's main command, run as a user runs it: three
 //! coordinators, agents and the sample app in one process; a release that succeeds,
-//! and one with a broken service that rolls back with its dependents, dependents
-//! first.
+//! one with a broken service that rolls back with its dependents, dependents first,
+//! one whose leading coordinator stops in the middle, and a demo stopped with SIGTERM
+//! that leaves nothing behind.
 
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Longest a whole demo may take (about a minute on a quiet machine).
+const DEMO: Duration = Duration::from_secs(300);
+
+/// A running `flotilla demo` with its output in files.
+struct Demo {
+    child: Child,
+    out: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Demo {
+    fn start(args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let out = dir.path().join("demo.out");
+        let file = std::fs::File::create(&out).expect("the output file");
+        let child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+            .arg("demo")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("the output file"))
+            .stderr(file)
+            .spawn()
+            .expect("flotilla demo starts");
+        Self { child, out, _dir: dir }
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// Waits for the demo to end; its exit code and everything it printed. A demo still
+    /// running after `within` is killed and the test fails.
+    fn finish(mut self, within: Duration) -> (i32, String) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for the demo") {
+                return (status.code().unwrap_or(-1), self.output());
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("the demo did not end within {within:?}:\n{}", self.output());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until the demo printed `needle`.
+    fn wait_for(&self, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.output().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "the demo did not print `{needle}` within {within:?}:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 fn demo(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_flotilla")).arg("demo").args(args).output().expect("flotilla demo runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), text)
+    Demo::start(args).finish(DEMO)
 }
 
 fn position(text: &str, needle: &str) -> usize {
     text.find(needle).unwrap_or_else(|| panic!("`{needle}` not in the demo's output:\n{text}"))
+}
+
+/// The processes whose working directory is under `dir`.
+fn processes_under(dir: &Path) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<i32>().ok()?;
+            let cwd = std::fs::read_link(e.path().join("cwd")).ok()?;
+            cwd.starts_with(dir).then_some(pid)
+        })
+        .collect()
 }
 
 #[test]
@@ -43,4 +125,42 @@ fn a_broken_service_rolls_back_with_its_dependents_dependents_first() {
     assert!(decided < web && web < payments && payments < ledger, "{out}");
     position(&out, "the broken ledger was caught and rolled back");
     assert!(!out.contains("db is back"), "db does not depend on ledger and stays: {out}");
+}
+
+/// The README's `demo --kill-leader`: the leading coordinator stops while the release
+/// deploys and is watched; another takes the release over and it succeeds.
+#[test]
+fn the_leader_stopped_in_the_middle_of_the_release_hands_it_to_another_that_finishes_it() {
+    let (code, out) = demo(&["--agents", "6", "--kill-leader"]);
+    assert_eq!(code, 0, "{out}");
+    let stopping = position(&out, "==> stopping the leader, coordinator");
+    let stopped = position(&out, "==> coordinator stopped");
+    let took_over = position(&out, "leads now and took the release over");
+    assert!(stopping < stopped && stopping < took_over, "{out}");
+    let succeeded = position(&out, "release succeeded: 6 services in 2 stages");
+    assert!(took_over < succeeded, "{out}");
+    position(&out, "==> the release succeeded");
+}
+
+/// SIGTERM (what `timeout` and service managers send) in the middle of the release
+/// ends the demo like Ctrl-C: its sample services are stopped and its directory is gone.
+#[test]
+fn a_demo_stopped_with_sigterm_leaves_no_process_and_no_directory_behind() {
+    let demo = Demo::start(&["--agents", "6"]);
+    demo.wait_for("submitted release shop-v2", DEMO);
+    let out = demo.output();
+    let dir = out
+        .lines()
+        .find_map(|l| l.strip_prefix("==> working in "))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("the demo says where it works:\n{out}"));
+    assert!(!processes_under(&dir).is_empty(), "the sample services run under {}", dir.display());
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(demo.child.id()).expect("a pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM sent");
+    let (code, out) = demo.finish(Duration::from_secs(30));
+    assert_eq!(code, 1, "a terminated demo exits 1:\n{out}");
+    assert!(out.contains("terminated (SIGTERM)"), "{out}");
+    assert!(!dir.exists(), "the demo's directory {} is removed", dir.display());
+    let left = processes_under(&dir);
+    assert!(left.is_empty(), "processes left under {}: {left:?}", dir.display());
 }
