@@ -11,7 +11,9 @@
 //!   agents hold each step a little; time until the first `Step` from the new leader
 //!   (a term above every term seen before the kill) reaches any agent; the release must
 //!   still succeed with every host deploying exactly one command. The killed node is
-//!   restarted between trials.
+//!   restarted between trials. `FLOTILLA_FAILOVER_STOP=term` stops the leader with
+//!   SIGTERM instead (the graceful stop that hands the leadership over), `both`
+//!   alternates the two (kill -9 on odd trials) and reports each series.
 //!
 //! `cargo bench -p flotilla-tests --bench orchestration` (both), or with one argument:
 //! `overhead` or `failover`. Knobs: `FLOTILLA_BENCH_AGENTS` (1000), `FLOTILLA_BENCH_RUNS`
@@ -975,12 +977,35 @@ async fn overhead(cluster: &TestCluster, agents: usize, runs: usize) -> anyhow::
 
 // ---------------------------------------------------------------- failover
 
+/// How the failover bench stops the leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// `kill -9`.
+    Kill,
+    /// SIGTERM: the graceful stop, which hands the leadership over.
+    Term,
+    /// Alternating, `kill -9` on odd trials and SIGTERM on even ones.
+    Both,
+}
+
+impl Stop {
+    fn from_env() -> anyhow::Result<Self> {
+        match std::env::var("FLOTILLA_FAILOVER_STOP").as_deref() {
+            Err(_) | Ok("kill") => Ok(Self::Kill),
+            Ok("term") => Ok(Self::Term),
+            Ok("both") => Ok(Self::Both),
+            Ok(other) => bail!("FLOTILLA_FAILOVER_STOP={other}: use kill, term or both"),
+        }
+    }
+}
+
 async fn failover(
     cluster: &mut TestCluster,
     trials: usize,
     agents: usize,
     hold: Duration,
     settle: Duration,
+    stopping: Stop,
 ) -> anyhow::Result<()> {
     let first = cluster.wait_leader(Duration::from_secs(60)).await?;
     let all = addrs(cluster);
@@ -996,10 +1021,11 @@ async fn failover(
 
     let batches = ["10%", "20%", "30%", "40%", "50%", "60%", "70%", "80%", "90%", "100%"];
     let kill_at_batch = 3; // the third BATCH_STARTED: canary, 10%, then 20%
-    let mut to_step = Vec::new();
-    let mut to_new_command = Vec::new();
-    let mut to_welcome = Vec::new();
-    let mut to_taken_over = Vec::new();
+    // Per series: [kill -9, SIGTERM].
+    let mut to_step = [Vec::new(), Vec::new()];
+    let mut to_new_command = [Vec::new(), Vec::new()];
+    let mut to_welcome = [Vec::new(), Vec::new()];
+    let mut to_taken_over = [Vec::new(), Vec::new()];
     let mut release_times = Vec::new();
     for trial in 1..=trials {
         let leader = cluster.wait_leader(Duration::from_secs(60)).await?;
@@ -1038,8 +1064,18 @@ async fn failover(
         let floor = sim.arm();
         let killed_unix = now_ms();
         let killed_at = Instant::now();
-        report(&format!("  killing node {leader} at {killed_unix}"));
-        cluster.kill9(leader);
+        let graceful = match stopping {
+            Stop::Kill => false,
+            Stop::Term => true,
+            Stop::Both => trial % 2 == 0,
+        };
+        let how = if graceful { "SIGTERM" } else { "kill -9" };
+        report(&format!("  stopping node {leader} with {how} at {killed_unix}"));
+        if graceful {
+            cluster.sigterm(leader);
+        } else {
+            cluster.kill9(leader);
+        }
         let probe = eventually(Duration::from_secs(60), "a step from the new leader", || {
             let p = lock(&sim.probe).first_higher_term_step;
             async move { p }
@@ -1080,7 +1116,7 @@ async fn failover(
         }
         let ms = |t: Option<Instant>| t.map(|t| (t - killed_at).as_secs_f64() * 1e3);
         report(&format!(
-            "failover trial {trial:>2}: killed node {leader} (term {floor}) {:>3} ms into batch 20%; first step from the new leader after {step_ms:.0} ms; \
+            "failover trial {trial:>2}: {how} of node {leader} (term {floor}) {:>3} ms into batch 20%; first step from the new leader after {step_ms:.0} ms; \
              first new command {:?} ms; first agent welcomed {:?} ms; LEADER_CHANGED committed at +{:?} ms; release {:.0} ms, every host once",
             jitter.as_millis(),
             ms(new_cmd).map(|v| v.round()),
@@ -1108,15 +1144,22 @@ async fn failover(
             timeline.join(", "),
             successes.first()
         ));
-        to_step.push(step_ms);
+        let series = usize::from(graceful);
+        to_step[series].push(step_ms);
         if let Some(v) = ms(new_cmd) {
-            to_new_command.push(v);
+            to_new_command[series].push(v);
         }
         if let Some(v) = ms(welcome) {
-            to_welcome.push(v);
+            to_welcome[series].push(v);
         }
         if let Some(v) = taken_over {
-            to_taken_over.push(v);
+            to_taken_over[series].push(v);
+        }
+        if graceful {
+            let code = cluster.wait_exited(leader, Duration::from_secs(30)).await?;
+            if code != Some(0) {
+                bail!("trial {trial}: node {leader} exited with {code:?} after SIGTERM");
+            }
         }
         cluster.restart(leader)?;
         // Let the restarted node rejoin and settle before the next kill (a node that
@@ -1149,10 +1192,15 @@ async fn failover(
         hold.as_millis(),
         settle.as_millis()
     ));
-    report(&line("kill -9 -> first step from the new leader at an agent", &to_step));
-    report(&line("kill -9 -> first agent welcomed by the new leader", &to_welcome));
-    report(&line("kill -9 -> LEADER_CHANGED committed (event timestamp)", &to_taken_over));
-    report(&line("kill -9 -> first step with a new command id", &to_new_command));
+    for (series, how) in ["kill -9", "SIGTERM"].into_iter().enumerate() {
+        if to_step[series].is_empty() {
+            continue;
+        }
+        report(&line(&format!("{how} -> first step from the new leader at an agent"), &to_step[series]));
+        report(&line(&format!("{how} -> first agent welcomed by the new leader"), &to_welcome[series]));
+        report(&line(&format!("{how} -> LEADER_CHANGED committed (event timestamp)"), &to_taken_over[series]));
+        report(&line(&format!("{how} -> first step with a new command id"), &to_new_command[series]));
+    }
     report(&line("whole release (Create -> SUCCEEDED, with the failover)", &release_times));
     report(&format!("  agent traffic: {}", sim.traffic()));
     let _ = stop_tx.send(true);
@@ -1182,7 +1230,8 @@ fn main() -> anyhow::Result<()> {
             let hold = Duration::from_millis(env_or("FLOTILLA_FAILOVER_HOLD_MS", 300));
             let mut cluster = TestCluster::start(3, ClusterOptions::default())?;
             let settle = Duration::from_millis(env_or("FLOTILLA_FAILOVER_SETTLE_MS", 3_000));
-            let result = failover(&mut cluster, trials, agents, hold, settle).await;
+            let stop = Stop::from_env()?;
+            let result = failover(&mut cluster, trials, agents, hold, settle, stop).await;
             keep_logs(&cluster, "failover");
             result?;
         }

@@ -303,6 +303,36 @@ impl TestCluster {
         }
     }
 
+    /// SIGTERM a node without waiting for it (its graceful stop runs while the caller
+    /// watches the cluster); [`TestCluster::wait_exited`] reaps it.
+    pub fn sigterm(&self, id: u64) {
+        if let Some(child) = self.nodes.get(&id).and_then(|n| n.child.as_ref()) {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        }
+    }
+
+    /// Waits up to `timeout` for a signalled node to exit and reaps it; returns its exit
+    /// code. A node still running then is killed and the call fails.
+    pub async fn wait_exited(&mut self, id: u64, timeout: Duration) -> anyhow::Result<Option<i32>> {
+        let deadline = Instant::now() + timeout;
+        let node = self.nodes.get_mut(&id).ok_or_else(|| anyhow!("no node {id}"))?;
+        let Some(child) = node.child.as_mut() else { bail!("node {id} is not running") };
+        loop {
+            if let Some(status) = child.try_wait()? {
+                node.child = None;
+                return Ok(status.code());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                node.child = None;
+                bail!("node {id} was still running {timeout:?} after SIGTERM (killed)");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// SIGTERM a node and wait for it to exit; returns its exit status code.
     pub fn terminate(&mut self, id: u64) -> Option<i32> {
         let mut child = self.nodes.get_mut(&id).and_then(|n| n.child.take())?;
