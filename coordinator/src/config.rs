@@ -114,6 +114,44 @@ pub struct CoordinatorArgs {
     /// whatever is still connected (key `shutdown_timeout_ms`) [default: 5000].
     #[arg(long, value_name = "MS")]
     pub shutdown_timeout_ms: Option<u64>,
+    /// Instead of serving: back up or restore this coordinator's state.
+    #[command(subcommand)]
+    pub command: Option<CoordinatorCommand>,
+}
+
+/// What `flotilla-coordinator` does instead of serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum CoordinatorCommand {
+    /// Back up the state of a running coordinator, or restore a node from a backup.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+/// `flotilla-coordinator snapshot ...`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum SnapshotCommand {
+    /// Save a backup of a running coordinator's state (every release with its events,
+    /// the fleet, the audit trail) to FILE. Asks this node (its `advertise` address, or
+    /// --from) with the TLS files of the configuration.
+    Save {
+        /// Where to write the backup (written to a temporary name, checked, then renamed).
+        file: PathBuf,
+        /// The coordinator to back up, `HOST:PORT` [default: this node's address].
+        #[arg(long, value_name = "HOST:PORT")]
+        from: Option<String>,
+    },
+    /// Make this node's data directory (`data_dir`, which must be empty) from a backup,
+    /// as a member of the new cluster of its `bootstrap` list. Restore every node of the
+    /// new cluster from the same file with the same list, then start them.
+    Restore {
+        /// The backup to restore.
+        file: PathBuf,
+        /// Start the restored cluster's terms above this one: give the highest term the
+        /// agents have seen when the backup is older than the cluster's last term
+        /// (agents refuse steps from a term below it) [default: the backup's term].
+        #[arg(long, value_name = "TERM", default_value_t = 0)]
+        min_term: u64,
+    },
 }
 
 /// The coordinator's configuration (the TOML file's shape, and after

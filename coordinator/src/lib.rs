@@ -1,6 +1,7 @@
 //! Flotilla coordinator: one node of the Raft cluster that stores release state and,
 //! on the leader, runs the release engine (DESIGN §2, §7, §8).
 
+pub mod backup;
 pub mod config;
 pub mod daemon;
 pub mod driver;
@@ -14,4 +15,4 @@ pub mod server;
 pub mod state;
 pub mod store;
 
-pub use config::{CoordinatorArgs, CoordinatorConfig};
+pub use config::{CoordinatorArgs, CoordinatorCommand, CoordinatorConfig, SnapshotCommand};

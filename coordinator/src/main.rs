@@ -1,11 +1,12 @@
 //! The `flotilla-coordinator` binary: reads its configuration, opens its storage,
 //! joins or forms the Raft cluster and serves gRPC (with the release engine on the
-//! leader) until SIGTERM or Ctrl-C; see [`Daemon`].
+//! leader) until SIGTERM or Ctrl-C; see [`Daemon`]. `snapshot save|restore` back up a
+//! running coordinator and make a new node's data from a backup instead.
 
 use anyhow::Context as _;
 use clap::Parser as _;
 use flotilla_coordinator::daemon::Daemon;
-use flotilla_coordinator::{CoordinatorArgs, CoordinatorConfig};
+use flotilla_coordinator::{CoordinatorArgs, CoordinatorCommand, CoordinatorConfig, SnapshotCommand};
 use std::io::Write as _;
 use std::process::ExitCode;
 use tokio::signal::unix::{SignalKind, signal};
@@ -37,7 +38,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    let work = async {
+        match &args.command {
+            None => run(config).await,
+            Some(CoordinatorCommand::Snapshot(SnapshotCommand::Save { file, from })) => {
+                save(&config, from.as_deref(), file).await
+            }
+            Some(CoordinatorCommand::Snapshot(SnapshotCommand::Restore { file, min_term })) => {
+                restore(&config, file, *min_term).await
+            }
+        }
+    };
+    match runtime.block_on(work) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
@@ -63,5 +75,76 @@ async fn run(config: CoordinatorConfig) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: shutting down"),
     }
     let _ = daemon.stop().await;
+    Ok(())
+}
+
+/// `snapshot save`: streams a backup from a running coordinator into `file`, checks
+/// that it reads back whole, then moves it into place.
+async fn save(config: &CoordinatorConfig, from: Option<&str>, file: &std::path::Path) -> anyhow::Result<()> {
+    use flotilla_proto::v1;
+    use flotilla_proto::v1::cluster_client::ClusterClient;
+
+    let addr = from.map_or_else(|| config.advertise_addr(), str::to_owned);
+    let security = match config.transport().map_err(|e| anyhow::anyhow!("{e}"))? {
+        flotilla_shared::transport::Transport::Tls(files) => {
+            flotilla_net::ClientSecurity::Tls(flotilla_net::TlsMaterial::load(&files)?)
+        }
+        flotilla_shared::transport::Transport::Insecure => flotilla_net::ClientSecurity::Insecure,
+    };
+    let channel = flotilla_net::channel(&addr, &security)?;
+    let mut client = ClusterClient::new(channel).max_decoding_message_size(4 * flotilla_coordinator::backup::CHUNK);
+    let mut stream =
+        client.backup(v1::BackupRequest {}).await.with_context(|| format!("asking {addr} for a backup"))?.into_inner();
+    let tmp = file.with_extension("partial");
+    let mut out = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mut info = None;
+    let mut written = 0u64;
+    while let Some(chunk) = stream.message().await.with_context(|| format!("receiving the backup from {addr}"))? {
+        if info.is_none() {
+            info = chunk.info;
+        }
+        out.write_all(&chunk.data).with_context(|| format!("writing {}", tmp.display()))?;
+        written += chunk.data.len() as u64;
+    }
+    out.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
+    drop(out);
+    let info = info.ok_or_else(|| anyhow::anyhow!("{addr} sent a backup without its description"))?;
+    if written != info.size_bytes {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow::bail!("{addr} announced {} bytes and sent {written}: the backup is incomplete", info.size_bytes);
+    }
+    flotilla_coordinator::backup::read(&tmp).map_err(|e| anyhow::anyhow!("the backup does not read back: {e}"))?;
+    std::fs::rename(&tmp, file).with_context(|| format!("moving the backup to {}", file.display()))?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(
+        stdout,
+        "saved {} ({written} bytes): node {} at log index {} (term {}), {} releases, {} hosts, format {}",
+        file.display(),
+        info.node_id,
+        info.last_log_index,
+        info.last_log_term,
+        info.releases,
+        info.hosts,
+        info.format_version
+    )?;
+    Ok(())
+}
+
+/// `snapshot restore`: makes this node's data directory from a backup.
+async fn restore(config: &CoordinatorConfig, file: &std::path::Path, min_term: u64) -> anyhow::Result<()> {
+    let restored = flotilla_coordinator::backup::restore(file, config, min_term).await?;
+    let members: Vec<String> = restored.members.iter().map(|(id, addr)| format!("{id}={addr}")).collect();
+    let mut stdout = std::io::stdout().lock();
+    writeln!(
+        stdout,
+        "restored {} into {} for node {}: log index {}, {} releases; cluster {}; the first election starts above term {}",
+        file.display(),
+        config.data_dir.display(),
+        config.node_id,
+        restored.last_log_index,
+        restored.releases,
+        members.join(","),
+        restored.term
+    )?;
     Ok(())
 }

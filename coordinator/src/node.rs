@@ -433,6 +433,12 @@ impl Node {
         store::with_state(&self.inner.state, f)
     }
 
+    /// A copy of everything this node has applied (state, last log id, membership), as
+    /// of one index.
+    pub fn applied(&self) -> store::Applied {
+        self.inner.state.snapshot()
+    }
+
     /// A new release id: unique per leader and time (`r-<ms hex>-<node><seq>`).
     pub fn next_release_id(&self) -> String {
         let seq = self.inner.sequence.fetch_add(1, Ordering::Relaxed);

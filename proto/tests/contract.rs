@@ -46,7 +46,10 @@ const EXPECTED: &[(&str, &[Method])] = &[
         ],
     ),
     ("Fleet", &[("ListAgents", false, false), ("GetHost", false, false), ("Drain", false, false)]),
-    ("Cluster", &[("Status", false, false), ("AddNode", false, false), ("RemoveNode", false, false)]),
+    (
+        "Cluster",
+        &[("Status", false, false), ("AddNode", false, false), ("RemoveNode", false, false), ("Backup", false, true)],
+    ),
     ("AgentLink", &[("Session", true, true)]),
     (
         "RaftPeer",
@@ -195,6 +198,15 @@ impl Cluster for OneNode {
 
     async fn remove_node(&self, request: Request<RemoveNodeRequest>) -> Result<Response<RemoveNodeResponse>, Status> {
         Err(Status::not_found(format!("node {} is not a member", request.into_inner().node_id)))
+    }
+
+    type BackupStream = Pin<Box<dyn Stream<Item = Result<flotilla_proto::v1::BackupChunk, Status>> + Send>>;
+
+    async fn backup(
+        &self,
+        _request: Request<flotilla_proto::v1::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        Err(Status::failed_precondition("this node has applied nothing yet"))
     }
 }
 

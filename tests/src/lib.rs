@@ -254,7 +254,8 @@ impl TestCluster {
         Ok(())
     }
 
-    fn spawn(&self, node: &mut Coordinator) -> anyhow::Result<()> {
+    /// The `flotilla-coordinator` command line the harness runs `node` with.
+    fn command(&self, node: &Coordinator) -> anyhow::Result<Command> {
         let mut cmd = Command::new(binary("flotilla-coordinator"));
         cmd.arg("--node-id")
             .arg(node.id.to_string())
@@ -281,9 +282,34 @@ impl TestCluster {
                 cmd.arg("--insecure");
             }
         }
+        Ok(cmd)
+    }
+
+    fn spawn(&self, node: &mut Coordinator) -> anyhow::Result<()> {
+        let mut cmd = self.command(node)?;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log)?;
         cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).env("FLOTILLA_LOG", "info,openraft=warn");
         node.child = Some(cmd.spawn().context("starting flotilla-coordinator")?);
+        Ok(())
+    }
+
+    /// Runs `flotilla-coordinator` with node `id`'s flags (its config, as the harness
+    /// starts it) followed by `args`, e.g. `snapshot save FILE`; returns its output.
+    pub fn run_tool(&self, id: u64, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        let node = self.nodes.get(&id).ok_or_else(|| anyhow!("no node {id}"))?;
+        let mut cmd = self.command(node)?;
+        Ok(cmd.args(args).stdin(Stdio::null()).output()?)
+    }
+
+    /// Deletes the data directory of stopped node `id` (a lost disk).
+    pub fn wipe(&mut self, id: u64) -> anyhow::Result<()> {
+        let node = self.nodes.get(&id).ok_or_else(|| anyhow!("no node {id}"))?;
+        if node.child.is_some() {
+            bail!("node {id} is running; stop it before wiping its data");
+        }
+        if node.data_dir.exists() {
+            std::fs::remove_dir_all(&node.data_dir)?;
+        }
         Ok(())
     }
 

@@ -77,6 +77,29 @@ pub fn status(node: &Node) -> v1::ClusterStatus {
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
+    type BackupStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<v1::BackupChunk, Status>> + Send + 'static>>;
+
+    /// A backup of this node's applied state, in chunks.
+    async fn backup(&self, _request: Request<v1::BackupRequest>) -> Result<Response<Self::BackupStream>, Status> {
+        let node = self.node.clone();
+        let (bytes, info) = tokio::task::spawn_blocking(move || crate::backup::make(&node))
+            .await
+            .map_err(|e| Status::internal(format!("backup task: {e}")))??;
+        tracing::info!(
+            last_log_index = info.last_log_index,
+            bytes = info.size_bytes,
+            releases = info.releases,
+            "backup taken"
+        );
+        let mut info = Some(info);
+        let chunks: Vec<Result<v1::BackupChunk, Status>> = bytes
+            .chunks(crate::backup::CHUNK)
+            .map(|data| Ok(v1::BackupChunk { info: info.take(), data: data.to_vec() }))
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+
     async fn status(&self, _request: Request<v1::StatusRequest>) -> Result<Response<v1::StatusResponse>, Status> {
         Ok(Response::new(v1::StatusResponse { status: Some(status(&self.node)) }))
     }
