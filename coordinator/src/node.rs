@@ -188,7 +188,7 @@ impl Node {
         let identity = ClusterIdentity::new(id, stored, log_store.cluster_id_writer());
         let state = state_machine.shared_state();
         let config = Arc::new(settings.openraft_config()?);
-        let network = Network::new(id, security.clone(), identity.clone());
+        let network = Network::new(id, security.clone(), identity.clone(), settings.election_min);
         let raft = Raft::new(id, config, network, log_store, state_machine)
             .await
             .map_err(|e| CoordinatorError::Internal(format!("starting raft: {e}")))?;

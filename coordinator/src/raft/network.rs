@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use flotilla_net::{ClientSecurity, channel};
+use flotilla_net::ClientSecurity;
 use flotilla_proto::v1::raft_peer_client::RaftPeerClient;
 use flotilla_proto::v1::{self, raft_reply};
 use openraft::BasicNode;
@@ -52,13 +52,42 @@ pub struct Network {
     node_id: NodeId,
     security: ClientSecurity,
     identity: ClusterIdentity,
+    connect_timeout: Duration,
+}
+
+/// How often an idle peer connection is pinged, and how long a ping may go unanswered
+/// before the connection counts as dead: a peer that vanished without closing its
+/// connections (a host that lost power, a container whose network went away) is
+/// noticed and redialled instead of every heartbeat timing out on a dead connection.
+const PEER_KEEP_ALIVE: Duration = Duration::from_secs(1);
+
+/// A lazily connected channel to peer `addr`. Dials give up after `connect_timeout`, so
+/// a dial to an address that does not answer (a restarting node's address swallows
+/// SYNs until it is back) is retried soon, and the peer hears heartbeats again within
+/// its election timeout once it is up, rather than after the kernel's SYN retries.
+pub fn peer_channel(
+    addr: &str,
+    security: &ClientSecurity,
+    connect_timeout: Duration,
+) -> Result<Channel, flotilla_net::NetError> {
+    Ok(flotilla_net::endpoint(addr, security)?
+        .connect_timeout(connect_timeout)
+        .http2_keep_alive_interval(PEER_KEEP_ALIVE)
+        .keep_alive_timeout(PEER_KEEP_ALIVE)
+        .connect_lazy())
 }
 
 impl Network {
     /// The network of node `node_id`, dialing peers with `security`; its requests
     /// carry the cluster id of `identity`.
-    pub fn new(node_id: NodeId, security: ClientSecurity, identity: ClusterIdentity) -> Self {
-        Self { node_id, security, identity }
+    /// Dials give up after `connect_timeout` (the election timeout's lower bound).
+    pub fn new(
+        node_id: NodeId,
+        security: ClientSecurity,
+        identity: ClusterIdentity,
+        connect_timeout: Duration,
+    ) -> Self {
+        Self { node_id, security, identity, connect_timeout }
     }
 }
 
@@ -66,12 +95,18 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
-        let client = channel(&node.addr, &self.security).map(|ch| {
-            RaftPeerClient::new(ch)
-                .max_decoding_message_size(MAX_PEER_MESSAGE)
-                .max_encoding_message_size(MAX_PEER_MESSAGE)
-        });
-        PeerClient { from: self.node_id, target, addr: node.addr.clone(), client, identity: self.identity.clone() }
+        let mut peer = PeerClient {
+            from: self.node_id,
+            target,
+            addr: node.addr.clone(),
+            client: Err(flotilla_net::NetError::BadAddress { addr: node.addr.clone(), why: "not dialled".into() }),
+            identity: self.identity.clone(),
+            security: self.security.clone(),
+            connect_timeout: self.connect_timeout,
+            unanswered: false,
+        };
+        peer.redial();
+        peer
     }
 }
 
@@ -83,6 +118,11 @@ pub struct PeerClient {
     addr: String,
     client: Result<RaftPeerClient<Channel>, flotilla_net::NetError>,
     identity: ClusterIdentity,
+    security: ClientSecurity,
+    connect_timeout: Duration,
+    /// The last call got no answer: it failed to reach the peer, or openraft gave up
+    /// on it (its timeout drops the call, so the call never sees its own failure).
+    unanswered: bool,
 }
 
 type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
@@ -113,7 +153,8 @@ pub async fn timeout_now(
     last_log_index: u64,
     deadline: tokio::time::Instant,
 ) -> Result<(), String> {
-    let ch = channel(addr, security).map_err(|e| e.to_string())?;
+    let ch = peer_channel(addr, security, deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .map_err(|e| e.to_string())?;
     let mut request =
         tonic::Request::new(v1::TimeoutNowRequest { envelope: envelope(from, target, term, identity), last_log_index });
     request.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
@@ -128,7 +169,25 @@ impl PeerClient {
         envelope(self.from, self.target, term, &self.identity)
     }
 
-    fn client(&self) -> Result<RaftPeerClient<Channel>, Unreachable> {
+    /// A new channel to the peer, dropping the old one and its connection.
+    fn redial(&mut self) {
+        self.client = peer_channel(&self.addr, &self.security, self.connect_timeout).map(|ch| {
+            RaftPeerClient::new(ch)
+                .max_decoding_message_size(MAX_PEER_MESSAGE)
+                .max_encoding_message_size(MAX_PEER_MESSAGE)
+        });
+    }
+
+    /// The client for the next call. After a call that got no answer the connection is
+    /// not trusted: a peer that went away without closing it (a restarted container, a
+    /// host that lost power) leaves a connection that swallows every request until
+    /// keep-alive notices, which takes longer than an election timeout, so the peer
+    /// would hear no heartbeat and stand for election. A fresh connection instead
+    /// reaches the peer as soon as it listens again.
+    fn client(&mut self) -> Result<RaftPeerClient<Channel>, Unreachable> {
+        if std::mem::replace(&mut self.unanswered, true) {
+            self.redial();
+        }
         match &self.client {
             Ok(client) => Ok(client.clone()),
             Err(e) => Err(Unreachable::new(e)),
@@ -138,11 +197,15 @@ impl PeerClient {
     /// Turns a gRPC reply into openraft's result.
     // The error type is openraft's, required by the `RaftNetwork` trait.
     #[allow(clippy::result_large_err)]
-    fn reply<T, E>(&self, reply: Result<tonic::Response<v1::RaftReply>, tonic::Status>) -> RpcResult<T, E>
+    fn reply<T, E>(&mut self, reply: Result<tonic::Response<v1::RaftReply>, tonic::Status>) -> RpcResult<T, E>
     where
         T: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        // Any answer from the peer, even a refusal, shows the connection works.
+        self.unanswered = reply.as_ref().is_err_and(|status| {
+            matches!(status.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled)
+        });
         let reply = reply.map_err(|status| match status.code() {
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
                 RPCError::Unreachable(Unreachable::new(&PeerStatus(self.addr.clone(), status)))
