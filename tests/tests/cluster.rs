@@ -171,17 +171,23 @@ async fn a_node_added_after_compaction_catches_up_by_snapshot_and_a_removed_node
     let leader = cluster.wait_leader(ELECTION).await.unwrap();
     write_n(&cluster, "early", 150).await;
 
+    // As the operations guide does it: the CLI's `cluster add` and `cluster remove`.
     let addr = cluster.start_joiner(4).unwrap();
-    let leader_addr = cluster.nodes[&leader].addr.clone();
-    let mut admin = ClusterClient::new(channel(&leader_addr, cluster.client_security()).unwrap());
-    let status = admin
-        .add_node(v1::AddNodeRequest { node_id: 4, addr, learner_only: false })
-        .await
-        .unwrap_or_else(|e| panic!("add node: {e}\n{}", cluster.log_of(4)))
-        .into_inner()
-        .status
-        .unwrap();
-    assert!(status.members.iter().any(|m| m.node_id == 4 && m.role == v1::MemberRole::Voter as i32), "{status:?}");
+    let members = cluster.live_addrs().join(",");
+    let flotilla = |args: &[&str]| {
+        let out = std::process::Command::new(flotilla_tests::binary("flotilla"))
+            .args(["--coordinators", &members, "--insecure"])
+            .args(args)
+            .args(["--output", "json"])
+            .output()
+            .expect("flotilla runs");
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "flotilla {}: {said}", args.join(" "));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_else(|e| panic!("{e}: {said}"))
+    };
+    let status = flotilla(&["cluster", "add", &format!("4={addr}")]);
+    let joined = status["members"].as_array().and_then(|m| m.iter().find(|m| m["node_id"] == 4)).cloned();
+    assert_eq!(joined.map(|m| m["role"].clone()), Some(serde_json::json!("voter")), "{status}");
     let committed = leader_committed(&cluster, leader).await;
     cluster.wait_applied(4, committed, CATCH_UP).await.unwrap();
     assert!(
@@ -190,7 +196,8 @@ async fn a_node_added_after_compaction_catches_up_by_snapshot_and_a_removed_node
         cluster.log_of(4)
     );
 
-    admin.remove_node(v1::RemoveNodeRequest { node_id: 4 }).await.unwrap();
+    let status = flotilla(&["cluster", "remove", "4"]);
+    assert!(status["members"].as_array().is_some_and(|m| m.iter().all(|m| m["node_id"] != 4)), "{status}");
     let left_at = cluster
         .status_of(4)
         .await
