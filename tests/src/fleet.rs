@@ -383,6 +383,25 @@ pub struct StepAudit {
 }
 
 impl StepAudit {
+    /// What agents' logs say: `(host, log text)` per agent (a line may carry a prefix,
+    /// as `docker-compose logs` adds).
+    pub fn from_logs<'a>(logs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let mut audit = Self::default();
+        for (host, log) in logs {
+            for line in log.lines() {
+                let Some(cid) = log_field(line, "command_id") else { continue };
+                if line.contains(" executing step") {
+                    audit.executed.entry(cid.to_owned()).or_default().push(host.to_owned());
+                } else if line.contains(" step received") {
+                    *audit.received.entry(cid.to_owned()).or_default() += 1;
+                } else if line.contains("resolved a step interrupted") {
+                    audit.resolved.entry(cid.to_owned()).or_default().push(host.to_owned());
+                }
+            }
+        }
+        audit
+    }
+
     /// Command ids whose execution started more than once.
     pub fn executed_twice(&self) -> Vec<(&str, &[String])> {
         self.executed.iter().filter(|(_, h)| h.len() > 1).map(|(c, h)| (c.as_str(), h.as_slice())).collect()
@@ -676,20 +695,8 @@ impl TestFleet {
 
     /// What every agent's log says about steps.
     pub fn step_audit(&self) -> StepAudit {
-        let mut audit = StepAudit::default();
-        for host in self.agents.keys() {
-            for line in self.agent_log(host).lines() {
-                let Some(cid) = log_field(line, "command_id") else { continue };
-                if line.contains(" executing step") {
-                    audit.executed.entry(cid.to_owned()).or_default().push(host.clone());
-                } else if line.contains(" step received") {
-                    *audit.received.entry(cid.to_owned()).or_default() += 1;
-                } else if line.contains("resolved a step interrupted") {
-                    audit.resolved.entry(cid.to_owned()).or_default().push(host.clone());
-                }
-            }
-        }
-        audit
+        let logs: Vec<(String, String)> = self.agents.keys().map(|h| (h.clone(), self.agent_log(h))).collect();
+        StepAudit::from_logs(logs.iter().map(|(h, l)| (h.as_str(), l.as_str())))
     }
 
     /// The sample server processes running `service` on `host` (not health checks): pid
