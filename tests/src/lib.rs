@@ -49,6 +49,23 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// A command for a workspace script that runs cargo itself (`deploy/images/build`,
+/// `deploy/packages/build`), without the variables `cargo test` gives a test process
+/// (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, ...): the nested build would otherwise see
+/// another environment than the same command run from a shell, and rebuild the release
+/// tree each time one follows the other.
+pub fn workspace_script(path: &Path) -> Command {
+    let mut cmd = Command::new(path);
+    for (key, _) in std::env::vars_os() {
+        let name = key.to_string_lossy();
+        let keep = matches!(name.as_ref(), "CARGO_HOME" | "CARGO_TARGET_DIR" | "CARGO_TERM_COLOR");
+        if !keep && (name.starts_with("CARGO") || name == "LD_LIBRARY_PATH" || name == "OUT_DIR") {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd
+}
+
 /// A free loopback port (bound then released; the caller binds it right after).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")

@@ -142,7 +142,8 @@ fn the_compose_cluster_releases_the_sample_app_across_agent_containers_through_a
         return;
     }
     let root = repo();
-    let built = Command::new(root.join("deploy/images/build")).output().expect("deploy/images/build runs");
+    let built =
+        flotilla_tests::workspace_script(&root.join("deploy/images/build")).output().expect("deploy/images/build runs");
     assert!(built.status.success(), "deploy/images/build: {}", text(&built));
 
     let project = Project {
