@@ -32,21 +32,25 @@ use crate::store::{self, snapshot};
 /// Bytes per `Cluster.Backup` chunk.
 pub const CHUNK: usize = 1024 * 1024;
 
-/// A backup of `node`'s applied state and what it holds.
+/// A backup of `node`'s applied state and what it holds, encoded straight from the
+/// state under its read lock (as snapshots are built: the state is never copied).
 pub fn make(node: &Node) -> Result<(Vec<u8>, v1::BackupInfo), CoordinatorError> {
-    let applied = node.applied();
+    node.read_applied(|applied| encode_backup(node.id(), applied))
+}
+
+fn encode_backup(node_id: NodeId, applied: &store::Applied) -> Result<(Vec<u8>, v1::BackupInfo), CoordinatorError> {
     let last = applied.last_applied.ok_or_else(|| {
         CoordinatorError::FailedPrecondition("this node has applied nothing yet: there is nothing to back up".into())
     })?;
     let meta = SnapshotMeta {
         last_log_id: Some(last),
         last_membership: applied.membership.clone(),
-        snapshot_id: format!("backup-{}-{}-{}", node.id(), last.leader_id.term, last.index),
+        snapshot_id: format!("backup-{node_id}-{}-{}", last.leader_id.term, last.index),
     };
     let bytes = snapshot::encode(&meta, &applied.state, 0)
         .map_err(|e| CoordinatorError::Internal(format!("encoding the backup: {e}")))?;
     let info = v1::BackupInfo {
-        node_id: node.id(),
+        node_id,
         last_log_index: last.index,
         last_log_term: last.leader_id.term,
         format_version: store::FORMAT_VERSION,

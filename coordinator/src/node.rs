@@ -433,10 +433,10 @@ impl Node {
         store::with_state(&self.inner.state, f)
     }
 
-    /// A copy of everything this node has applied (state, last log id, membership), as
-    /// of one index.
-    pub fn applied(&self) -> store::Applied {
-        self.inner.state.snapshot()
+    /// Runs `f` on everything this node has applied (state, last log id, membership) as
+    /// of one index, under the state's read lock (apply waits meanwhile).
+    pub fn read_applied<T>(&self, f: impl FnOnce(&store::Applied) -> T) -> T {
+        self.inner.state.read_applied(f)
     }
 
     /// A new release id: unique per leader and time (`r-<ms hex>-<node><seq>`).

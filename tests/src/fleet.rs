@@ -337,17 +337,9 @@ impl CliProc {
     /// Waits up to `within` for it to exit; returns its exit code (killed and an error
     /// if it is still running then).
     pub async fn wait(&mut self, within: Duration) -> anyhow::Result<Option<i32>> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status.code());
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                bail!("flotilla was still running after {within:?} (killed); stderr:\n{}", self.stderr());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        match crate::wait_for_exit(&mut self.child, within).await? {
+            Some(status) => Ok(status.code()),
+            None => bail!("flotilla was still running after {within:?} (killed); stderr:\n{}", self.stderr()),
         }
     }
 }
@@ -605,16 +597,9 @@ impl TestFleet {
         let sent = Instant::now();
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
             .context("sending SIGTERM")?;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                return Ok((sent.elapsed(), status.code()));
-            }
-            if sent.elapsed() > within {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("coordinator {id} was still running {within:?} after SIGTERM (killed)");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        match crate::wait_for_exit(&mut child, within).await? {
+            Some(status) => Ok((sent.elapsed(), status.code())),
+            None => bail!("coordinator {id} was still running {within:?} after SIGTERM (killed)"),
         }
     }
 

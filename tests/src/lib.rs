@@ -49,6 +49,23 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// Waits up to `within` for `child` to exit and returns its status; a child still
+/// running at the deadline is killed, reaped, and `None` returned.
+pub async fn wait_for_exit(child: &mut Child, within: Duration) -> std::io::Result<Option<std::process::ExitStatus>> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A command for a workspace script that runs cargo itself (`deploy/images/build`,
 /// `deploy/packages/build`), without the variables `cargo test` gives a test process
 /// (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, ...): the nested build would otherwise see
@@ -358,21 +375,11 @@ impl TestCluster {
     /// Waits up to `timeout` for a signalled node to exit and reaps it; returns its exit
     /// code. A node still running then is killed and the call fails.
     pub async fn wait_exited(&mut self, id: u64, timeout: Duration) -> anyhow::Result<Option<i32>> {
-        let deadline = Instant::now() + timeout;
         let node = self.nodes.get_mut(&id).ok_or_else(|| anyhow!("no node {id}"))?;
-        let Some(child) = node.child.as_mut() else { bail!("node {id} is not running") };
-        loop {
-            if let Some(status) = child.try_wait()? {
-                node.child = None;
-                return Ok(status.code());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                node.child = None;
-                bail!("node {id} was still running {timeout:?} after SIGTERM (killed)");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let Some(mut child) = node.child.take() else { bail!("node {id} is not running") };
+        match wait_for_exit(&mut child, timeout).await? {
+            Some(status) => Ok(status.code()),
+            None => bail!("node {id} was still running {timeout:?} after SIGTERM (killed)"),
         }
     }
 

@@ -76,6 +76,12 @@ impl SharedState {
         self.guard().membership.clone()
     }
 
+    /// Runs `f` on everything applied (state, last log id, membership) as of one index,
+    /// under the read lock: for encoding it whole without copying it first.
+    pub fn read_applied<T>(&self, f: impl FnOnce(&Applied) -> T) -> T {
+        f(&self.guard())
+    }
+
     /// A copy of everything applied.
     pub fn snapshot(&self) -> Applied {
         self.guard().clone()
