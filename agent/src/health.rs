@@ -1,4 +1,4 @@
-//! Health checks (DESIGN §9): `http` (status, optional body substring), `tcp` and
+//! Health checks: `http` (status, optional body substring), `tcp` and
 //! `exec` probes, each sampled on its own interval with a per-sample timeout.
 //!
 //! - [`HealthChecker::wait_healthy`]: passes once every check has passed continuously

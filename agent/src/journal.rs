@@ -1,6 +1,6 @@
 //! The step journal: one JSON record per `command_id` under `<data>/journal/`, written
 //! durably (temporary file, fsync, rename, fsync dir) BEFORE a step starts, at each
-//! phase, and at the end with the result (DESIGN §8).
+//! phase, and at the end with the result.
 //!
 //! It gives the agent's two promises to the coordinators:
 //! - a `command_id` is executed at most once: [`Journal::admit`] answers a repeat with

@@ -1,5 +1,5 @@
 //! Flotilla agent: one per host; dials out to the coordinators, then fetches, verifies,
-//! installs, starts, supervises and health-checks services (DESIGN §2, §8, §9).
+//! installs, starts, supervises and health-checks services.
 //!
 //! The local deploy engine is complete and testable without a coordinator:
 //! - [`executor`]: runs [`step::Step`]s at most once per `command_id`, reverting

@@ -1,4 +1,4 @@
-//! `flotilla demo`: the whole system in one process on a fresh machine (DESIGN §11).
+//! `flotilla demo`: the whole system in one process on a fresh machine.
 //! Three coordinators (temporary data dirs, loopback ports), several agents, and a
 //! six-service sample app packaged into real tar.gz artifacts; it installs version 1
 //! everywhere, then releases version 2 across two stages with canaries, bakes, a data

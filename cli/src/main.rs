@@ -78,7 +78,7 @@ pub enum Output {
     Dot,
 }
 
-/// A failure with the exit code it maps to (DESIGN §10).
+/// A failure with the exit code it maps to.
 #[derive(Debug)]
 pub enum Failure {
     /// 1: something went wrong talking to the cluster or the machine.

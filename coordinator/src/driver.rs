@@ -1,4 +1,4 @@
-//! The release engine's async shell on the leader (DESIGN §8): it commits the
+//! The release engine's async shell on the leader: it commits the
 //! engine's decisions through Raft, sends the steps they create to agents through the
 //! [`AgentHub`], commits every agent report before the engine reacts to it, and after
 //! a leader change re-sends every step that has no committed result.

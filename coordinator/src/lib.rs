@@ -1,5 +1,5 @@
 //! Flotilla coordinator: one node of the Raft cluster that stores release state and,
-//! on the leader, runs the release engine (DESIGN §2, §7, §8).
+//! on the leader, runs the release engine.
 
 pub mod backup;
 pub mod config;

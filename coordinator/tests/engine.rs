@@ -1,7 +1,6 @@
 //! The release engine without a network: releases driven through `decide` and
 //! `Run::apply` by a simulated fleet that answers steps, asserting the order of
-//! dispatches, rollback sets and their order, gates, approvals, windows and pauses
-//! (DESIGN §5, §7).
+//! dispatches, rollback sets and their order, gates, approvals, windows and pauses.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! The contract as built: every service and method of DESIGN §10 is in the descriptor
+//! The contract as built: every service and method of the API is in the descriptor
 //! set, and generated clients and servers talk to each other over real loopback TCP.
 
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! Planning benchmark: 10,000 services with 50,000 dependency edges (DESIGN §6).
+//! Planning benchmark: 10,000 services with 50,000 dependency edges.
 //!
 //! Run with `cargo bench -p flotilla-shared --bench planner`.
 

@@ -159,7 +159,7 @@ impl Serialize for HostCount {
     }
 }
 
-/// How one service depends on another (DESIGN §5).
+/// How one service depends on another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DepKind {
@@ -219,7 +219,7 @@ impl fmt::Display for OnFailure {
     }
 }
 
-/// Which services a failure rolls back (DESIGN §7).
+/// Which services a failure rolls back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RollbackScope {

@@ -1,4 +1,4 @@
-//! Rollback closure and order for every scope and dependency kind (DESIGN §5, §7).
+//! Rollback closure and order for every scope and dependency kind.
 
 use std::collections::BTreeSet;
 

@@ -1,6 +1,6 @@
 //! Releases of the six-service sample app through real processes on loopback: three
 //! `flotilla-coordinator`s, nine `flotilla-agent`s (roles db/api/web, the first three in
-//! the canary cell) and the sample service's real tar.gz artifacts (DESIGN §7, §8).
+//! the canary cell) and the sample service's real tar.gz artifacts.
 //!
 //! Every test first installs version 1 everywhere, then releases version 2 in two stages
 //! (canary cell, then the rest) with canaries, 1 s bakes and the `smoke` gate, and checks

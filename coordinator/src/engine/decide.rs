@@ -1,5 +1,5 @@
 //! The engine's decisions: given a release's [`Run`], its plan and the time, what to
-//! commit next (DESIGN §7). Pure: no I/O, no clock (the time is an argument), no
+//! commit next. Pure: no I/O, no clock (the time is an argument), no
 //! randomness; the same inputs always give the same facts.
 
 use std::collections::BTreeSet;

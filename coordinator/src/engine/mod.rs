@@ -1,4 +1,4 @@
-//! The release engine (DESIGN §7, §8): a pure state machine that turns a planned
+//! The release engine: a pure state machine that turns a planned
 //! release into committed facts, and the step commands those facts imply.
 //!
 //! Two halves, both pure (no I/O, no clock, no randomness):

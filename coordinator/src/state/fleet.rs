@@ -1,7 +1,7 @@
 //! The fleet as the replicated state knows it: every host's agent, its labels, version
 //! and inventory, whether the leader holds a live lease on it, and whether operators
 //! drained it. Only transitions are replicated (registered, lost, back, restarted,
-//! inventory changed, drained), never heartbeats (DESIGN §8).
+//! inventory changed, drained), never heartbeats.
 //!
 //! Apply is deterministic: time comes from the `at` argument (the leader's clock
 //! stamped into the command), and nothing here reads a clock.

@@ -1,4 +1,4 @@
-//! Which services a failure rolls back, why each one, and in what order (DESIGN §5, §7).
+//! Which services a failure rolls back, why each one, and in what order.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt;

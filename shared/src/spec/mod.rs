@@ -1,4 +1,4 @@
-//! The release spec (DESIGN §4): TOML in, validated [`ReleaseSpec`] out, or errors that
+//! The release spec: TOML in, validated [`ReleaseSpec`] out, or errors that
 //! name the file, line and column and say what to do.
 
 mod model;

@@ -12,7 +12,7 @@ use semver::{Version, VersionReq};
 use crate::model::{DepKind, HostCount, LabelSelector, OnFailure, RollbackScope, ServiceName};
 use crate::spec::source::Span;
 
-/// A whole release spec (DESIGN §4).
+/// A whole release spec.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReleaseSpec {
     /// The release name, `[a-z0-9-]{1,63}`.
@@ -73,7 +73,7 @@ pub struct RolloutPolicy {
 }
 
 impl Default for RolloutPolicy {
-    /// The defaults DESIGN §4 documents.
+    /// The defaults a spec gets for what it leaves out.
     fn default() -> Self {
         Self {
             canary: HostCount::Hosts(1),

@@ -1,4 +1,4 @@
-//! The release spec's TOML shape (DESIGN §4), before any value is checked, and clear
+//! The release spec's TOML shape, before any value is checked, and clear
 //! errors for TOML that does not have that shape.
 //!
 //! Every table refuses unknown keys. Every value that [`super::validate`] checks later is
