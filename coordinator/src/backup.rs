@@ -40,7 +40,10 @@ pub fn make(node: &Node) -> Result<(Vec<u8>, v1::BackupInfo), CoordinatorError> 
 
 fn encode_backup(node_id: NodeId, applied: &store::Applied) -> Result<(Vec<u8>, v1::BackupInfo), CoordinatorError> {
     let last = applied.last_applied.ok_or_else(|| {
-        CoordinatorError::FailedPrecondition("this node has applied nothing yet: there is nothing to back up".into())
+        CoordinatorError::precondition(
+            flotilla_proto::status::Reason::StateConflict,
+            "this node has applied nothing yet: there is nothing to back up",
+        )
     })?;
     let meta = SnapshotMeta {
         last_log_id: Some(last),

@@ -191,13 +191,24 @@ impl Leader {
         }
     }
 
-    /// A new leader re-sends every step without a committed result and says so.
+    /// A new leader re-sends every step without a committed result and says so: the
+    /// event lists them all, the ones sent now and the ones whose agent has no session
+    /// with this leader yet (sent when it registers).
     async fn take_over(&mut self) -> Result<(), CoordinatorError> {
         for id in self.active() {
-            let resent = self.send_outstanding(&id, None);
-            let started = self.node.read_local(|s| s.release(&id).is_some_and(|r| r.run.version > 0));
+            let (started, outstanding) = self.node.read_local(|s| match s.release(&id) {
+                Some(r) => (r.run.version > 0, r.run.outstanding().map(|(cid, _)| cid.clone()).collect()),
+                None => (false, Vec::new()),
+            });
+            let sent_now = self.send_outstanding(&id, None);
+            tracing::info!(
+                release = id,
+                outstanding = outstanding.len(),
+                sent_now = sent_now.len(),
+                "took the release over"
+            );
             if started {
-                let fact = Fact::LeaderChanged { node: self.node.id(), resent };
+                let fact = Fact::LeaderChanged { node: self.node.id(), resent: outstanding };
                 self.propose(&id, None, fact).await?;
             }
         }

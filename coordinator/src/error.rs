@@ -1,8 +1,10 @@
-//! The coordinator's errors and their one mapping to gRPC statuses.
+//! The coordinator's errors and their one mapping to gRPC statuses in the richer
+//! error model (`google.rpc.Status` with `ErrorInfo` and further details; see
+//! `flotilla_proto::status`).
 
-use flotilla_proto::status::{invalid_spec, not_leader};
+use flotilla_proto::status::{ErrorBuilder, Reason, invalid_spec, no_leader, not_leader};
 use flotilla_proto::v1;
-use tonic::Status;
+use tonic::{Code, Status};
 
 use crate::raft::NodeId;
 
@@ -35,33 +37,136 @@ pub enum CoordinatorError {
         /// The same errors, structured.
         errors: v1::SpecErrors,
     },
-    /// A bad argument other than a spec.
+    /// A request field that is missing or malformed.
+    #[error("{message}")]
+    InvalidField {
+        /// The field's name in the request message (`release_id`).
+        field: &'static str,
+        /// What is wrong with it, as a sentence.
+        message: String,
+    },
+    /// A bad setting or argument outside a request (configuration, flags).
     #[error("{0}")]
     InvalidArgument(String),
     /// Something named does not exist.
-    #[error("{0}")]
-    NotFound(String),
+    #[error("{message}")]
+    NotFound {
+        /// Which kind of thing (RELEASE_NOT_FOUND, HOST_NOT_FOUND, ...).
+        reason: Reason,
+        /// Its API type (`flotilla.v1.Release`) or kind (`service`).
+        resource_type: &'static str,
+        /// Its id or name.
+        name: String,
+        /// What is missing, as a sentence.
+        message: String,
+    },
+    /// An idempotency key was used before for another spec.
+    #[error(
+        "idempotency key `{key}` was already used for release {release_id} with a different spec; \
+         use a new key to submit this spec, or `Releases.Get` {release_id} for the earlier one"
+    )]
+    KeyReused {
+        /// The key.
+        key: String,
+        /// The release the key stands for.
+        release_id: String,
+    },
     /// The request conflicts with the current state.
-    #[error("{0}")]
-    FailedPrecondition(String),
+    #[error("{message}")]
+    FailedPrecondition {
+        /// Which conflict, for clients to branch on.
+        reason: Reason,
+        /// Why, as a sentence.
+        message: String,
+    },
     /// Raft or storage failed.
     #[error("{0}")]
     Internal(String),
 }
 
+impl CoordinatorError {
+    /// NOT_FOUND for an unknown release id.
+    pub fn no_release(id: &str) -> Self {
+        CoordinatorError::NotFound {
+            reason: Reason::ReleaseNotFound,
+            resource_type: "flotilla.v1.Release",
+            name: id.to_owned(),
+            message: format!("no release {id}"),
+        }
+    }
+
+    /// NOT_FOUND for an unknown host id.
+    pub fn no_host(id: &str, message: String) -> Self {
+        CoordinatorError::NotFound {
+            reason: Reason::HostNotFound,
+            resource_type: "flotilla.v1.Host",
+            name: id.to_owned(),
+            message,
+        }
+    }
+
+    /// NOT_FOUND for a service, gate or stage (`kind`) a release does not have.
+    pub fn no_part(kind: &'static str, name: &str, message: String) -> Self {
+        CoordinatorError::NotFound {
+            reason: Reason::ReleasePartNotFound,
+            resource_type: kind,
+            name: name.to_owned(),
+            message,
+        }
+    }
+
+    /// FAILED_PRECONDITION with `reason`.
+    pub fn precondition(reason: Reason, message: impl Into<String>) -> Self {
+        CoordinatorError::FailedPrecondition { reason, message: message.into() }
+    }
+
+    /// INVALID_ARGUMENT for a request whose `field` is empty.
+    pub fn missing(field: &'static str) -> Self {
+        CoordinatorError::InvalidField { field, message: format!("`{field}` is empty; it is required") }
+    }
+}
+
 impl From<CoordinatorError> for Status {
     fn from(e: CoordinatorError) -> Status {
+        let message = e.to_string();
         match e {
             CoordinatorError::NotLeader { leader_id, leader_addr } => {
                 not_leader(&v1::NotLeader { leader_id, leader_addr })
             }
-            CoordinatorError::NoLeader => not_leader(&v1::NotLeader { leader_id: 0, leader_addr: String::new() }),
-            e @ CoordinatorError::ShuttingDown { .. } => Status::unavailable(e.to_string()),
+            CoordinatorError::NoLeader => no_leader(),
+            CoordinatorError::ShuttingDown { node_id } => {
+                ErrorBuilder::new(Code::Unavailable, Reason::ShuttingDown, message)
+                    .meta("node_id", &node_id)
+                    .retry_after(std::time::Duration::ZERO)
+                    .build()
+            }
             CoordinatorError::BadSpec { rendered, errors } => invalid_spec(rendered, &errors),
-            CoordinatorError::InvalidArgument(m) => Status::invalid_argument(m),
-            CoordinatorError::NotFound(m) => Status::not_found(m),
-            CoordinatorError::FailedPrecondition(m) => Status::failed_precondition(m),
-            CoordinatorError::Internal(m) => Status::internal(m),
+            CoordinatorError::InvalidField { field, message } => {
+                ErrorBuilder::new(Code::InvalidArgument, Reason::InvalidField, message.clone())
+                    .meta("field", &field)
+                    .bad_request([(field, message)])
+                    .build()
+            }
+            CoordinatorError::InvalidArgument(m) => {
+                ErrorBuilder::new(Code::InvalidArgument, Reason::InvalidField, m).build()
+            }
+            CoordinatorError::NotFound { reason, resource_type, name, message } => {
+                ErrorBuilder::new(Code::NotFound, reason, message.clone())
+                    .meta("name", &name)
+                    .resource(resource_type, &name, &message)
+                    .build()
+            }
+            CoordinatorError::KeyReused { key, release_id } => {
+                ErrorBuilder::new(Code::AlreadyExists, Reason::IdempotencyKeyReused, message)
+                    .meta("idempotency_key", &key)
+                    .meta("release_id", &release_id)
+                    .resource("flotilla.v1.Release", &release_id, "the release the idempotency key stands for")
+                    .build()
+            }
+            CoordinatorError::FailedPrecondition { reason, message } => {
+                ErrorBuilder::new(Code::FailedPrecondition, reason, message).build()
+            }
+            CoordinatorError::Internal(m) => ErrorBuilder::new(Code::Internal, Reason::Internal, m).build(),
         }
     }
 }

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use flotilla_net::ClientSecurity;
+use flotilla_proto::status::Reason;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::metrics::WaitError;
 use openraft::storage::RaftLogStorage;
@@ -324,7 +325,7 @@ impl Node {
                 None => CoordinatorError::NoLeader,
             }),
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(CoordinatorError::FailedPrecondition(e.to_string()))
+                Err(CoordinatorError::precondition(Reason::MembershipChangeRefused, e.to_string()))
             }
             Err(RaftError::Fatal(e)) => Err(CoordinatorError::Internal(format!("raft stopped: {e}"))),
         }
@@ -467,7 +468,12 @@ impl Node {
         let is_voter = membership.membership().voter_ids().any(|v| v == id);
         let is_node = membership.membership().get_node(&id).is_some();
         if !is_node {
-            return Err(CoordinatorError::NotFound(format!("node {id} is not a member of the cluster")));
+            return Err(CoordinatorError::NotFound {
+                reason: Reason::NodeNotFound,
+                resource_type: "coordinator node",
+                name: id.to_string(),
+                message: format!("node {id} is not a member of the cluster"),
+            });
         }
         if is_voter {
             self.inner
@@ -481,6 +487,14 @@ impl Node {
             .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
             .await
             .map_err(|e| membership_error(&e))?;
+        // The change is committed; let the metrics catch up, so the status answered
+        // next no longer lists the node (they follow the commit within moments).
+        let _ = self
+            .inner
+            .raft
+            .wait(Some(Duration::from_secs(2)))
+            .metrics(|m| m.membership_config.membership().get_node(&id).is_none(), "the removal is in the metrics")
+            .await;
         Ok(())
     }
 
@@ -607,7 +621,7 @@ fn membership_error(e: &RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) 
             None => CoordinatorError::NoLeader,
         },
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-            CoordinatorError::FailedPrecondition(e.to_string())
+            CoordinatorError::precondition(Reason::MembershipChangeRefused, e.to_string())
         }
         RaftError::Fatal(e) => CoordinatorError::Internal(format!("raft stopped: {e}")),
     }

@@ -342,7 +342,7 @@ fn failed_hosts_up_to_max_failed_are_tolerated_and_one_more_fails_the_service() 
     let mut sim = Sim::new(&spec, fleet(hosts(4, &[], &[]))).failing(one_bad);
     sim.settle();
     assert_eq!(sim.terminal(), Some(Terminal::Succeeded));
-    assert!(sim.events(EventKind::ServiceDone)[0].contains("1 failed hosts (within max_failed)"));
+    assert!(sim.events(EventKind::ServiceDone)[0].contains("with 1 host failed (within max_failed)"));
 
     let two_bad = |h: &HostId, k: &StepKind| {
         (matches!(h.as_str(), "h3" | "h4") && matches!(k, StepKind::Deploy(_)))

@@ -10,8 +10,9 @@
 //! - [`PROTOCOL_VERSION`] / [`MIN_PROTOCOL_VERSION`] (agents and clients) and
 //!   [`PEER_PROTOCOL_VERSION`] / [`MIN_PEER_PROTOCOL_VERSION`] (coordinators): what
 //!   this build speaks and accepts.
-//! - [`status`]: the structured error details the contract defines (`NotLeader`,
-//!   `SpecErrors`).
+//! - [`status`]: the API's error model (gRPC's richer error model: `ErrorInfo`
+//!   reasons, `BadRequest`, `ResourceInfo`, `RetryInfo`, and the contract's own
+//!   `NotLeader` and `SpecErrors` details), for servers and clients.
 //!
 //! Conventions (also written at the top of `common.proto`): instants are
 //! `*_unix_ms` (i64 milliseconds since the Unix epoch), configured durations
@@ -57,7 +58,16 @@ pub const PACKAGE: &str = "flotilla.v1";
 /// [`MIN_PROTOCOL_VERSION`], and an agent accepts any coordinator at least as new as
 /// its own minimum (a newer coordinator still speaks the older revisions it accepts).
 /// So coordinators are upgraded first, then agents.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// - 1: the first revision.
+/// - 2: error details in gRPC's richer error model (a `google.rpc.Status` with
+///   `ErrorInfo` and further `Any`-packed details; see [`status`]) instead of a bare
+///   `NotLeader` or `SpecErrors`; `EventKind::HostBaked`. A revision-1 agent still
+///   works with a revision-2 coordinator: hints reach it as the `LeaderHint` message
+///   of its session, which did not change; the rarer hint carried by a status it
+///   cannot read (its dial of the misread address fails), so it goes on with the
+///   coordinators of its list in turn, as when no leader is known.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The oldest agent/client protocol revision this build accepts.
 pub const MIN_PROTOCOL_VERSION: u32 = 1;

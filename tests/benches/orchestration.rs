@@ -796,7 +796,7 @@ fn batch_times(sim: &Sim, events: &[v1::ReleaseEvent], base: i64) -> Vec<BatchTi
                     ..BatchTimes::default()
                 });
             }
-            Ok(EventKind::HostSucceeded) => {
+            Ok(EventKind::HostSucceeded | EventKind::HostBaked) => {
                 if let Some(b) = out.last_mut() {
                     b.last_success = e.at_unix_ms - base;
                 }
@@ -1126,7 +1126,7 @@ async fn failover(
         ));
         let timeline: Vec<String> = events
             .iter()
-            .filter(|e| e.at_unix_ms >= killed_unix && EventKind::try_from(e.kind) != Ok(EventKind::HostSucceeded))
+            .filter(|e| e.at_unix_ms >= killed_unix && !is_host_success(e.kind))
             .take(8)
             .map(|e| {
                 let kind = EventKind::try_from(e.kind).map_or_else(|_| "?".to_owned(), |k| format!("{k:?}"));
@@ -1136,7 +1136,7 @@ async fn failover(
             .collect();
         let successes: Vec<i64> = events
             .iter()
-            .filter(|e| e.at_unix_ms >= killed_unix && EventKind::try_from(e.kind) == Ok(EventKind::HostSucceeded))
+            .filter(|e| e.at_unix_ms >= killed_unix && is_host_success(e.kind))
             .map(|e| e.at_unix_ms - killed_unix)
             .collect();
         report(&format!(
@@ -1237,4 +1237,9 @@ fn main() -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// Whether an event kind reports one host's step succeeding (deployed, baked).
+fn is_host_success(kind: i32) -> bool {
+    matches!(EventKind::try_from(kind), Ok(EventKind::HostSucceeded | EventKind::HostBaked))
 }

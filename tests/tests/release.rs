@@ -303,12 +303,26 @@ async fn kill_the_leader_during(moment: Moment) {
         .find(|e| e.index > trigger.index)
         .unwrap_or_else(|| panic!("a LEADER_CHANGED event after the kill\n  {lines}"));
     assert!(!trigger.command_ids.is_empty(), "the trigger event sent steps: {trigger:?}");
+    let report_of = |cid: &String| {
+        let reported = [K::HostSucceeded, K::HostBaked, K::HostFailed].map(|k| k as i32);
+        let report = events.iter().find(|e| reported.contains(&e.kind) && e.command_ids.contains(cid));
+        report.unwrap_or_else(|| panic!("no report of {cid}\n  {lines}"))
+    };
+    // LEADER_CHANGED lists what the new leader sends again: every step in flight at the
+    // kill, each of which had no result then, and its message counts them.
     for cid in &trigger.command_ids {
-        let report = events.iter().find(|e| {
-            (e.kind == K::HostSucceeded as i32 || e.kind == K::HostFailed as i32) && e.command_ids.contains(cid)
-        });
-        let report = report.unwrap_or_else(|| panic!("no report of {cid}\n  {lines}"));
-        assert_eq!(report.kind, K::HostSucceeded as i32, "{cid}: {}", report.message);
+        assert!(took_over.command_ids.contains(cid), "{cid} is not among the steps sent again: {took_over:?}");
+    }
+    for cid in &took_over.command_ids {
+        assert!(report_of(cid).index > took_over.index, "{cid} had a result before the takeover\n  {lines}");
+    }
+    let n = took_over.command_ids.len();
+    let counted = format!("{n} step{} without a result", if n == 1 { "" } else { "s" });
+    assert!(took_over.message.contains(&counted), "`{}` does not say `{counted}`", took_over.message);
+    let done = if moment == Moment::Bake { K::HostBaked } else { K::HostSucceeded };
+    for cid in &trigger.command_ids {
+        let report = report_of(cid);
+        assert_eq!(report.kind, done as i32, "{cid}: {}", report.message);
         assert!(
             report.index > took_over.index,
             "{cid} (sent at event {}) is reported at event {}, after the takeover at event {}: it was in flight \

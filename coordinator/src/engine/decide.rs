@@ -10,6 +10,7 @@ use flotilla_shared::model::{HostCount, HostId, OnFailure, RollbackScope, Servic
 use flotilla_shared::plan::{NodeId, Plan, RollbackRequest, RollbackStep, split_batches};
 
 use super::ENGINE;
+use super::event::count;
 use super::fact::{BatchSpec, Dispatch, Fact, Outcome, RollbackAction, Terminal};
 use super::run::{GateState, HostState, Phase, Run, ServiceRun, ServiceState, StageState, StepKind, command_id};
 
@@ -194,8 +195,9 @@ impl Decider<'_, '_> {
                             self.push(Fact::Finished {
                                 terminal: Terminal::Succeeded,
                                 reason: format!(
-                                    "release succeeded: {n} services in {} stages",
-                                    self.ctx.plan.stages().len()
+                                    "release succeeded: {} in {}",
+                                    count(n, "service", "services"),
+                                    count(self.ctx.plan.stages().len(), "stage", "stages")
                                 ),
                             });
                         }
@@ -460,7 +462,7 @@ impl Decider<'_, '_> {
             svc.batches.iter().find(|b| b.hosts.contains(host)).map_or_else(|| "a".to_owned(), |b| b.name.clone());
         let mut reason = format!("{batch} host {host} failed: {why}");
         if failed.len() > 1 {
-            reason.push_str(&format!(" ({} hosts failed, max_failed is {max_failed})", failed.len()));
+            reason.push_str(&format!(" ({} failed, max_failed is {max_failed})", count(failed.len(), "host", "hosts")));
         }
         self.push(Fact::ServiceFailed { stage, service: name.clone(), reason });
         true

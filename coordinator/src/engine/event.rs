@@ -44,6 +44,14 @@ pub enum EventKind {
     ReleaseRolledBack,
     ReleaseFailed,
     ReleaseAborted,
+    /// One host stayed healthy through its batch's bake (appended: stored events
+    /// keep their variant indexes).
+    HostBaked,
+}
+
+/// `n` and the noun, singular for one (`1 host`, `3 hosts`), as event messages say it.
+pub(crate) fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// One thing that happened to a release, with why.

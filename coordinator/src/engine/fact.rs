@@ -7,6 +7,8 @@ use std::fmt;
 use flotilla_shared::model::{HostId, ServiceName};
 use serde::{Deserialize, Serialize};
 
+use super::event::count;
+
 /// The id of one command sent to one agent (unique in the cluster).
 pub type CommandId = String;
 
@@ -318,7 +320,8 @@ pub enum Fact {
     LeaderChanged {
         /// The new leader's node id.
         node: u64,
-        /// The steps sent again.
+        /// The steps without a result, each sent again (at once, or when its host's
+        /// agent connects to the new leader).
         resent: Vec<CommandId>,
     },
 }
@@ -348,7 +351,7 @@ impl fmt::Display for Fact {
                 write!(f, "{service} migration sent to {}", dispatch.host)
             }
             Fact::BatchStarted { service, batch, dispatches, .. } => {
-                write!(f, "{service} batch {batch} sent to {} hosts", dispatches.len())
+                write!(f, "{service} batch {batch} sent to {}", count(dispatches.len(), "host", "hosts"))
             }
             Fact::BakeStarted { service, batch, .. } => write!(f, "{service} batch {batch} baking"),
             Fact::BatchDone { service, batch, .. } => write!(f, "{service} batch {batch} done"),
@@ -365,12 +368,14 @@ impl fmt::Display for Fact {
             Fact::Paused { actor, .. } => write!(f, "paused by {actor}"),
             Fact::Resumed { actor, .. } => write!(f, "resumed by {actor}"),
             Fact::Aborted { actor, .. } => write!(f, "aborted by {actor}"),
-            Fact::RollbackDecided { members, .. } => write!(f, "rollback of {} services decided", members.len()),
+            Fact::RollbackDecided { members, .. } => {
+                write!(f, "rollback of {} decided", count(members.len(), "service", "services"))
+            }
             Fact::RollbackStarted { action, batch, .. } => write!(f, "rollback action {action} batch {batch} sent"),
             Fact::RollbackActionDone { action } => write!(f, "rollback action {action} done"),
             Fact::Finished { terminal, .. } => write!(f, "finished: {terminal:?}"),
             Fact::LeaderChanged { node, resent } => {
-                write!(f, "leader {node} took over, {} steps sent again", resent.len())
+                write!(f, "leader {node} took over, {} to send again", count(resent.len(), "step", "steps"))
             }
         }
     }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use flotilla_shared::model::{HostId, ServiceName};
 use serde::{Deserialize, Serialize};
 
-use super::event::{Event, EventKind};
+use super::event::{Event, EventKind, count};
 use super::fact::{
     ApprovalKind, BatchSpec, CommandId, Dispatch, Fact, MAX_ATTEMPTS, Outcome, RollbackAction, Terminal,
 };
@@ -450,7 +450,10 @@ impl Run {
         match fact {
             Fact::StageStarted { stage, name, services, gates } => {
                 if *stage != self.stages.len() {
-                    return refuse(format!("stage {stage} cannot start: {} stages started", self.stages.len()));
+                    return refuse(format!(
+                        "stage {stage} cannot start: {} started",
+                        count(self.stages.len(), "stage", "stages")
+                    ));
                 }
                 if let Some(prev) = self.stages.last()
                     && prev.state != StageState::Done
@@ -493,10 +496,8 @@ impl Run {
                     let why = if skipped.is_empty() {
                         format!("{service} has no hosts in stage {stage_name}")
                     } else {
-                        format!(
-                            "{service} skipped in stage {stage_name}: all {} hosts already run {version}",
-                            skipped.len()
-                        )
+                        let all = if skipped.len() == 1 { "its only host" } else { "all its hosts" };
+                        format!("{service} skipped in stage {stage_name}: {all} already run {version}")
                     };
                     run.reason = why.clone();
                     (EventKind::ServiceDone, why)
@@ -506,11 +507,16 @@ impl Run {
                     let hosts: usize = batches.iter().map(|b| b.hosts.len()).sum();
                     let names: Vec<&str> = batches.iter().map(|b| b.name.as_str()).collect();
                     let mut msg = format!(
-                        "{service} {version} started in stage {stage_name}: {hosts} hosts in batches {}",
+                        "{service} {version} started in stage {stage_name}: {} in {} {}",
+                        count(hosts, "host", "hosts"),
+                        if names.len() == 1 { "batch" } else { "batches" },
                         names.join(", ")
                     );
                     if !skipped.is_empty() {
-                        msg.push_str(&format!("; {} hosts already at {version} skipped", skipped.len()));
+                        msg.push_str(&format!(
+                            "; {} already at {version} skipped",
+                            count(skipped.len(), "host", "hosts")
+                        ));
                     }
                     (EventKind::ServiceStarted, msg)
                 };
@@ -637,10 +643,10 @@ impl Run {
                 run.deadline_unix_ms = deadline(at, run.progress_deadline_ms);
                 let batch_name = run.batches[*batch].name.clone();
                 let msg = format!(
-                    "{service} {}: batch {batch_name} done ({} of {} hosts healthy)",
+                    "{service} {}: batch {batch_name} done ({} of {} healthy)",
                     run.version,
                     run.hosts_done(),
-                    run.hosts.len()
+                    count(run.hosts.len(), "host", "hosts")
                 );
                 let e = self.record(at, EventKind::BatchDone, msg);
                 e.stage = stage_name;
@@ -659,7 +665,7 @@ impl Run {
                 let failed = run.failed_hosts().count();
                 let mut msg = format!("{service} {} done in stage {stage_name}", run.version);
                 if failed > 0 {
-                    msg.push_str(&format!(" with {failed} failed hosts (within max_failed)"));
+                    msg.push_str(&format!(" with {} failed (within max_failed)", count(failed, "host", "hosts")));
                 }
                 let version = run.version.clone();
                 let e = self.record(at, EventKind::ServiceDone, msg);
@@ -999,10 +1005,17 @@ impl Run {
                 let e = self.record(
                     at,
                     EventKind::LeaderChanged,
-                    format!(
-                        "coordinator {node} leads now and took the release over; {} unanswered steps sent again",
-                        resent.len()
-                    ),
+                    match resent.len() {
+                        0 => format!(
+                            "coordinator {node} leads now and took the release over; no step was waiting for a result"
+                        ),
+                        n => format!(
+                            "coordinator {node} leads now and took the release over; {} without a result {} sent again \
+                             (now, or when the host's agent connects to it)",
+                            count(n, "step", "steps"),
+                            if n == 1 { "is" } else { "are" }
+                        ),
+                    },
                 );
                 e.command_ids = resent.clone();
             }
@@ -1076,9 +1089,10 @@ impl Run {
                     }
                 }
                 let version = run.version.clone();
-                let (kind, msg) = if outcome.ok() {
-                    let what = if baking { "baked" } else { "deployed and healthy" };
-                    (EventKind::HostSucceeded, format!("{s} {version} {what} on {host}"))
+                let (kind, msg) = if outcome.ok() && baking {
+                    (EventKind::HostBaked, format!("{s} {version} baked on {host}: healthy through the bake"))
+                } else if outcome.ok() {
+                    (EventKind::HostSucceeded, format!("{s} {version} deployed and healthy on {host}"))
                 } else {
                     let what = if baking {
                         format!("{s} {version} unhealthy during bake on {host}")

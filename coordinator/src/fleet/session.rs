@@ -54,7 +54,9 @@ pub enum SessionError {
 impl From<SessionError> for CoordinatorError {
     fn from(e: SessionError) -> Self {
         match e {
-            SessionError::ProtocolMismatch { .. } => CoordinatorError::FailedPrecondition(e.to_string()),
+            SessionError::ProtocolMismatch { .. } => {
+                CoordinatorError::precondition(flotilla_proto::status::Reason::ProtocolUnsupported, e.to_string())
+            }
             SessionError::BadRegister(_) | SessionError::RegisterTimeout(_) => {
                 CoordinatorError::InvalidArgument(e.to_string())
             }

@@ -78,8 +78,13 @@ fn samples(text: &str) -> Vec<&str> {
 fn http_metrics_of_a_leader_carry_every_family_with_its_value() {
     let text = render_metrics(&leader_view());
     let lines = samples(&text);
+    let build_info = format!(
+        "flotilla_build_info{{version=\"9.8.7\",protocol_version=\"{}\",peer_protocol_version=\"{}\"}} 1",
+        flotilla_proto::PROTOCOL_VERSION,
+        flotilla_proto::PEER_PROTOCOL_VERSION
+    );
+    assert!(lines.contains(&build_info.as_str()), "missing `{build_info}` in:\n{text}");
     for expected in [
-        "flotilla_build_info{version=\"9.8.7\",protocol_version=\"1\",peer_protocol_version=\"2\"} 1",
         "flotilla_raft_node_id 1",
         "flotilla_raft_is_leader 1",
         "flotilla_raft_server_state{state=\"leader\"} 1",

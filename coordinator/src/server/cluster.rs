@@ -1,5 +1,7 @@
 //! The `Cluster` service: membership and Raft status, adding and removing nodes.
 
+use std::time::Duration;
+
 use flotilla_proto::v1::cluster_client::ClusterClient;
 use flotilla_proto::v1::cluster_server::Cluster;
 use flotilla_proto::v1::{self, MemberRole, RaftState};
@@ -75,6 +77,44 @@ pub fn status(node: &Node) -> v1::ClusterStatus {
     }
 }
 
+/// How long the leader waits for a member's answer when it builds its view.
+const MEMBER_ASK_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The leader's view: its own status, with every other member's state, indexes and
+/// version as that member reports them (asked in parallel; a member that does not
+/// answer within [`MEMBER_ASK_TIMEOUT`] is unreachable and its state unknown).
+pub async fn leader_view(node: &Node) -> v1::ClusterStatus {
+    let mut view = status(node);
+    let asks = view.members.iter().filter(|m| m.node_id != node.id()).map(|m| {
+        let (id, addr) = (m.node_id, m.addr.clone());
+        async move {
+            let ch = node.forward_channel(&addr).ok()?;
+            let mut req = Request::new(v1::StatusRequest { local: true });
+            req.set_timeout(MEMBER_ASK_TIMEOUT);
+            let answer = tokio::time::timeout(MEMBER_ASK_TIMEOUT, ClusterClient::new(ch).status(req)).await;
+            let own = answer.ok()?.ok()?.into_inner().status?;
+            own.members.into_iter().find(|m| m.node_id == id)
+        }
+    });
+    let answers: Vec<v1::ClusterMember> = futures::future::join_all(asks).await.into_iter().flatten().collect();
+    for member in view.members.iter_mut().filter(|m| m.node_id != node.id()) {
+        match answers.iter().find(|a| a.node_id == member.node_id) {
+            Some(own) => {
+                member.state = own.state;
+                member.last_log_index = own.last_log_index;
+                member.applied_index = own.applied_index;
+                member.version.clone_from(&own.version);
+                member.reachable = true;
+            }
+            None => {
+                member.state = RaftState::Unspecified as i32;
+                member.reachable = false;
+            }
+        }
+    }
+    view
+}
+
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     type BackupStream =
@@ -100,8 +140,22 @@ impl Cluster for ClusterService {
         Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
 
-    async fn status(&self, _request: Request<v1::StatusRequest>) -> Result<Response<v1::StatusResponse>, Status> {
-        Ok(Response::new(v1::StatusResponse { status: Some(status(&self.node)) }))
+    /// The leader's view (forwarded to the leader when this node follows), or this
+    /// node's own view when asked `local` or when no leader is known here.
+    async fn status(&self, request: Request<v1::StatusRequest>) -> Result<Response<v1::StatusResponse>, Status> {
+        let leaderless =
+            matches!(self.node.check_leader(), Err(CoordinatorError::NoLeader | CoordinatorError::ShuttingDown { .. }));
+        if request.get_ref().local || leaderless {
+            return Ok(Response::new(v1::StatusResponse { status: Some(status(&self.node)) }));
+        }
+        let node = self.node.clone();
+        on_leader(
+            &self.node,
+            request,
+            |_| async move { Ok(v1::StatusResponse { status: Some(leader_view(&node).await) }) },
+            |ch, req| async move { ClusterClient::new(ch).status(req).await },
+        )
+        .await
     }
 
     async fn add_node(&self, request: Request<v1::AddNodeRequest>) -> Result<Response<v1::AddNodeResponse>, Status> {
@@ -111,12 +165,16 @@ impl Cluster for ClusterService {
             request,
             |req| async move {
                 if req.node_id == 0 {
-                    return Err(CoordinatorError::InvalidArgument("node id 0 is reserved; use a positive id".into()));
+                    return Err(CoordinatorError::InvalidField {
+                        field: "node_id",
+                        message: "node id 0 is reserved; use a positive id".into(),
+                    });
                 }
-                flotilla_shared::transport::check_host_port(&req.addr)
-                    .map_err(|why| CoordinatorError::InvalidArgument(format!("address `{}`: {why}", req.addr)))?;
+                flotilla_shared::transport::check_host_port(&req.addr).map_err(|why| {
+                    CoordinatorError::InvalidField { field: "addr", message: format!("address `{}`: {why}", req.addr) }
+                })?;
                 node.add_node(req.node_id, req.addr, req.learner_only).await?;
-                Ok(v1::AddNodeResponse { status: Some(status(&node)) })
+                Ok(v1::AddNodeResponse { status: Some(leader_view(&node).await) })
             },
             |ch, req| async move { ClusterClient::new(ch).add_node(req).await },
         )
@@ -133,7 +191,7 @@ impl Cluster for ClusterService {
             request,
             |req| async move {
                 node.remove_node(req.node_id).await?;
-                Ok(v1::RemoveNodeResponse { status: Some(status(&node)) })
+                Ok(v1::RemoveNodeResponse { status: Some(leader_view(&node).await) })
             },
             |ch, req| async move { ClusterClient::new(ch).remove_node(req).await },
         )

@@ -35,7 +35,7 @@ impl FleetService {
         self.node
             .read_local(|s| s.fleet().agent(id).cloned())
             .map(|record| self.host(id, &record))
-            .ok_or_else(|| CoordinatorError::NotFound(format!("no host {id} has registered")))
+            .ok_or_else(|| CoordinatorError::no_host(id, format!("no host {id} has registered")))
     }
 }
 
@@ -99,6 +99,9 @@ impl Fleet for FleetService {
     /// releases (newest first) and the ones still waiting for a result.
     async fn get_host(&self, request: Request<v1::GetHostRequest>) -> Result<Response<v1::GetHostResponse>, Status> {
         let req = request.into_inner();
+        if req.host_id.is_empty() {
+            return Err(CoordinatorError::missing("host_id").into());
+        }
         let mut host = self.read_host(&req.host_id)?;
         let limit = if req.recent_steps == 0 { 20 } else { req.recent_steps.min(1_000) } as usize;
         let mut steps: Vec<v1::HostStep> = self.node.read_local(|s| {
@@ -131,7 +134,7 @@ impl Fleet for FleetService {
             request,
             |req| async move {
                 if req.host_id.trim().is_empty() {
-                    return Err(CoordinatorError::InvalidArgument("host_id is empty".to_owned()));
+                    return Err(CoordinatorError::missing("host_id"));
                 }
                 let op = if req.undrain {
                     FleetOp::Undrain { host: req.host_id.clone(), reason: req.reason }
@@ -139,7 +142,7 @@ impl Fleet for FleetService {
                     FleetOp::Drain { host: req.host_id.clone(), reason: req.reason }
                 };
                 match this.node.propose(crate::state::Op::Fleet(op)).await? {
-                    Applied::Refused { reason } => Err(CoordinatorError::NotFound(reason)),
+                    Applied::Refused { reason } => Err(CoordinatorError::no_host(&req.host_id, reason)),
                     _ => Ok(v1::DrainResponse { host: Some(this.read_host(&req.host_id)?) }),
                 }
             },

@@ -1,5 +1,5 @@
 //! The coordinator's gRPC surface: `RaftPeer`, `Cluster`, `Releases`, `AgentLink`,
-//! `Fleet`, the standard health service and reflection, on one port, over mutual TLS
+//! `Fleet`, the standard health service and reflection (v1 and v1alpha), on one port, over mutual TLS
 //! unless `--insecure`.
 
 mod agent_link;
@@ -56,11 +56,17 @@ pub async fn serve(
     health.set_serving::<ReleasesServer<ReleasesService>>().await;
     health.set_serving::<AgentLinkServer<AgentLinkService>>().await;
     health.set_serving::<FleetServer<FleetService>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(flotilla_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .expect("the embedded descriptor sets are valid");
+    // Both reflection revisions: `v1` for current clients, `v1alpha` for the many
+    // stock clients that still speak only it (grpcurl before 1.9, grpcio-reflection's
+    // descriptor database, Postman).
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(flotilla_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().expect("the embedded descriptor sets are valid");
+    let reflection_v1alpha = reflection().build_v1alpha().expect("the embedded descriptor sets are valid");
 
     let mut builder = Server::builder();
     if let Some(tls) = tls {
@@ -77,7 +83,8 @@ pub async fn serve(
         .add_service(AgentLinkServer::new(AgentLinkService::new(hub.clone())))
         .add_service(FleetServer::new(FleetService::new(hub)))
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .serve_with_shutdown(listen, shutdown)
         .await
 }

@@ -250,6 +250,7 @@ fn event_kind(k: EventKind) -> v1::EventKind {
         EventKind::ReleaseRolledBack => W::ReleaseRolledBack,
         EventKind::ReleaseFailed => W::ReleaseFailed,
         EventKind::ReleaseAborted => W::ReleaseAborted,
+        EventKind::HostBaked => W::HostBaked,
     }
 }
 

@@ -2,6 +2,7 @@
 //! operator actions (approve, pause, resume, abort, rollback), each committed through
 //! Raft as a fact the release engine then acts on.
 
+use flotilla_proto::status::Reason;
 use flotilla_proto::v1::releases_client::ReleasesClient;
 use flotilla_proto::v1::releases_server::Releases;
 use flotilla_proto::v1::{self, Severity};
@@ -89,8 +90,9 @@ async fn closing(life: &mut tokio::sync::watch::Receiver<Lifecycle>) {
     let _ = life.wait_for(|l| *l == Lifecycle::Closing).await.map(|_| ());
 }
 
-/// How long `Watch` waits for an unknown release to appear in this node's state.
-const WATCH_UNKNOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long `Watch` on a follower waits for a release the leader knows to reach this
+/// node's applied state (it is committed, so this is replication lag).
+const WATCH_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Metadata key naming the operator behind a call (informational; recorded in events).
 pub const ACTOR: &str = "x-flotilla-actor";
@@ -113,7 +115,39 @@ fn view(r: &ReleaseRecord) -> v1::Release {
 }
 
 fn get_view(s: &State, id: &str) -> Result<v1::Release, CoordinatorError> {
-    s.release(id).map(view).ok_or_else(|| CoordinatorError::NotFound(format!("no release {id}")))
+    s.release(id).map(view).ok_or_else(|| CoordinatorError::no_release(id))
+}
+
+/// INVALID_ARGUMENT for a request without a release id.
+fn require_id(id: &str) -> Result<(), CoordinatorError> {
+    if id.is_empty() { Err(CoordinatorError::missing("release_id")) } else { Ok(()) }
+}
+
+/// Whether the cluster knows release `id`: from this node's applied state, else
+/// asked of the leader (a linearizable read here when this node leads, a `Get`
+/// forwarded to it otherwise), so a follower that has not applied a new release yet
+/// does not call it unknown.
+async fn known_to_cluster(node: &Node, id: &str) -> Result<bool, Status> {
+    if node.read_local(|s| s.release(id).is_some()) {
+        return Ok(true);
+    }
+    match node.check_leader() {
+        Ok(()) => Ok(node.read(|s| s.release(id).is_some()).await?),
+        Err(CoordinatorError::NotLeader { leader_id, leader_addr }) => {
+            let ch = node
+                .forward_channel(&leader_addr)
+                .map_err(|_| Status::from(CoordinatorError::NotLeader { leader_id, leader_addr }))?;
+            let mut req = Request::new(v1::GetRequest { release_id: id.to_owned() });
+            req.metadata_mut()
+                .insert(super::FORWARDED, node.id().to_string().parse().expect("a number is valid metadata"));
+            match ReleasesClient::new(ch).get(req).await {
+                Ok(_) => Ok(true),
+                Err(status) if status.code() == tonic::Code::NotFound => Ok(false),
+                Err(status) => Err(status),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn services_total(r: &ReleaseRecord) -> usize {
@@ -125,12 +159,11 @@ fn services_total(r: &ReleaseRecord) -> usize {
 
 /// Commits an operator's fact and answers with the release after it.
 async fn act(node: &Node, id: &str, fact: Fact) -> Result<v1::Release, CoordinatorError> {
-    node.read(|s| s.release(id).map(|_| ()))
-        .await?
-        .ok_or_else(|| CoordinatorError::NotFound(format!("no release {id}")))?;
+    require_id(id)?;
+    node.read(|s| s.release(id).map(|_| ())).await?.ok_or_else(|| CoordinatorError::no_release(id))?;
     match node.propose(Op::Release { release: id.to_owned(), expect: None, fact }).await? {
         Applied::Applied { .. } => node.read_local(|s| get_view(s, id)),
-        Applied::Refused { reason } => Err(CoordinatorError::FailedPrecondition(reason)),
+        Applied::Refused { reason } => Err(CoordinatorError::precondition(Reason::ReleaseStateConflict, reason)),
         other => Err(CoordinatorError::Internal(format!("unexpected result {other:?}"))),
     }
 }
@@ -152,9 +185,7 @@ impl Releases for ReleasesService {
             let fleet = self.node.read_local(|s| s.fleet().planning_fleet());
             plan_against(&req.spec_toml, &name, &fleet)?
         };
-        let report = flotilla_shared::plan::PlanReport::new(&plan, &source);
-        let plan_json = serde_json::to_string_pretty(&report).map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(v1::PlanResponse { plan: Some(super::plan_view::plan(&plan, &source)), plan_json }))
+        Ok(Response::new(v1::PlanResponse { plan: Some(super::plan_view::plan(&plan, &source)) }))
     }
 
     async fn create(&self, request: Request<v1::CreateRequest>) -> Result<Response<v1::CreateResponse>, Status> {
@@ -165,6 +196,21 @@ impl Releases for ReleasesService {
             request,
             |req| async move {
                 let name = file_name(&req.file_name);
+                let key = req.idempotency_key.clone();
+                // A key seen before answers without planning again: the same spec gets
+                // its release back, another spec is refused.
+                let seen = node
+                    .read_for_write(|s| s.release_by_key(&key).map(|r| (r.id.clone(), r.spec_text == req.spec_toml)))
+                    .await?;
+                match seen {
+                    _ if key.is_empty() => {}
+                    Some((id, true)) => {
+                        let release = node.read_local(|s| get_view(s, &id))?;
+                        return Ok(v1::CreateResponse { release: Some(release), created: false });
+                    }
+                    Some((release_id, false)) => return Err(CoordinatorError::KeyReused { key, release_id }),
+                    None => {}
+                }
                 // Planned against the live fleet as this leader has applied it; the
                 // create itself is ordered by Raft (see `Node::read_for_write`).
                 let fleet = node.read_for_write(|s| s.fleet().planning_fleet()).await?;
@@ -185,7 +231,8 @@ impl Releases for ReleasesService {
                         let release = node.read_local(|s| get_view(s, &id))?;
                         Ok(v1::CreateResponse { release: Some(release), created })
                     }
-                    Applied::Refused { reason } => Err(CoordinatorError::FailedPrecondition(reason)),
+                    Applied::KeyReused { id } => Err(CoordinatorError::KeyReused { key, release_id: id }),
+                    Applied::Refused { reason } => Err(CoordinatorError::precondition(Reason::StateConflict, reason)),
                     other => Err(CoordinatorError::Internal(format!("unexpected result {other:?}"))),
                 }
             },
@@ -200,6 +247,7 @@ impl Releases for ReleasesService {
             &self.node,
             request,
             |req| async move {
+                require_id(&req.release_id)?;
                 let release = node.read(|s| get_view(s, &req.release_id)).await??;
                 Ok(v1::GetResponse { release: Some(release) })
             },
@@ -216,19 +264,28 @@ impl Releases for ReleasesService {
             |req| async move {
                 let page = if req.page_size == 0 { 100 } else { req.page_size.min(1_000) } as usize;
                 let wanted: Vec<i32> = req.states.clone();
-                let (releases, next) = node
+                let listed = node
                     .read(|s| {
-                        let mut all = s
-                            .releases()
-                            .filter(|r| {
-                                wanted.is_empty() || wanted.contains(&(release_view::release_state(&r.run) as i32))
-                            })
-                            .skip_while(|r| !req.page_token.is_empty() && r.id != req.page_token);
+                        // Newest first; a page starts at the release its token names.
+                        let mut all: Vec<&ReleaseRecord> = s.releases().collect();
+                        all.reverse();
+                        let start = if req.page_token.is_empty() {
+                            0
+                        } else {
+                            all.iter().position(|r| r.id == req.page_token)?
+                        };
+                        let mut rest = all[start..].iter().filter(|r| {
+                            wanted.is_empty() || wanted.contains(&(release_view::release_state(&r.run) as i32))
+                        });
                         let page: Vec<v1::ReleaseSummary> =
-                            all.by_ref().take(page).map(|r| release_view::summary(r, services_total(r))).collect();
-                        (page, all.next().map(|r| r.id.clone()).unwrap_or_default())
+                            rest.by_ref().take(page).map(|r| release_view::summary(r, services_total(r))).collect();
+                        Some((page, rest.next().map(|r| r.id.clone()).unwrap_or_default()))
                     })
                     .await?;
+                let (releases, next) = listed.ok_or_else(|| CoordinatorError::InvalidField {
+                    field: "page_token",
+                    message: format!("page token `{}` names no release; start again without it", req.page_token),
+                })?;
                 Ok(v1::ListResponse { releases, next_page_token: next })
             },
             forward!(list),
@@ -247,13 +304,21 @@ impl Releases for ReleasesService {
         if node.lifecycle() != Lifecycle::Serving {
             return Err(leaving(&node));
         }
-        // This node may not have applied the release's creation yet (the client just
-        // created it through the leader): give it a moment before saying it is unknown.
+        require_id(&req.release_id)?;
+        if !known_to_cluster(&node, &req.release_id).await? {
+            return Err(CoordinatorError::no_release(&req.release_id).into());
+        }
+        // The leader knows it; this node may not have applied its creation yet (the
+        // client just created it through the leader).
         let mut metrics = node.raft().metrics();
-        let deadline = tokio::time::Instant::now() + WATCH_UNKNOWN_GRACE;
+        let deadline = tokio::time::Instant::now() + WATCH_CATCH_UP;
         while node.read_local(|s| s.release(&req.release_id).is_none()) {
             if !matches!(tokio::time::timeout_at(deadline, metrics.changed()).await, Ok(Ok(()))) {
-                return Err(CoordinatorError::NotFound(format!("no release {}", req.release_id)).into());
+                return Err(CoordinatorError::Internal(format!(
+                    "release {} is committed but this coordinator has not applied it within {:?}",
+                    req.release_id, WATCH_CATCH_UP
+                ))
+                .into());
             }
         }
         let (tx, rx) = tokio::sync::mpsc::channel(256);
@@ -299,32 +364,47 @@ impl Releases for ReleasesService {
             &self.node,
             request,
             |req| async move {
-                let pending = node
-                    .read(|s| s.release(&req.release_id).map(|r| r.run.approvals.clone()))
+                require_id(&req.release_id)?;
+                let (pending, (gates, stages)) = node
+                    .read(|s| s.release(&req.release_id).map(|r| (r.run.approvals.clone(), approvable(r))))
                     .await?
-                    .ok_or_else(|| CoordinatorError::NotFound(format!("no release {}", req.release_id)))?;
+                    .ok_or_else(|| CoordinatorError::no_release(&req.release_id))?;
                 let wanted = match &req.target {
                     Some(v1::approve_request::Target::Gate(g)) => Some((ApprovalKind::Gate, g.clone())),
                     Some(v1::approve_request::Target::Stage(st)) => Some((ApprovalKind::Stage, st.clone())),
                     None => None,
                 };
+                match &wanted {
+                    Some((ApprovalKind::Gate, g)) if !gates.contains(g) => {
+                        let msg = format!("release {} has no gate {g} (gates: {})", req.release_id, listed(&gates));
+                        return Err(CoordinatorError::no_part("gate", g, msg));
+                    }
+                    Some((ApprovalKind::Stage, st)) if !stages.contains(st) => {
+                        let msg = format!("release {} has no stage {st} (stages: {})", req.release_id, listed(&stages));
+                        return Err(CoordinatorError::no_part("stage", st, msg));
+                    }
+                    _ => {}
+                }
                 let (kind, name) = match wanted {
                     Some(w) => w,
                     None => match pending.as_slice() {
                         [one] => (one.kind, one.name.clone()),
                         [] => {
-                            return Err(CoordinatorError::FailedPrecondition(format!(
-                                "release {} waits for no approval",
-                                req.release_id
-                            )));
+                            return Err(CoordinatorError::precondition(
+                                Reason::ApprovalNotPending,
+                                format!("release {} waits for no approval", req.release_id),
+                            ));
                         }
                         many => {
                             let names: Vec<String> = many.iter().map(|a| format!("{} {}", a.kind, a.name)).collect();
-                            return Err(CoordinatorError::FailedPrecondition(format!(
-                                "release {} waits for several approvals ({}); name one with --gate or --stage",
-                                req.release_id,
-                                names.join(", ")
-                            )));
+                            return Err(CoordinatorError::precondition(
+                                Reason::ApprovalNotPending,
+                                format!(
+                                    "release {} waits for several approvals ({}); name one with --gate or --stage",
+                                    req.release_id,
+                                    names.join(", ")
+                                ),
+                            ));
                         }
                     },
                 };
@@ -391,6 +471,7 @@ impl Releases for ReleasesService {
             &self.node,
             request,
             |req| async move {
+                require_id(&req.release_id)?;
                 // Decided against the run as read; retried if the engine moved it meanwhile.
                 for _ in 0..5 {
                     let decided = node
@@ -399,7 +480,7 @@ impl Releases for ReleasesService {
                             Some(rollback_fact(r, req.service.as_deref(), &who, &req.reason))
                         })
                         .await?
-                        .ok_or_else(|| CoordinatorError::NotFound(format!("no release {}", req.release_id)))??;
+                        .ok_or_else(|| CoordinatorError::no_release(&req.release_id))??;
                     let (version, fact) = decided;
                     let services = match &fact {
                         Fact::RollbackDecided { members, .. } => members.iter().map(|(s, _)| s.to_string()).collect(),
@@ -412,18 +493,36 @@ impl Releases for ReleasesService {
                             return Ok(v1::RollbackResponse { release: Some(release), services });
                         }
                         Applied::Refused { reason } if reason.starts_with("decided against version") => continue,
-                        Applied::Refused { reason } => return Err(CoordinatorError::FailedPrecondition(reason)),
+                        Applied::Refused { reason } => {
+                            return Err(CoordinatorError::precondition(Reason::ReleaseStateConflict, reason));
+                        }
                         other => return Err(CoordinatorError::Internal(format!("unexpected result {other:?}"))),
                     }
                 }
-                Err(CoordinatorError::FailedPrecondition(
-                    "the release kept changing while the rollback was decided; try again".to_owned(),
+                Err(CoordinatorError::precondition(
+                    Reason::ReleaseStateConflict,
+                    "the release kept changing while the rollback was decided; try again",
                 ))
             },
             forward!(rollback),
         )
         .await
     }
+}
+
+/// The gate and stage names of a release's plan (what `Approve` may name).
+fn approvable(r: &ReleaseRecord) -> (Vec<String>, Vec<String>) {
+    match engine::replan(&r.spec_text, &r.file_name, &r.fleet_json) {
+        Ok((plan, _)) => (
+            plan.spec().gates.iter().map(|g| g.name.to_string()).collect(),
+            plan.stages().iter().map(|st| st.name.clone()).collect(),
+        ),
+        Err(_) => (Vec::new(), Vec::new()),
+    }
+}
+
+fn listed(names: &[String]) -> String {
+    if names.is_empty() { "none".to_owned() } else { names.join(", ") }
 }
 
 /// The rollback an operator asked for, decided against the release's current run.
@@ -435,13 +534,16 @@ fn rollback_fact(
 ) -> Result<(u64, Fact), CoordinatorError> {
     match r.run.phase {
         Phase::RollingBack => {
-            return Err(CoordinatorError::FailedPrecondition(format!("release {} is already rolling back", r.id)));
+            return Err(CoordinatorError::precondition(
+                Reason::ReleaseStateConflict,
+                format!("release {} is already rolling back", r.id),
+            ));
         }
         Phase::Finished(t) if t != engine::Terminal::Succeeded => {
-            return Err(CoordinatorError::FailedPrecondition(format!(
-                "release {} ended {t:?}; only a release in progress or succeeded can be rolled back",
-                r.id
-            )));
+            return Err(CoordinatorError::precondition(
+                Reason::ReleaseStateConflict,
+                format!("release {} ended {t:?}; only a release in progress or succeeded can be rolled back", r.id),
+            ));
         }
         _ => {}
     }
@@ -450,7 +552,7 @@ fn rollback_fact(
     let failed: Vec<flotilla_shared::model::ServiceName> = match service {
         Some(s) => {
             if plan.spec().service(s).is_none() {
-                return Err(CoordinatorError::NotFound(format!("release {} has no service {s}", r.id)));
+                return Err(CoordinatorError::no_part("service", s, format!("release {} has no service {s}", r.id)));
             }
             vec![s.into()]
         }

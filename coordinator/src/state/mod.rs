@@ -36,8 +36,9 @@ pub struct Command {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Op {
-    /// Submit a release. A second submission with the same idempotency key returns the
-    /// first release instead of creating another.
+    /// Submit a release. A second submission with the same idempotency key and the
+    /// same spec text returns the first release instead of creating another; with
+    /// another spec it is refused ([`Response::KeyReused`]).
     CreateRelease(NewRelease),
     /// A fact about a release: an engine decision, an agent's report, an operator action.
     Release {
@@ -129,6 +130,12 @@ pub enum Response {
     Done,
     /// The responses to the operations of a batch, in their order.
     Batch(Vec<Response>),
+    /// A release submission whose idempotency key stands for another release with a
+    /// different spec; nothing was created.
+    KeyReused {
+        /// The release the key stands for.
+        id: ReleaseId,
+    },
 }
 
 /// A submitted release as the state machine keeps it.
@@ -191,7 +198,12 @@ impl State {
                 if !new.idempotency_key.is_empty()
                     && let Some(existing) = self.by_idempotency_key.get(&new.idempotency_key)
                 {
-                    return Response::Release { id: existing.clone(), created: false };
+                    let same_spec = self.releases.get(existing).is_some_and(|r| r.spec_text == new.spec_text);
+                    return if same_spec {
+                        Response::Release { id: existing.clone(), created: false }
+                    } else {
+                        Response::KeyReused { id: existing.clone() }
+                    };
                 }
                 if self.releases.contains_key(&new.id) {
                     return Response::Refused { reason: format!("release id {} is taken", new.id) };
@@ -268,6 +280,11 @@ impl State {
         self.releases.get(id)
     }
 
+    /// The release an idempotency key stands for.
+    pub fn release_by_key(&self, idempotency_key: &str) -> Option<&ReleaseRecord> {
+        self.by_idempotency_key.get(idempotency_key).and_then(|id| self.releases.get(id))
+    }
+
     /// Every release, oldest first.
     pub fn releases(&self) -> impl Iterator<Item = &ReleaseRecord> {
         let mut all: Vec<&ReleaseRecord> = self.releases.values().collect();
@@ -320,8 +337,22 @@ mod tests {
         assert_eq!(s.apply(1, &create("r-1", "k")), Response::Release { id: "r-1".into(), created: true });
         assert_eq!(s.apply(2, &create("r-2", "k")), Response::Release { id: "r-1".into(), created: false });
         assert_eq!(s.releases().count(), 1);
+        assert_eq!(s.release_by_key("k").map(|r| r.id.as_str()), Some("r-1"));
         assert_eq!(s.apply(3, &create("r-3", "")), Response::Release { id: "r-3".into(), created: true });
         assert_eq!(s.release("r-3").unwrap().created_index, 3);
+    }
+
+    #[test]
+    fn an_idempotency_key_reused_for_another_spec_is_refused_and_changes_nothing() {
+        let mut s = State::default();
+        s.apply(1, &create("r-1", "k"));
+        let before = s.clone();
+        let mut other = create("r-2", "k");
+        if let Op::CreateRelease(new) = &mut other.op {
+            new.spec_text = "release = \"shop\"\n# changed".to_owned();
+        }
+        assert_eq!(s.apply(2, &other), Response::KeyReused { id: "r-1".into() });
+        assert_eq!(s, before);
     }
 
     #[test]
