@@ -1,6 +1,8 @@
 //! Compiles the `flotilla.v1` protobuf contract without `protoc`: `protox` parses the
 //! `.proto` files into a `FileDescriptorSet` (also written to `OUT_DIR` for gRPC
 //! reflection) and `tonic-prost-build` generates messages, clients and servers from it.
+//! `pbjson-build` generates, from the same descriptors, serde implementations that
+//! follow the canonical protobuf JSON mapping (what `flotilla --output json` prints).
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -27,14 +29,31 @@ fn main() -> Result<(), Box<dyn Error>> {
     let fds = protox::compile(&files, [&root])?;
 
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    write_descriptor_set(&out_dir.join("flotilla_v1_descriptor.bin"), &fds)?;
+    let encoded = write_descriptor_set(&out_dir.join("flotilla_v1_descriptor.bin"), &fds)?;
 
     tonic_prost_build::configure().build_client(true).build_server(true).build_transport(true).compile_fds(fds)?;
+
+    // `flotilla.v1.serde.rs`: Serialize/Deserialize in the canonical proto3 JSON mapping
+    // (lowerCamelCase names, enums by name, 64-bit integers as strings, bytes as base64).
+    // Every field is written, also at its default value, so a document always has the
+    // message's whole shape (fields with presence, i.e. messages and `optional`
+    // scalars, are left out when unset, as the mapping says). Readers accept the JSON
+    // name or the proto name of a field, skip fields they do not know and read enum
+    // names they do not know as 0 (`*_UNSPECIFIED`), so a document written by a newer
+    // build (fields are only ever added) still parses.
+    pbjson_build::Builder::new()
+        .register_descriptors(&encoded)?
+        .emit_fields()
+        .ignore_unknown_fields()
+        .ignore_unknown_enum_variants()
+        .build(&[".flotilla.v1"])?;
     Ok(())
 }
 
-fn write_descriptor_set(path: &Path, fds: &prost_types::FileDescriptorSet) -> Result<(), Box<dyn Error>> {
+/// Writes the encoded descriptor set to `path` and returns the bytes.
+fn write_descriptor_set(path: &Path, fds: &prost_types::FileDescriptorSet) -> Result<Vec<u8>, Box<dyn Error>> {
     use prost::Message as _;
-    fs::write(path, fds.encode_to_vec())?;
-    Ok(())
+    let encoded = fds.encode_to_vec();
+    fs::write(path, &encoded)?;
+    Ok(encoded)
 }

@@ -1,15 +1,15 @@
 //! `flotilla agents`: the fleet's hosts and their agents, as the cluster knows them
 //! (`Fleet.ListAgents`): state, drain mark, agent version, labels and what each runs.
+//! `--output json` prints the `ListAgentsResponse` itself.
 
 use std::collections::BTreeMap;
 
 use flotilla_net::call_leader;
 use flotilla_proto::v1::fleet_client::FleetClient;
 use flotilla_proto::v1::{self, HostState, ServiceRunState};
-use serde_json::json;
 
 use crate::remote::{Connection, print, remote_failure, runtime};
-use crate::{Failure, TextOrJson};
+use crate::{Failure, TextOrJson, json};
 
 /// `flotilla agents [--label K=V]... [--all]`
 #[derive(Debug, Clone, clap::Args)]
@@ -46,7 +46,7 @@ pub fn run(conn: &Connection, args: &AgentsArgs) -> Result<(), Failure> {
         .await
         .map_err(remote_failure)?;
         let text = match args.output {
-            TextOrJson::Json => to_json(&resp.hosts),
+            TextOrJson::Json => json::pretty(&resp)?,
             TextOrJson::Table => table(&resp.hosts, args),
         };
         print(&text)
@@ -151,41 +151,6 @@ fn table(hosts: &[v1::Host], args: &AgentsArgs) -> String {
     out
 }
 
-fn to_json(hosts: &[v1::Host]) -> String {
-    let docs: Vec<serde_json::Value> = hosts
-        .iter()
-        .map(|h| {
-            let services: Vec<serde_json::Value> = h
-                .services
-                .iter()
-                .map(|s| {
-                    json!({
-                        "service": s.service,
-                        "version": s.version,
-                        "state": run_state(s.state),
-                        "provides": sorted(&s.provides),
-                    })
-                })
-                .collect();
-            json!({
-                "host_id": h.host_id,
-                "state": host_state(h),
-                "drained": h.drained,
-                "drain_reason": if h.drained { Some(&h.drain_reason) } else { None },
-                "labels": sorted(&h.labels),
-                "agent_version": h.agent_version.as_ref().map(|v| v.software_version.clone()),
-                "protocol_version": h.agent_version.as_ref().map(|v| v.protocol_version),
-                "connected_node_id": (h.connected_node_id != 0).then_some(h.connected_node_id),
-                "registered_unix_ms": h.registered_unix_ms,
-                "state_changed_unix_ms": h.state_changed_unix_ms,
-                "last_seen_unix_ms": (h.last_seen_unix_ms != 0).then_some(h.last_seen_unix_ms),
-                "services": services,
-            })
-        })
-        .collect();
-    format!("{}\n", serde_json::to_string_pretty(&docs).expect("json values serialize"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,15 +211,16 @@ mod tests {
     }
 
     #[test]
-    fn json_has_one_object_per_host() {
-        let doc: serde_json::Value = serde_json::from_str(&to_json(&[host("web-1", HostState::Lost, true)])).unwrap();
-        let h = &doc[0];
-        assert_eq!(h["host_id"], "web-1");
-        assert_eq!(h["state"], "lost");
-        assert_eq!(h["drain_reason"], "disk swap");
+    fn json_is_the_list_agents_response_in_the_canonical_mapping() {
+        let resp = v1::ListAgentsResponse { hosts: vec![host("web-1", HostState::Lost, true)] };
+        let doc: serde_json::Value = serde_json::from_str(&json::pretty(&resp).unwrap()).unwrap();
+        let h = &doc["hosts"][0];
+        assert_eq!(h["hostId"], "web-1");
+        assert_eq!(h["state"], "HOST_STATE_LOST");
+        assert_eq!(h["drainReason"], "disk swap");
         assert_eq!(h["labels"]["role"], "web");
-        assert_eq!(h["agent_version"], "0.1.0");
-        assert_eq!(h["connected_node_id"], serde_json::Value::Null);
-        assert_eq!(h["services"][1]["state"], "crashed");
+        assert_eq!(h["agentVersion"]["softwareVersion"], "0.1.0");
+        assert_eq!(h["connectedNodeId"], "0");
+        assert_eq!(h["services"][1]["state"], "SERVICE_RUN_STATE_CRASHED");
     }
 }

@@ -2,6 +2,7 @@
 
 mod agents;
 mod demo;
+mod json;
 mod plan;
 mod release;
 mod remote;
@@ -63,7 +64,8 @@ enum Command {
 pub enum TextOrJson {
     /// Human-readable text.
     Table,
-    /// JSON.
+    /// The API's answer, a `flotilla.v1` message, in the canonical protobuf JSON
+    /// mapping (docs/json-output.md); event streams as JSON Lines.
     Json,
 }
 
@@ -72,7 +74,8 @@ pub enum TextOrJson {
 pub enum Output {
     /// Human-readable text.
     Table,
-    /// The stable JSON document (docs/plan-json.md).
+    /// The `flotilla.v1.Plan` message in the canonical protobuf JSON mapping
+    /// (docs/plan-json.md).
     Json,
     /// A Graphviz graph of services, dependencies and gates.
     Dot,

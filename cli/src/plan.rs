@@ -1,13 +1,16 @@
 //! `flotilla plan`: plan a release offline, optionally against a host inventory.
+//! `--output json` prints the `flotilla.v1.Plan` message `Releases.Plan` answers with,
+//! made by the coordinator's own conversion (docs/plan-json.md).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
-use flotilla_shared::plan::{Plan, PlanReport};
+use flotilla_coordinator::plan_view;
+use flotilla_shared::plan::Plan;
 use flotilla_shared::{Fleet, SourceFile};
 
-use crate::{Failure, Output, render};
+use crate::{Failure, Output, json, render};
 
 /// Arguments of `flotilla plan`.
 #[derive(Debug, clap::Args)]
@@ -32,12 +35,7 @@ pub fn run(args: &PlanArgs) -> Result<(), Failure> {
     let plan = Plan::build(&spec, fleet.as_ref()).map_err(|diags| Failure::Usage(source.locate_all(diags).into()))?;
 
     let rendered = match args.output {
-        Output::Json => {
-            let report = PlanReport::new(&plan, &source);
-            let mut json = serde_json::to_string_pretty(&report).map_err(|e| Failure::Operational(e.into()))?;
-            json.push('\n');
-            json
-        }
+        Output::Json => json::pretty(&plan_view::plan(&plan, &source))?,
         Output::Table => render::table(&plan, &source),
         Output::Dot => render::dot(&plan),
     };

@@ -1,6 +1,8 @@
-//! `flotilla release ...`: submit, list, show, watch and steer releases (DESIGN §10).
+//! `flotilla release ...`: submit, list, show, watch and steer releases.
 //! `watch` (and `start --watch`) follows a release's event stream with live
 //! per-service progress bars, resuming after a dropped stream or a leader change.
+//! With `--output json` each command prints the answer of the call it made (one
+//! `ReleaseEvent` per line for `watch`), as docs/json-output.md lists.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -13,19 +15,21 @@ use flotilla_net::{LeaderClient, LeaderError};
 use flotilla_proto::v1::releases_client::ReleasesClient;
 use flotilla_proto::v1::{self, ReleaseState};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde_json::{Value, json};
+use serde::Serialize;
 
-use crate::Failure;
 use crate::remote::{Connection, print, remote_failure, runtime};
+use crate::{Failure, json};
 
 /// `flotilla release ...`.
 #[derive(Debug, clap::Subcommand)]
 pub enum ReleaseCommand {
-    /// Submit a release spec. Resubmitting with the same --idempotency-key returns the
-    /// first submission.
+    /// Submit a release spec. Resubmitting the same spec with the same
+    /// --idempotency-key returns the first submission; another spec with that key is
+    /// refused.
     ///
     /// Exit codes: 0 submitted (with --watch: succeeded), 1 no coordinator answered,
-    /// 2 bad spec or usage, 3 (with --watch) the release did not succeed.
+    /// 2 bad spec or usage (a key used before for another spec included), 3 (with
+    /// --watch) the release did not succeed.
     Start {
         /// The release spec (TOML).
         spec: PathBuf,
@@ -125,11 +129,12 @@ pub fn run(conn: &Connection, cmd: &ReleaseCommand, json_out: bool) -> Result<()
                     async move { c.create(req).await }
                 })
                 .await?;
+                if json_out && !*watch {
+                    return print(&json::pretty(&resp)?);
+                }
                 let release = resp.release.unwrap_or_default();
                 if !*watch {
-                    return print(&if json_out {
-                        format!("{}\n", json!({"id": release.id, "name": release.name, "created": resp.created}))
-                    } else if resp.created {
+                    return print(&if resp.created {
                         format!("release {} submitted as {}\n", release.name, release.id)
                     } else {
                         format!(
@@ -148,20 +153,14 @@ pub fn run(conn: &Connection, cmd: &ReleaseCommand, json_out: bool) -> Result<()
                     c.list(with_actor(v1::ListRequest { page_size: 1_000, ..Default::default() }, &r)).await
                 })
                 .await?;
-                print(&if json_out {
-                    let rows: Vec<Value> = resp.releases.iter().map(summary_json).collect();
-                    format!("{}\n", serde_json::to_string_pretty(&rows).expect("json values serialize"))
-                } else {
-                    list_table(&resp.releases)
-                })
+                print(&if json_out { json::pretty(&resp)? } else { list_table(&resp.releases) })
             }
             ReleaseCommand::Show { id } => {
-                let r = get(&client, id).await?;
-                print(&if json_out {
-                    format!("{}\n", serde_json::to_string_pretty(&release_json(&r)).expect("json values serialize"))
-                } else {
-                    show_text(&r)
-                })
+                let resp = get_response(&client, id).await?;
+                if json_out {
+                    return print(&json::pretty(&resp)?);
+                }
+                print(&show_text(&release_of(resp)?))
             }
             ReleaseCommand::Watch { id, after } => watch_release(&client, id, *after, json_out).await,
             ReleaseCommand::Approve { id, gate, stage, comment } => {
@@ -176,7 +175,7 @@ pub fn run(conn: &Connection, cmd: &ReleaseCommand, json_out: bool) -> Result<()
                     async move { c.approve(req).await }
                 })
                 .await?;
-                after_action(resp.release, "approved", json_out)
+                after_action(&resp, resp.release.as_ref(), "approved", json_out)
             }
             ReleaseCommand::Pause { id, reason } => {
                 let req = v1::PauseRequest { release_id: id.clone(), reason: reason.clone() };
@@ -185,7 +184,7 @@ pub fn run(conn: &Connection, cmd: &ReleaseCommand, json_out: bool) -> Result<()
                     async move { c.pause(req).await }
                 })
                 .await?;
-                after_action(resp.release, "paused", json_out)
+                after_action(&resp, resp.release.as_ref(), "paused", json_out)
             }
             ReleaseCommand::Resume { id, reason } => {
                 let req = v1::ResumeRequest { release_id: id.clone(), reason: reason.clone() };
@@ -194,7 +193,7 @@ pub fn run(conn: &Connection, cmd: &ReleaseCommand, json_out: bool) -> Result<()
                     async move { c.resume(req).await }
                 })
                 .await?;
-                after_action(resp.release, "resumed", json_out)
+                after_action(&resp, resp.release.as_ref(), "resumed", json_out)
             }
             ReleaseCommand::Abort { id, reason } => {
                 let req = v1::AbortRequest { release_id: id.clone(), reason: reason.clone() };
@@ -203,7 +202,7 @@ pub fn run(conn: &Connection, cmd: &ReleaseCommand, json_out: bool) -> Result<()
                     async move { c.abort(req).await }
                 })
                 .await?;
-                after_action(resp.release, "aborted", json_out)
+                after_action(&resp, resp.release.as_ref(), "aborted", json_out)
             }
             ReleaseCommand::Rollback { id, service, reason } => {
                 let req =
@@ -214,9 +213,7 @@ pub fn run(conn: &Connection, cmd: &ReleaseCommand, json_out: bool) -> Result<()
                 })
                 .await?;
                 if json_out {
-                    let mut doc = resp.release.as_ref().map(release_json).unwrap_or(Value::Null);
-                    doc["rollback_order"] = json!(resp.services);
-                    return print(&format!("{}\n", serde_json::to_string_pretty(&doc).expect("serializes")));
+                    return print(&json::pretty(&resp)?);
                 }
                 let r = resp.release.unwrap_or_default();
                 print(&format!(
@@ -274,21 +271,35 @@ fn fresh_key() -> String {
     format!("cli-{}-{nanos:x}", std::process::id())
 }
 
-async fn get(client: &LeaderClient, id: &str) -> Result<v1::Release, Failure> {
+async fn get_response(client: &LeaderClient, id: &str) -> Result<v1::GetResponse, Failure> {
     let req = v1::GetRequest { release_id: id.to_owned() };
-    let resp = call(client, "", move |mut c, _| {
+    call(client, "", move |mut c, _| {
         let req = req.clone();
         async move { c.get(req).await }
     })
-    .await?;
+    .await
+}
+
+fn release_of(resp: v1::GetResponse) -> Result<v1::Release, Failure> {
     resp.release.ok_or_else(|| Failure::Operational(anyhow!("the coordinator answered without a release")))
 }
 
-fn after_action(release: Option<v1::Release>, verb: &str, json_out: bool) -> Result<(), Failure> {
-    let r = release.unwrap_or_default();
+async fn get(client: &LeaderClient, id: &str) -> Result<v1::Release, Failure> {
+    release_of(get_response(client, id).await?)
+}
+
+/// Prints what an operator action answered: the response message itself as JSON, or
+/// a line saying what the release does now.
+fn after_action<T: Serialize>(
+    resp: &T,
+    release: Option<&v1::Release>,
+    verb: &str,
+    json_out: bool,
+) -> Result<(), Failure> {
     if json_out {
-        return print(&format!("{}\n", serde_json::to_string_pretty(&release_json(&r)).expect("serializes")));
+        return print(&json::pretty(resp)?);
     }
+    let r = release.cloned().unwrap_or_default();
     print(&format!("release {} {verb}; now {}{}\n", r.id, state_name(r.state), reason_suffix(&r.reason)))
 }
 
@@ -355,42 +366,6 @@ fn list_table(releases: &[v1::ReleaseSummary]) -> String {
     out
 }
 
-fn summary_json(r: &v1::ReleaseSummary) -> Value {
-    json!({
-        "id": r.id, "name": r.name, "state": state_name(r.state), "reason": r.reason, "stage": r.stage,
-        "services_total": r.services_total, "services_done": r.services_done,
-        "created_unix_ms": r.created_unix_ms, "updated_unix_ms": r.updated_unix_ms, "finished_unix_ms": r.finished_unix_ms,
-    })
-}
-
-fn release_json(r: &v1::Release) -> Value {
-    json!({
-        "id": r.id, "name": r.name, "state": state_name(r.state), "reason": r.reason, "file_name": r.file_name,
-        "idempotency_key": r.idempotency_key, "created_by": r.created_by,
-        "created_unix_ms": r.created_unix_ms, "updated_unix_ms": r.updated_unix_ms, "finished_unix_ms": r.finished_unix_ms,
-        "last_event_index": r.last_event_index,
-        "pending_approvals": r.pending_approvals.iter().map(|a| json!({
-            "kind": if a.kind == v1::ApprovalKind::Gate as i32 { "gate" } else { "stage" },
-            "name": a.name, "stage": a.stage, "since_unix_ms": a.since_unix_ms,
-        })).collect::<Vec<_>>(),
-        "stages": r.stages.iter().map(|s| json!({
-            "name": s.name,
-            "state": format!("{:?}", v1::StageState::try_from(s.state).unwrap_or(v1::StageState::Unspecified)).to_lowercase(),
-            "services": s.services.iter().map(|x| json!({
-                "service": x.service, "target_version": x.target_version, "from_versions": x.from_versions,
-                "state": service_state_name(x.state), "batch": x.batch, "batches_total": x.batches_total,
-                "hosts_total": x.hosts_total, "hosts_done": x.hosts_done, "hosts_failed": x.hosts_failed,
-                "hosts_skipped": x.hosts_skipped, "reason": x.reason,
-            })).collect::<Vec<_>>(),
-            "gates": s.gates.iter().map(|g| json!({
-                "gate": g.gate,
-                "state": format!("{:?}", v1::GateState::try_from(g.state).unwrap_or(v1::GateState::Unspecified)).to_lowercase(),
-                "reason": g.reason,
-            })).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-    })
-}
-
 fn show_text(r: &v1::Release) -> String {
     let mut out = format!("{}  {}  {}{}\n", r.id, r.name, state_name(r.state), reason_suffix(&r.reason));
     out.push_str(&format!("  spec: {}", r.file_name));
@@ -432,16 +407,6 @@ fn clock(at_unix_ms: i64) -> String {
     let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(at_unix_ms).unwrap_or(0));
     let text = humantime::format_rfc3339_seconds(t).to_string();
     text.get(11..19).unwrap_or(&text).to_owned()
-}
-
-fn event_json(e: &v1::ReleaseEvent) -> Value {
-    json!({
-        "index": e.index, "at_unix_ms": e.at_unix_ms,
-        "kind": format!("{:?}", v1::EventKind::try_from(e.kind).unwrap_or(v1::EventKind::Unspecified)),
-        "message": e.message, "release_state": state_name(e.release_state), "stage": e.stage,
-        "services": e.services, "gate": e.gate, "batch": e.batch, "hosts": e.hosts,
-        "command_ids": e.command_ids, "version": e.version, "actor": e.actor,
-    })
 }
 
 /// Live progress: one bar per service of the current stage.
@@ -529,7 +494,7 @@ pub(crate) async fn watch_release(client: &LeaderClient, id: &str, after: u64, j
         let mut stream = match stream {
             Ok(s) => s,
             Err(LeaderError::Status(s)) if s.code() == tonic::Code::NotFound => {
-                return Err(Failure::Usage(anyhow!("{}", s.message())));
+                return Err(Failure::Operational(anyhow!("{}", s.message())));
             }
             Err(e) if quiet_since.elapsed() > RECONNECT_FOR => return Err(remote_failure(e)),
             Err(_) => {
@@ -544,7 +509,7 @@ pub(crate) async fn watch_release(client: &LeaderClient, id: &str, after: u64, j
                     quiet_since = Instant::now();
                     last = e.index;
                     if json_out {
-                        print(&format!("{}\n", event_json(&e)))?;
+                        print(&json::line(&e)?)?;
                     } else {
                         let stage = if e.stage.is_empty() { String::new() } else { format!("[{}] ", e.stage) };
                         progress.line(&format!("{}  {stage}{}", clock(e.at_unix_ms), e.message));

@@ -6,13 +6,12 @@ use std::path::PathBuf;
 
 use anyhow::anyhow;
 use flotilla_net::{ClientSecurity, LeaderError, TlsMaterial, call_leader, channel};
-use flotilla_proto::status::spec_errors;
+use flotilla_proto::status::{Reason, has_reason, spec_errors};
 use flotilla_proto::v1::cluster_client::ClusterClient;
 use flotilla_proto::v1::{self, MemberRole, RaftState};
 use flotilla_shared::transport::{Transport, check_host_port};
-use serde_json::json;
 
-use crate::Failure;
+use crate::{Failure, json};
 
 /// How to reach the cluster; every flag also reads an environment variable.
 #[derive(Debug, Clone, clap::Args)]
@@ -92,6 +91,10 @@ pub(crate) fn remote_failure(e: LeaderError) -> Failure {
         LeaderError::Status(status) if status.code() == tonic::Code::InvalidArgument => {
             Failure::Usage(anyhow!("{}", status.message()))
         }
+        // An idempotency key given again for another spec: the invocation is wrong.
+        LeaderError::Status(status) if has_reason(&status, Reason::IdempotencyKeyReused) => {
+            Failure::Usage(anyhow!("{}", status.message()))
+        }
         LeaderError::NoAddress => Failure::Usage(e.into()),
         other => Failure::Operational(other.into()),
     }
@@ -101,7 +104,9 @@ pub(crate) fn print(text: &str) -> Result<(), Failure> {
     std::io::stdout().lock().write_all(text.as_bytes()).map_err(|e| Failure::Operational(e.into()))
 }
 
-/// Runs a `cluster` command.
+/// Runs a `cluster` command. With `json_out` it prints the answer of the call it made
+/// (`StatusResponse`, `AddNodeResponse` or `RemoveNodeResponse`) and nothing else; the
+/// table asks a member the answer has no indexes for for its own view.
 pub fn cluster(conn: &Connection, cmd: &ClusterCommand, json_out: bool) -> Result<(), Failure> {
     let security = conn.security()?;
     let addrs = conn.addrs()?;
@@ -109,12 +114,15 @@ pub fn cluster(conn: &Connection, cmd: &ClusterCommand, json_out: bool) -> Resul
         let status = match cmd {
             ClusterCommand::Status => {
                 // Any node answers; prefer what the leader knows.
-                let first = call_leader(&addrs, &security, |ch| async move {
+                let resp = call_leader(&addrs, &security, |ch| async move {
                     ClusterClient::new(ch).status(v1::StatusRequest { local: false }).await.map(|r| r.into_inner())
                 })
                 .await
                 .map_err(remote_failure)?;
-                first.status.ok_or_else(|| Failure::Operational(anyhow!("empty status")))?
+                if json_out {
+                    return print(&json::pretty(&resp)?);
+                }
+                resp.status.ok_or_else(|| Failure::Operational(anyhow!("empty status")))?
             }
             ClusterCommand::Add { member, learner } => {
                 let (id, addr) = member
@@ -122,35 +130,45 @@ pub fn cluster(conn: &Connection, cmd: &ClusterCommand, json_out: bool) -> Resul
                     .and_then(|(id, addr)| id.parse::<u64>().ok().map(|id| (id, addr.to_owned())))
                     .ok_or_else(|| Failure::Usage(anyhow!("expected ID=HOST:PORT, got `{member}`")))?;
                 let req = v1::AddNodeRequest { node_id: id, addr, learner_only: *learner };
-                call_leader(&addrs, &security, |ch| {
+                let resp = call_leader(&addrs, &security, |ch| {
                     let req = req.clone();
                     async move { ClusterClient::new(ch).add_node(req).await.map(|r| r.into_inner()) }
                 })
                 .await
-                .map_err(remote_failure)?
-                .status
-                .unwrap_or_default()
+                .map_err(remote_failure)?;
+                if json_out {
+                    return print(&json::pretty(&resp)?);
+                }
+                resp.status.unwrap_or_default()
             }
             ClusterCommand::Remove { id } => {
                 let req = v1::RemoveNodeRequest { node_id: *id };
-                call_leader(&addrs, &security, |ch| async move {
+                let resp = call_leader(&addrs, &security, |ch| async move {
                     ClusterClient::new(ch).remove_node(req).await.map(|r| r.into_inner())
                 })
                 .await
-                .map_err(remote_failure)?
-                .status
-                .unwrap_or_default()
+                .map_err(remote_failure)?;
+                if json_out {
+                    return print(&json::pretty(&resp)?);
+                }
+                resp.status.unwrap_or_default()
             }
         };
         let nodes = per_node(&status, &security).await;
-        print(&if json_out { status_json(&status, &nodes) } else { status_table(&status, &nodes) })
+        print(&status_table(&status, &nodes))
     })
 }
 
-/// Each member's own view (its last log and applied index), `None` when unreachable.
+/// Each member's own view (its state, last log and applied index), `None` when
+/// unreachable: as the answer has it when it knows the member's indexes (the leader's
+/// view), otherwise asked of the member itself.
 async fn per_node(status: &v1::ClusterStatus, security: &ClientSecurity) -> Vec<Option<v1::ClusterMember>> {
     let mut out = Vec::new();
     for m in &status.members {
+        if m.last_log_index.is_some() {
+            out.push(Some(m.clone()));
+            continue;
+        }
         let own = async {
             let ch = channel(&m.addr, security).ok()?;
             let mut client = ClusterClient::new(ch);
@@ -210,31 +228,4 @@ fn status_table(s: &v1::ClusterStatus, nodes: &[Option<v1::ClusterMember>]) -> S
         ));
     }
     out
-}
-
-fn status_json(s: &v1::ClusterStatus, nodes: &[Option<v1::ClusterMember>]) -> String {
-    let members: Vec<serde_json::Value> = s
-        .members
-        .iter()
-        .zip(nodes)
-        .map(|(m, own)| {
-            json!({
-                "node_id": m.node_id,
-                "addr": m.addr,
-                "role": role(m),
-                "state": state(own.as_ref()),
-                "last_log_index": own.as_ref().and_then(|o| o.last_log_index),
-                "applied_index": own.as_ref().and_then(|o| o.applied_index),
-            })
-        })
-        .collect();
-    let doc = json!({
-        "leader_id": if s.leader_id == 0 { None } else { Some(s.leader_id) },
-        "leader_addr": s.leader_addr,
-        "term": s.term,
-        "committed_index": s.committed_index,
-        "membership_changing": s.membership_changing,
-        "members": members,
-    });
-    format!("{}\n", serde_json::to_string_pretty(&doc).expect("json values serialize"))
 }

@@ -16,3 +16,5 @@ pub mod state;
 pub mod store;
 
 pub use config::{CoordinatorArgs, CoordinatorCommand, CoordinatorConfig, SnapshotCommand};
+/// A plan as the API shows it (`flotilla.v1.Plan`); `flotilla plan` prints the same.
+pub use server::plan_view;

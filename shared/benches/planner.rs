@@ -8,8 +8,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use flotilla_shared::DepKind;
 use flotilla_shared::ReleaseSpec;
 use flotilla_shared::fixtures::{fleet, host, release, service};
-use flotilla_shared::plan::{Plan, PlanReport};
-use flotilla_shared::spec::SourceFile;
+use flotilla_shared::plan::Plan;
 
 /// A deterministic xorshift generator, so every run plans the same graph.
 struct Rng(u64);
@@ -70,13 +69,6 @@ fn planning(c: &mut Criterion) {
         b.iter(|| Plan::build(black_box(&staged), Some(&fleet)).unwrap())
     });
     group.finish();
-
-    // The JSON document for a more usual release: 200 services, 1,000 edges, including
-    // the rollback plan of every service.
-    let medium = big_spec(200, 1_000);
-    let plan = Plan::build(&medium, None).unwrap();
-    let source = SourceFile::new("bench.toml", "");
-    c.bench_function("report/200_services_1k_edges", |b| b.iter(|| PlanReport::new(black_box(&plan), &source)));
 }
 
 criterion_group!(benches, planning);

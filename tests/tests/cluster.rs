@@ -183,11 +183,16 @@ async fn a_node_added_after_compaction_catches_up_by_snapshot_and_a_removed_node
             .expect("flotilla runs");
         let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success(), "flotilla {}: {said}", args.join(" "));
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_else(|e| panic!("{e}: {said}"))
+        // `cluster add` prints an `AddNodeResponse`, `cluster remove` a
+        // `RemoveNodeResponse`: both a `status` and nothing else.
+        serde_json::from_slice::<v1::AddNodeResponse>(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {said}"))
+            .status
+            .unwrap_or_else(|| panic!("no status: {said}"))
     };
     let status = flotilla(&["cluster", "add", &format!("4={addr}")]);
-    let joined = status["members"].as_array().and_then(|m| m.iter().find(|m| m["node_id"] == 4)).cloned();
-    assert_eq!(joined.map(|m| m["role"].clone()), Some(serde_json::json!("voter")), "{status}");
+    let joined = status.members.iter().find(|m| m.node_id == 4);
+    assert_eq!(joined.map(|m| m.role), Some(v1::MemberRole::Voter as i32), "{status:?}");
     let committed = leader_committed(&cluster, leader).await;
     cluster.wait_applied(4, committed, CATCH_UP).await.unwrap();
     assert!(
@@ -197,7 +202,7 @@ async fn a_node_added_after_compaction_catches_up_by_snapshot_and_a_removed_node
     );
 
     let status = flotilla(&["cluster", "remove", "4"]);
-    assert!(status["members"].as_array().is_some_and(|m| m.iter().all(|m| m["node_id"] != 4)), "{status}");
+    assert!(status.members.iter().all(|m| m.node_id != 4), "{status:?}");
     let left_at = cluster
         .status_of(4)
         .await

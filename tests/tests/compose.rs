@@ -120,8 +120,9 @@ impl Project {
     /// Waits until the coordinators agree on a leader that sees all three members.
     fn wait_cluster(&self, within: Duration) {
         self.wait_json(&["cluster", "status", "--output", "json"], within, "a leader with three members", |v| {
-            let members = v["members"].as_array().map_or(0, Vec::len);
-            v["leader_id"].as_u64().unwrap_or(0) != 0 && members == 3
+            // A `StatusResponse` in the canonical JSON mapping: uint64 as strings.
+            let members = v["status"]["members"].as_array().map_or(0, Vec::len);
+            v["status"]["leaderId"].as_str().is_some_and(|id| id != "0") && members == 3
         });
     }
 }
@@ -164,8 +165,8 @@ fn the_compose_cluster_releases_the_sample_app_across_agent_containers_through_a
     assert!(up.status.success(), "docker-compose up: {}", text(&up));
     project.wait_cluster(FORM);
     project.wait_json(&["agents", "--output", "json"], FORM, "four agents online", |v| {
-        v.as_array().is_some_and(|hosts| {
-            hosts.len() == AGENTS.len() && hosts.iter().all(|h| h["state"].as_str() == Some("online"))
+        v["hosts"].as_array().is_some_and(|hosts| {
+            hosts.len() == AGENTS.len() && hosts.iter().all(|h| h["state"].as_str() == Some("HOST_STATE_ONLINE"))
         })
     });
 
@@ -176,17 +177,20 @@ fn the_compose_cluster_releases_the_sample_app_across_agent_containers_through_a
 
     // The upgrade, with every coordinator restarted in turn in the middle of it.
     let started = project.cli_ok(&["release", "start", "/work/shop-v2-slow.toml", "--output", "json"]);
-    let id = serde_json::from_str::<serde_json::Value>(&started).expect("json")["id"]
+    let id = serde_json::from_str::<serde_json::Value>(&started).expect("json")["release"]["id"]
         .as_str()
         .expect("a release id")
         .to_owned();
     let status = project.cli_ok(&["cluster", "status", "--output", "json"]);
-    let term_before = serde_json::from_str::<serde_json::Value>(&status).expect("json")["term"].as_u64().unwrap_or(0);
+    let term_before = serde_json::from_str::<serde_json::Value>(&status).expect("json")["status"]["term"]
+        .as_str()
+        .and_then(|t| t.parse::<u64>().ok())
+        .unwrap_or(0);
     for n in 1..=3 {
         let shown = project.cli_ok(&["release", "show", &id, "--output", "json"]);
-        let state = serde_json::from_str::<serde_json::Value>(&shown).expect("json")["state"].clone();
+        let state = serde_json::from_str::<serde_json::Value>(&shown).expect("json")["release"]["state"].clone();
         assert!(
-            state == "running" || state == "pending",
+            state == "RELEASE_STATE_RUNNING" || state == "RELEASE_STATE_PENDING",
             "release {id} ended before coordinator-{n} restarted:\n{shown}"
         );
         let restarted = project.run(&["restart", "--timeout", "15", &format!("coordinator-{n}")]);
@@ -237,7 +241,7 @@ fn the_compose_cluster_releases_the_sample_app_across_agent_containers_through_a
     assert!(audit.executed_twice().is_empty(), "steps executed twice: {:?}", audit.executed_twice());
     // And the fleet runs 2.0.0 everywhere.
     project.wait_json(&["agents", "--output", "json"], FORM, "every service at 2.0.0", |v| {
-        v.as_array().is_some_and(|hosts| {
+        v["hosts"].as_array().is_some_and(|hosts| {
             hosts.iter().all(|h| {
                 h["services"]
                     .as_array()

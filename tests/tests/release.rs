@@ -230,19 +230,19 @@ async fn six_services_in_two_stages_with_a_gate_roll_out_in_dependency_order_and
     let v2 = app_inventory(&hosts, |_, _| "2.0.0".to_owned());
     fleet.ok(fleet.wait_inventory(&v2, INVENTORY).await);
     assert_one_version_per_service(&fleet, &v2);
-    let agents: serde_json::Value =
-        serde_json::from_str(&fleet.ok(fleet.cli(&["agents", "-o", "json"]).await)).expect("agents JSON");
-    let listed = agents.as_array().expect("an array of hosts");
-    assert_eq!(listed.len(), HOSTS);
-    for h in listed {
-        assert_eq!(h["state"], "online", "{h}");
-        for s in h["services"].as_array().expect("services") {
-            assert_eq!((&s["version"], &s["state"]), (&serde_json::json!("2.0.0"), &serde_json::json!("running")));
+    let agents: v1::ListAgentsResponse =
+        serde_json::from_str(&fleet.ok(fleet.cli(&["agents", "-o", "json"]).await)).expect("a ListAgentsResponse");
+    assert_eq!(agents.hosts.len(), HOSTS);
+    for h in &agents.hosts {
+        assert_eq!(h.state, v1::HostState::Online as i32, "{h:?}");
+        for s in &h.services {
+            assert_eq!((s.version.as_str(), s.state), ("2.0.0", v1::ServiceRunState::Running as i32), "{h:?}");
         }
     }
-    let shown: serde_json::Value =
+    let shown: v1::GetResponse =
         serde_json::from_str(&fleet.ok(fleet.cli(&["release", "show", &id, "-o", "json"]).await)).expect("JSON");
-    assert_eq!(shown["state"], "succeeded", "{shown}");
+    let shown = shown.release.expect("GetResponse.release");
+    assert_eq!(shown.state, ReleaseState::Succeeded as i32, "{}", describe(&shown));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -488,8 +488,8 @@ async fn sigterm_of_the_leader_with_a_watch_attached_exits_in_time_and_the_watch
         watch
             .stdout()
             .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter_map(|v| v["index"].as_u64())
+            .filter_map(|l| serde_json::from_str::<v1::ReleaseEvent>(l).ok())
+            .map(|e| e.index)
             .collect()
     };
     fleet.ok(flotilla_tests::eventually(RELEASE, "the watch to print the main stage's first batch", || async {

@@ -5,7 +5,7 @@
 mod agent_link;
 mod cluster;
 mod fleet;
-mod plan_view;
+pub mod plan_view;
 mod raft_peer;
 mod release_view;
 mod releases;

@@ -1,12 +1,13 @@
 //! A plan as the wire shows it: `shared::plan::Plan` turned into the structured
-//! `flotilla.v1.Plan` message (the same content as the JSON document of
-//! `docs/plan-json.md`, for API clients). Pure conversion.
+//! `flotilla.v1.Plan` message, which `Releases.Plan` returns and whose canonical
+//! protobuf JSON `flotilla plan --output json` prints (`docs/plan-json.md`). Pure
+//! conversion; public (`flotilla_coordinator::plan_view`) so the CLI uses the same.
 
 use std::time::Duration;
 
 use flotilla_proto::v1;
 use flotilla_shared::model::{DepKind, LabelSelector};
-use flotilla_shared::plan::{EdgeKind, PLAN_FORMAT_VERSION, Plan, RollbackPlan, RollbackStep};
+use flotilla_shared::plan::{EdgeKind, PLAN_FORMAT_VERSION, Plan, RollbackPlan, RollbackStep, describe_batches};
 use flotilla_shared::spec::SourceFile;
 
 fn ms(d: Duration) -> u64 {
@@ -50,10 +51,41 @@ fn rollback(rb: &RollbackPlan) -> v1::PlannedRollback {
     }
 }
 
+/// One service's rollout in one stage: its batches with their hosts when the fleet is
+/// known (none when the stage has no host for it), or, offline, the batches described
+/// by size (`canary (1 host)`, `25%`, `rest`) without hosts, as the table shows them.
+fn rollout(p: &Plan, stage: usize, v: usize) -> Option<v1::StageRollout> {
+    let batch = |index: usize, name: String, hosts: Vec<String>| v1::PlannedBatch {
+        index: u32::try_from(index).unwrap_or(u32::MAX),
+        name,
+        hosts,
+    };
+    let service = p.graph().name(v).to_string();
+    if !p.fleet_known() {
+        let described = describe_batches(&p.spec().services[v].policy);
+        return Some(v1::StageRollout {
+            service,
+            batches: described.into_iter().enumerate().map(|(b, name)| batch(b, name, Vec::new())).collect(),
+            skipped_hosts: Vec::new(),
+        });
+    }
+    p.rollout(stage, v).map(|r| v1::StageRollout {
+        service,
+        batches: r
+            .batches
+            .iter()
+            .enumerate()
+            .map(|(b, x)| batch(b, x.name.clone(), x.hosts.iter().map(ToString::to_string).collect()))
+            .collect(),
+        skipped_hosts: r.skipped.iter().map(ToString::to_string).collect(),
+    })
+}
+
 /// The structured plan; `source` places warnings.
 pub fn plan(p: &Plan, source: &SourceFile) -> v1::Plan {
     let spec = p.spec();
     let graph = p.graph();
+    let in_wave_order: Vec<usize> = graph.waves().into_iter().flatten().collect();
     let waves = graph
         .waves()
         .iter()
@@ -116,24 +148,7 @@ pub fn plan(p: &Plan, source: &SourceFile) -> v1::Plan {
             selector: st.selector.as_ref().map(selector),
             approval: st.approval,
             hosts: st.hosts.iter().flatten().map(ToString::to_string).collect(),
-            rollouts: (0..spec.services.len())
-                .filter_map(|v| {
-                    p.rollout(i, v).map(|r| v1::StageRollout {
-                        service: graph.name(v).to_string(),
-                        batches: r
-                            .batches
-                            .iter()
-                            .enumerate()
-                            .map(|(b, batch)| v1::PlannedBatch {
-                                index: u32::try_from(b).unwrap_or(u32::MAX),
-                                name: batch.name.clone(),
-                                hosts: batch.hosts.iter().map(ToString::to_string).collect(),
-                            })
-                            .collect(),
-                        skipped_hosts: r.skipped.iter().map(ToString::to_string).collect(),
-                    })
-                })
-                .collect(),
+            rollouts: in_wave_order.iter().filter_map(|&v| rollout(p, i, v)).collect(),
         })
         .collect();
     let gates = p
@@ -223,5 +238,40 @@ mod tests {
         assert_eq!(db.failed, "db");
         assert!(db.steps.iter().any(|s| s.action == v1::RollbackAction::Pause as i32));
         assert_eq!(out.format, PLAN_FORMAT_VERSION);
+    }
+
+    #[test]
+    fn rollouts_go_in_wave_order_with_hosts_or_offline_with_batches_described_by_size() {
+        // `web` comes first in the spec but in the second wave.
+        let spec = release("shop")
+            .with(service("web", "2.0.0").depends("api", DepKind::Hard))
+            .with(service("api", "2.0.0"))
+            .stages("cell", &["canary"]);
+        let f = fleet(vec![host("c1", &[("cell", "canary")], &[]), host("m1", &[], &[("api", "2.0.0")])]);
+        let online = plan(&Plan::build(&spec, Some(&f)).expect("plans"), &SourceFile::new("shop.toml", ""));
+        let order = |p: &v1::Plan, stage: usize| -> Vec<String> {
+            p.stages[stage].rollouts.iter().map(|r| r.service.clone()).collect()
+        };
+        assert_eq!(order(&online, 0), ["api", "web"]);
+        assert_eq!(online.stages[0].hosts, ["c1"]);
+        let canary_web = &online.stages[0].rollouts[1];
+        assert_eq!(canary_web.batches.iter().flat_map(|b| b.hosts.clone()).collect::<Vec<_>>(), ["c1"]);
+        let rest_api = &online.stages[1].rollouts[0];
+        assert_eq!((rest_api.batches.len(), rest_api.skipped_hosts.clone()), (0, vec!["m1".to_owned()]));
+
+        let offline = plan(&Plan::build(&spec, None).expect("plans"), &SourceFile::new("shop.toml", ""));
+        assert!(!offline.fleet_known);
+        for stage in 0..2 {
+            assert_eq!(order(&offline, stage), ["api", "web"]);
+            assert!(offline.stages[stage].hosts.is_empty());
+        }
+        let web = &offline.stages[0].rollouts[1];
+        let described: Vec<(u32, &str)> = web.batches.iter().map(|b| (b.index, b.name.as_str())).collect();
+        let expected = describe_batches(&spec.services[0].policy);
+        assert_eq!(described.len(), expected.len());
+        for (i, ((index, name), want)) in described.iter().zip(&expected).enumerate() {
+            assert_eq!((*index as usize, *name), (i, want.as_str()));
+        }
+        assert!(web.batches.iter().all(|b| b.hosts.is_empty()) && web.skipped_hosts.is_empty());
     }
 }
