@@ -14,6 +14,8 @@
 //! - [`PROTOCOL_VERSION`] / [`MIN_PROTOCOL_VERSION`] (agents and clients) and
 //!   [`PEER_PROTOCOL_VERSION`] / [`MIN_PEER_PROTOCOL_VERSION`] (coordinators): what
 //!   this build speaks and accepts.
+//! - [`compat`]: which changes to the contract break released clients, checked
+//!   against the golden `api/flotilla_v1.binpb` by the `api_compat` test.
 //! - [`status`]: the API's error model (gRPC's richer error model: `ErrorInfo`
 //!   reasons, `BadRequest`, `ResourceInfo`, `RetryInfo`, and the contract's own
 //!   `NotLeader` and `SpecErrors` details), for servers and clients.
@@ -24,6 +26,7 @@
 //! coordinator node ids are non-zero u64 (0 = none); host, release and command
 //! ids are strings.
 
+pub mod compat;
 pub mod status;
 
 /// The generated `flotilla.v1` package.
