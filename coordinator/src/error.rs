@@ -151,8 +151,16 @@ impl From<CoordinatorError> for Status {
                 ErrorBuilder::new(Code::InvalidArgument, Reason::InvalidField, m).build()
             }
             CoordinatorError::NotFound { reason, resource_type, name, message } => {
+                // The metadata key names what the id is: `release_id`, `host_id`,
+                // `node_id`, or the part of a release (`service`, `gate`, `stage`).
+                let key = match reason {
+                    Reason::ReleaseNotFound => "release_id",
+                    Reason::HostNotFound => "host_id",
+                    Reason::NodeNotFound => "node_id",
+                    _ => resource_type,
+                };
                 ErrorBuilder::new(Code::NotFound, reason, message.clone())
-                    .meta("name", &name)
+                    .meta(key, &name)
                     .resource(resource_type, &name, &message)
                     .build()
             }

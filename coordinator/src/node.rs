@@ -470,7 +470,7 @@ impl Node {
         if !is_node {
             return Err(CoordinatorError::NotFound {
                 reason: Reason::NodeNotFound,
-                resource_type: "coordinator node",
+                resource_type: "flotilla.v1.ClusterMember",
                 name: id.to_string(),
                 message: format!("node {id} is not a member of the cluster"),
             });

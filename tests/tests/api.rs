@@ -89,7 +89,8 @@ async fn errors_carry_the_richer_error_model_and_requests_are_checked() {
     // An unknown release: NOT_FOUND with the resource named.
     let status = client.get(v1::GetRequest { release_id: "r-nope".to_owned() }).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
-    assert_eq!(reason(&status).0, "RELEASE_NOT_FOUND");
+    let (why, meta) = reason(&status);
+    assert_eq!((why.as_str(), meta["release_id"].as_str()), ("RELEASE_NOT_FOUND", "r-nope"));
     let resource = status.get_details_resource_info().unwrap();
     assert_eq!((resource.resource_type.as_str(), resource.resource_name.as_str()), ("flotilla.v1.Release", "r-nope"));
 
@@ -121,7 +122,11 @@ async fn errors_carry_the_richer_error_model_and_requests_are_checked() {
         })
         .await
         .unwrap_err();
-    assert_eq!((status.code(), reason(&status).0.as_str()), (Code::NotFound, "RELEASE_PART_NOT_FOUND"));
+    let (why, meta) = reason(&status);
+    assert_eq!(
+        (status.code(), why.as_str(), meta["gate"].as_str()),
+        (Code::NotFound, "RELEASE_PART_NOT_FOUND", "smoke")
+    );
     assert!(status.message().contains("no gate smoke"), "{}", status.message());
 }
 
