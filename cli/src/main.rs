@@ -7,6 +7,7 @@ mod plan;
 mod release;
 mod remote;
 mod render;
+mod tls;
 
 use std::process::ExitCode;
 
@@ -57,6 +58,13 @@ enum Command {
     /// Exit codes: 0 the demo ran as asked (with --fail: the broken service was rolled
     /// back), 1 something went wrong, 3 the release did not end as expected.
     Demo(demo::DemoArgs),
+    /// Make the cluster's certificate authority and issue the certificates of
+    /// coordinators, operators and agents (each names its holder:
+    /// `spiffe://DOMAIN/ROLE/NAME`).
+    ///
+    /// Nothing is ever overwritten. Exit codes: 0 written, 1 a file could not be read
+    /// or written, 2 bad usage (a bad name, a file that exists already, no CA).
+    Tls(tls::TlsArgs),
 }
 
 /// How to print results of remote commands.
@@ -110,6 +118,7 @@ fn main() -> ExitCode {
         Command::Release { command, output } => release::run(&cli.connection, &command, output == TextOrJson::Json),
         Command::Demo(args) => demo::run(&args),
         Command::Agents(args) => agents::run(&cli.connection, &args),
+        Command::Tls(args) => tls::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -62,11 +62,27 @@ impl Coordinator {
         Self::spawn(id, format!("127.0.0.1:{}", free_port()), &[])
     }
 
+    /// Node 1 of a new single-node cluster over mutual TLS with these PEM files.
+    pub fn start_tls(ca: &Path, cert: &Path, key: &Path) -> Self {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let bootstrap = format!("1={addr}");
+        let files = [("--tls-ca", ca), ("--tls-cert", cert), ("--tls-key", key)];
+        let tls: Vec<String> =
+            files.iter().flat_map(|(flag, p)| [(*flag).to_owned(), p.display().to_string()]).collect();
+        let mut args: Vec<&str> = tls.iter().map(String::as_str).collect();
+        args.extend(["--bootstrap", &bootstrap]);
+        Self::spawn_secured(1, addr, &args)
+    }
+
     fn spawn(id: u64, addr: String, extra: &[&str]) -> Self {
+        Self::spawn_secured(id, addr, &[&["--insecure"], extra].concat())
+    }
+
+    fn spawn_secured(id: u64, addr: String, extra: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(format!("flotilla-cli-test-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).expect("a data dir");
         let child = Command::new(coordinator_binary())
-            .args(["--node-id", &id.to_string(), "--insecure", "--listen", &addr])
+            .args(["--node-id", &id.to_string(), "--listen", &addr])
             .args(extra)
             .arg("--data-dir")
             .arg(&dir)
