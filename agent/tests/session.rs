@@ -393,16 +393,20 @@ async fn a_protocol_mismatch_is_logged_with_both_versions_and_retried_slowly() {
     let agent = agent(&world, &[server.address()]);
     let mut s = server.next_session().await;
     s.register().await;
-    s.end_with(tonic::Status::failed_precondition(
-        "protocol mismatch: the coordinator speaks flotilla.v1 protocol 2 (accepts 2..=2), the agent 1",
-    ))
+    // A coordinator newer than this agent's protocol, which no longer accepts it.
+    let theirs = flotilla_proto::PROTOCOL_VERSION + 1;
+    s.end_with(tonic::Status::failed_precondition(format!(
+        "protocol mismatch: the coordinator speaks flotilla.v1 protocol {theirs} (accepts {theirs}..={theirs}), \
+         the agent {}",
+        flotilla_proto::PROTOCOL_VERSION
+    )))
     .await;
 
     agent.until_logged("protocol mismatch", 1).await;
     let log = agent.log_text();
     let line = log.lines().find(|l| l.contains("protocol mismatch")).expect("logged");
-    assert!(line.contains("agent_protocol=1"), "ours: {line}");
-    assert!(line.contains("the coordinator speaks flotilla.v1 protocol 2"), "theirs: {line}");
+    assert!(line.contains(&format!("agent_protocol={}", flotilla_proto::PROTOCOL_VERSION)), "ours: {line}");
+    assert!(line.contains(&format!("the coordinator speaks flotilla.v1 protocol {theirs}")), "theirs: {line}");
     let retry_ms: u64 = line
         .split("retry_in_ms=")
         .nth(1)
