@@ -1,5 +1,6 @@
 //! `flotilla demo`: the whole system in one process on a fresh machine.
-//! Three coordinators (temporary data dirs, loopback ports), several agents, and a
+//! Three coordinators (temporary data dirs, loopback ports, mutual TLS with a cluster
+//! CA made for the run), several agents, and a
 //! six-service sample app packaged into real tar.gz artifacts; it installs version 1
 //! everywhere, then releases version 2 across two stages with canaries, bakes, a data
 //! migration and a gate, with live progress. `--fail SERVICE` ships a broken version
@@ -14,7 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail};
 use flotilla_coordinator::CoordinatorConfig;
 use flotilla_coordinator::daemon::Daemon;
-use flotilla_net::{ClientSecurity, LeaderClient, LeaderError};
+use flotilla_net::pki::{self, ClusterCa, Role, ServerName};
+use flotilla_net::{ClientSecurity, LeaderClient, LeaderError, TlsMaterial};
 use flotilla_proto::v1;
 use flotilla_proto::v1::fleet_client::FleetClient;
 use flotilla_proto::v1::releases_client::ReleasesClient;
@@ -100,6 +102,43 @@ pub fn run(args: &DemoArgs) -> Result<(), Failure> {
     result
 }
 
+/// The demo's certificates: a cluster CA, coordinators 1 to 3 for 127.0.0.1, an agent
+/// per host and the operator `demo` the demo's client uses, written under `dir`.
+struct DemoPki {
+    dir: PathBuf,
+    operator: ClientSecurity,
+}
+
+impl DemoPki {
+    fn make(dir: &Path, hosts: usize) -> anyhow::Result<Self> {
+        let ca = ClusterCa::create(pki::DEFAULT_TRUST_DOMAIN, pki::CA_LIFETIME)?;
+        ca.write(dir)?;
+        let loopback: ServerName = "127.0.0.1".parse()?;
+        let lifetime = Duration::from_secs(86_400);
+        for id in 1..=3 {
+            ca.issue(Role::Coordinator, &id.to_string(), std::slice::from_ref(&loopback), lifetime)?.write(dir)?;
+        }
+        for i in 1..=hosts {
+            ca.issue(Role::Agent, &format!("host-{i}"), &[], lifetime)?.write(dir)?;
+        }
+        let operator = ca.issue(Role::Operator, "demo", &[], lifetime)?;
+        operator.write(dir)?;
+        let security = ClientSecurity::Tls(TlsMaterial::from_pem(ca.cert_pem(), operator.cert_pem, operator.key_pem));
+        Ok(Self { dir: dir.to_owned(), operator: security })
+    }
+
+    /// The `tls_ca`, `tls_cert` and `tls_key` lines of the config of `role` `name`.
+    fn config_keys(&self, role: Role, name: &str) -> String {
+        let file = |f: String| format!("{:?}", self.dir.join(f).display().to_string());
+        format!(
+            "tls_ca = {}\ntls_cert = {}\ntls_key = {}\n",
+            file(pki::CA_CERT_FILE.to_owned()),
+            file(format!("{role}-{name}.pem")),
+            file(format!("{role}-{name}.key"))
+        )
+    }
+}
+
 fn say(text: &str) -> Result<(), Failure> {
     print(&format!("==> {text}\n"))
 }
@@ -136,7 +175,11 @@ async fn demo(args: &DemoArgs, dir: &Path) -> Result<(), Failure> {
         }
     }
 
-    say("starting three coordinators")?;
+    let pki_dir = dir.join("pki");
+    say(&format!("making a cluster CA and certificates for every process in {}", pki_dir.display()))?;
+    let tls = DemoPki::make(&pki_dir, args.agents).map_err(op)?;
+
+    say("starting three coordinators (mutual TLS)")?;
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect::<anyhow::Result<_>>().map_err(op)?;
     let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let bootstrap = addrs.iter().enumerate().map(|(i, a)| format!("\"{}={a}\"", i + 1)).collect::<Vec<_>>().join(", ");
@@ -144,9 +187,10 @@ async fn demo(args: &DemoArgs, dir: &Path) -> Result<(), Failure> {
     for (i, addr) in addrs.iter().enumerate() {
         let data = dir.join(format!("coordinator-{}", i + 1));
         let text = format!(
-            "node_id = {}\ndata_dir = {:?}\nlisten = \"{addr}\"\nbootstrap = [{bootstrap}]\ninsecure = true\nagent_lease_ms = 3000\nagent_heartbeat_ms = 500\n",
+            "node_id = {}\ndata_dir = {:?}\nlisten = \"{addr}\"\nbootstrap = [{bootstrap}]\n{}agent_lease_ms = 3000\nagent_heartbeat_ms = 500\n",
             i + 1,
-            data.display().to_string()
+            data.display().to_string(),
+            tls.config_keys(Role::Coordinator, &(i + 1).to_string()),
         );
         let config = CoordinatorConfig::from_toml(&text, Path::new("demo.toml"))
             .and_then(CoordinatorConfig::validate)
@@ -162,9 +206,10 @@ async fn demo(args: &DemoArgs, dir: &Path) -> Result<(), Failure> {
         let role = ["db", "api", "web"][(i - 1) % 3];
         let cell = if i <= 3 { "canary" } else { "main" };
         let text = format!(
-            "host_id = \"host-{i}\"\ncoordinators = [{}]\ndata_dir = {:?}\ninsecure = true\n[labels]\nrole = \"{role}\"\ncell = \"{cell}\"\n",
+            "host_id = \"host-{i}\"\ncoordinators = [{}]\ndata_dir = {:?}\n{}[labels]\nrole = \"{role}\"\ncell = \"{cell}\"\n",
             addrs.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", "),
-            dir.join(format!("agent-{i}")).display().to_string()
+            dir.join(format!("agent-{i}")).display().to_string(),
+            tls.config_keys(Role::Agent, &format!("host-{i}")),
         );
         let config = flotilla_agent::AgentConfig::from_toml(&text, Path::new("agent.toml"))
             .and_then(flotilla_agent::AgentConfig::validate)
@@ -177,7 +222,7 @@ async fn demo(args: &DemoArgs, dir: &Path) -> Result<(), Failure> {
         }));
     }
 
-    let client = LeaderClient::new(addrs.clone(), ClientSecurity::Insecure);
+    let client = LeaderClient::new(addrs.clone(), tls.operator.clone());
     wait_for_agents(&client, hosts).await.map_err(op)?;
 
     say("installing version 1 of every service everywhere")?;
@@ -191,7 +236,7 @@ async fn demo(args: &DemoArgs, dir: &Path) -> Result<(), Failure> {
     say(&title)?;
     let id = submit(&client, "shop.toml", &spec(2, &artifacts)).await?;
     let killer = args.kill_leader.then(|| {
-        let client = LeaderClient::new(addrs.clone(), ClientSecurity::Insecure);
+        let client = LeaderClient::new(addrs.clone(), tls.operator.clone());
         let id = id.clone();
         tokio::spawn(async move { wait_until_deploying(&client, &id).await })
     });

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use flotilla_net::pki::{self, PeerIdentity, Role};
+
 /// Longest a whole demo may take (about a minute on a quiet machine).
 const DEMO: Duration = Duration::from_secs(300);
 
@@ -99,9 +101,22 @@ fn processes_under(dir: &Path) -> Vec<i32> {
 
 #[test]
 fn the_demo_releases_the_sample_app_through_both_stages() {
-    let (code, out) = demo(&["--agents", "6"]);
+    let (code, out) = demo(&["--agents", "6", "--keep"]);
     assert_eq!(code, 0, "{out}");
-    position(&out, "release shop-v1");
+    // Every process ran with a certificate of the run's own CA, naming it.
+    assert!(position(&out, "starting three coordinators (mutual TLS)") < position(&out, "release shop-v1"));
+    let kept = out.lines().find_map(|l| l.strip_prefix("demo files kept in ")).expect("the kept directory");
+    let kept = Path::new(kept.trim());
+    for (file, role, name) in [
+        ("coordinator-2.pem", Role::Coordinator, "2"),
+        ("agent-host-6.pem", Role::Agent, "host-6"),
+        ("operator-demo.pem", Role::Operator, "demo"),
+    ] {
+        let pem = std::fs::read_to_string(kept.join("pki").join(file)).expect("a certificate of the demo");
+        let want = PeerIdentity::new(pki::DEFAULT_TRUST_DOMAIN, role, name).expect("an identity");
+        assert_eq!(pki::identities_of(&pem), [want], "{file}");
+    }
+    std::fs::remove_dir_all(kept).expect("the kept directory is removed");
     // Dependency order inside a stage, the migration first, the gate before web.
     let migrated = position(&out, "[canary] db: migrate hook succeeded");
     let db_done = position(&out, "[canary] db 2.0.0 done in stage canary");
