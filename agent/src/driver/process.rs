@@ -259,6 +259,23 @@ impl Drop for KillGroupOnDrop {
     }
 }
 
+/// How long a killed hook's process group may take to be gone before the step goes on
+/// regardless.
+const GROUP_GONE_WITHIN: Duration = Duration::from_secs(2);
+
+/// Waits until no process of group `pgid` is left (SIGKILL is delivered, not awaited),
+/// or `within` has passed.
+async fn wait_group_gone(pgid: u32, within: Duration) {
+    let Ok(raw) = i32::try_from(pgid) else { return };
+    if raw <= 1 {
+        return;
+    }
+    let deadline = Instant::now() + within;
+    while killpg(Pid::from_raw(raw), None).is_ok() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Sends `signal` to the process group `pgid` (errors such as "no such group" ignored).
 pub fn kill_group(pgid: u32, signal: Signal) {
     if let Ok(raw) = i32::try_from(pgid)
@@ -534,6 +551,9 @@ impl Driver for ProcessDriver {
             Err(_) => {
                 kill_group(pid, Signal::SIGKILL);
                 let _ = child.wait().await;
+                // The hook's own children die with it, but not in the same instant:
+                // the step reports once the whole group is gone.
+                wait_group_gone(pid, GROUP_GONE_WITHIN).await;
                 (None, true)
             }
         };
