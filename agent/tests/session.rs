@@ -9,10 +9,11 @@ mod link;
 mod support;
 
 use flotilla_agent::step::{Action, RunCheck, Step};
+use flotilla_net::pki::Role;
 use flotilla_proto::v1 as pb;
 use flotilla_proto::v1::coordinator_message::Msg as In;
 use flotilla_sample_service::Behaviour;
-use link::{AgentProcess, TestCa, TestServer};
+use link::{AgentProcess, HOST_ID, TestCa, TestServer};
 use support::{World, count_lines, deploy_step, local_deploy, step};
 
 /// Heartbeat interval the test server asks for.
@@ -351,14 +352,14 @@ async fn mutual_tls_sessions_work_and_plaintext_or_foreign_certificates_are_refu
     let world = World::new();
     let pki = world.dir.path().join("pki");
     let ca = TestCa::new(&pki, "fleet");
-    let server_tls = ca.issue("coordinator");
-    let agent_tls = ca.issue("agent");
+    let server_tls = ca.issue(Role::Coordinator, "1");
+    let agent_tls = ca.issue(Role::Agent, HOST_ID);
 
     // Mutual TLS with certificates of the fleet's CA.
     let mut server = TestServer::start(Some(&server_tls));
     let _agent = AgentProcess::start(world.dir.path(), &world.data(), &[server.address()], Some(&agent_tls));
     let mut s = server.next_session().await;
-    assert_eq!(s.register().await.host_id, "test-host");
+    assert_eq!(s.register().await.host_id, HOST_ID);
     s.welcome(BEAT_MS).await;
     assert_eq!(s.next_heartbeat().await.seq, 1);
 
@@ -375,9 +376,10 @@ async fn mutual_tls_sessions_work_and_plaintext_or_foreign_certificates_are_refu
         agent2.log_text()
     );
 
-    // A certificate from another CA is refused by the server.
+    // A certificate from another CA is refused by the server, though it names the
+    // same host.
     let other = TestCa::new(&pki, "other");
-    let mut foreign = other.issue("intruder");
+    let mut foreign = other.issue(Role::Agent, HOST_ID);
     foreign.ca.clone_from(&agent_tls.ca); // trusts the server, but is not trusted by it
     let dir3 = world.dir.path().join("agent3");
     std::fs::create_dir_all(&dir3).expect("mkdir");

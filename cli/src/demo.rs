@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail};
 use flotilla_coordinator::CoordinatorConfig;
 use flotilla_coordinator::daemon::Daemon;
-use flotilla_net::pki::{self, ClusterCa, Role, ServerName};
+use flotilla_net::pki::{self, ClusterCa, PeerIdentity, Role, ServerName};
 use flotilla_net::{ClientSecurity, LeaderClient, LeaderError, TlsMaterial};
 use flotilla_proto::v1;
 use flotilla_proto::v1::fleet_client::FleetClient;
@@ -123,18 +123,21 @@ impl DemoPki {
         }
         let operator = ca.issue(Role::Operator, "demo", &[], lifetime)?;
         operator.write(dir)?;
-        let security = ClientSecurity::Tls(TlsMaterial::from_pem(ca.cert_pem(), operator.cert_pem, operator.key_pem));
+        let security = ClientSecurity::Tls(TlsMaterial::from_pem(ca.cert_pem(), operator.cert_pem, operator.key_pem)?);
         Ok(Self { dir: dir.to_owned(), operator: security })
     }
 
     /// The `tls_ca`, `tls_cert` and `tls_key` lines of the config of `role` `name`.
     fn config_keys(&self, role: Role, name: &str) -> String {
         let file = |f: String| format!("{:?}", self.dir.join(f).display().to_string());
+        let stem = PeerIdentity::new(pki::DEFAULT_TRUST_DOMAIN, role, name)
+            .expect("the demo's names are valid identities")
+            .file_stem();
         format!(
             "tls_ca = {}\ntls_cert = {}\ntls_key = {}\n",
             file(pki::CA_CERT_FILE.to_owned()),
-            file(format!("{role}-{name}.pem")),
-            file(format!("{role}-{name}.key"))
+            file(format!("{stem}.pem")),
+            file(format!("{stem}.key"))
         )
     }
 }

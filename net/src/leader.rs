@@ -60,8 +60,7 @@ impl LeaderClient {
             return Ok(ch.clone());
         }
         let ch = endpoint(addr, &self.security)?
-            .user_agent(LEADER_CLIENT_AGENT)
-            .map_err(|e| NetError::BadAddress { addr: addr.to_owned(), why: e.to_string() })?
+            .configure(|ep| ep.user_agent(LEADER_CLIENT_AGENT).expect("the user agent is a valid header value"))
             .connect_lazy();
         channels.insert(addr.to_owned(), ch.clone());
         Ok(ch)

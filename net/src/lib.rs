@@ -1,12 +1,17 @@
 //! Flotilla's gRPC plumbing shared by the coordinator, the agent and the CLI: the
 //! cluster's certificate authority and identities, loading mutual-TLS material,
-//! building endpoints, and calls that follow the Raft leader.
+//! building endpoints, accepting connections and judging their peers, and calls that
+//! follow the Raft leader.
 
 pub mod endpoint;
 pub mod leader;
+pub mod peer;
+pub mod pin;
 pub mod pki;
 pub mod tls;
 
-pub use endpoint::{ClientSecurity, channel, endpoint};
+pub use endpoint::{ClientSecurity, Dial, channel, endpoint};
 pub use leader::{LEADER_CLIENT_AGENT, LeaderClient, LeaderError, call_leader};
-pub use tls::{NetError, TlsMaterial};
+pub use peer::{Peer, PeerInfo, ServerConn, incoming};
+pub use pin::{CaPin, JoinToken};
+pub use tls::{NetError, PeerVerdict, TlsMaterial};

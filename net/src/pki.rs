@@ -261,7 +261,13 @@ impl ClusterCa {
     /// The CA in `dir` (`ca.pem`, `ca.key`); its trust domain is read from the
     /// certificate's name.
     pub fn load(dir: &Path) -> Result<Self, PkiError> {
-        let (cert_path, key_path) = (dir.join(CA_CERT_FILE), dir.join(CA_KEY_FILE));
+        Self::load_files(&dir.join(CA_CERT_FILE), &dir.join(CA_KEY_FILE))
+    }
+
+    /// The CA whose key is in `key_path`; `cert_path` holds its certificate, possibly
+    /// among others (a trust bundle while CAs are rotated): the one with the key's
+    /// public key is taken.
+    pub fn load_files(cert_path: &Path, key_path: &Path) -> Result<Self, PkiError> {
         let read = |p: &Path| {
             std::fs::read_to_string(p).map_err(|source| PkiError::Io {
                 what: "cannot read",
@@ -269,11 +275,24 @@ impl ClusterCa {
                 source,
             })
         };
-        let cert_pem = read(&cert_path)?;
-        let key = KeyPair::from_pem(&read(&key_path)?)
-            .map_err(|e| PkiError::Bad { path: key_path.clone(), why: format!("not a private key: {e}") })?;
-        let bad = |why: String| PkiError::Bad { path: cert_path.clone(), why };
-        let der = pem_der(&cert_pem).ok_or_else(|| bad("no PEM CERTIFICATE block".to_owned()))?;
+        let bundle = read(cert_path)?;
+        let key = KeyPair::from_pem(&read(key_path)?)
+            .map_err(|e| PkiError::Bad { path: key_path.to_owned(), why: format!("not a private key: {e}") })?;
+        let bad = |why: String| PkiError::Bad { path: cert_path.to_owned(), why };
+        let mut blocks = pem_blocks(&bundle);
+        if blocks.is_empty() {
+            return Err(bad("no PEM CERTIFICATE block".to_owned()));
+        }
+        let Some(at) = blocks.iter().position(|(der, _)| {
+            x509_parser::parse_x509_certificate(der)
+                .is_ok_and(|(_, c)| c.public_key().raw == key.subject_public_key_info().as_slice())
+        }) else {
+            return Err(PkiError::Bad {
+                path: key_path.to_owned(),
+                why: format!("is not the key of a certificate in {}", cert_path.display()),
+            });
+        };
+        let (der, cert_pem) = blocks.swap_remove(at);
         let (_, cert) =
             x509_parser::parse_x509_certificate(&der).map_err(|e| bad(format!("not a certificate: {e}")))?;
         if !cert.is_ca() {
@@ -285,9 +304,6 @@ impl ClusterCa {
             .and_then(|rest| rest.strip_suffix(')'))
             .ok_or_else(|| bad(format!("`{cn}` is not a Flotilla cluster CA")))?
             .to_owned();
-        if cert.public_key().raw != key.subject_public_key_info().as_slice() {
-            return Err(PkiError::Bad { path: key_path, why: format!("is not the key of {}", cert_path.display()) });
-        }
         Ok(Self { cert_pem, key, trust_domain })
     }
 
@@ -317,8 +333,7 @@ impl ClusterCa {
     /// `sha256:HEX` of the CA's public key (its DER SubjectPublicKeyInfo): the pin a
     /// join token carries.
     pub fn pin(&self) -> String {
-        let digest = Sha256::digest(self.key.subject_public_key_info());
-        format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        key_digest(&self.key.subject_public_key_info())
     }
 
     /// Issues a new key and a certificate for `role` `name`, valid for `lifetime`.
@@ -337,26 +352,150 @@ impl ClusterCa {
             )));
         }
         let key = KeyPair::generate()?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = name_of(&identity);
-        params.subject_alt_names.push(SanType::URI(identity.uri().try_into()?));
-        for server in server_names {
-            params.subject_alt_names.push(match server {
-                ServerName::Dns(d) => SanType::DnsName(d.clone().try_into()?),
-                ServerName::Ip(ip) => SanType::IpAddress(*ip),
-            });
-        }
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = match role {
-            Role::Coordinator => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
-            Role::Agent | Role::Operator => vec![ExtendedKeyUsagePurpose::ClientAuth],
-        };
-        params.use_authority_key_identifier_extension = true;
-        validity(&mut params, lifetime);
+        let params = leaf_params(&identity, server_names, lifetime)?;
         let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key)?;
         let cert = params.signed_by(&key, &issuer)?;
         Ok(Issued { identity, cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
+
+    /// Signs a certificate request (PKCS #10, DER) made by a host for its own key: the
+    /// certificate names `role` `name` whatever the request asked for, and is valid
+    /// for `lifetime`. The request's signature proves the requester holds the key.
+    pub fn sign_request(
+        &self,
+        csr_der: &[u8],
+        role: Role,
+        name: &str,
+        lifetime: Duration,
+    ) -> Result<SignedRequest, PkiError> {
+        let identity = PeerIdentity::new(&self.trust_domain, role, name)?;
+        let der = tokio_rustls::rustls::pki_types::CertificateSigningRequestDer::from(csr_der.to_vec());
+        let mut request = rcgen::CertificateSigningRequestParams::from_der(&der)
+            .map_err(|e| PkiError::Name(format!("the certificate request is refused: {e}")))?;
+        request.params = leaf_params(&identity, &[], lifetime)?;
+        let not_after = request.params.not_after.unix_timestamp();
+        let key_sha256 = key_digest(&request.public_key.subject_public_key_info());
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key)?;
+        let cert = request.signed_by(&issuer)?;
+        Ok(SignedRequest { identity, cert_pem: cert.pem(), key_sha256, not_after })
+    }
+}
+
+/// A certificate issued for a request.
+#[derive(Debug, Clone)]
+pub struct SignedRequest {
+    /// Who it names.
+    pub identity: PeerIdentity,
+    /// The certificate.
+    pub cert_pem: String,
+    /// `sha256:HEX` of the requester's public key.
+    pub key_sha256: String,
+    /// When it expires (Unix seconds).
+    pub not_after: i64,
+}
+
+/// A new key and a certificate request for it, made on the host that will hold the
+/// key: the key (PEM) stays there, the request (DER) goes to the cluster. What the
+/// request names does not matter: the cluster decides the certificate's identity.
+pub fn new_request(name: &str) -> Result<(String, Vec<u8>), PkiError> {
+    let key = KeyPair::generate()?.serialize_pem();
+    let csr = request_for(&key, name)?;
+    Ok((key, csr))
+}
+
+/// A certificate request (DER) for the key `key_pem` already held.
+pub fn request_for(key_pem: &str, name: &str) -> Result<Vec<u8>, PkiError> {
+    let key = KeyPair::from_pem(key_pem).map_err(|e| PkiError::Name(format!("not a private key: {e}")))?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = name_of_request(name);
+    Ok(params.serialize_request(&key)?.der().to_vec())
+}
+
+fn name_of_request(name: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, name);
+    dn
+}
+
+fn leaf_params(
+    identity: &PeerIdentity,
+    server_names: &[ServerName],
+    lifetime: Duration,
+) -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = name_of(identity);
+    params.subject_alt_names.push(SanType::URI(identity.uri().try_into()?));
+    for server in server_names {
+        params.subject_alt_names.push(match server {
+            ServerName::Dns(d) => SanType::DnsName(d.clone().try_into()?),
+            ServerName::Ip(ip) => SanType::IpAddress(*ip),
+        });
+    }
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = match identity.role {
+        Role::Coordinator => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+        Role::Agent | Role::Operator => vec![ExtendedKeyUsagePurpose::ClientAuth],
+    };
+    params.use_authority_key_identifier_extension = true;
+    validity(&mut params, lifetime);
+    Ok(params)
+}
+
+/// What Flotilla reads back from a certificate: who it names, when it is valid, and
+/// the digest of its public key (what binds an enrolled host to its key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    /// The Flotilla identities in its URI subject alternative names (normally one).
+    pub identities: Vec<PeerIdentity>,
+    /// Its subject, for certificates that name no identity.
+    pub subject: String,
+    /// Valid from (Unix seconds).
+    pub not_before: i64,
+    /// Valid until (Unix seconds).
+    pub not_after: i64,
+    /// `sha256:HEX` of its public key (DER SubjectPublicKeyInfo).
+    pub key_sha256: String,
+}
+
+impl CertInfo {
+    /// Reads a DER certificate; `None` when it is not one.
+    pub fn parse(der: &[u8]) -> Option<Self> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        Some(Self {
+            identities: identities_of_der(der),
+            subject: cert.subject().to_string(),
+            not_before: cert.validity().not_before.timestamp(),
+            not_after: cert.validity().not_after.timestamp(),
+            key_sha256: key_digest(cert.public_key().raw),
+        })
+    }
+
+    /// Reads the first certificate of a PEM text.
+    pub fn parse_pem(pem: &str) -> Option<Self> {
+        Self::parse(&pem_der(pem)?)
+    }
+
+    /// The holder in words: `agent web-1`, or the subject when it names no identity.
+    pub fn describe(&self) -> String {
+        match self.identities.first() {
+            Some(id) => id.to_string(),
+            None => format!("`{}`", self.subject),
+        }
+    }
+}
+
+/// `sha256:HEX` of a DER SubjectPublicKeyInfo: how pins and key bindings are written.
+pub fn key_digest(spki_der: &[u8]) -> String {
+    let digest = Sha256::digest(spki_der);
+    format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// A Unix time in seconds as RFC 3339 UTC (`2026-12-05T04:15:44Z`).
+pub fn format_unix(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| format!("{secs} (Unix seconds)"))
 }
 
 /// The identities a certificate (PEM) names in its URI subject alternative names.
@@ -380,8 +519,23 @@ pub fn identities_of_der(der: &[u8]) -> Vec<PeerIdentity> {
 }
 
 fn pem_der(text: &str) -> Option<Vec<u8>> {
-    let (_, pem) = x509_parser::pem::parse_x509_pem(text.as_bytes()).ok()?;
-    (pem.label == "CERTIFICATE").then_some(pem.contents)
+    pem_blocks(text).into_iter().next().map(|(der, _)| der)
+}
+
+/// The CERTIFICATE blocks of a PEM text: each one's DER and its own PEM text.
+fn pem_blocks(text: &str) -> Vec<(Vec<u8>, String)> {
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
+        let Some(len) = rest[start..].find(END) else { break };
+        let block = &rest[start..start + len + END.len()];
+        if let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(block.as_bytes()) {
+            out.push((pem.contents, format!("{block}\n")));
+        }
+        rest = &rest[start + len + END.len()..];
+    }
+    out
 }
 
 fn name(common_name: &str) -> DistinguishedName {
@@ -397,10 +551,12 @@ fn name_of(identity: &PeerIdentity) -> DistinguishedName {
     dn
 }
 
-/// Valid from a minute ago (clocks differ a little) for `lifetime`.
+/// Valid from a little while ago (clocks differ a little: a minute, or a tenth of a
+/// short lifetime) for `lifetime`.
 fn validity(params: &mut CertificateParams, lifetime: Duration) {
     let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::minutes(1);
+    let slack = (lifetime / 10).min(Duration::from_secs(60));
+    params.not_before = now - time::Duration::try_from(slack).unwrap_or(time::Duration::MINUTE);
     params.not_after = now + time::Duration::try_from(lifetime).unwrap_or(time::Duration::MAX);
 }
 
@@ -483,6 +639,30 @@ mod tests {
         let eku = cert.extended_key_usage().unwrap().unwrap().value;
         assert!(eku.client_auth && !eku.server_auth, "an operator cannot serve");
         assert!(ca.issue(Role::Coordinator, "2", &[], COORDINATOR_LIFETIME).is_err(), "a coordinator needs a name");
+    }
+
+    #[test]
+    fn a_signed_request_names_whom_the_ca_decides_for_the_requesters_key() {
+        let ca = ClusterCa::create("prod", CA_LIFETIME).unwrap();
+        let (key_pem, csr) = new_request("i-am-root").unwrap();
+        let signed = ca.sign_request(&csr, Role::Agent, "web-1", Duration::from_secs(30)).unwrap();
+        let info = CertInfo::parse_pem(&signed.cert_pem).unwrap();
+        assert_eq!(info.identities, vec![PeerIdentity::new("prod", Role::Agent, "web-1").unwrap()]);
+        assert_eq!(info.key_sha256, signed.key_sha256);
+        let key = KeyPair::from_pem(&key_pem).unwrap();
+        assert_eq!(
+            info.key_sha256,
+            key_digest(&key.subject_public_key_info()),
+            "the certificate is for the host's key"
+        );
+        assert_eq!(info.not_after - info.not_before, 33, "30 s and a tenth of it of slack for clocks");
+        assert_eq!(request_for(&key_pem, "again").map(|r| !r.is_empty()).ok(), Some(true));
+
+        let mut damaged = csr.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0xff;
+        assert!(ca.sign_request(&damaged, Role::Agent, "web-1", AGENT_LIFETIME).is_err(), "a bad signature is refused");
+        assert!(ca.sign_request(&csr, Role::Agent, "web/1", AGENT_LIFETIME).is_err(), "a bad host id is refused");
     }
 
     #[test]

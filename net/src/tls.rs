@@ -1,10 +1,34 @@
-//! Mutual TLS material read from PEM files, turned into tonic server and client configs
-//! (rustls with the ring backend).
+//! Mutual TLS material read from PEM files and turned into rustls (ring) configs for
+//! Flotilla's servers and clients, reloadable in place: [`TlsMaterial::reload`] reads
+//! the files again and the next handshake uses them, while connections already open
+//! keep the certificates they were made with.
+//!
+//! A server made from the material asks every client for a certificate but lets the
+//! handshake finish without one, or with one it does not trust, as long as the client
+//! proves it holds the certificate's key: what the certificate is worth is decided
+//! once per connection by [`TlsMaterial::verify_peer`] (see `crate::peer`), so a
+//! refused client gets a gRPC status that says why instead of a broken handshake, and
+//! a host that is not enrolled yet can reach the one call that needs no certificate.
+//! A server also sends the CA certificates after its own chain, so a joining host can
+//! find the CA its token pins among them.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use flotilla_shared::transport::TlsFiles;
+use tokio_rustls::rustls::client::WebPkiServerVerifier;
+use tokio_rustls::rustls::client::danger::HandshakeSignatureValid;
+use tokio_rustls::rustls::crypto::CryptoProvider;
+use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use tokio_rustls::rustls::{
+    self, ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+
+use crate::pki::{CertInfo, PeerIdentity};
 
 /// A problem loading TLS material or reaching a peer.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +54,10 @@ pub enum NetError {
         /// The block expected (`CERTIFICATE`, `PRIVATE KEY`).
         expected: &'static str,
     },
+    /// The material is readable but unusable (a key that is not the certificate's, a
+    /// CA that is not a CA).
+    #[error("TLS material: {0}")]
+    Unusable(String),
     /// An address is not usable as an endpoint.
     #[error("bad address `{addr}`: {why}")]
     BadAddress {
@@ -40,43 +68,283 @@ pub enum NetError {
     },
 }
 
-/// The CA, certificate chain and key of one side of a mutual-TLS connection.
-#[derive(Debug, Clone)]
+/// The CA, certificate chain and key of one side of a mutual-TLS connection, and the
+/// rustls configs made from them. Clones share one state: a reload is seen by all.
+#[derive(Clone)]
 pub struct TlsMaterial {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// Where the material was read from, for reloads (none for PEM given in memory).
+    files: Option<TlsFiles>,
+    current: RwLock<Arc<Loaded>>,
+}
+
+/// One generation of material.
+struct Loaded {
     ca: Vec<u8>,
     cert: Vec<u8>,
     key: Vec<u8>,
+    /// The leaf certificate, read back.
+    own: CertInfo,
+    server: Arc<ServerConfig>,
+    client: Arc<ClientConfig>,
+    /// The CA's real client-certificate check, run once per connection.
+    verifier: Arc<dyn ClientCertVerifier>,
+}
+
+impl std::fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let current = self.current();
+        f.debug_struct("TlsMaterial")
+            .field("files", &self.shared.files)
+            .field("identity", &current.own.identities.first())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the CA thinks of a client's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerVerdict {
+    /// Issued by the CA, valid now.
+    Trusted(CertInfo),
+    /// Refused: why, in words (`expired`, `not issued by this cluster's CA`).
+    Refused(String),
 }
 
 impl TlsMaterial {
-    /// Reads and sanity-checks the three PEM files.
+    /// Reads and checks the three PEM files and builds the configs.
     pub fn load(files: &TlsFiles) -> Result<Self, NetError> {
-        Ok(Self {
-            ca: read_pem(&files.ca, "CA certificate", &["CERTIFICATE"])?,
-            cert: read_pem(&files.cert, "certificate", &["CERTIFICATE"])?,
-            key: read_pem(&files.key, "private key", &["PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"])?,
-        })
+        let loaded = read_files(files)?;
+        Ok(Self { shared: Arc::new(Shared { files: Some(files.clone()), current: RwLock::new(Arc::new(loaded)) }) })
     }
 
-    /// From PEM text already in memory (tests, generated material).
-    pub fn from_pem(ca: impl Into<Vec<u8>>, cert: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Self {
-        Self { ca: ca.into(), cert: cert.into(), key: key.into() }
+    /// From PEM text already in memory (generated material, tests).
+    pub fn from_pem(
+        ca: impl Into<Vec<u8>>,
+        cert: impl Into<Vec<u8>>,
+        key: impl Into<Vec<u8>>,
+    ) -> Result<Self, NetError> {
+        let loaded = build(ca.into(), cert.into(), key.into())?;
+        Ok(Self { shared: Arc::new(Shared { files: None, current: RwLock::new(Arc::new(loaded)) }) })
     }
 
-    /// A server config that requires every client to present a certificate signed by the CA.
+    /// Reads the files again; the next handshake uses them. A file that is missing or
+    /// unusable leaves the current material in place and is the error.
+    pub fn reload(&self) -> Result<(), NetError> {
+        let Some(files) = &self.shared.files else {
+            return Err(NetError::Unusable("the material was not read from files, so it cannot be reloaded".into()));
+        };
+        let loaded = read_files(files)?;
+        *self.shared.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(loaded);
+        Ok(())
+    }
+
+    /// The files it was read from, if any.
+    pub fn files(&self) -> Option<&TlsFiles> {
+        self.shared.files.as_ref()
+    }
+
+    fn current(&self) -> Arc<Loaded> {
+        self.shared.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// This side's own certificate, read back (identity, validity, key digest).
+    pub fn own_certificate(&self) -> CertInfo {
+        self.current().own.clone()
+    }
+
+    /// The Flotilla identity this side's certificate names, if it names one.
+    pub fn identity(&self) -> Option<PeerIdentity> {
+        self.current().own.identities.first().cloned()
+    }
+
+    /// The CA certificates (PEM) peers are checked against.
+    pub fn ca_pem(&self) -> Vec<u8> {
+        self.current().ca.clone()
+    }
+
+    /// The rustls server config of the moment: this side's chain followed by the CA
+    /// certificates, `h2`, and client certificates asked for but judged per
+    /// connection by [`TlsMaterial::verify_peer`].
+    pub fn rustls_server(&self) -> Arc<ServerConfig> {
+        self.current().server.clone()
+    }
+
+    /// The rustls client config of the moment: trusts only the CA, presents this side's
+    /// certificate, `h2`.
+    pub fn rustls_client(&self) -> Arc<ClientConfig> {
+        self.current().client.clone()
+    }
+
+    /// Judges a client's certificate chain against the CA of the moment.
+    pub fn verify_peer(&self, chain: &[CertificateDer<'static>]) -> PeerVerdict {
+        let Some((leaf, intermediates)) = chain.split_first() else {
+            return PeerVerdict::Refused("no certificate".into());
+        };
+        let Some(info) = CertInfo::parse(leaf) else {
+            return PeerVerdict::Refused("the certificate cannot be parsed".into());
+        };
+        match self.current().verifier.verify_client_cert(leaf, intermediates, UnixTime::now()) {
+            Ok(_) => PeerVerdict::Trusted(info),
+            Err(e) => PeerVerdict::Refused(describe_refusal(&e, &info)),
+        }
+    }
+
+    /// A tonic server config that requires every client to present a certificate
+    /// signed by the CA (for small servers that judge nothing per call).
     pub fn server_config(&self) -> ServerTlsConfig {
+        let current = self.current();
         ServerTlsConfig::new()
-            .identity(Identity::from_pem(&self.cert, &self.key))
-            .client_ca_root(Certificate::from_pem(&self.ca))
+            .identity(Identity::from_pem(&current.cert, &current.key))
+            .client_ca_root(Certificate::from_pem(&current.ca))
     }
 
-    /// A client config that trusts only the CA and presents this side's certificate.
-    /// `domain` is the name the server's certificate must carry (a DNS name or an IP).
+    /// A tonic client config that trusts only the CA and presents this side's
+    /// certificate. `domain` is the name the server's certificate must carry.
     pub fn client_config(&self, domain: &str) -> ClientTlsConfig {
+        let current = self.current();
         ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.ca))
-            .identity(Identity::from_pem(&self.cert, &self.key))
+            .ca_certificate(Certificate::from_pem(&current.ca))
+            .identity(Identity::from_pem(&current.cert, &current.key))
             .domain_name(domain)
+    }
+}
+
+fn describe_refusal(error: &rustls::Error, info: &CertInfo) -> String {
+    use rustls::CertificateError as E;
+    let who = info.describe();
+    match error {
+        rustls::Error::InvalidCertificate(E::Expired | E::ExpiredContext { .. }) => {
+            format!("the certificate of {who} expired at {}", crate::pki::format_unix(info.not_after))
+        }
+        rustls::Error::InvalidCertificate(E::NotValidYet | E::NotValidYetContext { .. }) => {
+            format!("the certificate of {who} is not valid before {}", crate::pki::format_unix(info.not_before))
+        }
+        rustls::Error::InvalidCertificate(E::UnknownIssuer | E::BadSignature) => {
+            format!("the certificate of {who} is not issued by this cluster's CA")
+        }
+        other => format!("the certificate of {who} is refused: {other}"),
+    }
+}
+
+fn read_files(files: &TlsFiles) -> Result<Loaded, NetError> {
+    build(
+        read_pem(&files.ca, "CA certificate", &["CERTIFICATE"])?,
+        read_pem(&files.cert, "certificate", &["CERTIFICATE"])?,
+        read_pem(&files.key, "private key", &["PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"])?,
+    )
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn build(ca: Vec<u8>, cert: Vec<u8>, key: Vec<u8>) -> Result<Loaded, NetError> {
+    let unusable = |what: &str, e: &dyn std::fmt::Display| NetError::Unusable(format!("{what}: {e}"));
+    let certs = |pem: &[u8], what: &str| -> Result<Vec<CertificateDer<'static>>, NetError> {
+        let certs =
+            CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>().map_err(|e| unusable(what, &e))?;
+        if certs.is_empty() {
+            return Err(unusable(what, &"no PEM CERTIFICATE block"));
+        }
+        Ok(certs)
+    };
+    let ca_certs = certs(&ca, "CA certificate")?;
+    let chain = certs(&cert, "certificate")?;
+    let own = CertInfo::parse(&chain[0]).ok_or_else(|| unusable("certificate", &"cannot be parsed"))?;
+    let private = || PrivateKeyDer::from_pem_slice(&key).map_err(|e| unusable("private key", &e));
+
+    let provider = provider();
+    let mut roots = RootCertStore::empty();
+    for ca in &ca_certs {
+        roots.add(ca.clone()).map_err(|e| unusable("CA certificate", &e))?;
+    }
+    let roots = Arc::new(roots);
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| unusable("CA certificate", &e))?;
+
+    // The CA certificates follow the chain so a joining host finds the one it pins.
+    let mut served = chain.clone();
+    for ca in &ca_certs {
+        if !served.contains(ca) {
+            served.push(ca.clone());
+        }
+    }
+    let mut server = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| unusable("TLS versions", &e))?
+        .with_client_cert_verifier(Arc::new(JudgedLater(verifier.clone())))
+        .with_single_cert(served, private()?)
+        .map_err(|e| unusable("certificate and key", &e))?;
+    server.alpn_protocols = vec![b"h2".to_vec()];
+
+    let server_verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+        .build()
+        .map_err(|e| unusable("CA certificate", &e))?;
+    let mut client = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| unusable("TLS versions", &e))?
+        .dangerous()
+        .with_custom_certificate_verifier(server_verifier)
+        .with_client_auth_cert(chain, private()?)
+        .map_err(|e| unusable("certificate and key", &e))?;
+    client.alpn_protocols = vec![b"h2".to_vec()];
+
+    Ok(Loaded { ca, cert, key, own, server: Arc::new(server), client: Arc::new(client), verifier })
+}
+
+/// The handshake's client-certificate check: the client must prove it holds the key of
+/// the certificate it presents (the handshake signatures are verified), but whether
+/// the CA vouches for it is judged after the handshake, per connection.
+#[derive(Debug)]
+struct JudgedLater(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for JudgedLater {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
     }
 }
 
@@ -87,5 +355,52 @@ fn read_pem(path: &Path, what: &'static str, blocks: &[&'static str]) -> Result<
         Ok(bytes)
     } else {
         Err(NetError::NotPem { what, path: path.to_owned(), expected: blocks[0] })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{AGENT_LIFETIME, CA_LIFETIME, ClusterCa, Role};
+
+    fn material(ca: &ClusterCa, role: Role, name: &str) -> TlsMaterial {
+        let issued = ca.issue(role, name, &["127.0.0.1".parse().unwrap()], AGENT_LIFETIME).unwrap();
+        TlsMaterial::from_pem(ca.cert_pem(), issued.cert_pem, issued.key_pem).unwrap()
+    }
+
+    fn chain(m: &TlsMaterial) -> Vec<CertificateDer<'static>> {
+        CertificateDer::pem_slice_iter(&m.current().cert).collect::<Result<_, _>>().unwrap()
+    }
+
+    #[test]
+    fn a_peer_of_the_ca_is_trusted_and_one_of_another_ca_is_refused_with_its_name() {
+        let ca = ClusterCa::create("prod", CA_LIFETIME).unwrap();
+        let server = material(&ca, Role::Coordinator, "1");
+        let agent = material(&ca, Role::Agent, "web-1");
+        match server.verify_peer(&chain(&agent)) {
+            PeerVerdict::Trusted(info) => assert_eq!(info.identities[0].name, "web-1"),
+            other => panic!("{other:?}"),
+        }
+        let other = ClusterCa::create("prod", CA_LIFETIME).unwrap();
+        let intruder = material(&other, Role::Agent, "web-1");
+        match server.verify_peer(&chain(&intruder)) {
+            PeerVerdict::Refused(why) => {
+                assert_eq!(why, "the certificate of agent web-1 is not issued by this cluster's CA")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(server.verify_peer(&[]), PeerVerdict::Refused("no certificate".into()));
+    }
+
+    #[test]
+    fn material_from_pem_cannot_be_reloaded_and_a_wrong_key_is_refused() {
+        let ca = ClusterCa::create("prod", CA_LIFETIME).unwrap();
+        let m = material(&ca, Role::Operator, "alice");
+        assert!(m.reload().is_err());
+        assert_eq!(m.identity().unwrap().name, "alice");
+        let a = ca.issue(Role::Operator, "a", &[], AGENT_LIFETIME).unwrap();
+        let b = ca.issue(Role::Operator, "b", &[], AGENT_LIFETIME).unwrap();
+        let err = TlsMaterial::from_pem(ca.cert_pem(), a.cert_pem, b.key_pem).unwrap_err().to_string();
+        assert!(err.contains("certificate and key"), "{err}");
     }
 }

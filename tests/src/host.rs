@@ -21,7 +21,9 @@ pub const TEST_HOST: &str = "test-host";
 /// The service (and version) the stand-in host runs: what [`crate::tiny_spec`] deploys.
 pub const TEST_SERVICE: (&str, &str) = ("svc", "1.0.0");
 
-/// Runs the stand-in host against `addrs` until the task is dropped.
+/// Runs the stand-in host against `addrs` until the task is dropped. In TLS mode
+/// `security` holds an agent certificate for exactly [`TEST_HOST`], the host id it
+/// registers with ([`crate::TestCluster::start`] issues it).
 pub async fn run(addrs: Vec<String>, security: ClientSecurity) {
     let instance = format!("{:x}", std::process::id());
     let mut next: Option<String> = None;

@@ -11,11 +11,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
+use flotilla_net::pki::{
+    AGENT_LIFETIME, CA_LIFETIME, COORDINATOR_LIFETIME, ClusterCa, OPERATOR_LIFETIME, Role, ServerName,
+};
 use flotilla_net::{ClientSecurity, LeaderClient, TlsMaterial, channel};
 use flotilla_proto::v1::cluster_client::ClusterClient;
 use flotilla_proto::v1::releases_client::ReleasesClient;
 use flotilla_proto::v1::{self, RaftState};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
 /// The path of a workspace binary, (re)built once per test process so a test never
 /// runs a stale build (cargo does nothing when it is up to date).
@@ -106,13 +108,17 @@ where
     }
 }
 
-/// A certificate authority and the certificates it issues, written as PEM files.
+/// The trust domain of the harness's certificate authorities.
+pub const TRUST_DOMAIN: &str = "flotilla";
+
+/// A cluster certificate authority ([`ClusterCa`], trust domain [`TRUST_DOMAIN`]) and
+/// the certificates it issues, written as PEM files. Every certificate names its
+/// holder (`spiffe://flotilla/ROLE/NAME`), as the coordinator requires.
 #[derive(Debug)]
 pub struct TestCa {
     dir: PathBuf,
     name: String,
-    key: KeyPair,
-    params: CertificateParams,
+    ca: ClusterCa,
 }
 
 /// Paths of one party's TLS files.
@@ -130,37 +136,54 @@ impl TlsPaths {
     /// Loads the files as client material.
     pub fn security(&self) -> ClientSecurity {
         let read = |p: &Path| std::fs::read(p).expect("a generated PEM file");
-        ClientSecurity::Tls(TlsMaterial::from_pem(read(&self.ca), read(&self.cert), read(&self.key)))
+        let material = TlsMaterial::from_pem(read(&self.ca), read(&self.cert), read(&self.key));
+        ClientSecurity::Tls(material.expect("usable generated TLS material"))
     }
 }
 
 impl TestCa {
-    /// A new CA named `name` writing into `dir`.
+    /// A new CA named `name` writing into `dir`; its certificate is `{dir}/{name}-ca.pem`.
+    /// Two CAs made with this are independent, though they share the trust domain.
     pub fn new(dir: &Path, name: &str) -> anyhow::Result<Self> {
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(rcgen::DnType::CommonName, format!("{name} test CA"));
-        let cert = params.self_signed(&key)?;
+        let ca = ClusterCa::create(TRUST_DOMAIN, CA_LIFETIME)?;
         std::fs::create_dir_all(dir)?;
-        std::fs::write(dir.join(format!("{name}-ca.pem")), cert.pem())?;
-        Ok(Self { dir: dir.to_owned(), name: name.to_owned(), key, params })
+        let this = Self { dir: dir.to_owned(), name: name.to_owned(), ca };
+        std::fs::write(this.ca_file(), this.ca.cert_pem())?;
+        Ok(this)
     }
 
-    /// Issues a certificate for `who`, valid for 127.0.0.1 and localhost.
-    pub fn issue(&self, who: &str) -> anyhow::Result<TlsPaths> {
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;
-        params.distinguished_name.push(rcgen::DnType::CommonName, who);
-        let issuer = Issuer::from_params(&self.params, &self.key);
-        let cert = params.signed_by(&key, &issuer)?;
-        let paths = TlsPaths {
-            ca: self.dir.join(format!("{}-ca.pem", self.name)),
-            cert: self.dir.join(format!("{}-{who}.pem", self.name)),
-            key: self.dir.join(format!("{}-{who}.key", self.name)),
+    /// The CA certificate's file.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join(format!("{}-ca.pem", self.name))
+    }
+
+    /// The CA itself.
+    pub fn cluster_ca(&self) -> &ClusterCa {
+        &self.ca
+    }
+
+    /// Issues a certificate naming `role` `name` (a coordinator's node id, an agent's
+    /// host id, an operator's name), written as `{dir}/{ca}-{role}-{name}.pem` and
+    /// `.key` (replacing earlier files of the same holder). A coordinator's also
+    /// answers to `127.0.0.1` and `localhost`; agents and operators only dial.
+    pub fn issue(&self, role: Role, name: &str) -> anyhow::Result<TlsPaths> {
+        let (servers, lifetime) = match role {
+            Role::Coordinator => (
+                vec![ServerName::Ip(std::net::Ipv4Addr::LOCALHOST.into()), ServerName::Dns("localhost".to_owned())],
+                COORDINATOR_LIFETIME,
+            ),
+            Role::Agent => (Vec::new(), AGENT_LIFETIME),
+            Role::Operator => (Vec::new(), OPERATOR_LIFETIME),
         };
-        std::fs::write(&paths.cert, cert.pem())?;
-        std::fs::write(&paths.key, key.serialize_pem())?;
+        let issued = self.ca.issue(role, name, &servers, lifetime)?;
+        let stem = format!("{}-{}", self.name, issued.identity.file_stem());
+        let paths = TlsPaths {
+            ca: self.ca_file(),
+            cert: self.dir.join(format!("{stem}.pem")),
+            key: self.dir.join(format!("{stem}.key")),
+        };
+        std::fs::write(&paths.cert, &issued.cert_pem)?;
+        std::fs::write(&paths.key, &issued.key_pem)?;
         Ok(paths)
     }
 }
@@ -197,6 +220,9 @@ pub struct Coordinator {
     data_dir: PathBuf,
     log: PathBuf,
     bootstrap: String,
+    /// Its certificate (a coordinator's, for its node id), in TLS mode: issued once,
+    /// kept across restarts.
+    tls: Option<TlsPaths>,
     child: Option<Child>,
 }
 
@@ -222,16 +248,21 @@ impl TestCluster {
         let dir = tempfile::tempdir()?;
         let ca = if opts.tls { Some(TestCa::new(&dir.path().join("pki"), "flotilla")?) } else { None };
         let client = match &ca {
-            Some(ca) => ca.issue("client")?.security(),
+            Some(ca) => ca.issue(Role::Operator, "client")?.security(),
             None => ClientSecurity::Insecure,
         };
-        let client_tls = ca.as_ref().map(|ca| ca.issue("http-client")).transpose()?;
+        let client_tls = ca.as_ref().map(|ca| ca.issue(Role::Operator, "http-client")).transpose()?;
+        // The stand-in host dials as the agent of exactly the host id it registers.
+        let host_security = match &ca {
+            Some(ca) => ca.issue(Role::Agent, host::TEST_HOST)?.security(),
+            None => ClientSecurity::Insecure,
+        };
         let addrs: Vec<(u64, String)> = (1..=n).map(|id| (id, format!("127.0.0.1:{}", free_port()))).collect();
         let bootstrap = addrs.iter().map(|(id, a)| format!("{id}={a}")).collect::<Vec<_>>().join(",");
         let leader = LeaderClient::new(addrs.iter().map(|(_, a)| a.clone()).collect(), client.clone());
         // Releases are planned against the live fleet: one stand-in host registers.
         let host = tokio::runtime::Handle::try_current().ok().map(|rt| {
-            rt.spawn(host::run(addrs.iter().map(|(_, a)| a.clone()).collect(), client.clone())).abort_handle()
+            rt.spawn(host::run(addrs.iter().map(|(_, a)| a.clone()).collect(), host_security)).abort_handle()
         });
         let mut cluster = Self { dir, opts, ca, client, client_tls, leader, nodes: BTreeMap::new(), host };
         for (id, addr) in addrs {
@@ -282,7 +313,8 @@ impl TestCluster {
         let data_dir = self.dir.path().join(format!("node-{id}"));
         let log = self.dir.path().join(format!("node-{id}.log"));
         let http = self.opts.http.then(|| format!("127.0.0.1:{}", free_port()));
-        let mut node = Coordinator { id, addr, http, data_dir, log, bootstrap, child: None };
+        let tls = self.ca.as_ref().map(|ca| ca.issue(Role::Coordinator, &id.to_string())).transpose()?;
+        let mut node = Coordinator { id, addr, http, data_dir, log, bootstrap, tls, child: None };
         self.spawn(&mut node)?;
         self.nodes.insert(id, node);
         Ok(())
@@ -307,10 +339,9 @@ impl TestCluster {
         if let Some(http) = &node.http {
             cmd.arg("--http").arg(http);
         }
-        match &self.ca {
-            Some(ca) => {
-                let paths = ca.issue(&format!("node-{}", node.id))?;
-                cmd.arg("--tls-ca").arg(paths.ca).arg("--tls-cert").arg(paths.cert).arg("--tls-key").arg(paths.key);
+        match &node.tls {
+            Some(paths) => {
+                cmd.arg("--tls-ca").arg(&paths.ca).arg("--tls-cert").arg(&paths.cert).arg("--tls-key").arg(&paths.key);
             }
             None => {
                 cmd.arg("--insecure");

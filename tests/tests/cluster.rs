@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flotilla_net::pki::Role;
 use flotilla_net::{ClientSecurity, LeaderClient, channel};
 use flotilla_proto::v1::cluster_client::ClusterClient;
 use flotilla_proto::v1::raft_peer_client::RaftPeerClient;
@@ -228,10 +229,13 @@ async fn mutual_tls_admits_the_clusters_ca_and_refuses_others() {
     assert_eq!(ids.len(), 3, "peers replicate and clients write over mTLS");
 
     let addr = cluster.nodes[&leader].addr.clone();
-    let rogue = TestCa::new(&cluster.dir().join("rogue"), "rogue").unwrap().issue("intruder").unwrap().security();
+    // Another CA of the same trust domain, issuing the same kinds of names.
+    let rogue_ca = TestCa::new(&cluster.dir().join("rogue"), "rogue").unwrap();
+    let rogue = rogue_ca.issue(Role::Operator, "intruder").unwrap().security();
     let refused = ClusterClient::new(channel(&addr, &rogue).unwrap()).status(v1::StatusRequest { local: true }).await;
     assert!(refused.is_err(), "a client with another CA's certificate is refused");
-    let peer = RaftPeerClient::new(channel(&addr, &rogue).unwrap())
+    let rogue_peer = rogue_ca.issue(Role::Coordinator, &leader.to_string()).unwrap().security();
+    let peer = RaftPeerClient::new(channel(&addr, &rogue_peer).unwrap())
         .vote(v1::VoteRequest { envelope: None, payload: b"{}".to_vec() })
         .await;
     assert!(peer.is_err(), "a peer with another CA's certificate is refused");

@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use flotilla_net::pki::Role;
 use flotilla_tests::{ClusterOptions, TestCa, TestCluster, binary, eventually, free_port, http_client, http_get};
 
 const ELECTION: Duration = Duration::from_secs(30);
@@ -118,7 +119,7 @@ async fn http_endpoints_over_mutual_tls_report_one_leader_and_refuse_strangers()
     let url = cluster.http_url(leader, "/healthz").unwrap();
     assert!(url.starts_with("https://"), "{url}");
 
-    let ca_file = cluster.ca().expect("TLS mode has a CA").issue("bystander").unwrap().ca;
+    let ca_file = cluster.ca().expect("TLS mode has a CA").issue(Role::Operator, "bystander").unwrap().ca;
     let trusting_no_cert = reqwest::Client::builder()
         .use_rustls_tls()
         .tls_built_in_root_certs(false)
@@ -129,7 +130,7 @@ async fn http_endpoints_over_mutual_tls_report_one_leader_and_refuse_strangers()
     let refused = http_get(&trusting_no_cert, &url).await;
     assert!(refused.is_err(), "a client without a certificate is refused, not {refused:?}");
 
-    let rogue = TestCa::new(&cluster.dir().join("rogue"), "rogue").unwrap().issue("intruder").unwrap();
+    let rogue = TestCa::new(&cluster.dir().join("rogue"), "rogue").unwrap().issue(Role::Operator, "intruder").unwrap();
     let refused = http_get(&http_client(Some(&rogue)).unwrap(), &url).await;
     assert!(refused.is_err(), "a client with another CA's certificate is refused, not {refused:?}");
 

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use flotilla_net::LeaderClient;
+use flotilla_net::pki::Role;
 use flotilla_proto::v1;
 use flotilla_tests::{ClusterOptions, TestCa, TestCluster, binary, eventually};
 
@@ -174,8 +175,14 @@ fn the_example_configs_pass_check_config_and_agree_with_the_units_which_systemd_
             let value = toml_value(&shipped, key).unwrap_or_else(|| panic!("{daemon}: no {key} in\n{shipped}"));
             assert!(value.starts_with("\"/etc/flotilla/pki/"), "{daemon}: {key} = {value}");
         }
-        // With TLS files that exist (made by a test CA) in their place.
-        let tls = ca.issue(name).unwrap();
+        // With TLS files that exist (made by a test CA) in their place, naming the
+        // holder the example configures: the coordinator's node id, the agent's host id.
+        let (role, id_key) = match name {
+            "coordinator" => (Role::Coordinator, "node_id"),
+            _ => (Role::Agent, "host_id"),
+        };
+        let holder = toml_value(&shipped, id_key).unwrap_or_else(|| panic!("{daemon}: no {id_key} in\n{shipped}"));
+        let tls = ca.issue(role, holder.trim_matches('"')).unwrap();
         let effective = check_config(daemon, &example, &[&tls.ca, &tls.cert, &tls.key]);
         assert_eq!(toml_value(&effective, "tls_key"), Some(format!("{:?}", tls.key.display().to_string()).as_str()));
 
@@ -481,7 +488,7 @@ fn the_agent_package_installs_on_a_fresh_debian_as_documented_and_its_host_regis
     for deb in debs.values() {
         std::fs::copy(deb, install.path().join(deb.file_name().expect("a file name"))).unwrap();
     }
-    let tls = cluster.ca().expect("a TLS cluster").issue(README_HOST).unwrap();
+    let tls = cluster.ca().expect("a TLS cluster").issue(Role::Agent, README_HOST).unwrap();
     std::fs::copy(&tls.ca, install.path().join("ca.pem")).unwrap();
     std::fs::copy(&tls.cert, install.path().join(format!("{README_HOST}.pem"))).unwrap();
     std::fs::copy(&tls.key, install.path().join(format!("{README_HOST}.key"))).unwrap();

@@ -11,11 +11,14 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use flotilla_net::TlsMaterial;
+use flotilla_net::pki::{
+    AGENT_LIFETIME, CA_LIFETIME, COORDINATOR_LIFETIME, ClusterCa, OPERATOR_LIFETIME, Role, ServerName,
+};
 use flotilla_proto::v1 as pb;
 use flotilla_proto::v1::agent_link_server::{AgentLink, AgentLinkServer};
 use flotilla_proto::v1::agent_message::Msg as Out;
 use flotilla_proto::v1::coordinator_message::Msg as In;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use flotilla_shared::transport::TlsFiles;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -305,6 +308,9 @@ impl ServerSession {
 
 const AGENT: &str = env!("CARGO_BIN_EXE_flotilla-agent");
 
+/// The host id [`AgentProcess::start`] gives the agent (what its certificate must name).
+pub const HOST_ID: &str = "test-host";
+
 /// The real `flotilla-agent` daemon, its stderr in a file.
 pub struct AgentProcess {
     child: Child,
@@ -312,7 +318,7 @@ pub struct AgentProcess {
 }
 
 impl AgentProcess {
-    /// Starts the daemon on `data` dialling `coordinators`, with host id `test-host`,
+    /// Starts the daemon on `data` dialling `coordinators`, with host id [`HOST_ID`],
     /// labels `role=web` and `zone=a`, plaintext unless `tls` is given.
     pub fn start(dir: &Path, data: &Path, coordinators: &[String], tls: Option<&TlsPaths>) -> Self {
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -320,7 +326,7 @@ impl AgentProcess {
         let log = dir.join(format!("agent-{n}.log"));
         let mut command = Command::new(AGENT);
         command
-            .args(["--host-id", "test-host", "--label", "role=web", "--label", "zone=a", "--data-dir"])
+            .args(["--host-id", HOST_ID, "--label", "role=web", "--label", "zone=a", "--data-dir"])
             .arg(data)
             .arg("--coordinators")
             .arg(coordinators.join(","));
@@ -403,12 +409,12 @@ fn signal(pid: u32, signal: nix::sys::signal::Signal) {
 
 // ---------------------------------------------------------------------- TLS
 
-/// A test certificate authority writing PEM files into a directory.
+/// A test certificate authority (a [`ClusterCa`] of trust domain `flotilla`) writing
+/// PEM files into a directory; every certificate names its holder.
 pub struct TestCa {
     dir: PathBuf,
     name: String,
-    key: KeyPair,
-    params: CertificateParams,
+    ca: ClusterCa,
 }
 
 /// The three TLS files of one party.
@@ -421,37 +427,40 @@ pub struct TlsPaths {
 
 impl TlsPaths {
     pub fn material(&self) -> TlsMaterial {
-        let read = |p: &Path| std::fs::read(p).expect("a generated PEM file");
-        TlsMaterial::from_pem(read(&self.ca), read(&self.cert), read(&self.key))
+        let files = TlsFiles { ca: self.ca.clone(), cert: self.cert.clone(), key: self.key.clone() };
+        TlsMaterial::load(&files).expect("usable generated TLS files")
     }
 }
 
 impl TestCa {
+    /// A new CA named `name`; its certificate is `{dir}/{name}-ca.pem`.
     pub fn new(dir: &Path, name: &str) -> Self {
-        let key = KeyPair::generate().expect("CA key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(rcgen::DnType::CommonName, format!("{name} test CA"));
-        let cert = params.self_signed(&key).expect("self-signed CA");
+        let ca = ClusterCa::create("flotilla", CA_LIFETIME).expect("CA");
         std::fs::create_dir_all(dir).expect("mkdir");
-        std::fs::write(dir.join(format!("{name}-ca.pem")), cert.pem()).expect("write CA");
-        Self { dir: dir.to_owned(), name: name.to_owned(), key, params }
+        std::fs::write(dir.join(format!("{name}-ca.pem")), ca.cert_pem()).expect("write CA");
+        Self { dir: dir.to_owned(), name: name.to_owned(), ca }
     }
 
-    /// A certificate for `who`, valid for 127.0.0.1 and localhost.
-    pub fn issue(&self, who: &str) -> TlsPaths {
-        let key = KeyPair::generate().expect("key");
-        let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).expect("params");
-        params.distinguished_name.push(rcgen::DnType::CommonName, who);
-        let issuer = Issuer::from_params(&self.params, &self.key);
-        let cert = params.signed_by(&key, &issuer).expect("sign");
+    /// A certificate naming `role` `who` (`{dir}/{ca}-{role}-{who}.pem` and `.key`); a
+    /// coordinator's also answers to 127.0.0.1 and localhost.
+    pub fn issue(&self, role: Role, who: &str) -> TlsPaths {
+        let (servers, lifetime) = match role {
+            Role::Coordinator => (
+                vec![ServerName::Ip(std::net::Ipv4Addr::LOCALHOST.into()), ServerName::Dns("localhost".to_owned())],
+                COORDINATOR_LIFETIME,
+            ),
+            Role::Agent => (Vec::new(), AGENT_LIFETIME),
+            Role::Operator => (Vec::new(), OPERATOR_LIFETIME),
+        };
+        let issued = self.ca.issue(role, who, &servers, lifetime).expect("issue");
+        let stem = format!("{}-{}", self.name, issued.identity.file_stem());
         let paths = TlsPaths {
             ca: self.dir.join(format!("{}-ca.pem", self.name)),
-            cert: self.dir.join(format!("{}-{who}.pem", self.name)),
-            key: self.dir.join(format!("{}-{who}.key", self.name)),
+            cert: self.dir.join(format!("{stem}.pem")),
+            key: self.dir.join(format!("{stem}.key")),
         };
-        std::fs::write(&paths.cert, cert.pem()).expect("write cert");
-        std::fs::write(&paths.key, key.serialize_pem()).expect("write key");
+        std::fs::write(&paths.cert, &issued.cert_pem).expect("write cert");
+        std::fs::write(&paths.key, &issued.key_pem).expect("write key");
         paths
     }
 }

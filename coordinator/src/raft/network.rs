@@ -71,9 +71,11 @@ pub fn peer_channel(
     connect_timeout: Duration,
 ) -> Result<Channel, flotilla_net::NetError> {
     Ok(flotilla_net::endpoint(addr, security)?
-        .connect_timeout(connect_timeout)
-        .http2_keep_alive_interval(PEER_KEEP_ALIVE)
-        .keep_alive_timeout(PEER_KEEP_ALIVE)
+        .configure(|ep| {
+            ep.connect_timeout(connect_timeout)
+                .http2_keep_alive_interval(PEER_KEEP_ALIVE)
+                .keep_alive_timeout(PEER_KEEP_ALIVE)
+        })
         .connect_lazy())
 }
 
