@@ -11,6 +11,8 @@
 //! tls_ca = "/etc/flotilla/ca.pem"
 //! tls_cert = "/etc/flotilla/coord-1.pem"
 //! tls_key = "/etc/flotilla/coord-1.key"
+//! tls_ca_key = "/etc/flotilla/ca.key"
+//! agent_cert_ttl_ms = 86400000
 //! agent_lease_ms = 10000
 //! agent_heartbeat_ms = 2000
 //! shutdown_timeout_ms = 5000
@@ -83,6 +85,16 @@ pub struct CoordinatorArgs {
     /// This node's private key (PEM) (key `tls_key`).
     #[arg(long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// The cluster CA's private key (PEM): with it this node signs the certificates
+    /// of agents that join with a token, and their renewals (key `tls_ca_key`)
+    /// [default: none, enrolment disabled].
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca_key: Option<PathBuf>,
+    /// How long an agent certificate issued at enrolment or renewal is valid, in
+    /// milliseconds; agents renew at two thirds of it (key `agent_cert_ttl_ms`)
+    /// [default: 86400000, 24 hours].
+    #[arg(long, value_name = "MS")]
+    pub agent_cert_ttl_ms: Option<u64>,
     /// Serve and dial plaintext, without TLS (key `insecure`) [default: false].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub insecure: Option<bool>,
@@ -186,6 +198,14 @@ pub struct CoordinatorConfig {
     /// Private key (PEM) of this node. Default: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
+    /// The cluster CA's private key (PEM), to sign agent certificates at enrolment
+    /// and renewal; its certificate must be among `tls_ca`'s. Every node that may lead
+    /// needs it for enrolment to work. Default: none (enrolment disabled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca_key: Option<PathBuf>,
+    /// Lifetime of agent certificates issued at enrolment and renewal, milliseconds
+    /// (agents renew at two thirds of it). At least 1000. Default 86400000 (24 hours).
+    pub agent_cert_ttl_ms: u64,
     /// Plaintext gRPC, without TLS. Default `false`; required (and only allowed)
     /// when no TLS file is given.
     pub insecure: bool,
@@ -226,6 +246,8 @@ impl Default for CoordinatorConfig {
             tls_ca: None,
             tls_cert: None,
             tls_key: None,
+            tls_ca_key: None,
+            agent_cert_ttl_ms: 86_400_000,
             insecure: false,
             heartbeat_ms: 50,
             election_timeout_ms: 150,
@@ -318,6 +340,15 @@ pub enum ConfigError {
 /// One broken rule of a merged configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Problem {
+    /// A CA key on a plaintext node.
+    #[error("tls_ca_key needs TLS: agents enrol only over TLS (drop --insecure, or drop --tls-ca-key)")]
+    CaKeyWithoutTls,
+    /// Agent certificates too short-lived.
+    #[error("agent_cert_ttl_ms is {agent_cert_ttl_ms}: agent certificates must live at least 1000 ms")]
+    AgentCertTtl {
+        /// The value given.
+        agent_cert_ttl_ms: u64,
+    },
     /// No node id.
     #[error("node_id is required: pass --node-id N or set `node_id = N` (a non-zero integer unique in the cluster)")]
     MissingNodeId,
@@ -453,6 +484,9 @@ impl CoordinatorConfig {
         if let Some(key) = &args.tls_key {
             self.tls_key = Some(key.clone());
         }
+        if let Some(key) = &args.tls_ca_key {
+            self.tls_ca_key = Some(key.clone());
+        }
         if let Some(insecure) = args.insecure {
             self.insecure = insecure;
         }
@@ -464,6 +498,7 @@ impl CoordinatorConfig {
             (args.agent_lease_ms, &mut self.agent_lease_ms),
             (args.agent_heartbeat_ms, &mut self.agent_heartbeat_ms),
             (args.shutdown_timeout_ms, &mut self.shutdown_timeout_ms),
+            (args.agent_cert_ttl_ms, &mut self.agent_cert_ttl_ms),
         ] {
             if let Some(value) = flag {
                 *key = value;
@@ -513,6 +548,12 @@ impl CoordinatorConfig {
         }
         if let Err(tls) = self.transport() {
             problems.push(Problem::Tls(tls));
+        }
+        if self.tls_ca_key.is_some() && self.insecure {
+            problems.push(Problem::CaKeyWithoutTls);
+        }
+        if self.agent_cert_ttl_ms < 1_000 {
+            problems.push(Problem::AgentCertTtl { agent_cert_ttl_ms: self.agent_cert_ttl_ms });
         }
         if !problems.is_empty() {
             return Err(ConfigError::Invalid { problems });

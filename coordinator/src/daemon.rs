@@ -11,6 +11,7 @@
 //! still open when the time is up is dropped.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use flotilla_net::{ClientSecurity, TlsMaterial};
@@ -19,6 +20,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::CoordinatorConfig;
+use crate::enrolment::Enroller;
 use crate::error::CoordinatorError;
 use crate::fleet::AgentHub;
 use crate::http::{HttpListener, HttpServer, HttpTls};
@@ -38,6 +40,58 @@ pub struct Daemon {
     http: Option<HttpServer>,
     stop: Option<oneshot::Sender<()>>,
     shutdown_timeout: Duration,
+    certificates: Certificates,
+    watcher: Option<JoinHandle<()>>,
+}
+
+/// What [`Daemon::reload_certificates`] reloads: the node's TLS files and the CA key.
+#[derive(Debug, Clone)]
+struct Certificates {
+    tls: Option<TlsMaterial>,
+    enroller: Enroller,
+    /// Every file, watched for changes.
+    files: Vec<PathBuf>,
+}
+
+/// How often the certificate files are checked for changes.
+const WATCH_INTERVAL: Duration = Duration::from_secs(2);
+
+impl Certificates {
+    fn reload(&self) -> Result<(), CoordinatorError> {
+        if let Some(tls) = &self.tls {
+            tls.reload().map_err(|e| CoordinatorError::InvalidArgument(e.to_string()))?;
+        }
+        self.enroller.reload()
+    }
+
+    fn stamps(&self) -> Vec<Option<std::time::SystemTime>> {
+        self.files.iter().map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok()).collect()
+    }
+
+    /// Reloads whenever a file's modification time changes (and stays put for one
+    /// interval, so a file being rewritten is not read half-way).
+    async fn watch(self) {
+        let mut seen = self.stamps();
+        let mut tick = tokio::time::interval(WATCH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let now = self.stamps();
+            if now == seen {
+                continue;
+            }
+            tokio::time::sleep(WATCH_INTERVAL / 2).await;
+            if self.stamps() != now {
+                continue;
+            }
+            seen = now;
+            match self.reload() {
+                Ok(()) => tracing::info!("certificate files changed: reloaded"),
+                Err(e) => tracing::error!("certificate files changed but cannot be used, the old ones stay: {e}"),
+            }
+        }
+    }
 }
 
 impl Daemon {
@@ -63,6 +117,15 @@ impl Daemon {
             }
             None => None,
         };
+        let enroller = match (&config.tls_ca_key, &transport, &tls) {
+            (Some(key), Transport::Tls(files), Some(tls)) => {
+                Enroller::load(&files.ca, key, Duration::from_millis(config.agent_cert_ttl_ms), tls.clone())?
+            }
+            _ => Enroller::disabled(),
+        };
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| CoordinatorError::Internal(format!("cannot listen for gRPC on {}: {e}", config.listen)))?;
         let security = tls.clone().map_or(ClientSecurity::Insecure, ClientSecurity::Tls);
         let settings = RaftSettings {
             heartbeat: Duration::from_millis(config.heartbeat_ms),
@@ -90,7 +153,15 @@ impl Daemon {
             // Agent streams would hold the server open: send agents elsewhere first.
             closing.shutdown();
         };
-        let server = tokio::spawn(server::serve(node.clone(), hub.clone(), config.listen, tls, shutdown));
+        let server =
+            tokio::spawn(server::serve(node.clone(), hub.clone(), listener, tls.clone(), enroller.clone(), shutdown));
+        let mut files: Vec<PathBuf> = match &transport {
+            Transport::Tls(f) => vec![f.ca.clone(), f.cert.clone(), f.key.clone()],
+            Transport::Insecure => Vec::new(),
+        };
+        files.extend(config.tls_ca_key.clone());
+        let certificates = Certificates { tls: tls.clone(), enroller, files };
+        let watcher = tls.is_some().then(|| tokio::spawn(certificates.clone().watch()));
         let http = http.map(|listener| listener.serve(node.clone(), hub.clone()));
 
         if !pairs.is_empty() {
@@ -108,6 +179,8 @@ impl Daemon {
             http,
             stop: Some(stop),
             shutdown_timeout: Duration::from_millis(config.shutdown_timeout_ms),
+            certificates,
+            watcher,
         })
     }
 
@@ -124,6 +197,13 @@ impl Daemon {
     /// The address the HTTP server listens on, when it runs.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http.as_ref().map(HttpServer::local_addr)
+    }
+
+    /// Reads the TLS files and the CA key again (SIGHUP, or a file changed): new
+    /// connections use them, open ones keep theirs, the cluster is not dropped. On an
+    /// error the old material stays in use.
+    pub fn reload_certificates(&self) -> Result<(), CoordinatorError> {
+        self.certificates.reload()
     }
 
     /// Waits until the server stops (after [`Daemon::stop`], or on an error).
@@ -185,6 +265,9 @@ impl Daemon {
     }
 
     async fn finish(&mut self) {
+        if let Some(watcher) = self.watcher.take() {
+            watcher.abort();
+        }
         if let Some(http) = self.http.take() {
             http.stop().await;
         }

@@ -79,6 +79,25 @@ pub enum CoordinatorError {
         /// Why, as a sentence.
         message: String,
     },
+    /// The caller is not authenticated (UNAUTHENTICATED) or may not do this
+    /// (PERMISSION_DENIED).
+    #[error("{message}")]
+    Denied {
+        /// UNAUTHENTICATED or PERMISSION_DENIED.
+        code: Code,
+        /// Which refusal, for clients to branch on.
+        reason: Reason,
+        /// Who tried what, and why not, as a sentence.
+        message: String,
+    },
+    /// A host id is enrolled with another key.
+    #[error("{message}")]
+    HostEnrolled {
+        /// The host.
+        host: String,
+        /// Why, as a sentence.
+        message: String,
+    },
     /// Raft or storage failed.
     #[error("{0}")]
     Internal(String),
@@ -118,6 +137,16 @@ impl CoordinatorError {
     /// FAILED_PRECONDITION with `reason`.
     pub fn precondition(reason: Reason, message: impl Into<String>) -> Self {
         CoordinatorError::FailedPrecondition { reason, message: message.into() }
+    }
+
+    /// UNAUTHENTICATED with `reason`.
+    pub fn unauthenticated(reason: Reason, message: impl Into<String>) -> Self {
+        CoordinatorError::Denied { code: Code::Unauthenticated, reason, message: message.into() }
+    }
+
+    /// PERMISSION_DENIED with `reason`.
+    pub fn permission_denied(reason: Reason, message: impl Into<String>) -> Self {
+        CoordinatorError::Denied { code: Code::PermissionDenied, reason, message: message.into() }
     }
 
     /// INVALID_ARGUMENT for a request whose `field` is empty.
@@ -173,6 +202,13 @@ impl From<CoordinatorError> for Status {
             }
             CoordinatorError::FailedPrecondition { reason, message } => {
                 ErrorBuilder::new(Code::FailedPrecondition, reason, message).build()
+            }
+            CoordinatorError::Denied { code, reason, message } => ErrorBuilder::new(code, reason, message).build(),
+            CoordinatorError::HostEnrolled { host, message } => {
+                ErrorBuilder::new(Code::AlreadyExists, Reason::HostAlreadyEnrolled, message.clone())
+                    .meta("host_id", &host)
+                    .resource("flotilla.v1.HostEnrolment", &host, &message)
+                    .build()
             }
             CoordinatorError::Internal(m) => ErrorBuilder::new(Code::Internal, Reason::Internal, m).build(),
         }

@@ -1,11 +1,13 @@
 //! Flotilla coordinator: one node of the Raft cluster that stores release state and,
 //! on the leader, runs the release engine.
 
+pub mod auth;
 pub mod backup;
 pub mod config;
 pub mod daemon;
 pub mod driver;
 pub mod engine;
+pub mod enrolment;
 pub mod error;
 pub mod fleet;
 pub mod http;

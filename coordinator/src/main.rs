@@ -1,6 +1,6 @@
 //! The `flotilla-coordinator` binary: reads its configuration, opens its storage,
 //! joins or forms the Raft cluster and serves gRPC (with the release engine on the
-//! leader) until SIGTERM or Ctrl-C; see [`Daemon`]. `snapshot save|restore` back up a
+//! leader) until SIGTERM or Ctrl-C, reloading its certificates on SIGHUP; see [`Daemon`]. `snapshot save|restore` back up a
 //! running coordinator and make a new node's data from a backup instead.
 
 use anyhow::Context as _;
@@ -68,11 +68,24 @@ fn init_tracing() {
 
 async fn run(config: CoordinatorConfig) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut daemon = Daemon::start(&config).await?;
-    tokio::select! {
-        served = daemon.serve_until_stopped() => return served.map_err(Into::into),
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: shutting down"),
+    loop {
+        tokio::select! {
+            served = daemon.serve_until_stopped() => return served.map_err(Into::into),
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: shutting down");
+                break;
+            }
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("interrupted: shutting down");
+                break;
+            }
+            _ = hangup.recv() => match daemon.reload_certificates() {
+                Ok(()) => tracing::info!("SIGHUP: certificates reloaded"),
+                Err(e) => tracing::error!("SIGHUP: the certificates cannot be used, the old ones stay: {e}"),
+            },
+        }
     }
     let _ = daemon.stop().await;
     Ok(())

@@ -102,8 +102,9 @@ impl Cluster {
                 .expect("the node starts");
             let hub = AgentHub::start(node.clone(), settings.clone());
             let (stop, stopped) = oneshot::channel::<()>();
-            let listen = addr.parse().expect("a socket address");
-            tokio::spawn(server::serve(node.clone(), hub.clone(), listen, None, async move {
+            let listener = tokio::net::TcpListener::bind(addr.as_str()).await.expect("the address is free");
+            let enroller = flotilla_coordinator::enrolment::Enroller::disabled();
+            tokio::spawn(server::serve(node.clone(), hub.clone(), listener, None, enroller, async move {
                 let _ = stopped.await;
             }));
             nodes.push(Coordinator { node, hub, addr: addr.clone(), stop: Some(stop), _dir: dir });

@@ -79,6 +79,21 @@ pub enum Reason {
     ProtocolUnsupported,
     /// FAILED_PRECONDITION: the request conflicts with the cluster's state otherwise.
     StateConflict,
+    /// UNAUTHENTICATED: no client certificate, or one the cluster's CA does not vouch
+    /// for (another CA's, expired, naming no Flotilla identity).
+    Unauthenticated,
+    /// PERMISSION_DENIED: the caller's role may not make the call, or an agent acts as
+    /// another host than its certificate names.
+    PermissionDenied,
+    /// UNAUTHENTICATED or PERMISSION_DENIED: a join token that is unknown, expired,
+    /// used up or revoked, or that does not allow the host.
+    JoinTokenRefused,
+    /// NOT_FOUND: no join token with that id.
+    JoinTokenNotFound,
+    /// ALREADY_EXISTS: the host id is enrolled with another key.
+    HostAlreadyEnrolled,
+    /// FAILED_PRECONDITION: the coordinators hold no CA key, so nobody can enrol.
+    EnrolmentDisabled,
     /// INTERNAL: Raft or storage failed.
     Internal,
 }
@@ -102,12 +117,18 @@ impl Reason {
             Reason::MembershipChangeRefused => "MEMBERSHIP_CHANGE_REFUSED",
             Reason::ProtocolUnsupported => "PROTOCOL_UNSUPPORTED",
             Reason::StateConflict => "STATE_CONFLICT",
+            Reason::Unauthenticated => "UNAUTHENTICATED",
+            Reason::PermissionDenied => "PERMISSION_DENIED",
+            Reason::JoinTokenRefused => "JOIN_TOKEN_REFUSED",
+            Reason::JoinTokenNotFound => "JOIN_TOKEN_NOT_FOUND",
+            Reason::HostAlreadyEnrolled => "HOST_ALREADY_ENROLLED",
+            Reason::EnrolmentDisabled => "ENROLMENT_DISABLED",
             Reason::Internal => "INTERNAL",
         }
     }
 
     /// Every reason, for documentation and tests.
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 22] = [
         Reason::NotLeader,
         Reason::NoLeader,
         Reason::ShuttingDown,
@@ -123,6 +144,12 @@ impl Reason {
         Reason::MembershipChangeRefused,
         Reason::ProtocolUnsupported,
         Reason::StateConflict,
+        Reason::Unauthenticated,
+        Reason::PermissionDenied,
+        Reason::JoinTokenRefused,
+        Reason::JoinTokenNotFound,
+        Reason::HostAlreadyEnrolled,
+        Reason::EnrolmentDisabled,
         Reason::Internal,
     ];
 }

@@ -45,7 +45,19 @@ const EXPECTED: &[(&str, &[Method])] = &[
             ("Rollback", false, false),
         ],
     ),
-    ("Fleet", &[("ListAgents", false, false), ("GetHost", false, false), ("Drain", false, false)]),
+    (
+        "Fleet",
+        &[
+            ("ListAgents", false, false),
+            ("GetHost", false, false),
+            ("Drain", false, false),
+            ("CreateJoinToken", false, false),
+            ("ListJoinTokens", false, false),
+            ("RevokeJoinToken", false, false),
+            ("ForgetHost", false, false),
+        ],
+    ),
+    ("Enrolment", &[("Join", false, false), ("Renew", false, false)]),
     (
         "Cluster",
         &[("Status", false, false), ("AddNode", false, false), ("RemoveNode", false, false), ("Backup", false, true)],
@@ -97,7 +109,7 @@ fn every_service_and_method_is_in_the_descriptor_set() {
 fn descriptor_set_is_self_contained_and_documented() {
     let fds = descriptors();
     let names: Vec<&str> = fds.file.iter().map(|f| f.name()).collect();
-    for file in ["common", "releases", "fleet", "cluster", "agent", "raft"] {
+    for file in ["common", "releases", "fleet", "cluster", "agent", "raft", "enrolment"] {
         assert!(names.contains(&format!("flotilla/v1/{file}.proto").as_str()), "{file}.proto missing from {names:?}");
     }
     // Every import is in the set too, so reflection clients can resolve everything.

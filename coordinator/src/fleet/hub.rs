@@ -132,6 +132,9 @@ pub(crate) enum Close {
     Overloaded,
     /// This node does not lead (any more): tell the agent where to go.
     NotLeader(v1::LeaderHint),
+    /// The agent may no longer connect (its enrolment was forgotten): end the session
+    /// with this status.
+    Refused(Status),
 }
 
 /// A live session as the hub holds it.
@@ -303,6 +306,18 @@ impl AgentHub {
         drop(shared);
         let leader = self.inner.node.raft().server_metrics().borrow().current_leader;
         Liveness { connected_node_id: if online { leader.unwrap_or(0) } else { 0 }, last_seen_unix_ms: 0 }
+    }
+
+    /// Ends the host's session, if it has one here, with UNAUTHENTICATED and `why`:
+    /// the agent's certificate is no longer good (its enrolment was forgotten).
+    pub fn disconnect(&self, host: &str, why: &str) {
+        let Some(session) = self.lock().sessions.remove(host) else { return };
+        let status = CoordinatorError::unauthenticated(
+            flotilla_proto::status::Reason::Unauthenticated,
+            format!("the session of agent {host} was ended: {why}"),
+        );
+        session.close(Close::Refused(status.into()));
+        self.report_now(AgentReport::Disconnected { host: host.to_owned() });
     }
 
     /// Stops accepting sessions and closes the open ones with a `LeaderHint` naming the

@@ -5,11 +5,17 @@
 //! The outgoing stream is returned to the agent at once (so an agent that waits for
 //! response headers before sending `Register` works too); refusals travel on it: a
 //! `LeaderHint` then the end, or an error status (FAILED_PRECONDITION for a protocol
-//! mismatch, INVALID_ARGUMENT for a session that does not start with `Register`).
+//! mismatch, INVALID_ARGUMENT for a session that does not start with `Register`,
+//! PERMISSION_DENIED for an agent registering as another host than its certificate
+//! names or claiming labels its enrolment does not grant, UNAUTHENTICATED for a
+//! certificate that is not the enrolled host's current one).
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use flotilla_net::pki::Role;
+use flotilla_proto::status::Reason;
 use flotilla_proto::v1::{self, agent_message, coordinator_message::Msg};
 use futures::{Stream, StreamExt};
 use tokio::sync::{mpsc, oneshot};
@@ -18,6 +24,7 @@ use tonic::Status;
 use super::hub::{AgentHub, AgentReport, Close, Outbound};
 use super::model::Registration;
 use super::wire;
+use crate::auth::Caller;
 use crate::error::CoordinatorError;
 use crate::state::{AgentRecord, FleetOp};
 
@@ -55,7 +62,7 @@ impl From<SessionError> for CoordinatorError {
     fn from(e: SessionError) -> Self {
         match e {
             SessionError::ProtocolMismatch { .. } => {
-                CoordinatorError::precondition(flotilla_proto::status::Reason::ProtocolUnsupported, e.to_string())
+                CoordinatorError::precondition(Reason::ProtocolUnsupported, e.to_string())
             }
             SessionError::BadRegister(_) | SessionError::RegisterTimeout(_) => {
                 CoordinatorError::InvalidArgument(e.to_string())
@@ -79,12 +86,14 @@ impl Stream for OutboundStream {
 impl AgentHub {
     /// Serves one session whose incoming messages are `inbound`; returns the outgoing
     /// stream at once and runs the session in a task.
-    pub fn open_session<S>(&self, inbound: S) -> OutboundStream
+    /// `caller` is who the connection's certificate names: the session may register as
+    /// that host only.
+    pub fn open_session<S>(&self, inbound: S, caller: Caller) -> OutboundStream
     where
         S: Stream<Item = Result<v1::AgentMessage, Status>> + Send + Unpin + 'static,
     {
         let (tx, rx) = mpsc::channel(self.settings().session_buffer.max(2));
-        tokio::spawn(run(self.clone(), inbound, tx));
+        tokio::spawn(run(self.clone(), inbound, tx, caller));
         OutboundStream(rx)
     }
 }
@@ -154,11 +163,64 @@ fn seen_reason(record: Option<&AgentRecord>, agent: &Registration) -> Option<Str
     if changed.is_empty() { None } else { Some(format!("{} changed", changed.join(", "))) }
 }
 
-async fn run<S>(hub: AgentHub, mut inbound: S, tx: mpsc::Sender<Outbound>)
+/// Whether `caller` may register as the host `register` names, with its labels; the
+/// labels to register when it may (an enrolled host that claims none gets its
+/// enrolment's).
+fn check_identity(
+    hub: &AgentHub,
+    caller: &Caller,
+    register: &v1::Register,
+) -> Result<BTreeMap<String, String>, CoordinatorError> {
+    let claimed: BTreeMap<String, String> = register.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let Caller::Identified { identity, cert } = caller else { return Ok(claimed) };
+    let host = &register.host_id;
+    if identity.role != Role::Agent || identity.name != *host {
+        return Err(CoordinatorError::permission_denied(
+            Reason::PermissionDenied,
+            format!(
+                "{identity} may not register as host {host}: a session registers only as the host its certificate names"
+            ),
+        ));
+    }
+    let now = crate::node::now_unix_ms();
+    let enrolled = hub.node().read_local(|s| {
+        let e = s.enrolment();
+        (e.key_revoked(&cert.key_sha256, now), e.host(host).cloned())
+    });
+    match enrolled {
+        (true, _) => Err(CoordinatorError::unauthenticated(
+            Reason::Unauthenticated,
+            format!("the certificate of {identity} was revoked when its enrolment was forgotten; enrol the host again"),
+        )),
+        (false, Some(e)) if e.key_sha256 != cert.key_sha256 => Err(CoordinatorError::unauthenticated(
+            Reason::Unauthenticated,
+            format!(
+                "{identity} presents a certificate for key {}, but the host is enrolled with key {}",
+                cert.key_sha256, e.key_sha256
+            ),
+        )),
+        (false, Some(e)) => {
+            if let Some((k, v)) = claimed.iter().find(|(k, v)| e.labels.get(*k) != Some(*v)) {
+                let granted: Vec<String> = e.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                return Err(CoordinatorError::permission_denied(
+                    Reason::PermissionDenied,
+                    format!(
+                        "{identity} claims label {k}={v}, which its enrolment does not grant (granted: {}); re-enrol it with a token that carries the label",
+                        if granted.is_empty() { "none".to_owned() } else { granted.join(", ") }
+                    ),
+                ));
+            }
+            Ok(if claimed.is_empty() { e.labels } else { claimed })
+        }
+        (false, None) => Ok(claimed),
+    }
+}
+
+async fn run<S>(hub: AgentHub, mut inbound: S, tx: mpsc::Sender<Outbound>, caller: Caller)
 where
     S: Stream<Item = Result<v1::AgentMessage, Status>> + Send + Unpin,
 {
-    let register = match first_register(&hub, &mut inbound).await {
+    let mut register = match first_register(&hub, &mut inbound).await {
         Ok(Some(r)) => r,
         Ok(None) => return,
         Err(e) => {
@@ -167,6 +229,14 @@ where
             return;
         }
     };
+    match check_identity(&hub, &caller, &register) {
+        Ok(labels) => register.labels = labels.into_iter().collect(),
+        Err(e) => {
+            tracing::warn!(host = %register.host_id, "agent session refused: {e}");
+            let _ = tx.send(refuse(e)).await;
+            return;
+        }
+    }
     let host = register.host_id.clone();
     let term = match hub.await_leadership().await {
         Ok(term) => term,
@@ -226,6 +296,10 @@ where
                     Ok(Close::NotLeader(h)) => {
                         let _ = tx.try_send(hint(h));
                         tracing::info!(%host, session = id, "session closed: this node no longer leads");
+                    }
+                    Ok(Close::Refused(status)) => {
+                        tracing::info!(%host, session = id, "session ended: {}", status.message());
+                        let _ = tx.try_send(Err(status));
                     }
                     Ok(why) => tracing::info!(%host, session = id, ?why, "session closed by the hub"),
                     Err(_) => tracing::debug!(%host, session = id, "session dropped by the hub"),

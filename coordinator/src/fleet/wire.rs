@@ -3,7 +3,7 @@
 use flotilla_proto::v1::{self, HostState, ServiceRunState};
 
 use super::model::{AgentVersion, InstalledService, Registration, RunState, normalize};
-use crate::state::AgentRecord;
+use crate::state::{AgentRecord, HostEnrolment, JoinTokenRecord};
 
 /// A wire run state as the state keeps it.
 pub fn run_state(state: i32) -> RunState {
@@ -80,8 +80,8 @@ pub struct Liveness {
     pub last_seen_unix_ms: i64,
 }
 
-/// A host as the fleet API shows it.
-pub fn host(id: &str, a: &AgentRecord, live: Liveness) -> v1::Host {
+/// A host as the fleet API shows it, with its enrolment if it enrolled with a token.
+pub fn host(id: &str, a: &AgentRecord, live: Liveness, enrolment: Option<&HostEnrolment>) -> v1::Host {
     v1::Host {
         host_id: id.to_owned(),
         labels: a.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -99,5 +99,36 @@ pub fn host(id: &str, a: &AgentRecord, live: Liveness) -> v1::Host {
         last_seen_unix_ms: live.last_seen_unix_ms,
         services: a.services.iter().map(service_instance).collect(),
         pending_command_ids: Vec::new(),
+        enrolment: enrolment.map(host_enrolment),
+    }
+}
+
+/// A host's enrolment as the fleet API shows it.
+pub fn host_enrolment(e: &HostEnrolment) -> v1::HostEnrolment {
+    v1::HostEnrolment {
+        token_id: e.token_id.clone(),
+        key_sha256: e.key_sha256.clone(),
+        labels: e.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        enrolled_unix_ms: e.enrolled_unix_ms,
+        issued_unix_ms: e.issued_unix_ms,
+        expires_unix_ms: e.expires_unix_ms,
+        renewals: e.renewals,
+    }
+}
+
+/// A join token as the fleet API shows it (never its secret).
+pub fn join_token(t: &JoinTokenRecord) -> v1::JoinToken {
+    v1::JoinToken {
+        id: t.id.clone(),
+        created_unix_ms: t.created_unix_ms,
+        expires_unix_ms: t.expires_unix_ms,
+        uses_allowed: t.uses_allowed,
+        uses: t.uses,
+        labels: t.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        host_id_pattern: t.host_id_pattern.clone(),
+        revoked: t.revoked,
+        created_by: t.created_by.clone(),
+        enrolled_hosts: t.enrolled_hosts.clone(),
+        ca_pin: t.ca_pin.clone(),
     }
 }

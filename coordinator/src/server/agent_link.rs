@@ -6,6 +6,7 @@ use flotilla_proto::v1;
 use flotilla_proto::v1::agent_link_server::AgentLink;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::Caller;
 use crate::fleet::{AgentHub, OutboundStream};
 
 /// Serves `AgentLink` for one node.
@@ -29,7 +30,8 @@ impl AgentLink for AgentLinkService {
         &self,
         request: Request<Streaming<v1::AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        tracing::debug!(peer = ?request.remote_addr(), "agent session opened");
-        Ok(Response::new(self.hub.open_session(request.into_inner())))
+        let caller = Caller::of(&request);
+        tracing::debug!(caller = %caller.actor(), "agent session opened");
+        Ok(Response::new(self.hub.open_session(request.into_inner(), caller)))
     }
 }

@@ -8,33 +8,42 @@ use flotilla_proto::v1::fleet_server::Fleet;
 use tonic::{Request, Response, Status};
 
 use super::on_leader;
+use crate::auth::Caller;
 use crate::engine::{Outcome, StepKind, StepRecord};
+use crate::enrolment::{Enroller, TokenRequest, refusal};
 use crate::error::CoordinatorError;
 use crate::fleet::{AgentHub, wire};
 use crate::node::Node;
-use crate::state::{AgentRecord, FleetOp, Response as Applied};
+use crate::state::{AgentRecord, EnrolmentOp, FleetOp, HostEnrolment, Op, Response as Applied};
 
 /// Serves `Fleet` for one node.
 #[derive(Debug, Clone)]
 pub struct FleetService {
     node: Node,
     hub: AgentHub,
+    enroller: Enroller,
 }
 
 impl FleetService {
-    /// The service of `hub`'s node.
-    pub fn new(hub: AgentHub) -> Self {
-        Self { node: hub.node().clone(), hub }
+    /// The service of `hub`'s node; join tokens pin `enroller`'s CA.
+    pub fn new(hub: AgentHub, enroller: Enroller) -> Self {
+        Self { node: hub.node().clone(), hub, enroller }
     }
 
-    fn host(&self, id: &str, record: &AgentRecord) -> v1::Host {
-        wire::host(id, record, self.hub.liveness(id, record.online))
+    fn read_token(&self, id: &str) -> Result<v1::JoinToken, CoordinatorError> {
+        self.node
+            .read_local(|s| s.enrolment().token(id).map(wire::join_token))
+            .ok_or_else(|| refusal(crate::state::EnrolmentRefusal::NoSuchToken(id.to_owned())))
+    }
+
+    fn host(&self, id: &str, record: &AgentRecord, enrolment: Option<&HostEnrolment>) -> v1::Host {
+        wire::host(id, record, self.hub.liveness(id, record.online), enrolment)
     }
 
     fn read_host(&self, id: &str) -> Result<v1::Host, CoordinatorError> {
         self.node
-            .read_local(|s| s.fleet().agent(id).cloned())
-            .map(|record| self.host(id, &record))
+            .read_local(|s| s.fleet().agent(id).cloned().map(|a| (a, s.enrolment().host(id).cloned())))
+            .map(|(record, enrolment)| self.host(id, &record, enrolment.as_ref()))
             .ok_or_else(|| CoordinatorError::no_host(id, format!("no host {id} has registered")))
     }
 }
@@ -83,15 +92,15 @@ impl Fleet for FleetService {
         request: Request<v1::ListAgentsRequest>,
     ) -> Result<Response<v1::ListAgentsResponse>, Status> {
         let req = request.into_inner();
-        let records: Vec<(String, AgentRecord)> = self.node.read_local(|s| {
+        let records: Vec<(String, AgentRecord, Option<HostEnrolment>)> = self.node.read_local(|s| {
             s.fleet()
                 .agents()
                 .iter()
                 .filter(|(_, a)| (a.online || req.include_lost) && matches(a, &req.labels))
-                .map(|(id, a)| (id.clone(), a.clone()))
+                .map(|(id, a)| (id.clone(), a.clone(), s.enrolment().host(id).cloned()))
                 .collect()
         });
-        let hosts = records.iter().map(|(id, a)| self.host(id, a)).collect();
+        let hosts = records.iter().map(|(id, a, e)| self.host(id, a, e.as_ref())).collect();
         Ok(Response::new(v1::ListAgentsResponse { hosts }))
     }
 
@@ -141,12 +150,118 @@ impl Fleet for FleetService {
                 } else {
                     FleetOp::Drain { host: req.host_id.clone(), reason: req.reason }
                 };
-                match this.node.propose(crate::state::Op::Fleet(op)).await? {
+                match this.node.propose(Op::Fleet(op)).await? {
                     Applied::Refused { reason } => Err(CoordinatorError::no_host(&req.host_id, reason)),
                     _ => Ok(v1::DrainResponse { host: Some(this.read_host(&req.host_id)?) }),
                 }
             },
             |ch, req| async move { FleetClient::new(ch).drain(req).await },
+        )
+        .await
+    }
+
+    /// Makes a join token on the leader: the secret is drawn there, its digest
+    /// committed, the token answered once.
+    async fn create_join_token(
+        &self,
+        request: Request<v1::CreateJoinTokenRequest>,
+    ) -> Result<Response<v1::CreateJoinTokenResponse>, Status> {
+        let this = self.clone();
+        let actor = Caller::actor_of(&request);
+        on_leader(
+            &self.node,
+            request,
+            |req| async move {
+                let ask = TokenRequest {
+                    ttl: std::time::Duration::from_millis(req.ttl_ms),
+                    uses: req.uses,
+                    labels: req.labels.into_iter().collect(),
+                    host_id_pattern: req.host_id_pattern,
+                };
+                let (token, record) = this.enroller.new_token(&ask, actor, crate::node::now_unix_ms())?;
+                let id = record.id.clone();
+                match this.node.propose(Op::Enrolment(EnrolmentOp::CreateToken(record))).await? {
+                    Applied::Refused { reason } => Err(CoordinatorError::Internal(reason)),
+                    _ => {
+                        tracing::info!(token = %id, "join token created");
+                        Ok(v1::CreateJoinTokenResponse {
+                            token: token.to_string(),
+                            join_token: Some(this.read_token(&id)?),
+                        })
+                    }
+                }
+            },
+            |ch, req| async move { FleetClient::new(ch).create_join_token(req).await },
+        )
+        .await
+    }
+
+    /// Tokens from this node's applied state, oldest first.
+    async fn list_join_tokens(
+        &self,
+        request: Request<v1::ListJoinTokensRequest>,
+    ) -> Result<Response<v1::ListJoinTokensResponse>, Status> {
+        let req = request.into_inner();
+        let now = crate::node::now_unix_ms();
+        let tokens = self.node.read_local(|s| {
+            s.enrolment()
+                .tokens()
+                .into_iter()
+                .filter(|t| req.include_spent || t.usable(now).is_ok())
+                .map(wire::join_token)
+                .collect()
+        });
+        Ok(Response::new(v1::ListJoinTokensResponse { tokens }))
+    }
+
+    /// Revokes a token through Raft.
+    async fn revoke_join_token(
+        &self,
+        request: Request<v1::RevokeJoinTokenRequest>,
+    ) -> Result<Response<v1::RevokeJoinTokenResponse>, Status> {
+        let this = self.clone();
+        on_leader(
+            &self.node,
+            request,
+            |req| async move {
+                if req.id.trim().is_empty() {
+                    return Err(CoordinatorError::missing("id"));
+                }
+                match this.node.propose(Op::Enrolment(EnrolmentOp::RevokeToken { id: req.id.clone() })).await? {
+                    Applied::EnrolmentRefused(why) => Err(refusal(why)),
+                    _ => Ok(v1::RevokeJoinTokenResponse { join_token: Some(this.read_token(&req.id)?) }),
+                }
+            },
+            |ch, req| async move { FleetClient::new(ch).revoke_join_token(req).await },
+        )
+        .await
+    }
+
+    /// Forgets a host's enrolment through Raft and ends its agent's session, so the
+    /// old certificate is refused at once.
+    async fn forget_host(
+        &self,
+        request: Request<v1::ForgetHostRequest>,
+    ) -> Result<Response<v1::ForgetHostResponse>, Status> {
+        let this = self.clone();
+        on_leader(
+            &self.node,
+            request,
+            |req| async move {
+                if req.host_id.trim().is_empty() {
+                    return Err(CoordinatorError::missing("host_id"));
+                }
+                let before = this.node.read_local(|s| s.enrolment().host(&req.host_id).cloned());
+                match this.node.propose(Op::Enrolment(EnrolmentOp::Forget { host: req.host_id.clone() })).await? {
+                    Applied::EnrolmentRefused(why) => Err(refusal(why)),
+                    _ => {
+                        tracing::info!(host = %req.host_id, "enrolment forgotten");
+                        this.hub.disconnect(&req.host_id, "its enrolment was forgotten");
+                        Ok(v1::ForgetHostResponse { enrolment: before.as_ref().map(wire::host_enrolment) })
+                    }
+                }
+            },
+            |ch, req| async move { FleetClient::new(ch).forget_host(req).await },
         )
         .await
     }

@@ -1,9 +1,12 @@
 //! The coordinator's gRPC surface: `RaftPeer`, `Cluster`, `Releases`, `AgentLink`,
-//! `Fleet`, the standard health service and reflection (v1 and v1alpha), on one port, over mutual TLS
-//! unless `--insecure`.
+//! `Fleet`, `Enrolment`, the standard health service and reflection (v1 and v1alpha),
+//! on one port, over mutual TLS unless `--insecure`. Connections are accepted by
+//! `flotilla_net::incoming` (the TLS material of the moment, the peer judged once per
+//! connection) and every call passes [`crate::auth::AuthLayer`] first.
 
 mod agent_link;
 mod cluster;
+mod enrolment;
 mod fleet;
 pub mod plan_view;
 mod raft_peer;
@@ -11,11 +14,11 @@ mod release_view;
 mod releases;
 
 use std::future::Future;
-use std::net::SocketAddr;
 
 use flotilla_net::TlsMaterial;
 use flotilla_proto::v1::agent_link_server::AgentLinkServer;
 use flotilla_proto::v1::cluster_server::ClusterServer;
+use flotilla_proto::v1::enrolment_server::EnrolmentServer;
 use flotilla_proto::v1::fleet_server::FleetServer;
 use flotilla_proto::v1::raft_peer_server::RaftPeerServer;
 use flotilla_proto::v1::releases_server::ReleasesServer;
@@ -24,10 +27,13 @@ use tonic::{Request, Response, Status};
 
 pub use agent_link::AgentLinkService;
 pub use cluster::ClusterService;
+pub use enrolment::EnrolmentService;
 pub use fleet::FleetService;
 pub use raft_peer::RaftPeerService;
 pub use releases::ReleasesService;
 
+use crate::auth::AuthLayer;
+use crate::enrolment::Enroller;
 use crate::error::CoordinatorError;
 use crate::fleet::AgentHub;
 use crate::node::Node;
@@ -40,14 +46,16 @@ pub const FORWARDED: &str = "x-flotilla-forwarded-by";
 /// Largest client request (a release spec).
 const MAX_CLIENT_MESSAGE: usize = 16 * 1024 * 1024;
 
-/// Serves every service of `node` on `listen` until `shutdown` completes; agent
+/// Serves every service of `node` on `listener` until `shutdown` completes; agent
 /// sessions go to `hub` (call [`AgentHub::shutdown`] when shutting down, or the open
-/// agent streams keep the server from stopping).
+/// agent streams keep the server from stopping); agent certificates are signed by
+/// `enroller`.
 pub async fn serve(
     node: Node,
     hub: AgentHub,
-    listen: SocketAddr,
+    listener: tokio::net::TcpListener,
     tls: Option<TlsMaterial>,
+    enroller: Enroller,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -56,6 +64,7 @@ pub async fn serve(
     health.set_serving::<ReleasesServer<ReleasesService>>().await;
     health.set_serving::<AgentLinkServer<AgentLinkService>>().await;
     health.set_serving::<FleetServer<FleetService>>().await;
+    health.set_serving::<EnrolmentServer<EnrolmentService>>().await;
     // Both reflection revisions: `v1` for current clients, `v1alpha` for the many
     // stock clients that still speak only it (grpcurl before 1.9, grpcio-reflection's
     // descriptor database, Postman).
@@ -68,24 +77,27 @@ pub async fn serve(
     let reflection_v1 = reflection().build_v1().expect("the embedded descriptor sets are valid");
     let reflection_v1alpha = reflection().build_v1alpha().expect("the embedded descriptor sets are valid");
 
-    let mut builder = Server::builder();
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls.server_config())?;
-    }
-    builder
+    let node_for_enrolment = node.clone();
+    let trust_domain = tls.as_ref().and_then(TlsMaterial::identity).map(|id| id.trust_domain);
+    let incoming = flotilla_net::incoming(listener, tls);
+    Server::builder()
+        .layer(AuthLayer::new(trust_domain))
         .add_service(
             RaftPeerServer::new(RaftPeerService::new(node.raft().clone(), node.identity().clone()))
                 .max_decoding_message_size(MAX_PEER_MESSAGE)
                 .max_encoding_message_size(MAX_PEER_MESSAGE),
         )
         .add_service(ClusterServer::new(ClusterService::new(node.clone())))
-        .add_service(ReleasesServer::new(ReleasesService::new(node)).max_decoding_message_size(MAX_CLIENT_MESSAGE))
+        .add_service(
+            ReleasesServer::new(ReleasesService::new(node.clone())).max_decoding_message_size(MAX_CLIENT_MESSAGE),
+        )
         .add_service(AgentLinkServer::new(AgentLinkService::new(hub.clone())))
-        .add_service(FleetServer::new(FleetService::new(hub)))
+        .add_service(FleetServer::new(FleetService::new(hub, enroller.clone())))
+        .add_service(EnrolmentServer::new(EnrolmentService::new(node_for_enrolment, enroller)))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_shutdown(listen, shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }
 
@@ -119,8 +131,12 @@ where
             let ch = node.forward_channel(&leader_addr).map_err(|_| {
                 Status::from(CoordinatorError::NotLeader { leader_id, leader_addr: leader_addr.clone() })
             })?;
+            let actor = crate::auth::Caller::actor_of(&request);
             let mut req = Request::new(request.into_inner());
             req.metadata_mut().insert(FORWARDED, node.id().to_string().parse().expect("a number is valid metadata"));
+            if let Ok(actor) = actor.parse() {
+                req.metadata_mut().insert(crate::auth::ON_BEHALF_OF, actor);
+            }
             tracing::debug!(leader = %leader_addr, "forwarding a write to the leader");
             remote(ch, req).await
         }

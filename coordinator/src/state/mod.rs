@@ -16,8 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{EventKind, Fact, Run};
 
+mod enrolment;
 mod fleet;
 
+pub use enrolment::{EnrolmentOp, EnrolmentRefusal, EnrolmentState, HostEnrolment, JoinTokenRecord, glob_matches};
 pub use fleet::{AgentRecord, FleetEvent, FleetOp, FleetState};
 
 /// The id of a release, assigned by the leader (`r-…`).
@@ -64,6 +66,8 @@ pub enum Op {
     /// own terms (one refused does not undo or stop the others): how the leader commits
     /// the agents' reports that arrive together, one round trip for all of them.
     Batch(Vec<Op>),
+    /// A change to join tokens or enrolled hosts.
+    Enrolment(EnrolmentOp),
 }
 
 /// A release submission, as the leader proposes it.
@@ -93,6 +97,7 @@ impl fmt::Display for Op {
             Op::Release { release, fact, .. } => write!(f, "{release}: {fact}"),
             Op::Fleet(op) => op.fmt(f),
             Op::Audit { actor, action } => write!(f, "audit: {actor} {action}"),
+            Op::Enrolment(op) => op.fmt(f),
             Op::Batch(ops) => match ops.as_slice() {
                 [] => write!(f, "an empty batch"),
                 [one] => one.fmt(f),
@@ -136,6 +141,8 @@ pub enum Response {
         /// The release the key stands for.
         id: ReleaseId,
     },
+    /// A join, renewal, revocation or forget was refused; the state did not change.
+    EnrolmentRefused(EnrolmentRefusal),
 }
 
 /// A submitted release as the state machine keeps it.
@@ -183,6 +190,24 @@ pub struct State {
     by_idempotency_key: BTreeMap<String, ReleaseId>,
     fleet: FleetState,
     audit: Vec<AuditEntry>,
+    enrolment: EnrolmentState,
+}
+
+/// The state as format 2 wrote it (before enrolment), read from older snapshots.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateV2 {
+    releases: BTreeMap<ReleaseId, ReleaseRecord>,
+    active: BTreeSet<ReleaseId>,
+    by_idempotency_key: BTreeMap<String, ReleaseId>,
+    fleet: FleetState,
+    audit: Vec<AuditEntry>,
+}
+
+impl From<StateV2> for State {
+    fn from(old: StateV2) -> Self {
+        let StateV2 { releases, active, by_idempotency_key, fleet, audit } = old;
+        Self { releases, active, by_idempotency_key, fleet, audit, enrolment: EnrolmentState::default() }
+    }
 }
 
 impl State {
@@ -272,6 +297,7 @@ impl State {
                 Response::Done
             }
             Op::Batch(ops) => Response::Batch(ops.iter().map(|op| self.apply_op(log_index, at, op)).collect()),
+            Op::Enrolment(op) => self.enrolment.apply(at, op),
         }
     }
 
@@ -305,6 +331,11 @@ impl State {
     /// The audit trail, oldest first.
     pub fn audit(&self) -> &[AuditEntry] {
         &self.audit
+    }
+
+    /// Join tokens and enrolled hosts.
+    pub fn enrolment(&self) -> &EnrolmentState {
+        &self.enrolment
     }
 }
 

@@ -127,6 +127,14 @@ pub fn open_with<E: KvEngine>(
 fn check_format<E: KvEngine>(engine: &E, data_dir: &Path) -> Result<(), StoreError> {
     match engine.get::<Format>(&FormatKey::Version)? {
         Some(record) if record.version == FORMAT_VERSION => Ok(()),
+        Some(record) if record.version >= spaces::MIN_READABLE_FORMAT && record.version < FORMAT_VERSION => {
+            // Older log entries are valid entries of this format, and snapshots carry
+            // their own version and are migrated as they are read.
+            engine.put::<Format>(&FormatKey::Version, &FormatRecord::current())?;
+            engine.flush()?;
+            tracing::info!(from = record.version, to = FORMAT_VERSION, "migrated the storage format");
+            Ok(())
+        }
         Some(record) => Err(StoreError::UnsupportedFormat {
             path: data_dir.to_owned(),
             found: record.version,

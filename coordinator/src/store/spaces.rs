@@ -22,7 +22,14 @@ use crate::raft::{Entry, NodeId};
 ///
 /// - 1: values and snapshot state as JSON.
 /// - 2: values (but the format record) and snapshot state in the binary codec.
-pub const FORMAT_VERSION: u32 = 2;
+/// - 3: the state keeps join tokens and enrolled hosts (a field at the end of the
+///   snapshot state, a new command at the end of the log entry's operations). Format 2
+///   is read and migrated: its log entries are valid format 3 entries, and its
+///   snapshot state is read as format 2 and given an empty enrolment.
+pub const FORMAT_VERSION: u32 = 3;
+
+/// The oldest format this build reads (and migrates to [`FORMAT_VERSION`]).
+pub const MIN_READABLE_FORMAT: u32 = 2;
 
 /// The `format` key space: what version of the format the data is in.
 #[derive(Debug)]
