@@ -87,7 +87,10 @@ pub const MIN_PROTOCOL_VERSION: u32 = 1;
 /// - 1: openraft payloads as JSON.
 /// - 2: openraft payloads as postcard; `RaftPeer.TimeoutNow` (leadership hand-over);
 ///   `RaftEnvelope.software_version`.
-pub const PEER_PROTOCOL_VERSION: u32 = 2;
+/// - 3: log entries may carry enrolment commands (join tokens, enrolled hosts), which
+///   a revision-2 node cannot decode. A revision-3 node still serves revision-2 peers,
+///   so a cluster is upgraded follower by follower, the leader last.
+pub const PEER_PROTOCOL_VERSION: u32 = 3;
 
 /// The oldest peer protocol revision this build accepts from another coordinator.
 /// A revision-1 node cannot read revision-2 payloads (nor the reverse), so a cluster
