@@ -59,8 +59,10 @@ const MAX_LABEL_VALUE_LEN: usize = 253;
     version,
     about = "Flotilla agent: deploys, supervises and health-checks services on this host",
     after_help = "Every flag is also a key of the --config TOML file (--host-id is host_id, \
-                  --label k=v adds to the [labels] table); a flag overrides the file. TLS needs \
-                  --tls-ca, --tls-cert and --tls-key together; plaintext needs an explicit --insecure."
+                  --label k=v adds to the [labels] table); a flag overrides the file. Without \
+                  TLS files the agent uses the certificate it enrolled for (in DATA_DIR/identity), \
+                  enrolling first with --join TOKEN; TLS files need --tls-ca, --tls-cert and \
+                  --tls-key together; plaintext needs an explicit --insecure."
 )]
 pub struct AgentArgs {
     /// TOML config file; flags override its keys.
@@ -106,6 +108,12 @@ pub struct AgentArgs {
     /// Dial coordinators in plaintext, without TLS (key `insecure`) [default: false].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub insecure: Option<bool>,
+    /// Enrol this host with a join token (from `flotilla agents token create`) before
+    /// starting: the agent checks the coordinators against the CA the token pins,
+    /// makes its key here and stores the certificate it gets in DATA_DIR/identity.
+    /// Ignored once enrolled, unless the certificate has expired. Not a config key.
+    #[arg(long = "join", value_name = "TOKEN", env = "FLOTILLA_JOIN_TOKEN", hide_env_values = true)]
+    pub join: Option<String>,
 }
 
 /// The agent's configuration (the TOML file's shape, and after [`AgentConfig::load`]
@@ -143,8 +151,12 @@ pub struct AgentConfig {
     pub insecure: bool,
     /// The host's labels, matched by release selectors (`role = "web"`). Names are
     /// `[A-Za-z0-9][A-Za-z0-9._/-]*` (at most 63 characters); values are at most 253
-    /// characters without control characters. Default: none.
+    /// characters without control characters. An enrolled host may claim only labels
+    /// its join token carries (none claimed: all of them). Default: none.
     pub labels: BTreeMap<String, String>,
+    /// The join token given with `--join` (never read from or written to the file).
+    #[serde(skip)]
+    pub join: Option<String>,
 }
 
 impl Default for AgentConfig {
@@ -161,8 +173,21 @@ impl Default for AgentConfig {
             tls_key: None,
             insecure: false,
             labels: BTreeMap::new(),
+            join: None,
         }
     }
+}
+
+/// How the agent secures its connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentSecurity {
+    /// Mutual TLS with files an operator issued (`tls_ca`, `tls_cert`, `tls_key`).
+    Files(flotilla_shared::transport::TlsFiles),
+    /// Plaintext (`insecure`).
+    Insecure,
+    /// Mutual TLS with the certificate the agent enrolled for (`--join`), renewed by
+    /// the agent.
+    Enrolled,
 }
 
 /// One `--label k=v` flag.
@@ -224,6 +249,12 @@ pub enum ConfigError {
 /// One broken rule of a merged configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Problem {
+    /// `--join` with another way to secure the connection.
+    #[error("--join enrols this host and keeps the certificate it gets; it cannot be combined with {0}")]
+    JoinWith(&'static str),
+    /// A join token that does not parse.
+    #[error("--join: {0}")]
+    BadJoinToken(String),
     /// No host id given and the host name could not be read.
     #[error("host_id is required: pass --host-id ID or set `host_id` (the host name could not be determined)")]
     MissingHostId,
@@ -345,6 +376,9 @@ impl AgentConfig {
         if let Some(ms) = args.fetch_timeout_ms {
             self.fetch_timeout_ms = ms;
         }
+        if let Some(token) = &args.join {
+            self.join = Some(token.clone());
+        }
         if let Some(ca) = &args.tls_ca {
             self.tls_ca = Some(ca.clone());
         }
@@ -406,8 +440,16 @@ impl AgentConfig {
                 problems.push(Problem::BadLabel(why));
             }
         }
-        if let Err(tls) = self.transport() {
-            problems.push(Problem::Tls(tls));
+        match self.security() {
+            Err(tls) => problems.push(Problem::Tls(tls)),
+            Ok(AgentSecurity::Files(_)) if self.join.is_some() => problems.push(Problem::JoinWith("--tls-*")),
+            Ok(AgentSecurity::Insecure) if self.join.is_some() => problems.push(Problem::JoinWith("--insecure")),
+            Ok(_) => {}
+        }
+        if let Some(token) = &self.join
+            && let Err(why) = token.parse::<flotilla_net::JoinToken>()
+        {
+            problems.push(Problem::BadJoinToken(why));
         }
         if problems.is_empty() { Ok(self) } else { Err(ConfigError::Invalid { problems }) }
     }
@@ -417,9 +459,25 @@ impl AgentConfig {
         self.host_id.as_deref().unwrap_or_default()
     }
 
-    /// The transport the TLS rule selects: all three TLS files, or `insecure`.
-    pub fn transport(&self) -> Result<Transport, TlsProblem> {
-        Transport::from_settings(self.tls_ca.as_ref(), self.tls_cert.as_ref(), self.tls_key.as_ref(), self.insecure)
+    /// How the agent secures its connections: TLS files given by hand, plaintext, or
+    /// (neither) the certificate it enrolled for.
+    pub fn security(&self) -> Result<AgentSecurity, TlsProblem> {
+        match Transport::from_settings(
+            self.tls_ca.as_ref(),
+            self.tls_cert.as_ref(),
+            self.tls_key.as_ref(),
+            self.insecure,
+        ) {
+            Ok(Transport::Tls(files)) => Ok(AgentSecurity::Files(files)),
+            Ok(Transport::Insecure) => Ok(AgentSecurity::Insecure),
+            Err(TlsProblem::Unconfigured) => Ok(AgentSecurity::Enrolled),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Where the enrolled identity lives: `DATA_DIR/identity`.
+    pub fn identity_dir(&self) -> PathBuf {
+        self.data_dir.join("identity")
     }
 
     /// The configuration as TOML (what `--check-config` prints).
@@ -523,7 +581,7 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert_eq!(config.keep_releases, DEFAULT_KEEP_RELEASES);
         assert!(config.labels.is_empty());
-        assert_eq!(config.transport(), Ok(Transport::Insecure));
+        assert_eq!(config.security(), Ok(AgentSecurity::Insecure));
     }
 
     #[test]
@@ -551,8 +609,8 @@ zone = "a"
         assert_eq!(from_file.keep_releases, 5);
         assert_eq!(from_file.labels, labels(&[("role", "web"), ("zone", "a")]));
         assert_eq!(
-            from_file.transport(),
-            Ok(Transport::Tls(TlsFiles {
+            from_file.security(),
+            Ok(AgentSecurity::Files(TlsFiles {
                 ca: "/etc/flotilla/ca.pem".into(),
                 cert: "/etc/flotilla/web-3.pem".into(),
                 key: "/etc/flotilla/web-3.key".into(),
@@ -681,7 +739,8 @@ zone = "a"
             flags.extend_from_slice(extra);
             load(&flags)
         };
-        assert_eq!(problems(with(&[])), vec![Problem::Tls(TlsProblem::Unconfigured)]);
+        // Neither files nor --insecure: the enrolled certificate (made with --join).
+        assert_eq!(with(&[]).map(|c| c.security()).ok(), Some(Ok(AgentSecurity::Enrolled)));
         assert_eq!(
             problems(with(&["--tls-ca", "ca.pem", "--tls-key", "k.pem"])),
             vec![Problem::Tls(TlsProblem::Incomplete { missing: vec!["--tls-cert"] })]
@@ -691,14 +750,28 @@ zone = "a"
             vec![Problem::Tls(TlsProblem::InsecureWithTls { given: vec!["--tls-cert", "--tls-key"] })]
         );
         assert!(matches!(
-            with(&["--tls-ca", "ca.pem", "--tls-cert", "c.pem", "--tls-key", "k.pem"]).map(|c| c.transport()),
-            Ok(Ok(Transport::Tls(_)))
+            with(&["--tls-ca", "ca.pem", "--tls-cert", "c.pem", "--tls-key", "k.pem"]).map(|c| c.security()),
+            Ok(Ok(AgentSecurity::Files(_)))
         ));
         let file = TempFile::new("insecure", "coordinators = [\"c:1\"]\ninsecure = true\n");
         assert_eq!(
-            problems(load(&["--config", file.path(), "--insecure=false"])),
-            vec![Problem::Tls(TlsProblem::Unconfigured)]
+            load(&["--config", file.path(), "--insecure=false"]).map(|c| c.security()).ok(),
+            Some(Ok(AgentSecurity::Enrolled))
         );
+    }
+
+    #[test]
+    fn join_takes_a_token_and_goes_with_enrolment_only() {
+        let token = format!("flotilla-join-v1.{}.0a1b2c3d.{}", "ab".repeat(32), "f".repeat(32));
+        let config = load(&["--coordinators", "c:1", "--join", &token]).expect("valid");
+        assert_eq!(config.join.as_deref(), Some(token.as_str()));
+        assert!(!config.to_toml().contains(&token), "the token is never printed");
+        assert_eq!(
+            problems(load(&["--coordinators", "c:1", "--join", &token, "--insecure"])),
+            vec![Problem::JoinWith("--insecure")]
+        );
+        let damaged = problems(load(&["--coordinators", "c:1", "--join", "abc"]));
+        assert!(matches!(damaged.as_slice(), [Problem::BadJoinToken(why)] if why.contains("not a join token")));
     }
 
     #[test]

@@ -14,7 +14,9 @@
 //! - [`session`]: the `AgentLink` session with the coordinators (register, heartbeat,
 //!   steps in, progress and results out until acknowledged, cancel, leader hints,
 //!   reconnects with backoff);
-//! - [`convert`]: the plain types of [`step`] to and from `flotilla_proto::v1`.
+//! - [`convert`]: the plain types of [`step`] to and from `flotilla_proto::v1`;
+//! - [`identity`]: enrolment with a join token, the certificate in the data directory,
+//!   and its renewal.
 
 pub mod artifact;
 pub mod config;
@@ -22,6 +24,7 @@ pub mod convert;
 pub mod driver;
 pub mod executor;
 pub mod health;
+pub mod identity;
 pub mod journal;
 pub mod layout;
 pub mod session;

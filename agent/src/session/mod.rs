@@ -45,7 +45,6 @@ use flotilla_proto::v1::agent_link_client::AgentLinkClient;
 use flotilla_proto::v1::agent_message::Msg as Out;
 use flotilla_proto::v1::coordinator_message::Msg as In;
 use flotilla_proto::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, coordinator_supported};
-use flotilla_shared::transport::Transport;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -54,9 +53,11 @@ use tonic::{Code, Status};
 use self::backoff::{Backoff, BackoffPolicy, Passes, Targets, jitter};
 use self::outbox::Outbox;
 use crate::AgentConfig;
+use crate::config::AgentSecurity;
 use crate::driver::Driver;
 use crate::driver::process::ProcessDriver;
 use crate::executor::{Executor, ExecutorConfig, StepHandle};
+use crate::identity::{self, IdentityDir};
 use crate::layout::now_unix_ms;
 use crate::step::{ServiceInstance, Step, StepFailure, StepOutcome, StepProgress, StepResult};
 
@@ -125,14 +126,30 @@ impl LinkConfig {
 /// executor (re-adopting services, resolving interrupted steps) and holds the session.
 /// Services keep running when this returns.
 pub async fn run_agent(config: &AgentConfig, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let security = match config.transport() {
-        Ok(Transport::Tls(files)) => ClientSecurity::Tls(TlsMaterial::load(&files)?),
-        Ok(Transport::Insecure) => {
+    let security = match config.security() {
+        Ok(AgentSecurity::Files(files)) => ClientSecurity::Tls(TlsMaterial::load(&files)?),
+        Ok(AgentSecurity::Insecure) => {
             tracing::warn!("dialling the coordinators in plaintext (--insecure)");
             ClientSecurity::Insecure
         }
+        Ok(AgentSecurity::Enrolled) => {
+            let dir = IdentityDir::new(config.identity_dir());
+            let material =
+                identity::enrolled(&dir, config.host_id(), &config.coordinators, config.join.as_deref()).await?;
+            tokio::spawn(identity::renew_forever(
+                dir,
+                material.clone(),
+                config.host_id().to_owned(),
+                config.coordinators.clone(),
+                shutdown.clone(),
+            ));
+            ClientSecurity::Tls(material)
+        }
         Err(problem) => anyhow::bail!("{problem}"),
     };
+    if let ClientSecurity::Tls(material) = &security {
+        tokio::spawn(reload_on_sighup(material.clone(), shutdown.clone()));
+    }
     let (executor, recovered) = Executor::open(ExecutorConfig::from_agent(config)).await?;
     if !recovered.is_empty() {
         tracing::warn!(steps = recovered.len(), "steps interrupted by the last agent stop were resolved");
@@ -140,6 +157,25 @@ pub async fn run_agent(config: &AgentConfig, shutdown: watch::Receiver<bool>) ->
     let link = Link::new(LinkConfig::from_agent(config, security), executor, shutdown)?;
     link.run().await;
     Ok(())
+}
+
+/// Reloads the TLS files on SIGHUP (certificates replaced by hand or by a CA
+/// rotation); the next connection uses them, the open session goes on.
+async fn reload_on_sighup(material: TlsMaterial, mut shutdown: watch::Receiver<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install the SIGHUP handler; certificates reload only at restart");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hangups.recv() => match material.reload() {
+                Ok(()) => tracing::info!(expires = %flotilla_net::pki::format_unix(material.own_certificate().not_after), "SIGHUP: TLS files reloaded"),
+                Err(e) => tracing::error!("SIGHUP: the TLS files could not be reloaded, the old ones stay in use: {e}"),
+            },
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
 }
 
 /// What a step task tells the session loop.
