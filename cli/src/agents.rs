@@ -1,6 +1,7 @@
 //! `flotilla agents`: the fleet's hosts and their agents, as the cluster knows them
 //! (`Fleet.ListAgents`): state, drain mark, agent version, labels and what each runs.
-//! `--output json` prints the `ListAgentsResponse` itself.
+//! `--output json` prints the `ListAgentsResponse` itself. Its subcommands (`token`,
+//! `forget`) are in `tokens.rs`.
 
 use std::collections::BTreeMap;
 
@@ -11,9 +12,13 @@ use flotilla_proto::v1::{self, HostState, ServiceRunState};
 use crate::remote::{Connection, print, remote_failure, runtime};
 use crate::{Failure, TextOrJson, json};
 
-/// `flotilla agents [--label K=V]... [--all]`
+/// `flotilla agents [--label K=V]... [--all]`, or one of its subcommands.
 #[derive(Debug, Clone, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct AgentsArgs {
+    /// Enrolment: join tokens and forgetting hosts.
+    #[command(subcommand)]
+    command: Option<AgentsCommand>,
     /// Only hosts carrying this label with this value (repeatable: every one must match).
     #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
     labels: Vec<(String, String)>,
@@ -25,15 +30,31 @@ pub struct AgentsArgs {
     output: TextOrJson,
 }
 
-fn parse_label(text: &str) -> Result<(String, String), String> {
+/// `flotilla agents ...` subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum AgentsCommand {
+    /// Join tokens, with which hosts enrol their agents (`flotilla-agent --join TOKEN`).
+    #[command(subcommand)]
+    Token(crate::tokens::TokenCommand),
+    /// Forget a host's enrolment: its certificate is refused from now on and the host
+    /// id may enrol again, with a new token and a new key.
+    Forget(crate::tokens::ForgetArgs),
+}
+
+pub(crate) fn parse_label(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
         _ => Err(format!("`{text}` is not a label: expected KEY=VALUE (e.g. role=web)")),
     }
 }
 
-/// Lists the hosts.
+/// Lists the hosts, or runs the subcommand.
 pub fn run(conn: &Connection, args: &AgentsArgs) -> Result<(), Failure> {
+    match &args.command {
+        Some(AgentsCommand::Token(command)) => return crate::tokens::token(conn, command),
+        Some(AgentsCommand::Forget(forget)) => return crate::tokens::forget(conn, forget),
+        None => {}
+    }
     let security = conn.security()?;
     let addrs = conn.addrs()?;
     let req = v1::ListAgentsRequest { labels: args.labels.iter().cloned().collect(), include_lost: args.all };
@@ -125,13 +146,18 @@ fn table(hosts: &[v1::Host], args: &AgentsArgs) -> String {
             [h.host_id.clone(), state_cell(h), agent, labels_cell(h), services_cell(h)]
         })
         .collect();
+    aligned(&header, &rows)
+}
+
+/// A table with columns aligned to their widest cell (the last one not padded).
+pub(crate) fn aligned<const N: usize>(header: &[String; N], rows: &[[String; N]]) -> String {
     let mut widths = header.clone().map(|c| c.chars().count());
-    for row in &rows {
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: &[String; 5]| {
+    let line = |cells: &[String; N]| {
         let mut out = String::new();
         for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
             if i + 1 == cells.len() {
@@ -144,8 +170,8 @@ fn table(hosts: &[v1::Host], args: &AgentsArgs) -> String {
         out.push('\n');
         out
     };
-    let mut out = line(&header);
-    for row in &rows {
+    let mut out = line(header);
+    for row in rows {
         out.push_str(&line(row));
     }
     out
@@ -182,7 +208,7 @@ mod tests {
     }
 
     fn args(all: bool) -> AgentsArgs {
-        AgentsArgs { labels: Vec::new(), all, output: TextOrJson::Table }
+        AgentsArgs { command: None, labels: Vec::new(), all, output: TextOrJson::Table }
     }
 
     #[test]
@@ -198,7 +224,12 @@ mod tests {
     #[test]
     fn an_empty_listing_says_what_was_asked() {
         assert_eq!(table(&[], &args(false)), "no online hosts (--all also lists lost ones)\n");
-        let filtered = AgentsArgs { labels: vec![("role".into(), "db".into())], all: true, output: TextOrJson::Table };
+        let filtered = AgentsArgs {
+            command: None,
+            labels: vec![("role".into(), "db".into())],
+            all: true,
+            output: TextOrJson::Table,
+        };
         assert_eq!(table(&[], &filtered), "no hosts match the labels\n");
     }
 

@@ -8,6 +8,7 @@ mod release;
 mod remote;
 mod render;
 mod tls;
+mod tokens;
 
 use std::process::ExitCode;
 
