@@ -313,7 +313,74 @@ struct AgentProc {
     data_dir: PathBuf,
     log: PathBuf,
     child: Mutex<Option<Child>>,
+    /// The join token it enrols with, in an enrolled fleet.
+    join: Option<String>,
 }
+
+/// How a test fleet's processes secure their connections.
+#[derive(Debug, Clone)]
+enum FleetSecurity {
+    /// Everything plaintext (`--insecure`).
+    Insecure,
+    /// Mutual TLS under a cluster CA in `pki`: coordinators hold the CA key and enrol
+    /// agents, which join with tokens; the harness and the CLI are operator `admin`.
+    Enrolled {
+        /// `ca.pem`, `ca.key`, `coordinator-N.*`, `operator-admin.*`.
+        pki: PathBuf,
+        /// The lifetime of agent certificates.
+        agent_cert_ttl: Duration,
+    },
+}
+
+impl FleetSecurity {
+    fn file(pki: &Path, stem: &str, ext: &str) -> PathBuf {
+        pki.join(format!("{stem}.{ext}"))
+    }
+
+    /// The TLS flags of a process whose files are `ROLE-NAME.*` (none when insecure).
+    fn tls_flags(&self, stem: &str) -> Vec<std::ffi::OsString> {
+        match self {
+            FleetSecurity::Insecure => vec!["--insecure".into()],
+            FleetSecurity::Enrolled { pki, .. } => vec![
+                "--tls-ca".into(),
+                pki.join(flotilla_net::pki::CA_CERT_FILE).into(),
+                "--tls-cert".into(),
+                Self::file(pki, stem, "pem").into(),
+                "--tls-key".into(),
+                Self::file(pki, stem, "key").into(),
+            ],
+        }
+    }
+
+    /// How the harness's own client connects.
+    fn client(&self) -> anyhow::Result<ClientSecurity> {
+        match self {
+            FleetSecurity::Insecure => Ok(ClientSecurity::Insecure),
+            FleetSecurity::Enrolled { pki, .. } => Ok(ClientSecurity::Tls(flotilla_net::TlsMaterial::from_pem(
+                std::fs::read(pki.join(flotilla_net::pki::CA_CERT_FILE))?,
+                std::fs::read(Self::file(pki, OPERATOR, "pem"))?,
+                std::fs::read(Self::file(pki, OPERATOR, "key"))?,
+            )?)),
+        }
+    }
+
+    /// A CA, a certificate per coordinator (for 127.0.0.1) and the operator's, under `pki`.
+    fn make_pki(pki: &Path, coordinators: u64) -> anyhow::Result<()> {
+        use flotilla_net::pki::{self, ClusterCa, Role};
+        let ca = ClusterCa::create(crate::TRUST_DOMAIN, pki::CA_LIFETIME)?;
+        ca.write(pki)?;
+        let loopback = "127.0.0.1".parse()?;
+        for id in 1..=coordinators {
+            ca.issue(Role::Coordinator, &id.to_string(), std::slice::from_ref(&loopback), pki::COORDINATOR_LIFETIME)?
+                .write(pki)?;
+        }
+        ca.issue(Role::Operator, "admin", &[], pki::OPERATOR_LIFETIME)?.write(pki)?;
+        Ok(())
+    }
+}
+
+/// The file stem of the enrolled fleet's operator.
+const OPERATOR: &str = "operator-admin";
 
 /// A `flotilla` CLI process started by [`TestFleet::spawn_cli`]; killed when dropped.
 #[derive(Debug)]
@@ -414,6 +481,7 @@ pub struct TestFleet {
     agents: BTreeMap<String, AgentProc>,
     addrs: Vec<String>,
     client: LeaderClient,
+    security: FleetSecurity,
     dir: Option<tempfile::TempDir>,
     path: PathBuf,
     _serial: tokio::sync::MutexGuard<'static, ()>,
@@ -423,6 +491,22 @@ impl TestFleet {
     /// Starts `coordinators` coordinators forming one cluster (plaintext, agent lease
     /// [`AGENT_LEASE_MS`]), then one agent per host, and waits until every host is online.
     pub async fn start(coordinators: u64, hosts: &[HostSpec]) -> anyhow::Result<Self> {
+        Self::start_with(coordinators, hosts, None).await
+    }
+
+    /// As [`TestFleet::start`], over mutual TLS under a cluster CA the coordinators hold
+    /// the key of: each agent enrols with a join token made for its host id and labels
+    /// (`flotilla agents token create`, run as operator `admin`), and its certificates
+    /// live `agent_cert_ttl`.
+    pub async fn start_enrolled(
+        coordinators: u64,
+        hosts: &[HostSpec],
+        agent_cert_ttl: Duration,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(coordinators, hosts, Some(agent_cert_ttl)).await
+    }
+
+    async fn start_with(coordinators: u64, hosts: &[HostSpec], enrolled: Option<Duration>) -> anyhow::Result<Self> {
         let serial = SERIAL.lock().await;
         // Build (or check) the binaries before anything starts.
         tokio::task::spawn_blocking(|| {
@@ -434,13 +518,22 @@ impl TestFleet {
         .await??;
         let dir = tempfile::Builder::new().prefix("flotilla-release-test-").tempdir()?;
         let path = dir.path().to_owned();
+        let security = match enrolled {
+            None => FleetSecurity::Insecure,
+            Some(agent_cert_ttl) => {
+                let pki = path.join("pki");
+                FleetSecurity::make_pki(&pki, coordinators)?;
+                FleetSecurity::Enrolled { pki, agent_cert_ttl }
+            }
+        };
         let addrs: Vec<String> = (0..coordinators).map(|_| format!("127.0.0.1:{}", free_port())).collect();
-        let client = LeaderClient::new(addrs.clone(), ClientSecurity::Insecure);
+        let client = LeaderClient::new(addrs.clone(), security.client()?);
         let mut fleet = Self {
             coordinators: BTreeMap::new(),
             agents: BTreeMap::new(),
             addrs: addrs.clone(),
             client,
+            security,
             dir: Some(dir),
             path,
             _serial: serial,
@@ -460,11 +553,16 @@ impl TestFleet {
             bail!("{e:#}\n{}", fleet.logs());
         }
         for host in hosts {
+            let join = match fleet.security {
+                FleetSecurity::Insecure => None,
+                FleetSecurity::Enrolled { .. } => Some(fleet.join_token(host).await?),
+            };
             let agent = AgentProc {
                 spec: host.clone(),
                 data_dir: fleet.path.join(format!("agent-{}", host.id)),
                 log: fleet.path.join(format!("agent-{}.log", host.id)),
                 child: Mutex::new(None),
+                join,
             };
             fleet.agents.insert(host.id.clone(), agent);
             fleet.spawn_agent(&host.id)?;
@@ -491,6 +589,30 @@ impl TestFleet {
         &self.client
     }
 
+    /// How the harness's client connects (operator `admin` in an enrolled fleet).
+    pub fn client_security(&self) -> anyhow::Result<ClientSecurity> {
+        self.security.client()
+    }
+
+    /// The directory of the enrolled fleet's CA and certificates.
+    pub fn pki_dir(&self) -> Option<&Path> {
+        match &self.security {
+            FleetSecurity::Insecure => None,
+            FleetSecurity::Enrolled { pki, .. } => Some(pki),
+        }
+    }
+
+    /// A join token for one host, with its id and labels, made with the CLI.
+    async fn join_token(&self, host: &HostSpec) -> anyhow::Result<String> {
+        let mut args = vec!["agents".to_owned(), "token".into(), "create".into(), "--ttl".into(), "10m".into()];
+        args.extend(["--host-id".to_owned(), host.id.clone()]);
+        for (k, v) in &host.labels {
+            args.extend(["--label".to_owned(), format!("{k}={v}")]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Ok(self.cli(&args).await?.trim().to_owned())
+    }
+
     fn spawn_coordinator(&self, id: u64) -> anyhow::Result<()> {
         // Every node gets the whole membership (ids are 1.. in address order).
         let bootstrap =
@@ -506,7 +628,7 @@ impl TestFleet {
             .arg(&node.addr)
             .arg("--bootstrap")
             .arg(bootstrap)
-            .arg("--insecure")
+            .args(self.security.tls_flags(&format!("coordinator-{id}")))
             .arg("--agent-lease-ms")
             .arg(AGENT_LEASE_MS.to_string())
             .arg("--agent-heartbeat-ms")
@@ -515,6 +637,12 @@ impl TestFleet {
             .stdout(log.try_clone()?)
             .stderr(log)
             .env("FLOTILLA_LOG", "info,openraft=warn");
+        if let FleetSecurity::Enrolled { pki, agent_cert_ttl } = &self.security {
+            cmd.arg("--tls-ca-key")
+                .arg(pki.join(flotilla_net::pki::CA_KEY_FILE))
+                .arg("--agent-cert-ttl-ms")
+                .arg(agent_cert_ttl.as_millis().to_string());
+        }
         *node.child.lock().unwrap_or_else(PoisonError::into_inner) =
             Some(cmd.spawn().context("starting flotilla-coordinator")?);
         Ok(())
@@ -525,13 +653,12 @@ impl TestFleet {
         let agent = self.agents.get(host).ok_or_else(|| anyhow!("no agent {host}"))?;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&agent.log)?;
         let mut cmd = Command::new(binary("flotilla-agent"));
-        cmd.arg("--host-id")
-            .arg(host)
-            .arg("--coordinators")
-            .arg(coordinators)
-            .arg("--data-dir")
-            .arg(&agent.data_dir)
-            .arg("--insecure");
+        cmd.arg("--host-id").arg(host).arg("--coordinators").arg(coordinators).arg("--data-dir").arg(&agent.data_dir);
+        match &agent.join {
+            // Ignored by an agent that enrolled already.
+            Some(token) => cmd.env("FLOTILLA_JOIN_TOKEN", token),
+            None => cmd.arg("--insecure"),
+        };
         for (k, v) in &agent.spec.labels {
             cmd.arg("--label").arg(format!("{k}={v}"));
         }
@@ -548,7 +675,7 @@ impl TestFleet {
         if !running(&node.child) {
             return None;
         }
-        let mut client = ClusterClient::new(channel(&node.addr, &ClientSecurity::Insecure).ok()?);
+        let mut client = ClusterClient::new(channel(&node.addr, &self.security.client().ok()?).ok()?);
         let mut req = tonic::Request::new(v1::StatusRequest { local: true });
         req.set_timeout(Duration::from_secs(2));
         client.status(req).await.ok()?.into_inner().status
@@ -622,7 +749,7 @@ impl TestFleet {
         let child = Command::new(binary("flotilla"))
             .arg("--coordinators")
             .arg(addrs.join(","))
-            .arg("--insecure")
+            .args(self.security.tls_flags(OPERATOR))
             .args(args)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout)?)
@@ -962,7 +1089,7 @@ impl TestFleet {
     /// with its exit code and stderr.
     pub async fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
         let mut cmd = Command::new(binary("flotilla"));
-        cmd.arg("--coordinators").arg(self.addrs.join(",")).arg("--insecure").args(args);
+        cmd.arg("--coordinators").arg(self.addrs.join(",")).args(self.security.tls_flags(OPERATOR)).args(args);
         let what = format!("flotilla {}", args.join(" "));
         let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
         if !out.status.success() {
