@@ -109,10 +109,7 @@ impl Daemon {
         };
         let http = match config.http {
             Some(addr) => {
-                let http_tls = match &transport {
-                    Transport::Tls(files) => Some(HttpTls::load(files)?),
-                    Transport::Insecure => None,
-                };
+                let http_tls = tls.clone().map(HttpTls::new);
                 Some(HttpListener::bind(addr, http_tls).await?)
             }
             None => None,

@@ -89,6 +89,9 @@ struct Loaded {
     /// The leaf certificate, read back.
     own: CertInfo,
     server: Arc<ServerConfig>,
+    /// For HTTP listeners: a client certificate of the CA required in the handshake,
+    /// `h2` and `http/1.1`.
+    http_server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
     /// The CA's real client-certificate check, run once per connection.
     verifier: Arc<dyn ClientCertVerifier>,
@@ -170,6 +173,12 @@ impl TlsMaterial {
     /// connection by [`TlsMaterial::verify_peer`].
     pub fn rustls_server(&self) -> Arc<ServerConfig> {
         self.current().server.clone()
+    }
+
+    /// The rustls server config of the moment for an HTTP listener: the handshake
+    /// requires a client certificate of the CA; `h2` and `http/1.1`.
+    pub fn rustls_http_server(&self) -> Arc<ServerConfig> {
+        self.current().http_server.clone()
     }
 
     /// The rustls client config of the moment: trusts only the CA, presents this side's
@@ -282,6 +291,17 @@ fn build(ca: Vec<u8>, cert: Vec<u8>, key: Vec<u8>) -> Result<Loaded, NetError> {
         .map_err(|e| unusable("certificate and key", &e))?;
     server.alpn_protocols = vec![b"h2".to_vec()];
 
+    let required = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+        .build()
+        .map_err(|e| unusable("CA certificate", &e))?;
+    let mut http_server = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| unusable("TLS versions", &e))?
+        .with_client_cert_verifier(required)
+        .with_single_cert(chain.clone(), private()?)
+        .map_err(|e| unusable("certificate and key", &e))?;
+    http_server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+
     let server_verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
         .build()
         .map_err(|e| unusable("CA certificate", &e))?;
@@ -294,7 +314,16 @@ fn build(ca: Vec<u8>, cert: Vec<u8>, key: Vec<u8>) -> Result<Loaded, NetError> {
         .map_err(|e| unusable("certificate and key", &e))?;
     client.alpn_protocols = vec![b"h2".to_vec()];
 
-    Ok(Loaded { ca, cert, key, own, server: Arc::new(server), client: Arc::new(client), verifier })
+    Ok(Loaded {
+        ca,
+        cert,
+        key,
+        own,
+        server: Arc::new(server),
+        http_server: Arc::new(http_server),
+        client: Arc::new(client),
+        verifier,
+    })
 }
 
 /// The handshake's client-certificate check: the client must prove it holds the key of

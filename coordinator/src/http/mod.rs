@@ -18,7 +18,6 @@ mod render;
 mod view;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -26,7 +25,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use flotilla_shared::transport::TlsFiles;
+use flotilla_net::TlsMaterial;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -35,10 +34,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::rustls::server::WebPkiClientVerifier;
-use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
 
 pub use render::{METRICS_CONTENT_TYPE, PAGE_CONTENT_TYPE, escape_html, render_metrics, render_page};
 pub use view::{MemberView, RELEASE_STATES, ReleaseView, Role, StatusView, release_state_name};
@@ -59,51 +54,21 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The HTTP listener's TLS: the node's certificate, and a client certificate from the
-/// cluster's CA required of every client (as on the gRPC port).
-#[derive(Clone)]
+/// cluster's CA required of every client (as on the gRPC port). It takes the material of
+/// the moment at each handshake, so reloaded certificates serve here too.
+#[derive(Debug, Clone)]
 pub struct HttpTls {
-    acceptor: TlsAcceptor,
-}
-
-impl std::fmt::Debug for HttpTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpTls").finish_non_exhaustive()
-    }
+    material: TlsMaterial,
 }
 
 impl HttpTls {
-    /// Reads the CA, certificate chain and key (the files the gRPC port uses).
-    pub fn load(files: &TlsFiles) -> Result<Self, CoordinatorError> {
-        let bad = |what: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
-            CoordinatorError::InvalidArgument(format!("HTTP listener TLS: {what} {}: {e}", path.display()))
-        };
-        let certs = |path: &std::path::Path, what: &str| -> Result<Vec<CertificateDer<'static>>, CoordinatorError> {
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-                .map_err(|e| bad(what, path, &e))?;
-            if certs.is_empty() {
-                return Err(bad(what, path, &"no PEM CERTIFICATE block"));
-            }
-            Ok(certs)
-        };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = RootCertStore::empty();
-        for ca in certs(&files.ca, "CA certificate")? {
-            roots.add(ca).map_err(|e| bad("CA certificate", &files.ca, &e))?;
-        }
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .map_err(|e| bad("CA certificate", &files.ca, &e))?;
-        let chain = certs(&files.cert, "certificate")?;
-        let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| bad("private key", &files.key, &e))?;
-        let mut config = ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| CoordinatorError::InvalidArgument(format!("HTTP listener TLS: {e}")))?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain, key)
-            .map_err(|e| bad("certificate and key", &files.cert, &e))?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Self { acceptor: TlsAcceptor::from(Arc::new(config)) })
+    /// Serves with `material` (the gRPC port's).
+    pub fn new(material: TlsMaterial) -> Self {
+        Self { material }
+    }
+
+    fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.material.rustls_http_server())
     }
 }
 
@@ -259,7 +224,7 @@ async fn connection(
     let Some(tls) = tls else {
         return serve_connection(tcp, peer, app, stopped).await;
     };
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(tcp)).await {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(tcp)).await {
         Ok(Ok(stream)) => serve_connection(stream, peer, app, stopped).await,
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "HTTP TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "HTTP TLS handshake timed out"),
