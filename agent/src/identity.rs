@@ -234,17 +234,7 @@ fn definitive(code: Code) -> bool {
 
 /// A failed call in words, with the transport's reason (a pin mismatch shows there).
 fn describe(status: &tonic::Status) -> String {
-    let mut out = format!("{:?}: {}", status.code(), status.message());
-    let mut source = std::error::Error::source(status);
-    while let Some(e) = source {
-        let text = e.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = e.source();
-    }
-    out
+    format!("{:?}: {}", status.code(), crate::session::chain(status))
 }
 
 /// When to renew a certificate valid from `not_before` to `not_after` (Unix seconds):

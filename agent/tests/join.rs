@@ -33,7 +33,11 @@ impl Enrolment for Recorder {
 /// Serves the recorder over TLS with a coordinator certificate of `ca` for 127.0.0.1.
 fn serve(rt: &tokio::runtime::Runtime, ca: &ClusterCa) -> (SocketAddr, Recorder) {
     let issued = ca.issue(Role::Coordinator, "1", &["127.0.0.1".parse().unwrap()], AGENT_LIFETIME).unwrap();
-    let material = TlsMaterial::from_pem(ca.cert_pem(), issued.cert_pem, issued.key_pem).unwrap();
+    serve_with(rt, TlsMaterial::from_pem(ca.cert_pem(), issued.cert_pem, issued.key_pem).unwrap())
+}
+
+/// Serves the recorder over TLS with `material`.
+fn serve_with(rt: &tokio::runtime::Runtime, material: TlsMaterial) -> (SocketAddr, Recorder) {
     let recorder = Recorder::default();
     let service = recorder.clone();
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
@@ -95,17 +99,7 @@ fn a_server_showing_the_pinned_ca_with_a_certificate_it_did_not_issue_never_sees
     let theirs = ClusterCa::create("prod", CA_LIFETIME).unwrap();
     let issued = theirs.issue(Role::Coordinator, "1", &["127.0.0.1".parse().unwrap()], AGENT_LIFETIME).unwrap();
     let bundle = format!("{}{}", theirs.cert_pem(), ours.cert_pem());
-    let material = TlsMaterial::from_pem(bundle, issued.cert_pem, issued.key_pem).unwrap();
-    let recorder = Recorder::default();
-    let service = recorder.clone();
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-    let addr = listener.local_addr().unwrap();
-    rt.spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(EnrolmentServer::new(service))
-            .serve_with_incoming(flotilla_net::incoming(listener, Some(material)))
-            .await
-    });
+    let (addr, recorder) = serve_with(&rt, TlsMaterial::from_pem(bundle, issued.cert_pem, issued.key_pem).unwrap());
 
     let out = join(addr, &token_for(&ours));
     let stderr = String::from_utf8_lossy(&out.stderr);

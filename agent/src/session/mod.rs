@@ -213,7 +213,7 @@ fn status_end(status: &Status, welcomed: bool) -> SessionEnd {
 }
 
 /// An error with its sources (`transport error: tcp connect error: Connection refused`).
-fn chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();
     let mut source = err.source();
     while let Some(e) = source {
