@@ -330,6 +330,17 @@ impl ClusterCa {
         &self.trust_domain
     }
 
+    /// Whether this CA signed the certificate `cert_pem` (its first certificate).
+    pub fn signed(&self, cert_pem: &str) -> bool {
+        let (Some(der), Some(ca_der)) = (pem_der(cert_pem), pem_der(&self.cert_pem)) else { return false };
+        let (Ok((_, cert)), Ok((_, ca))) =
+            (x509_parser::parse_x509_certificate(&der), x509_parser::parse_x509_certificate(&ca_der))
+        else {
+            return false;
+        };
+        cert.verify_signature(Some(ca.public_key())).is_ok()
+    }
+
     /// `sha256:HEX` of the CA's public key (its DER SubjectPublicKeyInfo): the pin a
     /// join token carries.
     pub fn pin(&self) -> String {
@@ -632,6 +643,9 @@ mod tests {
         assert!(eku.server_auth && eku.client_auth);
         let lifetime = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
         assert_eq!(lifetime, i64::try_from(COORDINATOR_LIFETIME.as_secs()).unwrap() + 60);
+
+        assert!(ca.signed(&issued.cert_pem));
+        assert!(!ClusterCa::create("prod", CA_LIFETIME).unwrap().signed(&issued.cert_pem), "another CA did not");
 
         let operator = ca.issue(Role::Operator, "alice", &[], OPERATOR_LIFETIME).unwrap();
         let der = pem_der(&operator.cert_pem).unwrap();

@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use flotilla_tests::fleet::cpu_time;
 use flotilla_tests::{ClusterOptions, TestCluster, eventually};
 use tokio::sync::Mutex;
 
@@ -43,18 +44,6 @@ async fn write_retrying(cluster: &TestCluster, key: &str) -> (String, usize) {
             Err(_) => failed += 1,
         }
     }
-}
-
-/// CPU time (user + system) used so far by process `pid`, from `/proc` (Linux), with
-/// the kernel's usual 100 ticks per second.
-fn cpu_time(pid: &str) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command name, which is in parentheses: utime and stime are
-    // the 12th and 13th of them.
-    let fields: Vec<&str> =
-        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-    let ticks: u64 = fields.get(11..13).map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
-    Duration::from_millis(ticks * 10)
 }
 
 /// CPU time used by the cluster's coordinators and by this load generator.

@@ -418,6 +418,18 @@ impl Drop for CliProc {
     }
 }
 
+/// CPU time (user + system) used so far by process `pid` (`self` for this one), from
+/// `/proc` (Linux), with the kernel's usual 100 ticks per second.
+pub fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses: utime and stime are
+    // the 12th and 13th of them.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks: u64 = fields.get(11..13).map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
+    Duration::from_millis(ticks * 10)
+}
+
 fn kill9(child: &Mutex<Option<Child>>) {
     if let Some(mut c) = child.lock().unwrap_or_else(PoisonError::into_inner).take() {
         let _ = c.kill();
@@ -728,6 +740,25 @@ impl TestFleet {
             Some(status) => Ok((sent.elapsed(), status.code())),
             None => bail!("coordinator {id} was still running {within:?} after SIGTERM (killed)"),
         }
+    }
+
+    /// The process ids of the running coordinators.
+    pub fn coordinator_pids(&self) -> Vec<u32> {
+        self.coordinators
+            .values()
+            .filter_map(|n| n.child.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(Child::id))
+            .collect()
+    }
+
+    /// Sends SIGHUP to every running coordinator: they reload their certificates.
+    pub fn sighup_coordinators(&self) -> anyhow::Result<()> {
+        for node in self.coordinators.values() {
+            if let Some(child) = node.child.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+                let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
+                nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).context("sending SIGHUP")?;
+            }
+        }
+        Ok(())
     }
 
     /// The log of coordinator `id` so far.

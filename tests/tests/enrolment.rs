@@ -97,6 +97,10 @@ async fn agents_enrolled_with_tokens_run_a_release_and_carry_their_tokens_labels
     assert!(spent.iter().all(|t| t.uses == 1 && t.enrolled_hosts.len() == 1), "{spent:?}");
     let listed = fleet.ok(fleet.cli(&["agents", "token", "list"]).await);
     assert_eq!(listed, "no usable join tokens (--all also lists spent ones)\n");
+    let all = fleet.ok(fleet.cli(&["agents", "token", "list", "--all"]).await);
+    for host in &hosts {
+        assert!(all.lines().any(|l| l.contains("used up") && l.ends_with(&host.id)), "{}:\n{all}", host.id);
+    }
 
     let spec = fleet.ok(AppSpec::install(1).toml());
     let id = fleet.ok(fleet.submit("shop-v1.toml", &spec).await);
@@ -212,7 +216,7 @@ async fn callers_without_the_right_identity_are_refused_and_change_nothing() {
     assert_eq!(enrolment(&fleet, "web-2").await, None);
 
     // Tokens: used up, revoked, expired, and one that does not allow the host.
-    let once = token(&fleet, &["--ttl", "10m", "--label", "role=db"]).await;
+    let once = token(&fleet, &["--ttl", "10m", "--uses", "1", "--label", "role=db"]).await;
     let issued = join(&fleet, &once, "db-1").await.expect("a fresh token enrols");
     assert!(pki::CertInfo::parse_pem(&issued.certificate_pem).is_some_and(|c| c.identities[0].name == "db-1"));
     let message = refused(join(&fleet, &once, "db-2").await, Code::Unauthenticated, Reason::JoinTokenRefused);
@@ -293,4 +297,97 @@ async fn register_as(
         Ok(None) => Err(tonic::Status::unknown("the session ended without an answer")),
         Err(status) => Err(status),
     }
+}
+
+/// Writes `bytes` to `path` as an operator would: aside, then renamed over it.
+fn replace(path: &std::path::Path, bytes: impl AsRef<[u8]>) {
+    let aside = path.with_extension("new");
+    std::fs::write(&aside, bytes).unwrap();
+    std::fs::rename(&aside, path).unwrap();
+}
+
+/// The CA rotation of docs/operations.md: trust the old and the new CA, switch the
+/// coordinators (certificates and signing key) to the new one, let the agents renew
+/// into it, then drop the old one; the cluster keeps its leader and the agent its
+/// session throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ca_rotates_without_dropping_the_cluster_or_the_agents_session() {
+    let hosts = vec![HostSpec { id: "web-1".into(), labels: [("role".to_owned(), "web".to_owned())].into() }];
+    let fleet = TestFleet::start_enrolled(3, &hosts, Duration::from_secs(4))
+        .await
+        .unwrap_or_else(|e| panic!("starting the fleet: {e:#}"));
+    let pki_dir = fleet.pki_dir().unwrap().to_owned();
+    let old = ca(&fleet);
+    let new = ClusterCa::create(flotilla_tests::TRUST_DOMAIN, pki::CA_LIFETIME).unwrap();
+    let leader = fleet.ok(fleet.leader(Duration::from_secs(10)).await);
+    let renewals = || async { enrolment(&fleet, "web-1").await.map_or(0, |e| e.renewals) };
+    let agent_cert = || std::fs::read_to_string(fleet.agent_data_dir("web-1").join("identity/agent.pem")).unwrap();
+    let agent_trust = || std::fs::read_to_string(fleet.agent_data_dir("web-1").join("identity/ca.pem")).unwrap();
+    let renewed_after = |n: u64, what: &'static str| {
+        let fleet = &fleet;
+        async move {
+            eventually(Duration::from_secs(30), what, || async {
+                (enrolment(fleet, "web-1").await.map_or(0, |e| e.renewals) > n).then_some(())
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", fleet.logs()));
+        }
+    };
+
+    // 1. Trust both: the bundle on every coordinator; the agent gets it at its next renewal.
+    replace(&pki_dir.join(pki::CA_CERT_FILE), format!("{}{}", old.cert_pem(), new.cert_pem()));
+    fleet.ok(fleet.sighup_coordinators());
+    let n = renewals().await;
+    renewed_after(n, "a renewal after the bundle").await;
+    renewed_after(n + 1, "a second renewal after the bundle").await;
+    assert!(agent_trust().contains(new.cert_pem().trim()), "the agent trusts the new CA too");
+
+    // 2. Switch: coordinators get certificates of the new CA and sign with its key; the
+    // operator gets a new certificate too.
+    let loopback = "127.0.0.1".parse().unwrap();
+    for id in 1..=3u64 {
+        let issued = new
+            .issue(Role::Coordinator, &id.to_string(), std::slice::from_ref(&loopback), pki::COORDINATOR_LIFETIME)
+            .unwrap();
+        replace(&pki_dir.join(format!("coordinator-{id}.key")), &issued.key_pem);
+        replace(&pki_dir.join(format!("coordinator-{id}.pem")), &issued.cert_pem);
+    }
+    let admin = new.issue(Role::Operator, "admin", &[], pki::OPERATOR_LIFETIME).unwrap();
+    let old_admin_cert = std::fs::read(pki_dir.join("operator-admin.pem")).unwrap();
+    let old_admin_key = std::fs::read(pki_dir.join("operator-admin.key")).unwrap();
+    replace(&pki_dir.join("operator-admin.key"), &admin.key_pem);
+    replace(&pki_dir.join("operator-admin.pem"), &admin.cert_pem);
+    let new_key = tempfile::tempdir().unwrap();
+    new.write(new_key.path()).unwrap();
+    replace(&pki_dir.join(pki::CA_KEY_FILE), std::fs::read(new_key.path().join(pki::CA_KEY_FILE)).unwrap());
+    fleet.ok(fleet.sighup_coordinators());
+    let n = renewals().await;
+    renewed_after(n, "a renewal under the new CA").await;
+    eventually(Duration::from_secs(30), "the agent's certificate from the new CA", || async {
+        new.signed(&agent_cert()).then_some(())
+    })
+    .await
+    .unwrap();
+
+    // 3. Drop the old CA.
+    replace(&pki_dir.join(pki::CA_CERT_FILE), new.cert_pem());
+    fleet.ok(fleet.sighup_coordinators());
+    let n = renewals().await;
+    renewed_after(n, "a renewal after the old CA was dropped").await;
+    assert!(!agent_trust().contains(old.cert_pem().trim()), "the agent no longer trusts the old CA");
+    // A certificate of the old CA is refused now (the client trusts the new CA, so the
+    // refusal is the server's).
+    let old_admin = ClientSecurity::Tls(TlsMaterial::from_pem(new.cert_pem(), old_admin_cert, old_admin_key).unwrap());
+    let mut c = ReleasesClient::new(channel(&fleet.addrs()[0], &old_admin).unwrap());
+    let message = refused(c.list(v1::ListRequest::default()).await, Code::Unauthenticated, Reason::Unauthenticated);
+    assert!(message.contains("operator admin is not issued by this cluster's CA"), "{message}");
+
+    // The cluster never changed leader, the agent never left its session, and the new
+    // operator still drives it.
+    assert_eq!(fleet.ok(fleet.leader(Duration::from_secs(10)).await), leader, "the leader stayed:\n{}", fleet.logs());
+    let accepted: usize = (1..=3).map(|id| fleet.coordinator_log(id).matches("agent session accepted").count()).sum();
+    assert_eq!(accepted, 1, "one agent session throughout:\n{}", fleet.logs());
+    assert_eq!(fleet.ok(fleet.hosts(false).await).len(), 1, "web-1 is online");
+    let listed = fleet.ok(fleet.cli(&["agents"]).await);
+    assert!(listed.contains("web-1"), "{listed}");
 }
