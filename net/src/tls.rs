@@ -422,6 +422,31 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_reads_the_files_again_and_keeps_the_old_material_when_they_are_unusable() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ClusterCa::create("prod", CA_LIFETIME).unwrap();
+        let files =
+            TlsFiles { ca: dir.path().join("ca.pem"), cert: dir.path().join("a.pem"), key: dir.path().join("a.key") };
+        let write = |name: &str| {
+            let issued = ca.issue(Role::Agent, name, &[], AGENT_LIFETIME).unwrap();
+            std::fs::write(&files.cert, issued.cert_pem).unwrap();
+            std::fs::write(&files.key, issued.key_pem).unwrap();
+        };
+        std::fs::write(&files.ca, ca.cert_pem()).unwrap();
+        write("web-1");
+        let material = TlsMaterial::load(&files).unwrap();
+        let clone = material.clone();
+        write("web-2");
+        assert_eq!(clone.identity().unwrap().name, "web-1", "nothing changes before the reload");
+        material.reload().unwrap();
+        assert_eq!(clone.identity().unwrap().name, "web-2", "every clone sees the reload");
+
+        std::fs::write(&files.key, "-----BEGIN PRIVATE KEY-----\nbroken\n-----END PRIVATE KEY-----\n").unwrap();
+        assert!(material.reload().is_err());
+        assert_eq!(material.identity().unwrap().name, "web-2", "unusable files leave the material in use");
+    }
+
+    #[test]
     fn material_from_pem_cannot_be_reloaded_and_a_wrong_key_is_refused() {
         let ca = ClusterCa::create("prod", CA_LIFETIME).unwrap();
         let m = material(&ca, Role::Operator, "alice");

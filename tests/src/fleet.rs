@@ -811,6 +811,16 @@ impl TestFleet {
         self.spawn_agent(host)
     }
 
+    /// Sends SIGHUP to `host`'s agent: it reloads its certificate files.
+    pub fn sighup_agent(&self, host: &str) -> anyhow::Result<()> {
+        let agent = self.agents.get(host).ok_or_else(|| anyhow!("no agent {host}"))?;
+        let child = agent.child.lock().unwrap_or_else(PoisonError::into_inner);
+        let child = child.as_ref().ok_or_else(|| anyhow!("agent {host} is not running"))?;
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).context("sending SIGHUP")?;
+        Ok(())
+    }
+
     /// `host`'s agent data directory.
     pub fn agent_data_dir(&self, host: &str) -> PathBuf {
         self.agents.get(host).map(|a| a.data_dir.clone()).unwrap_or_default()

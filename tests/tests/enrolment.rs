@@ -108,8 +108,23 @@ async fn agents_enrolled_with_tokens_run_a_release_and_carry_their_tokens_labels
     assert_eq!(r.state, ReleaseState::Succeeded as i32, "{}\n{}", describe(&r), fleet.logs());
     fleet.ok(fleet.wait_inventory(&app_inventory(&hosts, |_, _| "1.0.0".to_owned()), Duration::from_secs(30)).await);
 
-    // A restarted agent needs no token: it uses the identity it stored.
+    // SIGHUP: the agent reloads its files. A certificate for the same key and host
+    // with another lifetime stands in for one an operator replaced.
     let first = &hosts[0].id;
+    let identity = fleet.agent_data_dir(first).join("identity");
+    let key = std::fs::read_to_string(identity.join("agent.key")).unwrap();
+    let csr = pki::request_for(&key, first).unwrap();
+    let replaced = ca(&fleet).sign_request(&csr, Role::Agent, first, Duration::from_secs(7_200)).unwrap();
+    replace(&identity.join("agent.pem"), &replaced.cert_pem);
+    fleet.ok(fleet.sighup_agent(first));
+    let expires = pki::format_unix(replaced.not_after);
+    eventually(Duration::from_secs(10), "the agent to reload its certificate", || async {
+        fleet.agent_log(first).contains(&format!("SIGHUP: TLS files reloaded expires={expires}")).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", fleet.agent_log(first)));
+
+    // A restarted agent needs no token: it uses the identity it stored.
     fleet.kill9_agent(first);
     fleet.ok(fleet.restart_agent(first));
     fleet.ok(fleet.wait_hosts_state(std::slice::from_ref(first), v1::HostState::Online, Duration::from_secs(30)).await);
