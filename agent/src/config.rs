@@ -29,6 +29,10 @@ use clap::Parser;
 use flotilla_shared::transport::{TlsProblem, Transport, check_host_port};
 use serde::{Deserialize, Serialize};
 
+/// The environment variable that may carry `--join`'s token. Services, hooks and
+/// health checks the agent starts never see it.
+pub const JOIN_TOKEN_ENV: &str = "FLOTILLA_JOIN_TOKEN";
+
 /// Default of [`AgentConfig::data_dir`].
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/flotilla/agent";
 
@@ -112,7 +116,7 @@ pub struct AgentArgs {
     /// starting: the agent checks the coordinators against the CA the token pins,
     /// makes its key here and stores the certificate it gets in DATA_DIR/identity.
     /// Ignored once enrolled, unless the certificate has expired. Not a config key.
-    #[arg(long = "join", value_name = "TOKEN", env = "FLOTILLA_JOIN_TOKEN", hide_env_values = true)]
+    #[arg(long = "join", value_name = "TOKEN", env = JOIN_TOKEN_ENV, hide_env_values = true)]
     pub join: Option<String>,
 }
 
@@ -376,8 +380,9 @@ impl AgentConfig {
         if let Some(ms) = args.fetch_timeout_ms {
             self.fetch_timeout_ms = ms;
         }
-        if let Some(token) = &args.join {
-            self.join = Some(token.clone());
+        // An empty token (`FLOTILLA_JOIN_TOKEN=` left in an environment file) is none.
+        if let Some(token) = args.join.as_ref().filter(|t| !t.trim().is_empty()) {
+            self.join = Some(token.trim().to_owned());
         }
         if let Some(ca) = &args.tls_ca {
             self.tls_ca = Some(ca.clone());
@@ -770,6 +775,7 @@ zone = "a"
             problems(load(&["--coordinators", "c:1", "--join", &token, "--insecure"])),
             vec![Problem::JoinWith("--insecure")]
         );
+        assert_eq!(load(&["--coordinators", "c:1", "--join", " "]).map(|c| c.join).ok(), Some(None), "empty is none");
         let damaged = problems(load(&["--coordinators", "c:1", "--join", "abc"]));
         assert!(matches!(damaged.as_slice(), [Problem::BadJoinToken(why)] if why.contains("not a join token")));
     }

@@ -325,6 +325,7 @@ impl HealthChecker {
                     .arg("-c")
                     .arg(command)
                     .current_dir(&self.cwd)
+                    .env_remove(crate::config::JOIN_TOKEN_ENV)
                     .envs(&self.env)
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())

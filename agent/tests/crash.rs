@@ -204,3 +204,32 @@ kill_tests! {
     kill_during_checking_health => "checking_health",
     kill_during_checking_health_end => "checking_health:end",
 }
+
+/// The agent's join token (`FLOTILLA_JOIN_TOKEN` in its environment) is its own: hooks
+/// and services it starts never see it, while the rest of its environment passes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_join_token_never_reaches_hooks_or_services() {
+    let world = World::new();
+    let v1 = world.package("1.0.0");
+    let seen = world.dir.path().join("hook.env");
+    let mut d = world.deploy("v1", "1.0.0", &v1);
+    d.hooks.before_install = format!("env > {}", seen.display());
+    let step = write_step(&world, "v1.json", &deploy_step("v1", 1, d));
+    let output = Command::new(AGENT)
+        .args(["local-deploy", "--host-id", "crash-host", "--data-dir"])
+        .arg(world.data())
+        .arg("--step")
+        .arg(&step)
+        .env("RUST_LOG", "warn")
+        .env("FLOTILLA_JOIN_TOKEN", "flotilla-join-v1.secret-of-the-agent")
+        .env("FLOTILLA_TEST_MARK", "passed-on")
+        .output()
+        .expect("run the agent");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let env = std::fs::read_to_string(&seen).expect("the hook ran");
+    assert!(env.contains("FLOTILLA_TEST_MARK=passed-on"), "the hook sees the agent's environment:\n{env}");
+    assert!(!env.contains("FLOTILLA_JOIN_TOKEN"), "the hook saw the token:\n{env}");
+    let pid = process_pid(&world);
+    let service_env = std::fs::read(format!("/proc/{pid}/environ")).expect("the service's environment");
+    assert!(!String::from_utf8_lossy(&service_env).contains("FLOTILLA_JOIN_TOKEN"), "the service saw the token");
+}

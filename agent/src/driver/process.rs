@@ -199,6 +199,8 @@ where
     let err_log =
         log.try_clone().map_err(|source| DriverError::Io { what: "duplicating the log file".to_owned(), source })?;
     cmd.current_dir(cwd)
+        // The agent's join token is its own: no service or hook inherits it.
+        .env_remove(crate::config::JOIN_TOKEN_ENV)
         .envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))
