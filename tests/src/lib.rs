@@ -142,19 +142,35 @@ impl TlsPaths {
 }
 
 impl TestCa {
-    /// A new CA named `name` writing into `dir`; its certificate is `{dir}/{name}-ca.pem`.
+    /// A new CA named `name` writing into `dir`; its certificate is `{dir}/{name}-ca.pem`
+    /// and its key `{dir}/{name}-ca.key` (mode 0600, see [`TestCa::key_file`]).
     /// Two CAs made with this are independent, though they share the trust domain.
     pub fn new(dir: &Path, name: &str) -> anyhow::Result<Self> {
         let ca = ClusterCa::create(TRUST_DOMAIN, CA_LIFETIME)?;
         std::fs::create_dir_all(dir)?;
         let this = Self { dir: dir.to_owned(), name: name.to_owned(), ca };
         std::fs::write(this.ca_file(), this.ca.cert_pem())?;
+        // `ClusterCa::write` is the one way to the key's PEM: it writes `ca.pem` and
+        // `ca.key` (0600) into a fresh directory, from which the key is moved.
+        let scratch = dir.join(format!(".{name}-ca-write"));
+        if scratch.exists() {
+            std::fs::remove_dir_all(&scratch)?;
+        }
+        this.ca.write(&scratch)?;
+        std::fs::rename(scratch.join(flotilla_net::pki::CA_KEY_FILE), this.key_file())?;
+        std::fs::remove_dir_all(&scratch)?;
         Ok(this)
     }
 
     /// The CA certificate's file.
     pub fn ca_file(&self) -> PathBuf {
         self.dir.join(format!("{}-ca.pem", self.name))
+    }
+
+    /// The CA's private key (PEM, mode 0600): what a coordinator's `--tls-ca-key`
+    /// takes to enrol agents that join with a token.
+    pub fn key_file(&self) -> PathBuf {
+        self.dir.join(format!("{}-ca.key", self.name))
     }
 
     /// The CA itself.
@@ -200,11 +216,15 @@ pub struct ClusterOptions {
     /// Give every node an `--http` address (metrics, probes, status page); see
     /// [`TestCluster::http_url`] and [`TestCluster::http_client`].
     pub http: bool,
+    /// With `tls`: enrolment with join tokens on, agent certificates issued for this
+    /// many milliseconds (`--tls-ca-key` with [`TestCa::key_file`],
+    /// `--agent-cert-ttl-ms`). `None`: no CA key, enrolment off.
+    pub agent_cert_ttl_ms: Option<u64>,
 }
 
 impl Default for ClusterOptions {
     fn default() -> Self {
-        Self { tls: false, snapshot_logs: 10_000, keep_logs: 1_000, http: false }
+        Self { tls: false, snapshot_logs: 10_000, keep_logs: 1_000, http: false, agent_cert_ttl_ms: None }
     }
 }
 
@@ -233,6 +253,8 @@ pub struct TestCluster {
     opts: ClusterOptions,
     ca: Option<TestCa>,
     client: ClientSecurity,
+    /// The certificate files of the harness's client (operator `client`), in TLS mode.
+    operator_tls: Option<TlsPaths>,
     /// The certificate files of the harness's HTTP client, in TLS mode.
     client_tls: Option<TlsPaths>,
     leader: LeaderClient,
@@ -247,10 +269,8 @@ impl TestCluster {
     pub fn start(n: u64, opts: ClusterOptions) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let ca = if opts.tls { Some(TestCa::new(&dir.path().join("pki"), "flotilla")?) } else { None };
-        let client = match &ca {
-            Some(ca) => ca.issue(Role::Operator, "client")?.security(),
-            None => ClientSecurity::Insecure,
-        };
+        let operator_tls = ca.as_ref().map(|ca| ca.issue(Role::Operator, "client")).transpose()?;
+        let client = operator_tls.as_ref().map_or(ClientSecurity::Insecure, TlsPaths::security);
         let client_tls = ca.as_ref().map(|ca| ca.issue(Role::Operator, "http-client")).transpose()?;
         // The stand-in host dials as the agent of exactly the host id it registers.
         let host_security = match &ca {
@@ -264,7 +284,8 @@ impl TestCluster {
         let host = tokio::runtime::Handle::try_current().ok().map(|rt| {
             rt.spawn(host::run(addrs.iter().map(|(_, a)| a.clone()).collect(), host_security)).abort_handle()
         });
-        let mut cluster = Self { dir, opts, ca, client, client_tls, leader, nodes: BTreeMap::new(), host };
+        let mut cluster =
+            Self { dir, opts, ca, client, operator_tls, client_tls, leader, nodes: BTreeMap::new(), host };
         for (id, addr) in addrs {
             cluster.add_process(id, addr, bootstrap.clone())?;
         }
@@ -284,6 +305,12 @@ impl TestCluster {
     /// How the harness's client connects.
     pub fn client_security(&self) -> &ClientSecurity {
         &self.client
+    }
+
+    /// The TLS files of the harness's client, operator `client`, in TLS mode: for the
+    /// `flotilla` CLI (`--tls-ca`, `--tls-cert`, `--tls-key`).
+    pub fn operator_tls(&self) -> Option<TlsPaths> {
+        self.operator_tls.clone()
     }
 
     /// Starts a new coordinator process `id` (without bootstrap: it waits to be added).
@@ -342,6 +369,9 @@ impl TestCluster {
         match &node.tls {
             Some(paths) => {
                 cmd.arg("--tls-ca").arg(&paths.ca).arg("--tls-cert").arg(&paths.cert).arg("--tls-key").arg(&paths.key);
+                if let (Some(ttl), Some(ca)) = (self.opts.agent_cert_ttl_ms, &self.ca) {
+                    cmd.arg("--tls-ca-key").arg(ca.key_file()).arg("--agent-cert-ttl-ms").arg(ttl.to_string());
+                }
             }
             None => {
                 cmd.arg("--insecure");

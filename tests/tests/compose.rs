@@ -1,14 +1,17 @@
 //! The compose deployment (`deploy/compose`) as a user runs it, in containers: the
-//! images (`deploy/images/build`), the setup step (certificates, specs), `docker-compose
-//! up` of three coordinators and four agent hosts on a private network with mutual TLS,
-//! a release of the sample app from the CLI container across the agent containers, then
-//! a second release during which every coordinator container is restarted in turn
-//! (`docker-compose restart`, which sends SIGTERM), and which still succeeds with every
-//! step run exactly once.
+//! images (`deploy/images/build`), the setup step (certificates, specs, the
+//! coordinators started and a join token per agent host), `docker-compose up` of the
+//! four agent hosts on a private network with mutual TLS, which enrol with their tokens
+//! and register with the tokens' labels (a recreated agent container comes back on its
+//! volume's identity, without a new token), a release of the sample app from the CLI
+//! container across the agent containers, then a second release during which every
+//! coordinator container is restarted in turn (`docker-compose restart`, which sends
+//! SIGTERM), and which still succeeds with every step run exactly once.
 //!
 //! Needs a Docker engine; without one the test passes with a note, unless
 //! `FLOTILLA_REQUIRE_DOCKER=1` (as CI sets), which makes a missing engine a failure.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -25,6 +28,9 @@ const RELEASE: Duration = Duration::from_secs(300);
 const CALL: Duration = Duration::from_secs(120);
 
 const AGENTS: [&str; 4] = ["agent-1", "agent-2", "agent-3", "agent-4"];
+
+/// The labels each agent host's join token gives it (deploy/compose/setup).
+const LABELS: [&str; 4] = ["cell=canary,role=db", "cell=canary,role=app", "cell=main,role=app", "cell=main,role=app"];
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root").to_owned()
@@ -92,7 +98,7 @@ impl Project {
     /// The last lines of every container's log, for failure messages.
     fn logs(&self) -> String {
         let mut out = String::new();
-        for service in ["coordinator-1", "coordinator-2", "coordinator-3", "agent-1", "agent-2", "artifacts"] {
+        for service in ["coordinator-1", "coordinator-2", "coordinator-3", "agent-1", "agent-4", "artifacts"] {
             let log = self.log_of(service);
             let lines: Vec<&str> = log.lines().collect();
             out.push_str(&format!("--- {service}:\n{}\n", lines[lines.len().saturating_sub(30)..].join("\n")));
@@ -151,11 +157,32 @@ fn the_compose_cluster_releases_the_sample_app_across_agent_containers_through_a
         name: format!("flotilla-test-{}", std::process::id()),
         work: tempfile::Builder::new().prefix("flotilla-compose-").tempdir().expect("a temp dir"),
     };
-    let setup = Command::new(root.join("deploy/compose/setup"))
-        .env("FLOTILLA_COMPOSE_WORK", project.work.path())
-        .output()
-        .expect("deploy/compose/setup runs");
-    assert!(setup.status.success(), "deploy/compose/setup: {}", text(&setup));
+    // The setup starts the coordinators of the project docker-compose is told to use.
+    let setup = || {
+        let out = Command::new("timeout")
+            .arg("--kill-after=10")
+            .arg(FORM.as_secs().to_string())
+            .arg(root.join("deploy/compose/setup"))
+            .env("FLOTILLA_COMPOSE_WORK", project.work.path())
+            .env("COMPOSE_PROJECT_NAME", &project.name)
+            .stdin(Stdio::null())
+            .output()
+            .expect("deploy/compose/setup runs");
+        assert!(out.status.success(), "deploy/compose/setup: {}\n{}", text(&out), project.logs());
+    };
+    // The agents' join tokens, one file each, readable by their owner only.
+    let token_files = || {
+        AGENTS.map(|agent| {
+            let file = project.work.path().join(format!("join/{agent}.env"));
+            let written = std::fs::read_to_string(&file).expect("the agent's token file");
+            assert!(written.starts_with("FLOTILLA_JOIN_TOKEN=flotilla-join-v1."), "{}: {written}", file.display());
+            let mode = std::fs::metadata(&file).expect("the token file").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", file.display());
+            written
+        })
+    };
+    setup();
+    let tokens_made = token_files();
     // The test's second release bakes longer, so the rolling restart happens inside it.
     let v2 = std::fs::read_to_string(project.work.path().join("shop-v2.toml")).expect("the v2 spec");
     std::fs::write(project.work.path().join("shop-v2-slow.toml"), v2.replace("bake = \"2s\"", "bake = \"6s\""))
@@ -164,11 +191,59 @@ fn the_compose_cluster_releases_the_sample_app_across_agent_containers_through_a
     let up = project.run(&["up", "--detach", "--no-build"]);
     assert!(up.status.success(), "docker-compose up: {}", text(&up));
     project.wait_cluster(FORM);
-    project.wait_json(&["agents", "--output", "json"], FORM, "four agents online", |v| {
+    let all_online = |v: &serde_json::Value| {
         v["hosts"].as_array().is_some_and(|hosts| {
             hosts.len() == AGENTS.len() && hosts.iter().all(|h| h["state"].as_str() == Some("HOST_STATE_ONLINE"))
         })
-    });
+    };
+    project.wait_json(&["agents", "--output", "json"], FORM, "four agents online", all_online);
+    // Each enrolled with its own token, used once, and has its token's labels (the
+    // agents claim none).
+    let listed = project.cli_ok(&["agents"]);
+    for (agent, labels) in AGENTS.iter().zip(LABELS) {
+        assert!(
+            listed.lines().any(|l| l.starts_with(&format!("{agent} ")) && l.contains("online") && l.contains(labels)),
+            "{agent} online with {labels}:\n{listed}"
+        );
+    }
+    let tokens = project.cli_ok(&["agents", "token", "list", "--all", "--output", "json"]);
+    let tokens: serde_json::Value = serde_json::from_str(&tokens).expect("json");
+    let mut enrolled: Vec<String> = tokens["tokens"]
+        .as_array()
+        .expect("the tokens")
+        .iter()
+        .map(|t| {
+            assert_eq!((t["uses"].as_u64(), t["usesAllowed"].as_u64()), (Some(1), Some(1)), "{t}");
+            t["enrolledHosts"]
+                .as_array()
+                .map_or(String::new(), |h| h.iter().filter_map(serde_json::Value::as_str).collect::<Vec<_>>().join(","))
+        })
+        .collect();
+    enrolled.sort();
+    assert_eq!(enrolled, AGENTS.map(str::to_owned), "{tokens:#}");
+    // The setup run again keeps the token files of the hosts the cluster knows, and
+    // makes no token.
+    setup();
+    assert_eq!(token_files(), tokens_made, "a second setup changed the token files");
+    let listed = project.cli_ok(&["agents", "token", "list", "--all", "--output", "json"]);
+    let count =
+        serde_json::from_str::<serde_json::Value>(&listed).expect("json")["tokens"].as_array().map_or(0, Vec::len);
+    assert_eq!(count, AGENTS.len(), "a second setup made tokens: {listed}");
+    // A new container on the agent's volume runs on the identity kept there: its spent
+    // token is ignored.
+    let recreated = project.run(&["up", "--detach", "--no-build", "--no-deps", "--force-recreate", "agent-4"]);
+    assert!(recreated.status.success(), "recreating agent-4: {}", text(&recreated));
+    let deadline = Instant::now() + FORM;
+    loop {
+        let log = project.log_of("agent-4");
+        if log.contains("session established") {
+            assert!(log.contains("already enrolled"), "the recreated agent-4 ran on its enrolled identity:\n{log}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the recreated agent-4 never registered:\n{log}\n{}", project.logs());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    project.wait_json(&["agents", "--output", "json"], FORM, "four agents online again", all_online);
 
     // A first install of the app on every agent container.
     let installed = project.cli_within(&["release", "start", "/work/shop-v1.toml", "--watch"], RELEASE);
