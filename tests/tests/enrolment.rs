@@ -198,7 +198,9 @@ async fn callers_without_the_right_identity_are_refused_and_change_nothing() {
     let short = holder(&ca, Role::Operator, "brief", Duration::from_secs(1));
     let ClientSecurity::Tls(material) = &short else { unreachable!() };
     let not_after = material.own_certificate().not_after;
-    past(not_after * 1_000).await;
+    // Certificate times are whole seconds, and a certificate is still valid during the
+    // second of its expiry: wait until that second is over.
+    past((not_after + 1) * 1_000).await;
     let message =
         refused(releases(&short).create(create.clone()).await, Code::Unauthenticated, Reason::Unauthenticated);
     assert!(message.contains("the certificate of operator brief expired at"), "{message}");
