@@ -382,16 +382,19 @@ fn build_packages(out: &Path) -> anyhow::Result<BTreeMap<String, PathBuf>> {
     Ok(debs)
 }
 
-/// The shell commands of a README section, in order (continued lines joined).
-fn readme_commands(heading: &str) -> Vec<String> {
-    let readme = read(&workspace().join("deploy/packages/README.md"));
-    let start = readme.find(heading).unwrap_or_else(|| panic!("deploy/packages/README.md has `{heading}`"));
-    let section = &readme[start + heading.len()..];
-    let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+/// The text of the section under `heading` (up to the next `## ` heading).
+fn section<'a>(text: &'a str, heading: &str) -> Option<&'a str> {
+    let rest = &text[text.find(heading)? + heading.len()..];
+    Some(&rest[..rest.find("\n## ").unwrap_or(rest.len())])
+}
+
+/// The commands of the `sh` blocks of `text`, in order (continued lines joined; blank
+/// and comment lines left out).
+fn sh_commands(text: &str) -> Vec<String> {
     let mut commands = Vec::new();
     let mut in_block = false;
     let mut pending = String::new();
-    for line in section.lines() {
+    for line in text.lines() {
         if line.trim_start().starts_with("```") {
             in_block = !in_block && line.trim() == "```sh";
             continue;
@@ -413,37 +416,20 @@ fn readme_commands(heading: &str) -> Vec<String> {
     commands
 }
 
+/// The shell commands of a README section, in order (continued lines joined).
+fn readme_commands(heading: &str) -> Vec<String> {
+    let readme = read(&workspace().join("deploy/packages/README.md"));
+    let text = section(&readme, heading).unwrap_or_else(|| panic!("deploy/packages/README.md has `{heading}`"));
+    sh_commands(text)
+}
+
 /// The commands docs/operations.md shows for agents on hosts are the README's, which
 /// the container test runs.
 #[test]
 fn the_operations_guide_shows_the_commands_of_the_readme() {
     let guide = read(&workspace().join("docs/operations.md"));
     let heading = "## Agents on fleet hosts";
-    let start = guide.find(heading).expect("docs/operations.md has the agents' section");
-    let section = &guide[start..];
-    let section = &section[..section[heading.len()..].find("\n## ").map_or(section.len(), |end| end + heading.len())];
-    let mut shown = Vec::new();
-    let mut in_block = false;
-    let mut pending = String::new();
-    for line in section.lines() {
-        if line.trim_start().starts_with("```") {
-            in_block = !in_block && line.trim() == "```sh";
-            continue;
-        }
-        if !in_block {
-            continue;
-        }
-        match line.trim_end().strip_suffix('\\') {
-            Some(head) => {
-                pending.push_str(head.trim_start());
-                pending.push(' ');
-            }
-            None => {
-                pending.push_str(line.trim());
-                shown.push(std::mem::take(&mut pending));
-            }
-        }
-    }
+    let shown = sh_commands(section(&guide, heading).expect("docs/operations.md has the agents' section"));
     let readme = readme_commands(INSTALL_SECTION);
     assert!(!shown.is_empty(), "no commands in docs/operations.md's `{heading}`");
     for command in shown {
