@@ -10,15 +10,21 @@ use semver::{Version, VersionReq};
 use crate::inventory::{Fleet, Host, Installed};
 use crate::model::{DepKind, HostId, LabelSelector, RollbackScope, ServiceName};
 use crate::spec::{
-    Artifact, Dependency, GateExec, GateSpec, Hooks, ReleaseSpec, Requirement, RolloutPolicy, RunSpec, ServiceSpec,
-    Span, StageSpec,
+    ApprovalRule, Artifact, Dependency, GateExec, GateSpec, Hooks, ReleaseSpec, Requirement, RolloutPolicy, RunSpec,
+    ServiceSpec, Span, StageSpec,
 };
 
 /// A release named `name` with one catch-all stage and no services.
 pub fn release(name: &str) -> ReleaseSpec {
     ReleaseSpec {
         release: name.to_owned(),
-        stages: vec![StageSpec { name: "all".to_owned(), hosts: None, approval: false, span: Span::default() }],
+        stages: vec![StageSpec {
+            name: "all".to_owned(),
+            hosts: None,
+            approval: false,
+            approval_by: ApprovalRule::default(),
+            span: Span::default(),
+        }],
         services: Vec::new(),
         gates: Vec::new(),
     }
@@ -105,6 +111,7 @@ impl ReleaseSpec {
                 timeout: Duration::from_secs(120),
             }),
             approval: false,
+            approval_by: ApprovalRule::default(),
             span: Span::default(),
         });
         self
@@ -119,12 +126,14 @@ impl ReleaseSpec {
                 name: (*v).to_owned(),
                 hosts: Some(LabelSelector([(key.to_owned(), (*v).to_owned())].into())),
                 approval: false,
+                approval_by: ApprovalRule::default(),
                 span: Span::default(),
             })
             .chain(std::iter::once(StageSpec {
                 name: "rest".to_owned(),
                 hosts: None,
                 approval: false,
+                approval_by: ApprovalRule::default(),
                 span: Span::default(),
             }))
             .collect();

@@ -3,6 +3,10 @@
 
 use flotilla_shared::spec::{SourceFile, SpecError, SpecErrors, parse};
 
+/// Approval rules (`approval = { by = ... }`), good and bad.
+#[path = "spec_errors/approvals.rs"]
+mod approvals;
+
 /// A valid artifact line (64 hex digits).
 const ARTIFACT: &str = r#"artifact = { url = "https://example.com/p.tar.gz", sha256 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" }"#;
 

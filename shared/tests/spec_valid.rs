@@ -263,7 +263,13 @@ health = [{ http = "http://127.0.0.1/" }]
     );
     assert_eq!(
         spec.stages,
-        [StageSpec { name: "all".to_owned(), hosts: None, approval: false, span: Default::default() }]
+        [StageSpec {
+            name: "all".to_owned(),
+            hosts: None,
+            approval: false,
+            approval_by: Default::default(),
+            span: Default::default()
+        }]
     );
     let web = &spec.services[0];
     assert_eq!(web.policy, RolloutPolicy::default());

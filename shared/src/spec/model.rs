@@ -5,9 +5,11 @@
 //! dependency cycle check) still need to point back into the file.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::time::Duration;
 
 use semver::{Version, VersionReq};
+use serde::{Deserialize, Serialize};
 
 use crate::model::{DepKind, HostCount, LabelSelector, OnFailure, RollbackScope, ServiceName};
 use crate::spec::source::Span;
@@ -41,8 +43,77 @@ pub struct StageSpec {
     pub hosts: Option<LabelSelector>,
     /// Whether a human must approve before the NEXT stage starts.
     pub approval: bool,
+    /// Who may give that approval; open (anyone who may approve) when `approval` is
+    /// `true` or `false`, and when there is no approval.
+    pub approval_by: ApprovalRule,
     /// Where the stage is declared, for errors found when planning against a fleet.
     pub span: Span,
+}
+
+/// Who may give an approval: every condition must hold.
+///
+/// Written in the spec as `approval = { by = "other-than-author" }`, `{ by = "admin" }` or
+/// `{ by = ["other-than-author", "admin"] }`; `approval = true` is the open rule. The
+/// coordinator checks the rule when an approval is given, on top of the deployer role
+/// every approval needs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ApprovalRule {
+    /// The approver must be another identity than the one that created the release, as
+    /// the two appear in events (`operator alice`, `token ci-bot`).
+    pub other_than_author: bool,
+    /// The least role the approver must hold (admin includes deployer); `None`: any role
+    /// that may approve.
+    pub role: Option<ApproverRole>,
+}
+
+impl ApprovalRule {
+    /// Whether the rule sets no condition: anyone who may approve at all may.
+    pub fn is_open(&self) -> bool {
+        !self.other_than_author && self.role.is_none()
+    }
+
+    /// Who may approve, as a noun phrase for messages: "an admin", "someone other than
+    /// the release's author", "someone other than the release's author holding the admin
+    /// role", or "anyone who may approve" for the open rule.
+    pub fn describe(&self) -> String {
+        match (self.other_than_author, self.role) {
+            (false, None) => "anyone who may approve".to_owned(),
+            (false, Some(ApproverRole::Deployer)) => "a deployer".to_owned(),
+            (false, Some(ApproverRole::Admin)) => "an admin".to_owned(),
+            (true, None) => "someone other than the release's author".to_owned(),
+            (true, Some(role)) => format!("someone other than the release's author holding the {role} role"),
+        }
+    }
+}
+
+/// An operator role that may approve, from the least to the most: an admin holds the
+/// deployer role too. (The viewer role cannot approve at all.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApproverRole {
+    /// Any operator who may deploy.
+    Deployer,
+    /// An operator holding the admin role.
+    Admin,
+}
+
+impl ApproverRole {
+    /// Every role that may approve, from the least to the most.
+    pub const ALL: [ApproverRole; 2] = [ApproverRole::Deployer, ApproverRole::Admin];
+
+    /// The spelling used in specs and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApproverRole::Deployer => "deployer",
+            ApproverRole::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for ApproverRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// How a service rolls out and reacts to failure; `[defaults]` sets these for every service.
@@ -223,6 +294,9 @@ pub struct GateSpec {
     pub exec: Option<GateExec>,
     /// Whether a human must approve too.
     pub approval: bool,
+    /// Who may give that approval; open (anyone who may approve) when `approval` is
+    /// `true` or `false`, and when there is no approval.
+    pub approval_by: ApprovalRule,
     /// Where the gate is declared.
     pub span: Span,
 }

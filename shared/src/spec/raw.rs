@@ -226,9 +226,9 @@ pub(crate) struct RawStage {
     /// Its hosts; none means every host not covered yet.
     #[serde(default)]
     pub(crate) hosts: Option<Spanned<RawStringMap>>,
-    /// Human approval before the next stage.
+    /// Human approval before the next stage: `true`, or who may give it.
     #[serde(default)]
-    pub(crate) approval: bool,
+    pub(crate) approval: RawApproval,
 }
 
 /// One `[[gate]]` table.
@@ -242,9 +242,151 @@ pub(crate) struct RawGate {
     /// The command to run, if any.
     #[serde(default)]
     pub(crate) exec: Option<RawGateExec>,
-    /// Whether a human must approve.
+    /// Whether a human must approve: `true`, or who may.
     #[serde(default)]
-    pub(crate) approval: bool,
+    pub(crate) approval: RawApproval,
+}
+
+/// `approval` of a stage or gate as written: `true`/`false`, or a table saying who may
+/// approve (`{ by = "admin" }`), checked later.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum RawApproval {
+    /// `approval = true` (any approver) or `approval = false` (none).
+    Flag(bool),
+    /// `approval = { by = ... }`.
+    Rule(RawApprovalRule),
+}
+
+impl Default for RawApproval {
+    /// No `approval` key: no approval.
+    fn default() -> Self {
+        RawApproval::Flag(false)
+    }
+}
+
+impl RawApproval {
+    /// Whether an approval is asked for at all.
+    pub(crate) fn required(&self) -> bool {
+        match self {
+            RawApproval::Flag(required) => *required,
+            RawApproval::Rule(_) => true,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawApproval {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// Accepts booleans and tables; anything else is a type error naming both forms.
+        struct ApprovalVisitor;
+
+        impl<'de> Visitor<'de> for ApprovalVisitor {
+            type Value = RawApproval;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("true, false or a table like { by = \"other-than-author\" }")
+            }
+
+            fn visit_bool<E: de::Error>(self, required: bool) -> Result<RawApproval, E> {
+                Ok(RawApproval::Flag(required))
+            }
+
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<RawApproval, A::Error> {
+                let mut by = None;
+                while let Some(key) = map.next_key::<ApprovalKey>()? {
+                    match key {
+                        ApprovalKey::By => by = Some(map.next_value()?),
+                        // toml hands a date-time over as a map with one private key.
+                        ApprovalKey::DateTime => {
+                            return Err(de::Error::invalid_type(Unexpected::Other("a date-time"), &self));
+                        }
+                    }
+                }
+                let by = by.ok_or_else(|| de::Error::missing_field("by"))?;
+                Ok(RawApproval::Rule(RawApprovalRule { by }))
+            }
+        }
+
+        deserializer.deserialize_any(ApprovalVisitor)
+    }
+}
+
+/// A key of an `approval` table. Any other key is refused while the key is read, so the
+/// error points at it.
+enum ApprovalKey {
+    /// `by`.
+    By,
+    /// The key toml uses to pass a date-time as a map: the value was not a table.
+    DateTime,
+}
+
+impl<'de> Deserialize<'de> for ApprovalKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// Accepts `by` and the date-time marker; refuses the rest as unknown keys.
+        struct KeyVisitor;
+
+        impl Visitor<'_> for KeyVisitor {
+            type Value = ApprovalKey;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`by`")
+            }
+
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<ApprovalKey, E> {
+                match key {
+                    "by" => Ok(ApprovalKey::By),
+                    "$__toml_private_datetime" => Ok(ApprovalKey::DateTime),
+                    _ => Err(E::unknown_field(key, &["by"])),
+                }
+            }
+        }
+
+        deserializer.deserialize_identifier(KeyVisitor)
+    }
+}
+
+/// `approval = { by = "other-than-author" }`: who may approve.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RawApprovalRule {
+    /// The conditions, all of which must hold.
+    pub(crate) by: Spanned<RawApprovers>,
+}
+
+/// `by` of an approval as written: one condition or an array of them, checked later.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum RawApprovers {
+    /// `by = "admin"`.
+    One(String),
+    /// `by = ["other-than-author", "admin"]`, possibly empty.
+    Many(Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for RawApprovers {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// Accepts a string or an array of strings.
+        struct ApproversVisitor;
+
+        impl<'de> Visitor<'de> for ApproversVisitor {
+            type Value = RawApprovers;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a condition like \"admin\" or an array of them like [\"other-than-author\", \"admin\"]")
+            }
+
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<RawApprovers, E> {
+                Ok(RawApprovers::One(s.to_owned()))
+            }
+
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawApprovers, A::Error> {
+                let mut conditions = Vec::new();
+                while let Some(condition) = seq.next_element::<Spanned<String>>()? {
+                    conditions.push(condition);
+                }
+                Ok(RawApprovers::Many(conditions))
+            }
+        }
+
+        deserializer.deserialize_any(ApproversVisitor)
+    }
 }
 
 /// `exec = { command = "...", on = {...}, timeout = "5m" }` of a gate.
@@ -344,8 +486,8 @@ fn shape_error(doc: &Spanned<DeTable<'_>>, error: &toml::de::Error) -> Diagnosti
 
     if let Some(rest) = message.strip_prefix("missing field `") {
         let key = rest.trim_end_matches('`');
-        let help = match example(key) {
-            Some(example) => format!("add `{example}`"),
+        let help = match written_like(key) {
+            Some(example) => format!("add {example}"),
             None => format!("add `{key} = ...`"),
         };
         return Diagnostic::new(span, format!("missing key `{key}` {context}")).with_help(help);
@@ -360,8 +502,8 @@ fn shape_error(doc: &Spanned<DeTable<'_>>, error: &toml::de::Error) -> Diagnosti
         let message =
             format!("wrong type for {what} {context}: expected {}, found {}", plain_type(expected), plain_type(found));
         let diag = Diagnostic::new(span, message);
-        return match place.last_key().and_then(example) {
-            Some(example) => diag.with_help(format!("write it like `{example}`")),
+        return match place.last_key().and_then(written_like) {
+            Some(example) => diag.with_help(format!("write it like {example}")),
             None => diag,
         };
     }
@@ -392,6 +534,25 @@ pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str>
         .map(|(_, c)| c)
 }
 
+/// How a key is written, for help texts: its sample line in backticks, and its other
+/// form when it has one (`` `approval = true` or `approval = { by = "..." }` ``).
+fn written_like(key: &str) -> Option<String> {
+    let sample = example(key)?;
+    Some(match other_form(key) {
+        Some(other) => format!("`{sample}` or `{other}`"),
+        None => format!("`{sample}`"),
+    })
+}
+
+/// The second way to write a key that takes two shapes.
+fn other_form(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "approval" => "approval = { by = \"other-than-author\" }",
+        "by" => "by = [\"other-than-author\", \"admin\"]",
+        _ => return None,
+    })
+}
+
 /// A sample line for a key, for help texts.
 fn example(key: &str) -> Option<&'static str> {
     Some(match key {
@@ -415,6 +576,7 @@ fn example(key: &str) -> Option<&'static str> {
         "kind" => "kind = \"hard\"",
         "after" => "after = [\"payments\"]",
         "approval" => "approval = true",
+        "by" => "by = \"other-than-author\"",
         "canary" => "canary = 1",
         "batches" => "batches = [\"25%\", \"100%\"]",
         "max_failed" => "max_failed = 0",

@@ -13,12 +13,12 @@ use semver::{Version, VersionReq};
 use toml::Spanned;
 
 use super::raw::{
-    self, RawArtifact, RawCount, RawGate, RawHealth, RawHooks, RawRollout, RawRun, RawService, RawSpec, RawStage,
-    RawStringMap, closest,
+    self, RawApproval, RawApprovers, RawArtifact, RawCount, RawGate, RawHealth, RawHooks, RawRollout, RawRun,
+    RawService, RawSpec, RawStage, RawStringMap, closest,
 };
 use super::{
-    Artifact, Dependency, Diagnostic, GateExec, GateSpec, HealthCheck, Hooks, Probe, ReleaseSpec, Requirement,
-    RolloutPolicy, RunSpec, ServiceSpec, SourceFile, Span, SpecErrors, StageSpec,
+    ApprovalRule, ApproverRole, Artifact, Dependency, Diagnostic, GateExec, GateSpec, HealthCheck, Hooks, Probe,
+    ReleaseSpec, Requirement, RolloutPolicy, RunSpec, ServiceSpec, SourceFile, Span, SpecErrors, StageSpec,
 };
 use crate::model::{DepKind, HostCount, LabelSelector, OnFailure, RollbackScope, ServiceName};
 
@@ -183,7 +183,13 @@ impl Checker<'_> {
     /// `[[stage]]` tables, or the single default stage over every host.
     fn stages(&mut self, raw: &[Spanned<RawStage>]) -> Option<Vec<StageSpec>> {
         if raw.is_empty() {
-            let all = StageSpec { name: "all".to_owned(), hosts: None, approval: false, span: Span::new(0, 0) };
+            let all = StageSpec {
+                name: "all".to_owned(),
+                hosts: None,
+                approval: false,
+                approval_by: ApprovalRule::default(),
+                span: Span::new(0, 0),
+            };
             return Some(vec![all]);
         }
         self.unique_names("stage", raw.iter().map(|s| &s.get_ref().name));
@@ -212,7 +218,14 @@ impl Checker<'_> {
                 None
             }
         };
-        Some(StageSpec { name: name?, hosts: hosts?, approval: stage.approval, span: span(raw) })
+        let approval_by = self.approval(&stage.approval);
+        Some(StageSpec {
+            name: name?,
+            hosts: hosts?,
+            approval: stage.approval.required(),
+            approval_by: approval_by?,
+            span: span(raw),
+        })
     }
 
     /// The rollout policy: `base` with every key `keys` sets replaced.
@@ -454,7 +467,7 @@ impl Checker<'_> {
                     .optional(exec.timeout.as_ref(), DEFAULT_GATE_TIMEOUT, |v| duration(v, "timeout", Zero::Refused));
                 Some(Some(GateExec { command: command?, on: on?, timeout: timeout? }))
             }
-            None if gate.approval => Some(None),
+            None if gate.approval.required() => Some(None),
             None => {
                 self.report(
                     Diagnostic::new(
@@ -464,12 +477,74 @@ impl Checker<'_> {
                             gate.name.get_ref()
                         ),
                     )
-                    .with_help("add exec = { command = \"scripts/smoke.sh\" } or approval = true, or remove the gate"),
+                    .with_help(
+                        "add exec = { command = \"scripts/smoke.sh\" } or approval = true \
+                         (or approval = { by = \"other-than-author\" }), or remove the gate",
+                    ),
                 );
                 None
             }
         };
-        Some(GateSpec { name: name?, after: after?, exec: exec?, approval: gate.approval, span: span(raw) })
+        let approval_by = self.approval(&gate.approval);
+        Some(GateSpec {
+            name: name?,
+            after: after?,
+            exec: exec?,
+            approval: gate.approval.required(),
+            approval_by: approval_by?,
+            span: span(raw),
+        })
+    }
+
+    /// Who may give the approval of a stage or gate: the open rule for `approval = true`
+    /// or `false`; for `approval = { by = ... }`, each condition once, known, and not
+    /// both roles.
+    fn approval(&mut self, raw: &RawApproval) -> Option<ApprovalRule> {
+        let RawApproval::Rule(written) = raw else {
+            return Some(ApprovalRule::default());
+        };
+        let conditions = match written.by.get_ref() {
+            RawApprovers::One(text) => vec![Spanned::new(written.by.span(), text.clone())],
+            RawApprovers::Many(items) if items.is_empty() => {
+                self.report(Diagnostic::new(span(&written.by), "`approval.by` is empty").with_help(
+                    "name who may approve, like by = \"other-than-author\" or by = [\"other-than-author\", \"admin\"]; \
+                     for any approver write approval = true",
+                ));
+                return None;
+            }
+            RawApprovers::Many(items) => items.clone(),
+        };
+        self.no_repeats(&conditions, |condition, line| {
+            (
+                format!("`{condition}` is listed twice in `approval.by`"),
+                format!("the first `{condition}` is on line {line}; list each condition once"),
+            )
+        });
+        let mut rule = ApprovalRule::default();
+        let mut valid = true;
+        for condition in &conditions {
+            match self.ok(approval_condition(condition)) {
+                None => valid = false,
+                Some(Condition::OtherThanAuthor) => rule.other_than_author = true,
+                Some(Condition::Role(role)) => match rule.role {
+                    Some(first) if first != role => {
+                        self.report(
+                            Diagnostic::new(
+                                span(condition),
+                                format!("`approval.by` names both `{first}` and `{role}`"),
+                            )
+                            .with_help(
+                                "an admin holds the deployer role too, so the two roles together say no more \
+                                     than `admin`: keep `admin` for admins only, or `deployer` for any deployer",
+                            ),
+                        );
+                        valid = false;
+                    }
+                    _ => rule.role = Some(role),
+                },
+            }
+        }
+        valid.then_some(rule)
     }
 
     /// A gate's `after`: a non-empty list of services in this release.
@@ -507,6 +582,26 @@ impl Checker<'_> {
             None
         })
     }
+}
+
+/// One condition of `approval.by`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Condition {
+    /// `other-than-author`.
+    OtherThanAuthor,
+    /// `deployer` or `admin`.
+    Role(ApproverRole),
+}
+
+/// One entry of `approval.by`: `other-than-author` or a role that may approve.
+fn approval_condition(raw: &Spanned<String>) -> Result<Condition, Diagnostic> {
+    if raw.get_ref() == "viewer" {
+        return Err(Diagnostic::new(span(raw), "`viewer` cannot approve: the viewer role may only read")
+            .with_help("name a role that may approve: `deployer` (any deployer or admin) or `admin`"));
+    }
+    let roles = ApproverRole::ALL.map(|role| (role.as_str(), Condition::Role(role)));
+    let options = [[("other-than-author", Condition::OtherThanAuthor)].as_slice(), &roles].concat();
+    one_of(raw, "`approval.by` value", &options)
 }
 
 /// The span of a spanned value.
