@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail};
 use flotilla_coordinator::CoordinatorConfig;
 use flotilla_coordinator::daemon::Daemon;
-use flotilla_net::pki::{self, ClusterCa, PeerIdentity, Role, ServerName};
+use flotilla_net::pki::{self, ClusterCa, OperatorRole, PeerIdentity, Role, ServerName};
 use flotilla_net::{ClientSecurity, LeaderClient, LeaderError, TlsMaterial};
 use flotilla_proto::v1;
 use flotilla_proto::v1::fleet_client::FleetClient;
@@ -103,7 +103,8 @@ pub fn run(args: &DemoArgs) -> Result<(), Failure> {
 }
 
 /// The demo's certificates: a cluster CA, coordinators 1 to 3 for 127.0.0.1, an agent
-/// per host and the operator `demo` the demo's client uses, written under `dir`.
+/// per host and the operator `demo` (an admin) the demo's client uses, written under
+/// `dir`.
 struct DemoPki {
     dir: PathBuf,
     operator: ClientSecurity,
@@ -121,7 +122,7 @@ impl DemoPki {
         for i in 1..=hosts {
             ca.issue(Role::Agent, &format!("host-{i}"), &[], lifetime)?.write(dir)?;
         }
-        let operator = ca.issue(Role::Operator, "demo", &[], lifetime)?;
+        let operator = ca.issue_operator("demo", OperatorRole::Admin, lifetime)?;
         operator.write(dir)?;
         let security = ClientSecurity::Tls(TlsMaterial::from_pem(ca.cert_pem(), operator.cert_pem, operator.key_pem)?);
         Ok(Self { dir: dir.to_owned(), operator: security })

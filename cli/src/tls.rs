@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::anyhow;
-use flotilla_net::pki::{self, ClusterCa, Issued, PkiError, Role, ServerName};
+use flotilla_net::pki::{self, ClusterCa, Issued, OperatorRole, PkiError, Role, ServerName};
 
 use crate::Failure;
 use crate::remote::print;
@@ -21,8 +21,8 @@ const DEFAULT_DIR: &str = "flotilla-pki";
 #[command(args_conflicts_with_subcommands = true, arg_required_else_help = true)]
 pub struct TlsArgs {
     /// Write a complete set for a cluster on this machine into DIR: a CA,
-    /// coordinators 1 to 3 (for 127.0.0.1, ::1 and localhost), operator `admin` and an
-    /// agent per --agent (valid for 30 days).
+    /// coordinators 1 to 3 (for 127.0.0.1, ::1 and localhost), operator `admin` (role
+    /// admin) and an agent per --agent (valid for 30 days).
     #[arg(long, value_name = "DIR")]
     dev: Option<PathBuf>,
     /// With --dev: also issue an agent certificate for this host id (repeatable).
@@ -68,10 +68,16 @@ enum TlsCommand {
         #[arg(long, default_value = "365days", value_parser = humantime::parse_duration)]
         valid_for: Duration,
     },
-    /// Issue an operator's certificate (client only): `operator-NAME.pem/.key`.
+    /// Issue an operator's certificate (client only) naming the operator and what they
+    /// may do: `operator-NAME.pem/.key`.
     Operator {
         /// Who it is, as events and logs name them.
         name: String,
+        /// What the operator may do, bound into the certificate: `viewer` reads only;
+        /// `deployer` also starts, approves, pauses, resumes, aborts and rolls back
+        /// releases and drains hosts; `admin` may do everything.
+        #[arg(long, value_name = "viewer|deployer|admin")]
+        role: OperatorRole,
         #[command(flatten)]
         ca: CaDir,
         /// How long it is valid.
@@ -102,13 +108,16 @@ pub fn run(args: &TlsArgs) -> Result<(), Failure> {
         }
         (None, Some(TlsCommand::Coordinator { id, sans, ca, valid_for })) => {
             let names = sans.iter().map(|s| s.parse::<ServerName>()).collect::<Result<Vec<_>, _>>().map_err(usage)?;
-            issue(&ca.dir, Role::Coordinator, &id.to_string(), &names, *valid_for)?
+            let issued = load(&ca.dir)?.issue(Role::Coordinator, &id.to_string(), &names, *valid_for).map_err(usage)?;
+            written(&ca.dir, &issued, &names, None)?
         }
-        (None, Some(TlsCommand::Operator { name, ca, valid_for })) => {
-            issue(&ca.dir, Role::Operator, name, &[], *valid_for)?
+        (None, Some(TlsCommand::Operator { name, role, ca, valid_for })) => {
+            let issued = load(&ca.dir)?.issue_operator(name, *role, *valid_for).map_err(usage)?;
+            written(&ca.dir, &issued, &[], Some(*role))?
         }
         (None, Some(TlsCommand::Agent { host_id, ca, valid_for })) => {
-            issue(&ca.dir, Role::Agent, host_id, &[], *valid_for)?
+            let issued = load(&ca.dir)?.issue(Role::Agent, host_id, &[], *valid_for).map_err(usage)?;
+            written(&ca.dir, &issued, &[], None)?
         }
         (None, None) => {
             return Err(Failure::Usage(anyhow!("name a subcommand or --dev DIR (see flotilla tls --help)")));
@@ -136,25 +145,27 @@ fn init_report(dir: &Path, ca: &ClusterCa) -> String {
     )
 }
 
-fn issue(dir: &Path, role: Role, name: &str, sans: &[ServerName], valid_for: Duration) -> Result<String, Failure> {
-    let ca = ClusterCa::load(dir).map_err(|e| match e {
+/// The CA in `dir`; a missing one is the user's to make (exit 2).
+fn load(dir: &Path) -> Result<ClusterCa, Failure> {
+    ClusterCa::load(dir).map_err(|e| match e {
         PkiError::Io { .. } => {
             Failure::Usage(anyhow!("{e}; make the CA first with `flotilla tls init --dir {}`", dir.display()))
         }
         other => usage(other),
-    })?;
-    let issued = ca.issue(role, name, sans, valid_for).map_err(usage)?;
-    written(dir, &issued, sans)
+    })
 }
 
-fn written(dir: &Path, issued: &Issued, sans: &[ServerName]) -> Result<String, Failure> {
+/// Writes `issued` into `dir` and says what was written: its identity, the names a
+/// coordinator answers to, an operator's role.
+fn written(dir: &Path, issued: &Issued, sans: &[ServerName], role: Option<OperatorRole>) -> Result<String, Failure> {
     let (cert, key) = issued.write(dir).map_err(usage)?;
     let names = if sans.is_empty() {
         String::new()
     } else {
         format!(", for {}", sans.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
     };
-    Ok(format!("wrote {} and {} ({}{names})\n", cert.display(), key.display(), issued.identity.uri()))
+    let role = role.map(|r| format!(", role {r}")).unwrap_or_default();
+    Ok(format!("wrote {} and {} ({}{names}{role})\n", cert.display(), key.display(), issued.identity.uri()))
 }
 
 /// A CA and everything a three-coordinator cluster on this machine needs.
@@ -162,20 +173,29 @@ fn dev(dir: &Path, agents: &[String]) -> Result<String, Failure> {
     let ca = ClusterCa::create(pki::DEFAULT_TRUST_DOMAIN, pki::CA_LIFETIME).map_err(usage)?;
     // Everything is made before anything is written, so a bad --agent writes nothing.
     let local: Vec<ServerName> = ["127.0.0.1", "::1", "localhost"].iter().map(|s| s.parse().expect("valid")).collect();
+    // Each with the names it answers to and, for the operator, its role.
     let mut issued = Vec::new();
     for id in 1..=3 {
-        issued.push((ca.issue(Role::Coordinator, &id.to_string(), &local, pki::COORDINATOR_LIFETIME), true));
+        issued.push((
+            ca.issue(Role::Coordinator, &id.to_string(), &local, pki::COORDINATOR_LIFETIME),
+            &local[..],
+            None,
+        ));
     }
-    issued.push((ca.issue(Role::Operator, "admin", &[], pki::OPERATOR_LIFETIME), false));
+    let admin = OperatorRole::Admin;
+    issued.push((ca.issue_operator("admin", admin, pki::OPERATOR_LIFETIME), &[], Some(admin)));
     for host in agents {
-        issued.push((ca.issue(Role::Agent, host, &[], DEV_AGENT_LIFETIME), false));
+        issued.push((ca.issue(Role::Agent, host, &[], DEV_AGENT_LIFETIME), &[], None));
     }
-    let issued: Vec<(Issued, bool)> =
-        issued.into_iter().map(|(i, server)| i.map(|i| (i, server))).collect::<Result<_, _>>().map_err(usage)?;
+    let issued: Vec<(Issued, &[ServerName], Option<OperatorRole>)> = issued
+        .into_iter()
+        .map(|(i, sans, role)| i.map(|i| (i, sans, role)))
+        .collect::<Result<_, _>>()
+        .map_err(usage)?;
     ca.write(dir).map_err(usage)?;
     let mut report = init_report(dir, &ca);
-    for (one, server) in &issued {
-        report.push_str(&written(dir, one, if *server { &local } else { &[] })?);
+    for (one, sans, role) in &issued {
+        report.push_str(&written(dir, one, sans, *role)?);
     }
     Ok(report)
 }

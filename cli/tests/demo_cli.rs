@@ -115,6 +115,9 @@ fn the_demo_releases_the_sample_app_through_both_stages() {
         let pem = std::fs::read_to_string(kept.join("pki").join(file)).expect("a certificate of the demo");
         let want = PeerIdentity::new(pki::DEFAULT_TRUST_DOMAIN, role, name).expect("an identity");
         assert_eq!(pki::identities_of(&pem), [want], "{file}");
+        let operator_role = pki::CertInfo::parse_pem(&pem).expect("a certificate").operator_role;
+        let admin = (role == Role::Operator).then_some(pki::OperatorRole::Admin);
+        assert_eq!(operator_role, admin, "{file}: the demo's operator is an admin, no one else has a role");
     }
     std::fs::remove_dir_all(kept).expect("the kept directory is removed");
     // Dependency order inside a stage, the migration first, the gate before web.

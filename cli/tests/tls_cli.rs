@@ -1,7 +1,7 @@
-//! `flotilla tls` as a user runs it: a CA and certificates that name their holders, never
-//! overwritten, refused with exit 2 for bad names or a missing CA, and a `--dev` set a
-//! real coordinator serves mutual TLS with while the CLI drives it with the operator's
-//! certificate.
+//! `flotilla tls` as a user runs it: a CA and certificates that name their holders (and an
+//! operator's role), never overwritten, refused with exit 2 for bad names, a missing or
+//! unknown role or a missing CA, and a `--dev` set a real coordinator serves mutual TLS
+//! with while the CLI drives it with the operator's certificate.
 
 #[allow(dead_code)]
 mod support;
@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Instant;
 
-use flotilla_net::pki::{self, PeerIdentity, Role};
+use flotilla_net::pki::{self, CertInfo, OperatorRole, PeerIdentity, Role};
 use support::{Coordinator, DEADLINE};
 
 fn flotilla(args: &[&str]) -> Output {
@@ -23,6 +23,13 @@ fn text(o: &Output) -> String {
 
 fn identities(path: &Path) -> Vec<PeerIdentity> {
     pki::identities_of(&std::fs::read_to_string(path).expect("a certificate file"))
+}
+
+/// The operator role the certificate in `path` carries.
+fn operator_role(path: &Path) -> Option<OperatorRole> {
+    CertInfo::parse_pem(&std::fs::read_to_string(path).expect("a certificate file"))
+        .expect("a certificate")
+        .operator_role
 }
 
 fn id(domain: &str, role: Role, name: &str) -> PeerIdentity {
@@ -43,12 +50,24 @@ fn init_and_issue_name_each_holder_and_never_overwrite() {
     let out = flotilla(&["tls", "coordinator", "4", "--san", "coord-4.example.net", "--san", "10.0.0.4", "--dir", d]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(identities(&pki_dir.join("coordinator-4.pem")), [id("prod", Role::Coordinator, "4")]);
-    let out = flotilla(&["tls", "operator", "alice", "--dir", d]);
+    let out = flotilla(&["tls", "operator", "alice", "--role", "deployer", "--dir", d]);
     assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("(spiffe://prod/operator/alice, role deployer)"), "{}", text(&out));
     assert_eq!(identities(&pki_dir.join("operator-alice.pem")), [id("prod", Role::Operator, "alice")]);
+    assert_eq!(operator_role(&pki_dir.join("operator-alice.pem")), Some(OperatorRole::Deployer));
+    for (name, role) in [("vic", "viewer"), ("ada", "admin")] {
+        let out = flotilla(&["tls", "operator", name, "--dir", d, "--role", role]);
+        assert!(out.status.success(), "{}", text(&out));
+        let cert = pki_dir.join(format!("operator-{name}.pem"));
+        assert_eq!(identities(&cert), [id("prod", Role::Operator, name)], "one identity: the role is not one");
+        assert_eq!(operator_role(&cert), Some(role.parse().expect("a role")));
+    }
     let out = flotilla(&["tls", "agent", "web-1", "--dir", d, "--valid-for", "1h"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(identities(&pki_dir.join("agent-web-1.pem")), [id("prod", Role::Agent, "web-1")]);
+    for holder in ["coordinator-4.pem", "agent-web-1.pem"] {
+        assert_eq!(operator_role(&pki_dir.join(holder)), None, "{holder}");
+    }
     #[cfg(unix)]
     for key in ["ca.key", "coordinator-4.key", "operator-alice.key", "agent-web-1.key"] {
         use std::os::unix::fs::PermissionsExt as _;
@@ -59,8 +78,8 @@ fn init_and_issue_name_each_holder_and_never_overwrite() {
     // Refusals: exit 2, saying what to change, and nothing written or replaced.
     for (args, says) in [
         (vec!["tls", "init", "--dir", d], "exists already"),
-        (vec!["tls", "operator", "alice", "--dir", d], "exists already"),
-        (vec!["tls", "operator", "bad name", "--dir", d], "cannot be used"),
+        (vec!["tls", "operator", "alice", "--role", "admin", "--dir", d], "exists already"),
+        (vec!["tls", "operator", "bad name", "--role", "viewer", "--dir", d], "cannot be used"),
         (vec!["tls", "coordinator", "5", "--san", "http://x", "--dir", d], "neither an IP address nor a DNS name"),
         (vec!["tls", "coordinator", "5", "--san", "x"], "flotilla tls init"),
     ] {
@@ -79,6 +98,31 @@ fn init_and_issue_name_each_holder_and_never_overwrite() {
 }
 
 #[test]
+fn an_operator_needs_a_known_role_and_without_one_nothing_is_written() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pki_dir = dir.path().join("pki");
+    let d = pki_dir.to_str().expect("UTF-8");
+    let out = flotilla(&["tls", "init", "--dir", d]);
+    assert!(out.status.success(), "{}", text(&out));
+    for (args, says) in [
+        (vec!["tls", "operator", "alice", "--dir", d], "--role"),
+        (vec!["tls", "operator", "alice", "--role", "root", "--dir", d], "viewer, deployer or admin"),
+        (vec!["tls", "operator", "alice", "--role", "Admin", "--dir", d], "viewer, deployer or admin"),
+        (vec!["tls", "operator", "alice", "--role", "", "--dir", d], "viewer, deployer or admin"),
+    ] {
+        let out = flotilla(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains(says), "{args:?}: {}", text(&out));
+        assert!(!pki_dir.join("operator-alice.pem").exists() && !pki_dir.join("operator-alice.key").exists());
+    }
+    let help = flotilla(&["tls", "operator", "--help"]);
+    assert!(help.status.success(), "{}", text(&help));
+    for says in ["--role", "viewer", "deployer", "admin", "reads only", "drains hosts"] {
+        assert!(text(&help).contains(says), "{says}: {}", text(&help));
+    }
+}
+
+#[test]
 fn a_dev_set_serves_mutual_tls_and_the_operator_drives_the_cluster_with_it() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let pki_dir = dir.path().join("dev");
@@ -92,7 +136,10 @@ fn a_dev_set_serves_mutual_tls_and_the_operator_drives_the_cluster_with_it() {
         );
     }
     assert_eq!(identities(&pki_dir.join("operator-admin.pem")), [id("flotilla", Role::Operator, "admin")]);
+    assert_eq!(operator_role(&pki_dir.join("operator-admin.pem")), Some(OperatorRole::Admin));
+    assert!(text(&out).contains("(spiffe://flotilla/operator/admin, role admin)"), "{}", text(&out));
     assert_eq!(identities(&pki_dir.join("agent-web-2.pem")), [id("flotilla", Role::Agent, "web-2")]);
+    assert_eq!(operator_role(&pki_dir.join("agent-web-2.pem")), None);
     let again = flotilla(&["tls", "--dev", d]);
     assert_eq!(again.status.code(), Some(2), "{}", text(&again));
 

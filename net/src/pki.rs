@@ -7,6 +7,15 @@
 //! coordinator serves and dials (server and client authentication), agents and
 //! operators only dial (client authentication). Keys are ECDSA P-256.
 //!
+//! An operator's certificate also says what the operator may do ([`OperatorRole`]) in
+//! a second URI subject alternative name, `urn:flotilla:role:ROLE`
+//! ([`ROLE_URI_PREFIX`] followed by `viewer`, `deployer` or `admin`), next to its
+//! `spiffe://TRUST_DOMAIN/operator/NAME`: the SPIFFE URI stays the identity, the role
+//! URI only grants rights. [`ClusterCa::issue_operator`] is the one way to issue an
+//! operator's certificate, so none is issued without a role. [`CertInfo::operator_role`]
+//! reads it back, and is `None` for a certificate that names no operator or whose role
+//! is missing, repeated or unknown.
+//!
 //! A CA lives in a directory as `ca.pem` and `ca.key` (mode 0600); issued pairs are
 //! written next to it as `ROLE-NAME.pem` and `ROLE-NAME.key`. Nothing is overwritten:
 //! an existing file is an error naming it. [`ClusterCa::pin`] is the SHA-256 of the CA's
@@ -69,6 +78,10 @@ pub enum PkiError {
     /// The certificate library refused.
     #[error("certificate: {0}")]
     Rcgen(#[from] rcgen::Error),
+    /// An operator's role that is not one, or an operator certificate asked for
+    /// without a role.
+    #[error("{0}")]
+    OperatorRole(String),
 }
 
 /// What a certificate's holder is to the cluster.
@@ -100,6 +113,56 @@ impl Role {
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// What an operator may do; ordered: viewer < deployer < admin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum OperatorRole {
+    /// Reads only: releases, hosts, the cluster's state and events.
+    Viewer,
+    /// A viewer who also starts, approves, pauses, resumes, aborts and rolls back
+    /// releases and drains hosts.
+    Deployer,
+    /// Everything.
+    Admin,
+}
+
+/// How an operator certificate's role URI starts: `urn:flotilla:role:ROLE`.
+pub const ROLE_URI_PREFIX: &str = "urn:flotilla:role:";
+
+impl OperatorRole {
+    /// Every role, from the least to the most allowed.
+    pub const ALL: [OperatorRole; 3] = [OperatorRole::Viewer, OperatorRole::Deployer, OperatorRole::Admin];
+
+    /// The role's word in certificates and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperatorRole::Viewer => "viewer",
+            OperatorRole::Deployer => "deployer",
+            OperatorRole::Admin => "admin",
+        }
+    }
+
+    /// The URI naming the role in a certificate: `urn:flotilla:role:ROLE`.
+    pub fn uri(self) -> String {
+        format!("{ROLE_URI_PREFIX}{}", self.as_str())
+    }
+}
+
+impl fmt::Display for OperatorRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for OperatorRole {
+    type Err = PkiError;
+
+    fn from_str(s: &str) -> Result<Self, PkiError> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| {
+            PkiError::OperatorRole(format!("`{s}` is not an operator role: use viewer, deployer or admin"))
+        })
     }
 }
 
@@ -347,13 +410,36 @@ impl ClusterCa {
         key_digest(&self.key.subject_public_key_info())
     }
 
-    /// Issues a new key and a certificate for `role` `name`, valid for `lifetime`.
-    /// A coordinator's certificate also answers to `server_names` (at least one).
+    /// Issues a new key and a certificate for the coordinator or agent `name`, valid
+    /// for `lifetime`. A coordinator's certificate also answers to `server_names` (at
+    /// least one). An operator's certificate carries a role: issue it with
+    /// [`ClusterCa::issue_operator`] (`Role::Operator` is refused here).
     pub fn issue(
         &self,
         role: Role,
         name: &str,
         server_names: &[ServerName],
+        lifetime: Duration,
+    ) -> Result<Issued, PkiError> {
+        if role == Role::Operator {
+            return Err(operator_needs_role(name));
+        }
+        self.issue_leaf(role, name, server_names, None, lifetime)
+    }
+
+    /// Issues a new key and a certificate for the operator `name` who may do what
+    /// `role` allows (the certificate's `urn:flotilla:role:ROLE` URI), valid for
+    /// `lifetime`.
+    pub fn issue_operator(&self, name: &str, role: OperatorRole, lifetime: Duration) -> Result<Issued, PkiError> {
+        self.issue_leaf(Role::Operator, name, &[], Some(role), lifetime)
+    }
+
+    fn issue_leaf(
+        &self,
+        role: Role,
+        name: &str,
+        server_names: &[ServerName],
+        operator_role: Option<OperatorRole>,
         lifetime: Duration,
     ) -> Result<Issued, PkiError> {
         let identity = PeerIdentity::new(&self.trust_domain, role, name)?;
@@ -363,7 +449,7 @@ impl ClusterCa {
             )));
         }
         let key = KeyPair::generate()?;
-        let params = leaf_params(&identity, server_names, lifetime)?;
+        let params = leaf_params(&identity, server_names, operator_role, lifetime)?;
         let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key)?;
         let cert = params.signed_by(&key, &issuer)?;
         Ok(Issued { identity, cert_pem: cert.pem(), key_pem: key.serialize_pem() })
@@ -372,6 +458,8 @@ impl ClusterCa {
     /// Signs a certificate request (PKCS #10, DER) made by a host for its own key: the
     /// certificate names `role` `name` whatever the request asked for, and is valid
     /// for `lifetime`. The request's signature proves the requester holds the key.
+    /// Operators' certificates are not issued for requests (`Role::Operator` is
+    /// refused): see [`ClusterCa::issue_operator`].
     pub fn sign_request(
         &self,
         csr_der: &[u8],
@@ -379,11 +467,14 @@ impl ClusterCa {
         name: &str,
         lifetime: Duration,
     ) -> Result<SignedRequest, PkiError> {
+        if role == Role::Operator {
+            return Err(operator_needs_role(name));
+        }
         let identity = PeerIdentity::new(&self.trust_domain, role, name)?;
         let der = tokio_rustls::rustls::pki_types::CertificateSigningRequestDer::from(csr_der.to_vec());
         let mut request = rcgen::CertificateSigningRequestParams::from_der(&der)
             .map_err(|e| PkiError::Name(format!("the certificate request is refused: {e}")))?;
-        request.params = leaf_params(&identity, &[], lifetime)?;
+        request.params = leaf_params(&identity, &[], None, lifetime)?;
         let not_after = request.params.not_after.unix_timestamp();
         let key_sha256 = key_digest(&request.public_key.subject_public_key_info());
         let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key)?;
@@ -428,14 +519,25 @@ fn name_of_request(name: &str) -> DistinguishedName {
     dn
 }
 
+fn operator_needs_role(name: &str) -> PkiError {
+    PkiError::OperatorRole(format!(
+        "the certificate of operator {name} needs a role: issue it with ClusterCa::issue_operator \
+         (`flotilla tls operator {name} --role viewer|deployer|admin`)"
+    ))
+}
+
 fn leaf_params(
     identity: &PeerIdentity,
     server_names: &[ServerName],
+    operator_role: Option<OperatorRole>,
     lifetime: Duration,
 ) -> Result<CertificateParams, PkiError> {
     let mut params = CertificateParams::default();
     params.distinguished_name = name_of(identity);
     params.subject_alt_names.push(SanType::URI(identity.uri().try_into()?));
+    if let Some(role) = operator_role {
+        params.subject_alt_names.push(SanType::URI(role.uri().try_into()?));
+    }
     for server in server_names {
         params.subject_alt_names.push(match server {
             ServerName::Dns(d) => SanType::DnsName(d.clone().try_into()?),
@@ -466,18 +568,27 @@ pub struct CertInfo {
     pub not_after: i64,
     /// `sha256:HEX` of its public key (DER SubjectPublicKeyInfo).
     pub key_sha256: String,
+    /// What the operator it names may do: its one `urn:flotilla:role:ROLE` URI. `None`
+    /// unless it names exactly one identity, an operator, and exactly one known role.
+    pub operator_role: Option<OperatorRole>,
 }
 
 impl CertInfo {
     /// Reads a DER certificate; `None` when it is not one.
     pub fn parse(der: &[u8]) -> Option<Self> {
         let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let identities = identities_in(&cert);
+        let operator_role = match identities.as_slice() {
+            [PeerIdentity { role: Role::Operator, .. }] => operator_role_in(&cert),
+            _ => None,
+        };
         Some(Self {
-            identities: identities_of_der(der),
+            identities,
             subject: cert.subject().to_string(),
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
             key_sha256: key_digest(cert.public_key().raw),
+            operator_role,
         })
     }
 
@@ -486,11 +597,13 @@ impl CertInfo {
         Self::parse(&pem_der(pem)?)
     }
 
-    /// The holder in words: `agent web-1`, or the subject when it names no identity.
+    /// The holder in words: `agent web-1`, `operator alice (role deployer)`, or the
+    /// subject when it names no identity.
     pub fn describe(&self) -> String {
-        match self.identities.first() {
-            Some(id) => id.to_string(),
-            None => format!("`{}`", self.subject),
+        match (self.identities.first(), self.operator_role) {
+            (Some(id), Some(role)) => format!("{id} (role {role})"),
+            (Some(id), None) => id.to_string(),
+            (None, _) => format!("`{}`", self.subject),
         }
     }
 }
@@ -516,14 +629,35 @@ pub fn identities_of(cert_pem: &str) -> Vec<PeerIdentity> {
 }
 
 /// The identities a DER certificate names in its URI subject alternative names.
+/// Other URIs (an operator's `urn:flotilla:role:ROLE`) are not identities.
 pub fn identities_of_der(der: &[u8]) -> Vec<PeerIdentity> {
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return Vec::new() };
+    identities_in(&cert)
+}
+
+fn identities_in(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<PeerIdentity> {
+    uris_in(cert).into_iter().filter_map(PeerIdentity::from_uri).collect()
+}
+
+/// The role of its one `urn:flotilla:role:ROLE` URI; `None` when there is none, more
+/// than one, or the role is unknown.
+fn operator_role_in(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<OperatorRole> {
+    let uris = uris_in(cert);
+    let mut roles = uris.iter().filter_map(|uri| uri.strip_prefix(ROLE_URI_PREFIX));
+    match (roles.next(), roles.next()) {
+        (Some(role), None) => role.parse().ok(),
+        _ => None,
+    }
+}
+
+/// The URIs among a certificate's subject alternative names.
+fn uris_in<'a>(cert: &'a x509_parser::certificate::X509Certificate<'_>) -> Vec<&'a str> {
     let Ok(Some(san)) = cert.subject_alternative_name() else { return Vec::new() };
     san.value
         .general_names
         .iter()
         .filter_map(|n| match n {
-            x509_parser::extensions::GeneralName::URI(uri) => PeerIdentity::from_uri(uri),
+            x509_parser::extensions::GeneralName::URI(uri) => Some(*uri),
             _ => None,
         })
         .collect()
@@ -647,7 +781,7 @@ mod tests {
         assert!(ca.signed(&issued.cert_pem));
         assert!(!ClusterCa::create("prod", CA_LIFETIME).unwrap().signed(&issued.cert_pem), "another CA did not");
 
-        let operator = ca.issue(Role::Operator, "alice", &[], OPERATOR_LIFETIME).unwrap();
+        let operator = ca.issue_operator("alice", OperatorRole::Viewer, OPERATOR_LIFETIME).unwrap();
         let der = pem_der(&operator.cert_pem).unwrap();
         let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
         let eku = cert.extended_key_usage().unwrap().unwrap().value;
@@ -677,6 +811,80 @@ mod tests {
         damaged[last] ^= 0xff;
         assert!(ca.sign_request(&damaged, Role::Agent, "web-1", AGENT_LIFETIME).is_err(), "a bad signature is refused");
         assert!(ca.sign_request(&csr, Role::Agent, "web/1", AGENT_LIFETIME).is_err(), "a bad host id is refused");
+        let err = ca.sign_request(&csr, Role::Operator, "alice", AGENT_LIFETIME).unwrap_err().to_string();
+        assert!(err.contains("needs a role"), "no operator certificate without a role: {err}");
+    }
+
+    #[test]
+    fn operator_roles_are_ordered_and_read_from_their_words_only() {
+        assert!(OperatorRole::Viewer < OperatorRole::Deployer && OperatorRole::Deployer < OperatorRole::Admin);
+        for role in OperatorRole::ALL {
+            assert_eq!(role.as_str().parse::<OperatorRole>().unwrap(), role);
+            assert_eq!(role.to_string(), role.as_str());
+            assert_eq!(role.uri(), format!("urn:flotilla:role:{role}"));
+        }
+        for bad in ["", "Admin", "root", "operator", " viewer"] {
+            let err = bad.parse::<OperatorRole>().unwrap_err().to_string();
+            assert!(err.contains("viewer, deployer or admin"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_operator_certificate_carries_its_role_and_only_an_operator_one_does() {
+        let ca = ClusterCa::create("prod", CA_LIFETIME).unwrap();
+        for role in OperatorRole::ALL {
+            let issued = ca.issue_operator("alice", role, OPERATOR_LIFETIME).unwrap();
+            let alice = PeerIdentity::new("prod", Role::Operator, "alice").unwrap();
+            assert_eq!(issued.identity, alice);
+            let info = CertInfo::parse_pem(&issued.cert_pem).unwrap();
+            assert_eq!(info.operator_role, Some(role));
+            assert_eq!(info.identities, vec![alice.clone()], "the role URI is not an identity");
+            assert_eq!(identities_of(&issued.cert_pem), vec![alice]);
+            assert_eq!(info.describe(), format!("operator alice (role {role})"));
+        }
+        let err = ca.issue(Role::Operator, "alice", &[], OPERATOR_LIFETIME).unwrap_err().to_string();
+        assert!(err.contains("issue_operator") && err.contains("--role"), "{err}");
+
+        let agent = ca.issue(Role::Agent, "web-1", &[], AGENT_LIFETIME).unwrap();
+        let coordinator =
+            ca.issue(Role::Coordinator, "1", &["127.0.0.1".parse().unwrap()], COORDINATOR_LIFETIME).unwrap();
+        for issued in [agent, coordinator] {
+            let info = CertInfo::parse_pem(&issued.cert_pem).unwrap();
+            assert_eq!(info.operator_role, None, "{}", issued.identity);
+            assert_eq!(info.describe(), issued.identity.to_string());
+        }
+    }
+
+    /// A certificate of `ca` for `identity` with these extra URIs.
+    fn with_uris(ca: &ClusterCa, identity: &PeerIdentity, uris: &[&str]) -> CertInfo {
+        let mut params = leaf_params(identity, &[], None, OPERATOR_LIFETIME).unwrap();
+        for uri in uris {
+            params.subject_alt_names.push(SanType::URI((*uri).try_into().unwrap()));
+        }
+        let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, &ca.key).unwrap();
+        let cert = params.signed_by(&KeyPair::generate().unwrap(), &issuer).unwrap();
+        CertInfo::parse_pem(&cert.pem()).unwrap()
+    }
+
+    #[test]
+    fn a_missing_repeated_or_unknown_role_or_one_outside_an_operator_certificate_is_none() {
+        let ca = ClusterCa::create("prod", CA_LIFETIME).unwrap();
+        let alice = PeerIdentity::new("prod", Role::Operator, "alice").unwrap();
+        let web = PeerIdentity::new("prod", Role::Agent, "web-1").unwrap();
+        assert_eq!(with_uris(&ca, &alice, &["urn:flotilla:role:deployer"]).operator_role, Some(OperatorRole::Deployer));
+        for (holder, uris) in [
+            (&alice, &[][..]),
+            (&alice, &["urn:flotilla:role:root"][..]),
+            (&alice, &["urn:flotilla:role:Admin"][..]),
+            (&alice, &["urn:flotilla:role:admin", "urn:flotilla:role:admin"][..]),
+            (&alice, &["urn:flotilla:role:viewer", "urn:flotilla:role:admin"][..]),
+            (&alice, &["urn:flotilla:role:admin", "spiffe://prod/operator/bob"][..]),
+            (&web, &["urn:flotilla:role:admin"][..]),
+        ] {
+            let info = with_uris(&ca, holder, uris);
+            assert_eq!(info.operator_role, None, "{holder} {uris:?}");
+            assert!(!info.describe().contains("role"), "{}", info.describe());
+        }
     }
 
     #[test]

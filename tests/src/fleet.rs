@@ -366,7 +366,7 @@ impl FleetSecurity {
 
     /// A CA, a certificate per coordinator (for 127.0.0.1) and the operator's, under `pki`.
     fn make_pki(pki: &Path, coordinators: u64) -> anyhow::Result<()> {
-        use flotilla_net::pki::{self, ClusterCa, Role};
+        use flotilla_net::pki::{self, ClusterCa, OperatorRole, Role};
         let ca = ClusterCa::create(crate::TRUST_DOMAIN, pki::CA_LIFETIME)?;
         ca.write(pki)?;
         let loopback = "127.0.0.1".parse()?;
@@ -374,7 +374,7 @@ impl FleetSecurity {
             ca.issue(Role::Coordinator, &id.to_string(), std::slice::from_ref(&loopback), pki::COORDINATOR_LIFETIME)?
                 .write(pki)?;
         }
-        ca.issue(Role::Operator, "admin", &[], pki::OPERATOR_LIFETIME)?.write(pki)?;
+        ca.issue_operator("admin", OperatorRole::Admin, pki::OPERATOR_LIFETIME)?.write(pki)?;
         Ok(())
     }
 }

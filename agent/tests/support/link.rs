@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use flotilla_net::TlsMaterial;
 use flotilla_net::pki::{
-    AGENT_LIFETIME, CA_LIFETIME, COORDINATOR_LIFETIME, ClusterCa, OPERATOR_LIFETIME, Role, ServerName,
+    AGENT_LIFETIME, CA_LIFETIME, COORDINATOR_LIFETIME, ClusterCa, OPERATOR_LIFETIME, OperatorRole, Role, ServerName,
 };
 use flotilla_proto::v1 as pb;
 use flotilla_proto::v1::agent_link_server::{AgentLink, AgentLinkServer};
@@ -442,17 +442,19 @@ impl TestCa {
     }
 
     /// A certificate naming `role` `who` (`{dir}/{ca}-{role}-{who}.pem` and `.key`); a
-    /// coordinator's also answers to 127.0.0.1 and localhost.
+    /// coordinator's also answers to 127.0.0.1 and localhost; an operator is an admin.
     pub fn issue(&self, role: Role, who: &str) -> TlsPaths {
-        let (servers, lifetime) = match role {
-            Role::Coordinator => (
-                vec![ServerName::Ip(std::net::Ipv4Addr::LOCALHOST.into()), ServerName::Dns("localhost".to_owned())],
+        let issued = match role {
+            Role::Coordinator => self.ca.issue(
+                role,
+                who,
+                &[ServerName::Ip(std::net::Ipv4Addr::LOCALHOST.into()), ServerName::Dns("localhost".to_owned())],
                 COORDINATOR_LIFETIME,
             ),
-            Role::Agent => (Vec::new(), AGENT_LIFETIME),
-            Role::Operator => (Vec::new(), OPERATOR_LIFETIME),
-        };
-        let issued = self.ca.issue(role, who, &servers, lifetime).expect("issue");
+            Role::Agent => self.ca.issue(role, who, &[], AGENT_LIFETIME),
+            Role::Operator => self.ca.issue_operator(who, OperatorRole::Admin, OPERATOR_LIFETIME),
+        }
+        .expect("issue");
         let stem = format!("{}-{}", self.name, issued.identity.file_stem());
         let paths = TlsPaths {
             ca: self.dir.join(format!("{}-ca.pem", self.name)),
