@@ -13,6 +13,8 @@
 //! tls_key = "/etc/flotilla/coord-1.key"
 //! tls_ca_key = "/etc/flotilla/ca.key"
 //! agent_cert_ttl_ms = 86400000
+//! audit_max_records = 100000
+//! audit_max_age_ms = 7776000000
 //! agent_lease_ms = 10000
 //! agent_heartbeat_ms = 2000
 //! shutdown_timeout_ms = 5000
@@ -95,6 +97,15 @@ pub struct CoordinatorArgs {
     /// [default: 86400000, 24 hours].
     #[arg(long, value_name = "MS")]
     pub agent_cert_ttl_ms: Option<u64>,
+    /// How many audit records the cluster keeps; the oldest go first (key
+    /// `audit_max_records`) [default: 100000]. The leader's setting applies.
+    #[arg(long, value_name = "N")]
+    pub audit_max_records: Option<u64>,
+    /// How long the cluster keeps an audit record, in milliseconds; 0 keeps them
+    /// until `audit_max_records` pushes them out (key `audit_max_age_ms`)
+    /// [default: 7776000000, 90 days]. The leader's setting applies.
+    #[arg(long, value_name = "MS")]
+    pub audit_max_age_ms: Option<u64>,
     /// Serve and dial plaintext, without TLS (key `insecure`) [default: false].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub insecure: Option<bool>,
@@ -206,6 +217,12 @@ pub struct CoordinatorConfig {
     /// Lifetime of agent certificates issued at enrolment and renewal, milliseconds
     /// (agents renew at two thirds of it). At least 1000. Default 86400000 (24 hours).
     pub agent_cert_ttl_ms: u64,
+    /// How many audit records the cluster keeps (the oldest go first); at least 1000.
+    /// The leader's setting applies to what it commits. Default 100000.
+    pub audit_max_records: u64,
+    /// How long an audit record is kept, milliseconds; 0: no age limit. The leader's
+    /// setting applies. Default 7776000000 (90 days).
+    pub audit_max_age_ms: u64,
     /// Plaintext gRPC, without TLS. Default `false`; required (and only allowed)
     /// when no TLS file is given.
     pub insecure: bool,
@@ -248,6 +265,8 @@ impl Default for CoordinatorConfig {
             tls_key: None,
             tls_ca_key: None,
             agent_cert_ttl_ms: 86_400_000,
+            audit_max_records: crate::state::Retention::default().max_records,
+            audit_max_age_ms: crate::state::Retention::default().max_age_ms,
             insecure: false,
             heartbeat_ms: 50,
             election_timeout_ms: 150,
@@ -344,6 +363,11 @@ pub enum Problem {
     #[error("tls_ca_key needs TLS: agents enrol only over TLS (drop --insecure, or drop --tls-ca-key)")]
     CaKeyWithoutTls,
     /// Agent certificates too short-lived.
+    #[error("audit_max_records is {audit_max_records}: keep at least 1000 audit records")]
+    AuditRecords {
+        /// The value.
+        audit_max_records: u64,
+    },
     #[error("agent_cert_ttl_ms is {agent_cert_ttl_ms}: agent certificates must live at least 1000 ms")]
     AgentCertTtl {
         /// The value given.
@@ -499,6 +523,8 @@ impl CoordinatorConfig {
             (args.agent_heartbeat_ms, &mut self.agent_heartbeat_ms),
             (args.shutdown_timeout_ms, &mut self.shutdown_timeout_ms),
             (args.agent_cert_ttl_ms, &mut self.agent_cert_ttl_ms),
+            (args.audit_max_records, &mut self.audit_max_records),
+            (args.audit_max_age_ms, &mut self.audit_max_age_ms),
         ] {
             if let Some(value) = flag {
                 *key = value;
@@ -554,6 +580,9 @@ impl CoordinatorConfig {
         }
         if self.agent_cert_ttl_ms < 1_000 {
             problems.push(Problem::AgentCertTtl { agent_cert_ttl_ms: self.agent_cert_ttl_ms });
+        }
+        if self.audit_max_records < 1_000 {
+            problems.push(Problem::AuditRecords { audit_max_records: self.audit_max_records });
         }
         if !problems.is_empty() {
             return Err(ConfigError::Invalid { problems });

@@ -19,12 +19,14 @@ use flotilla_shared::transport::Transport;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::audit::{self, Auditor};
 use crate::config::CoordinatorConfig;
 use crate::enrolment::Enroller;
 use crate::error::CoordinatorError;
 use crate::fleet::AgentHub;
 use crate::http::{HttpListener, HttpServer, HttpTls};
 use crate::node::{Lifecycle, Node, RaftSettings};
+use crate::state::Retention;
 use crate::{driver, server};
 
 /// How long stopping Raft (after the servers) may take.
@@ -150,8 +152,18 @@ impl Daemon {
             // Agent streams would hold the server open: send agents elsewhere first.
             closing.shutdown();
         };
-        let server =
-            tokio::spawn(server::serve(node.clone(), hub.clone(), listener, tls.clone(), enroller.clone(), shutdown));
+        let retention = Retention { max_records: config.audit_max_records, max_age_ms: config.audit_max_age_ms };
+        let (auditor, audit_queue) = Auditor::new();
+        tokio::spawn(audit::run(node.clone(), audit_queue, auditor.counts().clone(), retention));
+        let server = tokio::spawn(server::serve(
+            node.clone(),
+            hub.clone(),
+            listener,
+            tls.clone(),
+            enroller.clone(),
+            (auditor.clone(), retention),
+            shutdown,
+        ));
         let mut files: Vec<PathBuf> = match &transport {
             Transport::Tls(f) => vec![f.ca.clone(), f.cert.clone(), f.key.clone()],
             Transport::Insecure => Vec::new(),
@@ -159,7 +171,7 @@ impl Daemon {
         files.extend(config.tls_ca_key.clone());
         let certificates = Certificates { tls: tls.clone(), enroller, files };
         let watcher = tls.is_some().then(|| tokio::spawn(certificates.clone().watch()));
-        let http = http.map(|listener| listener.serve(node.clone(), hub.clone()));
+        let http = http.map(|listener| listener.serve(node.clone(), hub.clone(), auditor.counts().clone()));
 
         if !pairs.is_empty() {
             match node.bootstrap(&pairs).await {

@@ -208,7 +208,7 @@ pub fn refusal(r: EnrolmentRefusal) -> CoordinatorError {
     }
 }
 
-fn random_hex(bytes: usize) -> Result<String, CoordinatorError> {
+pub(crate) fn random_hex(bytes: usize) -> Result<String, CoordinatorError> {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf)
         .map_err(|e| CoordinatorError::Internal(format!("no randomness for a join token: {e}")))?;

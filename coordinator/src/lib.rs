@@ -1,6 +1,8 @@
 //! Flotilla coordinator: one node of the Raft cluster that stores release state and,
 //! on the leader, runs the release engine.
 
+pub mod access;
+pub mod audit;
 pub mod auth;
 pub mod backup;
 pub mod config;

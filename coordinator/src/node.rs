@@ -692,6 +692,13 @@ mod tests {
         ) -> Result<Response<v1::TimeoutNowReply>, Status> {
             Err(Status::unavailable("this follower takes no leadership"))
         }
+
+        async fn record_audit(
+            &self,
+            _request: Request<v1::RecordAuditRequest>,
+        ) -> Result<Response<v1::RecordAuditReply>, Status> {
+            Err(Status::unavailable("this follower does not lead"))
+        }
     }
 
     fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> Entry {

@@ -104,7 +104,9 @@ impl Cluster {
             let (stop, stopped) = oneshot::channel::<()>();
             let listener = tokio::net::TcpListener::bind(addr.as_str()).await.expect("the address is free");
             let enroller = flotilla_coordinator::enrolment::Enroller::disabled();
-            tokio::spawn(server::serve(node.clone(), hub.clone(), listener, None, enroller, async move {
+            let (auditor, _queue) = flotilla_coordinator::audit::Auditor::new();
+            let audit = (auditor, flotilla_coordinator::state::Retention::default());
+            tokio::spawn(server::serve(node.clone(), hub.clone(), listener, None, enroller, audit, async move {
                 let _ = stopped.await;
             }));
             nodes.push(Coordinator { node, hub, addr: addr.clone(), stop: Some(stop), _dir: dir });

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flotilla_coordinator::raft::{Entry, NodeId, TypeConfig};
-use flotilla_coordinator::state::{Command, NewRelease, Op, Response, State};
+use flotilla_coordinator::state::{AuditBatch, AuditRecord, Command, NewRelease, Op, Response, Retention, State};
 use flotilla_coordinator::store::spaces::{Format, FormatKey, FormatRecord, RaftLog};
 use flotilla_coordinator::store::{
     self, KeySpace, KvEngine, LogStore, SledEngine, StateMachineStore, StoreError, ValueEncoding,
@@ -31,7 +31,14 @@ const HELPER_DIR_ENV: &str = "FLOTILLA_STORE_HELPER_DIR";
 fn audit(i: u64) -> Command {
     Command {
         at_unix_ms: 1_000 + i64::try_from(i).unwrap(),
-        op: Op::Audit { actor: "test".into(), action: format!("action {i}") },
+        op: Op::Audit(AuditBatch {
+            records: vec![AuditRecord {
+                actor: "operator test".into(),
+                method: format!("action {i}"),
+                ..AuditRecord::default()
+            }],
+            retention: Retention::default(),
+        }),
     }
 }
 
@@ -404,13 +411,13 @@ async fn a_restarted_node_has_every_committed_write_after_snapshots_and_purges()
     let shared = sm.shared_state();
     let raft = openraft::Raft::<TypeConfig>::new(1, raft_config(), NoPeers, log, sm).await.unwrap();
     raft.wait(timeout).applied_index_at_least(Some(last_index), "re-applied after restart").await.unwrap();
-    let audit_len = shared.read(|state| state.audit().len());
+    let audit_len = shared.read(|state| state.access().audit().count());
     assert_eq!(audit_len, 35);
     // The restarted node leads again and takes new writes.
     raft.wait(timeout).current_leader(1, "re-elected").await.unwrap();
     let reply = raft.client_write(audit(36)).await.unwrap();
     assert_eq!(reply.data, Response::Done);
-    assert_eq!(shared.read(|state| state.audit().len()), 36);
+    assert_eq!(shared.read(|state| state.access().audit().count()), 36);
     let last_applied: Option<LogId<NodeId>> = shared.last_applied();
     assert_eq!(last_applied, Some(reply.log_id));
     raft.shutdown().await.unwrap();

@@ -90,7 +90,10 @@ pub const MIN_PROTOCOL_VERSION: u32 = 1;
 /// - 3: log entries may carry enrolment commands (join tokens, enrolled hosts), which
 ///   a revision-2 node cannot decode. A revision-3 node still serves revision-2 peers,
 ///   so a cluster is upgraded follower by follower, the leader last.
-pub const PEER_PROTOCOL_VERSION: u32 = 3;
+/// - 4: log entries may carry operator tokens and audit records, which a revision-3
+///   node cannot decode; `RaftPeer.RecordAudit`; a forwarded call names its operator
+///   and role (`x-flotilla-on-behalf-of: operator alice admin`). Upgraded like 3.
+pub const PEER_PROTOCOL_VERSION: u32 = 4;
 
 /// The oldest peer protocol revision this build accepts from another coordinator.
 /// A revision-1 node cannot read revision-2 payloads (nor the reverse), so a cluster

@@ -94,6 +94,11 @@ pub enum Reason {
     HostAlreadyEnrolled,
     /// FAILED_PRECONDITION: the coordinators hold no CA key, so nobody can enrol.
     EnrolmentDisabled,
+    /// NOT_FOUND: no operator token with that id.
+    TokenNotFound,
+    /// PERMISSION_DENIED: the approval must come from someone else (not the release's
+    /// author) or from a higher role, as the spec says.
+    ApproverNotAllowed,
     /// INTERNAL: Raft or storage failed.
     Internal,
 }
@@ -123,12 +128,14 @@ impl Reason {
             Reason::JoinTokenNotFound => "JOIN_TOKEN_NOT_FOUND",
             Reason::HostAlreadyEnrolled => "HOST_ALREADY_ENROLLED",
             Reason::EnrolmentDisabled => "ENROLMENT_DISABLED",
+            Reason::TokenNotFound => "TOKEN_NOT_FOUND",
+            Reason::ApproverNotAllowed => "APPROVER_NOT_ALLOWED",
             Reason::Internal => "INTERNAL",
         }
     }
 
     /// Every reason, for documentation and tests.
-    pub const ALL: [Reason; 22] = [
+    pub const ALL: [Reason; 24] = [
         Reason::NotLeader,
         Reason::NoLeader,
         Reason::ShuttingDown,
@@ -150,6 +157,8 @@ impl Reason {
         Reason::JoinTokenNotFound,
         Reason::HostAlreadyEnrolled,
         Reason::EnrolmentDisabled,
+        Reason::TokenNotFound,
+        Reason::ApproverNotAllowed,
         Reason::Internal,
     ];
 }

@@ -70,6 +70,17 @@ const EXPECTED: &[(&str, &[Method])] = &[
             ("Vote", false, false),
             ("InstallSnapshot", false, false),
             ("TimeoutNow", false, false),
+            ("RecordAudit", false, false),
+        ],
+    ),
+    (
+        "Access",
+        &[
+            ("WhoAmI", false, false),
+            ("CreateToken", false, false),
+            ("ListTokens", false, false),
+            ("RevokeToken", false, false),
+            ("ListAudit", false, false),
         ],
     ),
 ];

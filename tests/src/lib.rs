@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use flotilla_net::pki::{
-    AGENT_LIFETIME, CA_LIFETIME, COORDINATOR_LIFETIME, ClusterCa, OPERATOR_LIFETIME, Role, ServerName,
+    AGENT_LIFETIME, CA_LIFETIME, COORDINATOR_LIFETIME, ClusterCa, Issued, OPERATOR_LIFETIME, OperatorRole, Role,
+    ServerName,
 };
 use flotilla_net::{ClientSecurity, LeaderClient, TlsMaterial, channel};
 use flotilla_proto::v1::cluster_client::ClusterClient;
@@ -181,17 +182,30 @@ impl TestCa {
     /// Issues a certificate naming `role` `name` (a coordinator's node id, an agent's
     /// host id, an operator's name), written as `{dir}/{ca}-{role}-{name}.pem` and
     /// `.key` (replacing earlier files of the same holder). A coordinator's also
-    /// answers to `127.0.0.1` and `localhost`; agents and operators only dial.
+    /// answers to `127.0.0.1` and `localhost`; agents and operators only dial. An
+    /// operator is an admin: [`TestCa::issue_operator`] issues another role.
     pub fn issue(&self, role: Role, name: &str) -> anyhow::Result<TlsPaths> {
-        let (servers, lifetime) = match role {
-            Role::Coordinator => (
-                vec![ServerName::Ip(std::net::Ipv4Addr::LOCALHOST.into()), ServerName::Dns("localhost".to_owned())],
+        let issued = match role {
+            Role::Coordinator => self.ca.issue(
+                role,
+                name,
+                &[ServerName::Ip(std::net::Ipv4Addr::LOCALHOST.into()), ServerName::Dns("localhost".to_owned())],
                 COORDINATOR_LIFETIME,
-            ),
-            Role::Agent => (Vec::new(), AGENT_LIFETIME),
-            Role::Operator => (Vec::new(), OPERATOR_LIFETIME),
+            )?,
+            Role::Agent => self.ca.issue(role, name, &[], AGENT_LIFETIME)?,
+            Role::Operator => self.ca.issue_operator(name, OperatorRole::Admin, OPERATOR_LIFETIME)?,
         };
-        let issued = self.ca.issue(role, name, &servers, lifetime)?;
+        self.write(&issued)
+    }
+
+    /// Issues the certificate of the operator `name` who may do what `role` allows,
+    /// written like [`TestCa::issue`]'s.
+    pub fn issue_operator(&self, name: &str, role: OperatorRole) -> anyhow::Result<TlsPaths> {
+        let issued = self.ca.issue_operator(name, role, OPERATOR_LIFETIME)?;
+        self.write(&issued)
+    }
+
+    fn write(&self, issued: &Issued) -> anyhow::Result<TlsPaths> {
         let stem = format!("{}-{}", self.name, issued.identity.file_stem());
         let paths = TlsPaths {
             ca: self.ca_file(),
@@ -657,6 +671,21 @@ pub async fn http_get(client: &reqwest::Client, url: &str) -> anyhow::Result<(u1
     let resp = client.get(url).send().await?;
     let status = resp.status().as_u16();
     Ok((status, resp.text().await?))
+}
+
+/// Asserts that `result` is a refusal with `code` and the `ErrorInfo` `reason`;
+/// returns its message.
+#[track_caller]
+pub fn refused<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    code: tonic::Code,
+    reason: flotilla_proto::status::Reason,
+) -> String {
+    let status = result.expect_err("the call must be refused");
+    assert_eq!(status.code(), code, "{status:?}");
+    let info = flotilla_proto::status::error_info(&status).unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(info.reason, reason.as_str(), "{status:?}");
+    status.message().to_owned()
 }
 
 /// The smallest valid release spec, named after `key`.

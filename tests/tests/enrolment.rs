@@ -8,17 +8,17 @@
 
 use std::time::Duration;
 
-use flotilla_net::pki::{self, ClusterCa, Role};
+use flotilla_net::pki::{self, ClusterCa, OperatorRole, Role};
 use flotilla_net::{CaPin, ClientSecurity, TlsMaterial, channel};
-use flotilla_proto::status::{Reason, error_info};
+use flotilla_proto::status::Reason;
 use flotilla_proto::v1::agent_link_client::AgentLinkClient;
 use flotilla_proto::v1::enrolment_client::EnrolmentClient;
 use flotilla_proto::v1::fleet_client::FleetClient;
 use flotilla_proto::v1::raft_peer_client::RaftPeerClient;
 use flotilla_proto::v1::releases_client::ReleasesClient;
 use flotilla_proto::v1::{self, ReleaseState};
-use flotilla_tests::eventually;
 use flotilla_tests::fleet::{AppSpec, HostSpec, TestFleet, app_inventory, describe, shop_hosts};
+use flotilla_tests::{eventually, refused};
 use tonic::Code;
 
 /// Longest a release of the app may take.
@@ -28,19 +28,14 @@ fn ca(fleet: &TestFleet) -> ClusterCa {
     ClusterCa::load(fleet.pki_dir().expect("an enrolled fleet")).unwrap()
 }
 
-/// Material for `role` `name` from `ca`, valid for `lifetime`.
+/// Material for `role` `name` from `ca`, valid for `lifetime` (an operator is an admin).
 fn holder(ca: &ClusterCa, role: Role, name: &str, lifetime: Duration) -> ClientSecurity {
-    let issued = ca.issue(role, name, &[], lifetime).unwrap();
+    let issued = match role {
+        Role::Operator => ca.issue_operator(name, OperatorRole::Admin, lifetime),
+        _ => ca.issue(role, name, &[], lifetime),
+    }
+    .unwrap();
     ClientSecurity::Tls(TlsMaterial::from_pem(ca.cert_pem(), issued.cert_pem, issued.key_pem).unwrap())
-}
-
-/// Asserts a refusal's code and reason; returns its message.
-fn refused<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, reason: Reason) -> String {
-    let status = result.expect_err("the call must be refused");
-    assert_eq!(status.code(), code, "{status:?}");
-    let info = error_info(&status).unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
-    assert_eq!(info.reason, reason.as_str(), "{status:?}");
-    status.message().to_owned()
 }
 
 async fn token(fleet: &TestFleet, args: &[&str]) -> String {
@@ -182,17 +177,17 @@ async fn callers_without_the_right_identity_are_refused_and_change_nothing() {
         Code::Unauthenticated,
         Reason::Unauthenticated,
     );
-    assert!(message.contains("none was presented"), "{message}");
+    assert!(message.contains("neither was presented"), "{message}");
 
     // An operator of another CA, with the same trust domain and name.
     let rogue = ClusterCa::create(flotilla_tests::TRUST_DOMAIN, pki::CA_LIFETIME).unwrap();
     // (It trusts the cluster's CA, so the refusal is the server's, not its own.)
-    let rogue_issued = rogue.issue(Role::Operator, "admin", &[], pki::OPERATOR_LIFETIME).unwrap();
+    let rogue_issued = rogue.issue_operator("admin", OperatorRole::Admin, pki::OPERATOR_LIFETIME).unwrap();
     let rogue_admin =
         ClientSecurity::Tls(TlsMaterial::from_pem(ca.cert_pem(), rogue_issued.cert_pem, rogue_issued.key_pem).unwrap());
     let message =
         refused(releases(&rogue_admin).create(create.clone()).await, Code::Unauthenticated, Reason::Unauthenticated);
-    assert!(message.contains("operator admin is not issued by this cluster's CA"), "{message}");
+    assert!(message.contains("operator admin (role admin) is not issued by this cluster's CA"), "{message}");
 
     // An expired operator certificate of the right CA.
     let short = holder(&ca, Role::Operator, "brief", Duration::from_secs(1));
@@ -203,7 +198,7 @@ async fn callers_without_the_right_identity_are_refused_and_change_nothing() {
     past((not_after + 1) * 1_000).await;
     let message =
         refused(releases(&short).create(create.clone()).await, Code::Unauthenticated, Reason::Unauthenticated);
-    assert!(message.contains("the certificate of operator brief expired at"), "{message}");
+    assert!(message.contains("the certificate of operator brief (role admin) expired at"), "{message}");
 
     // An agent calling what agents may not.
     let agent = holder(&ca, Role::Agent, "web-1", pki::AGENT_LIFETIME);
@@ -369,7 +364,7 @@ async fn the_ca_rotates_without_dropping_the_cluster_or_the_agents_session() {
         replace(&pki_dir.join(format!("coordinator-{id}.key")), &issued.key_pem);
         replace(&pki_dir.join(format!("coordinator-{id}.pem")), &issued.cert_pem);
     }
-    let admin = new.issue(Role::Operator, "admin", &[], pki::OPERATOR_LIFETIME).unwrap();
+    let admin = new.issue_operator("admin", OperatorRole::Admin, pki::OPERATOR_LIFETIME).unwrap();
     let old_admin_cert = std::fs::read(pki_dir.join("operator-admin.pem")).unwrap();
     let old_admin_key = std::fs::read(pki_dir.join("operator-admin.key")).unwrap();
     replace(&pki_dir.join("operator-admin.key"), &admin.key_pem);
@@ -397,7 +392,7 @@ async fn the_ca_rotates_without_dropping_the_cluster_or_the_agents_session() {
     let old_admin = ClientSecurity::Tls(TlsMaterial::from_pem(new.cert_pem(), old_admin_cert, old_admin_key).unwrap());
     let mut c = ReleasesClient::new(channel(&fleet.addrs()[0], &old_admin).unwrap());
     let message = refused(c.list(v1::ListRequest::default()).await, Code::Unauthenticated, Reason::Unauthenticated);
-    assert!(message.contains("operator admin is not issued by this cluster's CA"), "{message}");
+    assert!(message.contains("operator admin (role admin) is not issued by this cluster's CA"), "{message}");
 
     // The cluster never changed leader, the agent never left its session, and the new
     // operator still drives it.

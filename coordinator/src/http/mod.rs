@@ -18,6 +18,7 @@ mod render;
 mod view;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -96,12 +97,13 @@ impl HttpListener {
         self.addr
     }
 
-    /// Starts serving `node`'s endpoints; the hub is asked for the agent sessions.
-    pub fn serve(self, node: Node, hub: AgentHub) -> HttpServer {
+    /// Starts serving `node`'s endpoints; the hub is asked for the agent sessions,
+    /// `audit` for what became of the audit records this node made.
+    pub fn serve(self, node: Node, hub: AgentHub, audit: Arc<crate::audit::Counts>) -> HttpServer {
         let addr = self.addr;
         tracing::info!(%addr, tls = self.tls.is_some(), "serving metrics, probes and the status page over HTTP");
         let (stop, stopped) = watch::channel(false);
-        let app = router(Endpoints { node, hub });
+        let app = router(Endpoints { node, hub, audit });
         let task = tokio::spawn(accept_loop(self.listener, self.tls, app, stopped));
         HttpServer { addr, stop, task }
     }
@@ -139,6 +141,16 @@ impl HttpServer {
 struct Endpoints {
     node: Node,
     hub: AgentHub,
+    audit: Arc<crate::audit::Counts>,
+}
+
+impl Endpoints {
+    async fn view(&self) -> StatusView {
+        let mut view = StatusView::read(&self.node, &self.hub).await;
+        view.audit_committed = self.audit.committed.load(std::sync::atomic::Ordering::Relaxed);
+        view.audit_dropped = self.audit.dropped.load(std::sync::atomic::Ordering::Relaxed);
+        view
+    }
 }
 
 fn router(endpoints: Endpoints) -> Router {
@@ -155,12 +167,12 @@ fn text(status: StatusCode, body: String) -> Response {
 }
 
 async fn metrics(State(e): State<Endpoints>) -> Response {
-    let view = StatusView::read(&e.node, &e.hub).await;
+    let view = e.view().await;
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], render_metrics(&view)).into_response()
 }
 
 async fn page(State(e): State<Endpoints>) -> Response {
-    let view = StatusView::read(&e.node, &e.hub).await;
+    let view = e.view().await;
     ([(header::CONTENT_TYPE, PAGE_CONTENT_TYPE)], render_page(&view)).into_response()
 }
 
@@ -172,7 +184,7 @@ async fn readyz(State(e): State<Endpoints>) -> Response {
     if e.node.lifecycle() != crate::node::Lifecycle::Serving {
         return text(StatusCode::SERVICE_UNAVAILABLE, "not ready: shutting down\n".to_owned());
     }
-    match StatusView::read(&e.node, &e.hub).await.readiness() {
+    match e.view().await.readiness() {
         Ok(why) => text(StatusCode::OK, format!("ready: {why}\n")),
         Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
     }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::time::{Duration, UNIX_EPOCH};
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
@@ -104,6 +105,21 @@ pub fn render_metrics(view: &StatusView) -> String {
             labelled("follower", view.members.iter().filter_map(|m| Some((m.id.to_string(), m.matched_index?)))),
         );
     }
+    let counter = |n: u64| {
+        let c: Counter = Counter::default();
+        c.inc_by(n);
+        c
+    };
+    r.register(
+        "audit_records_committed",
+        "Audit records this coordinator recorded and had committed, since it started",
+        counter(view.audit_committed),
+    );
+    r.register(
+        "audit_records_dropped",
+        "Audit records this coordinator dropped (its queue was full, or no leader took them in time), since it started",
+        counter(view.audit_dropped),
+    );
     r.register("agents_known", "Hosts whose agent ever registered", int_gauge(view.agents_known));
     r.register("agents_online", "Hosts whose agent the leader holds a live lease on", int_gauge(view.agents_online));
     r.register(

@@ -53,6 +53,8 @@ fn leader_view() -> StatusView {
             created_unix_ms: 1_700_000_000_000,
         }],
         active_total: 2,
+        audit_committed: 17,
+        audit_dropped: 1,
     }
 }
 

@@ -163,6 +163,10 @@ pub struct StatusView {
     pub active_releases: Vec<ReleaseView>,
     /// How many releases have not finished.
     pub active_total: usize,
+    /// Audit records this node's writer committed since it started.
+    pub audit_committed: u64,
+    /// Audit records this node dropped since it started (queue full, no leader in time).
+    pub audit_dropped: u64,
 }
 
 impl StatusView {
@@ -246,6 +250,8 @@ impl StatusView {
             releases_by_state,
             active_releases: active,
             active_total,
+            audit_committed: 0,
+            audit_dropped: 0,
         }
     }
 

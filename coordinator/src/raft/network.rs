@@ -130,7 +130,12 @@ pub struct PeerClient {
 type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
 
 /// The envelope of a request from `from` to `target` in `term`.
-fn envelope(from: NodeId, target: NodeId, term: u64, identity: &ClusterIdentity) -> Option<v1::RaftEnvelope> {
+pub(crate) fn envelope(
+    from: NodeId,
+    target: NodeId,
+    term: u64,
+    identity: &ClusterIdentity,
+) -> Option<v1::RaftEnvelope> {
     Some(v1::RaftEnvelope {
         from_node_id: from,
         to_node_id: target,

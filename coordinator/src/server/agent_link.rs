@@ -31,7 +31,7 @@ impl AgentLink for AgentLinkService {
         request: Request<Streaming<v1::AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         let caller = Caller::of(&request);
-        tracing::debug!(caller = %caller.actor(), "agent session opened");
+        tracing::debug!(caller = %crate::auth::Actor::of(&request).name, "agent session opened");
         Ok(Response::new(self.hub.open_session(request.into_inner(), caller)))
     }
 }

@@ -9,6 +9,7 @@ use openraft::ServerState;
 use tonic::{Request, Response, Status};
 
 use super::on_leader;
+use crate::audit::AuditNote;
 use crate::error::CoordinatorError;
 use crate::node::Node;
 
@@ -121,8 +122,9 @@ impl Cluster for ClusterService {
         std::pin::Pin<Box<dyn futures::Stream<Item = Result<v1::BackupChunk, Status>> + Send + 'static>>;
 
     /// A backup of this node's applied state, in chunks.
-    async fn backup(&self, _request: Request<v1::BackupRequest>) -> Result<Response<Self::BackupStream>, Status> {
+    async fn backup(&self, request: Request<v1::BackupRequest>) -> Result<Response<Self::BackupStream>, Status> {
         let node = self.node.clone();
+        AuditNote::of(&request).target(format!("the state of node {}", node.id()));
         let (bytes, info) = tokio::task::spawn_blocking(move || crate::backup::make(&node))
             .await
             .map_err(|e| Status::internal(format!("backup task: {e}")))??;
@@ -160,6 +162,8 @@ impl Cluster for ClusterService {
 
     async fn add_node(&self, request: Request<v1::AddNodeRequest>) -> Result<Response<v1::AddNodeResponse>, Status> {
         let node = self.node.clone();
+        let asked = request.get_ref();
+        AuditNote::of(&request).target(format!("node {} at {}", asked.node_id, asked.addr));
         on_leader(
             &self.node,
             request,
@@ -186,6 +190,7 @@ impl Cluster for ClusterService {
         request: Request<v1::RemoveNodeRequest>,
     ) -> Result<Response<v1::RemoveNodeResponse>, Status> {
         let node = self.node.clone();
+        AuditNote::of(&request).target(format!("node {}", request.get_ref().node_id));
         on_leader(
             &self.node,
             request,

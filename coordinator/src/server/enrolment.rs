@@ -10,6 +10,7 @@ use flotilla_proto::v1::enrolment_server::Enrolment;
 use tonic::{Request, Response, Status};
 
 use super::on_leader;
+use crate::audit::AuditNote;
 use crate::auth::Caller;
 use crate::enrolment::{Enroller, refusal};
 use crate::error::CoordinatorError;
@@ -70,6 +71,8 @@ impl EnrolmentService {
 impl Enrolment for EnrolmentService {
     async fn join(&self, request: Request<v1::JoinRequest>) -> Result<Response<v1::JoinResponse>, Status> {
         let this = self.clone();
+        let token_id = request.get_ref().token.parse::<JoinToken>().map(|t| t.id).unwrap_or_default();
+        AuditNote::of(&request).target(format!("host {} (join token {token_id})", request.get_ref().host_id));
         on_leader(
             &self.node,
             request,
@@ -81,6 +84,9 @@ impl Enrolment for EnrolmentService {
 
     async fn renew(&self, request: Request<v1::RenewRequest>) -> Result<Response<v1::RenewResponse>, Status> {
         let caller = Caller::of(&request);
+        if let Some(identity) = caller.identity() {
+            AuditNote::of(&request).target(format!("host {}", identity.name));
+        }
         let Caller::Identified { identity, cert } = caller else {
             return Err(CoordinatorError::unauthenticated(
                 flotilla_proto::status::Reason::Unauthenticated,

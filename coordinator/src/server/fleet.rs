@@ -8,6 +8,7 @@ use flotilla_proto::v1::fleet_server::Fleet;
 use tonic::{Request, Response, Status};
 
 use super::on_leader;
+use crate::audit::AuditNote;
 use crate::auth::Caller;
 use crate::engine::{Outcome, StepKind, StepRecord};
 use crate::enrolment::{Enroller, TokenRequest, refusal};
@@ -138,6 +139,7 @@ impl Fleet for FleetService {
     /// committed.
     async fn drain(&self, request: Request<v1::DrainRequest>) -> Result<Response<v1::DrainResponse>, Status> {
         let this = self.clone();
+        AuditNote::of(&request).target(format!("host {}", request.get_ref().host_id));
         on_leader(
             &self.node,
             request,
@@ -168,7 +170,8 @@ impl Fleet for FleetService {
     ) -> Result<Response<v1::CreateJoinTokenResponse>, Status> {
         let this = self.clone();
         let actor = Caller::actor_of(&request);
-        on_leader(
+        let note = AuditNote::of(&request);
+        let made = on_leader(
             &self.node,
             request,
             |req| async move {
@@ -193,7 +196,11 @@ impl Fleet for FleetService {
             },
             |ch, req| async move { FleetClient::new(ch).create_join_token(req).await },
         )
-        .await
+        .await;
+        if let Ok(Some(t)) = made.as_ref().map(|r| r.get_ref().join_token.as_ref()) {
+            note.target(format!("join token {}", t.id));
+        }
+        made
     }
 
     /// Tokens from this node's applied state, oldest first.
@@ -220,6 +227,7 @@ impl Fleet for FleetService {
         request: Request<v1::RevokeJoinTokenRequest>,
     ) -> Result<Response<v1::RevokeJoinTokenResponse>, Status> {
         let this = self.clone();
+        AuditNote::of(&request).target(format!("join token {}", request.get_ref().id));
         on_leader(
             &self.node,
             request,
@@ -244,6 +252,7 @@ impl Fleet for FleetService {
         request: Request<v1::ForgetHostRequest>,
     ) -> Result<Response<v1::ForgetHostResponse>, Status> {
         let this = self.clone();
+        AuditNote::of(&request).target(format!("host {}", request.get_ref().host_id));
         on_leader(
             &self.node,
             request,

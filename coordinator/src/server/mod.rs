@@ -1,9 +1,11 @@
 //! The coordinator's gRPC surface: `RaftPeer`, `Cluster`, `Releases`, `AgentLink`,
-//! `Fleet`, `Enrolment`, the standard health service and reflection (v1 and v1alpha),
-//! on one port, over mutual TLS unless `--insecure`. Connections are accepted by
-//! `flotilla_net::incoming` (the TLS material of the moment, the peer judged once per
-//! connection) and every call passes [`crate::auth::AuthLayer`] first.
+//! `Fleet`, `Enrolment`, `Access`, the standard health service and reflection (v1 and
+//! v1alpha), on one port, over mutual TLS unless `--insecure`. Connections are
+//! accepted by `flotilla_net::incoming` (the TLS material of the moment, the peer
+//! judged once per connection) and every call passes [`crate::auth::AuthLayer`] first,
+//! which also records the calls that ask for a change in the audit trail.
 
+mod access;
 mod agent_link;
 mod cluster;
 mod enrolment;
@@ -16,6 +18,7 @@ mod releases;
 use std::future::Future;
 
 use flotilla_net::TlsMaterial;
+use flotilla_proto::v1::access_server::AccessServer;
 use flotilla_proto::v1::agent_link_server::AgentLinkServer;
 use flotilla_proto::v1::cluster_server::ClusterServer;
 use flotilla_proto::v1::enrolment_server::EnrolmentServer;
@@ -25,6 +28,7 @@ use flotilla_proto::v1::releases_server::ReleasesServer;
 use tonic::transport::{Channel, Server};
 use tonic::{Request, Response, Status};
 
+pub use access::AccessService;
 pub use agent_link::AgentLinkService;
 pub use cluster::ClusterService;
 pub use enrolment::EnrolmentService;
@@ -32,12 +36,14 @@ pub use fleet::FleetService;
 pub use raft_peer::RaftPeerService;
 pub use releases::ReleasesService;
 
+use crate::audit::Auditor;
 use crate::auth::AuthLayer;
 use crate::enrolment::Enroller;
 use crate::error::CoordinatorError;
 use crate::fleet::AgentHub;
 use crate::node::Node;
 use crate::raft::network::MAX_PEER_MESSAGE;
+use crate::state::Retention;
 
 /// Metadata key set on a call a follower forwarded to the leader, so it is forwarded
 /// at most once.
@@ -49,13 +55,15 @@ const MAX_CLIENT_MESSAGE: usize = 16 * 1024 * 1024;
 /// Serves every service of `node` on `listener` until `shutdown` completes; agent
 /// sessions go to `hub` (call [`AgentHub::shutdown`] when shutting down, or the open
 /// agent streams keep the server from stopping); agent certificates are signed by
-/// `enroller`.
+/// `enroller`; audit records go to `audit`'s auditor, and those followers send this
+/// node as leader are committed keeping its retention.
 pub async fn serve(
     node: Node,
     hub: AgentHub,
     listener: tokio::net::TcpListener,
     tls: Option<TlsMaterial>,
     enroller: Enroller,
+    audit: (Auditor, Retention),
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -65,6 +73,7 @@ pub async fn serve(
     health.set_serving::<AgentLinkServer<AgentLinkService>>().await;
     health.set_serving::<FleetServer<FleetService>>().await;
     health.set_serving::<EnrolmentServer<EnrolmentService>>().await;
+    health.set_serving::<AccessServer<AccessService>>().await;
     // Both reflection revisions: `v1` for current clients, `v1alpha` for the many
     // stock clients that still speak only it (grpcurl before 1.9, grpcio-reflection's
     // descriptor database, Postman).
@@ -80,12 +89,15 @@ pub async fn serve(
     let node_for_enrolment = node.clone();
     let trust_domain = tls.as_ref().and_then(TlsMaterial::identity).map(|id| id.trust_domain);
     let incoming = flotilla_net::incoming(listener, tls);
+    let (auditor, retention) = audit;
     Server::builder()
-        .layer(AuthLayer::new(trust_domain))
+        .layer(AuthLayer::new(trust_domain).with_cluster(node.clone(), auditor.clone()))
         .add_service(
-            RaftPeerServer::new(RaftPeerService::new(node.raft().clone(), node.identity().clone()))
-                .max_decoding_message_size(MAX_PEER_MESSAGE)
-                .max_encoding_message_size(MAX_PEER_MESSAGE),
+            RaftPeerServer::new(
+                RaftPeerService::new(node.raft().clone(), node.identity().clone()).with_audit(node.clone(), retention),
+            )
+            .max_decoding_message_size(MAX_PEER_MESSAGE)
+            .max_encoding_message_size(MAX_PEER_MESSAGE),
         )
         .add_service(ClusterServer::new(ClusterService::new(node.clone())))
         .add_service(
@@ -94,6 +106,7 @@ pub async fn serve(
         .add_service(AgentLinkServer::new(AgentLinkService::new(hub.clone())))
         .add_service(FleetServer::new(FleetService::new(hub, enroller.clone())))
         .add_service(EnrolmentServer::new(EnrolmentService::new(node_for_enrolment, enroller)))
+        .add_service(AccessServer::new(AccessService::new(node.clone())))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -131,10 +144,10 @@ where
             let ch = node.forward_channel(&leader_addr).map_err(|_| {
                 Status::from(CoordinatorError::NotLeader { leader_id, leader_addr: leader_addr.clone() })
             })?;
-            let actor = crate::auth::Caller::actor_of(&request);
+            let actor = crate::auth::Actor::of(&request).forwarded();
             let mut req = Request::new(request.into_inner());
             req.metadata_mut().insert(FORWARDED, node.id().to_string().parse().expect("a number is valid metadata"));
-            if let Ok(actor) = actor.parse() {
+            if let Some(Ok(actor)) = actor.map(|a| a.parse()) {
                 req.metadata_mut().insert(crate::auth::ON_BEHALF_OF, actor);
             }
             tracing::debug!(leader = %leader_addr, "forwarding a write to the leader");

@@ -149,6 +149,12 @@ pub fn plan(p: &Plan, source: &SourceFile) -> v1::Plan {
             approval: st.approval,
             hosts: st.hosts.iter().flatten().map(ToString::to_string).collect(),
             rollouts: in_wave_order.iter().filter_map(|&v| rollout(p, i, v)).collect(),
+            approvers: spec
+                .stages
+                .iter()
+                .find(|x| x.name == st.name)
+                .map(|x| approvers(x.approval_by))
+                .unwrap_or_default(),
         })
         .collect();
     let gates = p
@@ -167,6 +173,7 @@ pub fn plan(p: &Plan, source: &SourceFile) -> v1::Plan {
                     on: Some(selector(&e.on)),
                     timeout_ms: ms(e.timeout),
                 }),
+                approvers: gs.map(|x| approvers(x.approval_by)).unwrap_or_default(),
             }
         })
         .collect();
@@ -206,6 +213,11 @@ pub fn plan(p: &Plan, source: &SourceFile) -> v1::Plan {
         rollbacks: (0..spec.services.len()).map(|v| rollback(&p.rollback_if_failed(v))).collect(),
         format: PLAN_FORMAT_VERSION,
     }
+}
+
+/// Who may approve under `rule`, in words; empty for the open rule.
+fn approvers(rule: flotilla_shared::spec::ApprovalRule) -> String {
+    if rule.is_open() { String::new() } else { rule.describe() }
 }
 
 #[cfg(test)]

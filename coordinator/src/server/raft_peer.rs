@@ -1,5 +1,6 @@
 //! The `RaftPeer` service: hands openraft's requests from other coordinators to the
-//! local Raft and sends its answers back.
+//! local Raft and sends its answers back, and commits the audit records followers
+//! send their leader.
 
 use flotilla_proto::v1::raft_peer_server::RaftPeer;
 use flotilla_proto::v1::{self, raft_reply};
@@ -16,6 +17,8 @@ use crate::raft::{NodeId, Raft};
 pub struct RaftPeerService {
     raft: Raft,
     identity: ClusterIdentity,
+    /// The node audit records are proposed on, and the retention they get.
+    audit: Option<(crate::node::Node, crate::state::Retention)>,
 }
 
 impl std::fmt::Debug for RaftPeerService {
@@ -27,7 +30,13 @@ impl std::fmt::Debug for RaftPeerService {
 impl RaftPeerService {
     /// The service in front of `raft`, for requests of the cluster `identity` names.
     pub fn new(raft: Raft, identity: ClusterIdentity) -> Self {
-        Self { raft, identity }
+        Self { raft, identity, audit: None }
+    }
+
+    /// Takes followers' audit records and proposes them on `node` with `retention`.
+    pub fn with_audit(mut self, node: crate::node::Node, retention: crate::state::Retention) -> Self {
+        self.audit = Some((node, retention));
+        self
     }
 
     /// Checks a request's protocol and cluster; `replicates` for requests that carry
@@ -136,6 +145,24 @@ impl RaftPeer for RaftPeerService {
         };
         tracing::info!(from = env.from_node_id, reason = %refused, "not taking the leadership over");
         Ok(Response::new(v1::TimeoutNowReply { started: false, reason: refused }))
+    }
+
+    /// Commits a follower's audit records, when this node leads (UNAVAILABLE with the
+    /// leader's address otherwise).
+    async fn record_audit(
+        &self,
+        request: Request<v1::RecordAuditRequest>,
+    ) -> Result<Response<v1::RecordAuditReply>, Status> {
+        let req = request.into_inner();
+        self.admit(req.envelope.as_ref(), false)?;
+        let Some((node, retention)) = &self.audit else {
+            return Err(Status::unimplemented("this node does not take audit records"));
+        };
+        let records: Vec<crate::state::AuditRecord> = crate::raft::codec::decode(&req.payload)
+            .map_err(|e| Status::invalid_argument(format!("undecodable audit records: {e}")))?;
+        node.check_leader()?;
+        crate::audit::propose(node, records, *retention).await?;
+        Ok(Response::new(v1::RecordAuditReply {}))
     }
 }
 

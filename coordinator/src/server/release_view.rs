@@ -178,6 +178,19 @@ pub fn release(r: &ReleaseRecord, plan: Option<&Plan>) -> v1::Release {
                 name: a.name.clone(),
                 stage: run.stages.get(a.stage).map(|s| s.name.clone()).unwrap_or_default(),
                 since_unix_ms: a.since_unix_ms,
+                approvers: plan.map(|p| approvers(p, a.kind, &a.name)).unwrap_or_default(),
+            })
+            .collect(),
+        approvals: run
+            .events
+            .iter()
+            .filter(|e| e.kind == EventKind::Approved)
+            .map(|e| v1::GivenApproval {
+                kind: if e.gate.is_empty() { v1::ApprovalKind::Stage } else { v1::ApprovalKind::Gate } as i32,
+                name: if e.gate.is_empty() { e.stage.clone() } else { e.gate.clone() },
+                stage: e.stage.clone(),
+                approved_by: e.actor.clone(),
+                approved_unix_ms: e.at_unix_ms,
             })
             .collect(),
         created_unix_ms: r.created_unix_ms,
@@ -186,6 +199,16 @@ pub fn release(r: &ReleaseRecord, plan: Option<&Plan>) -> v1::Release {
         last_event_index: run.last_event_index(),
         created_by: r.created_by.clone(),
     }
+}
+
+/// Who may give the approval of gate or stage `name`, in words; empty when the spec
+/// does not restrict it.
+fn approvers(plan: &Plan, kind: ApprovalKind, name: &str) -> String {
+    let rule = match kind {
+        ApprovalKind::Gate => plan.spec().gates.iter().find(|g| *g.name == *name).map(|g| g.approval_by),
+        ApprovalKind::Stage => plan.spec().stages.iter().find(|st| st.name == name).map(|st| st.approval_by),
+    };
+    rule.filter(|r| !r.is_open()).map(|r| r.describe()).unwrap_or_default()
 }
 
 /// A release in a list.

@@ -2,17 +2,20 @@
 //! operator actions (approve, pause, resume, abort, rollback), each committed through
 //! Raft as a fact the release engine then acts on.
 
+use flotilla_net::pki::OperatorRole;
 use flotilla_proto::status::Reason;
 use flotilla_proto::v1::releases_client::ReleasesClient;
 use flotilla_proto::v1::releases_server::Releases;
 use flotilla_proto::v1::{self, Severity};
 use flotilla_shared::inventory::Fleet;
 use flotilla_shared::plan::Plan;
-use flotilla_shared::spec::{self, SourceFile, SpecErrors};
+use flotilla_shared::spec::{self, ApprovalRule, ApproverRole, SourceFile, SpecErrors};
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use super::on_leader;
+use crate::audit::AuditNote;
+use crate::auth::Actor;
 use crate::engine::{self, ApprovalKind, Fact, Phase};
 use crate::error::CoordinatorError;
 use crate::node::{Lifecycle, Node};
@@ -93,19 +96,6 @@ async fn closing(life: &mut tokio::sync::watch::Receiver<Lifecycle>) {
 /// How long `Watch` on a follower waits for a release the leader knows to reach this
 /// node's applied state (it is committed, so this is replication lag).
 const WATCH_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Metadata key naming the operator behind a call (informational; recorded in events).
-pub const ACTOR: &str = "x-flotilla-actor";
-
-/// Who is calling, as recorded in events: the `x-flotilla-actor` metadata, else `operator`.
-fn actor<T>(request: &Request<T>) -> String {
-    request
-        .metadata()
-        .get(ACTOR)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-        .map_or_else(|| "operator".to_owned(), |v| v.chars().take(128).collect())
-}
 
 fn view(r: &ReleaseRecord) -> v1::Release {
     let planned = engine::replan(&r.spec_text, &r.file_name, &r.fleet_json).ok();
@@ -190,8 +180,9 @@ impl Releases for ReleasesService {
 
     async fn create(&self, request: Request<v1::CreateRequest>) -> Result<Response<v1::CreateResponse>, Status> {
         let node = self.node.clone();
-        let created_by = actor(&request);
-        on_leader(
+        let created_by = Actor::of(&request).name;
+        let note = AuditNote::of(&request);
+        let created = on_leader(
             &self.node,
             request,
             |req| async move {
@@ -238,7 +229,12 @@ impl Releases for ReleasesService {
             },
             forward!(create),
         )
-        .await
+        .await;
+        // Also when a follower forwarded the call: the answer names the release.
+        if let Ok(Some(release)) = created.as_ref().map(|r| r.get_ref().release.as_ref()) {
+            note.release(&release.id);
+        }
+        created
     }
 
     async fn get(&self, request: Request<v1::GetRequest>) -> Result<Response<v1::GetResponse>, Status> {
@@ -359,14 +355,19 @@ impl Releases for ReleasesService {
 
     async fn approve(&self, request: Request<v1::ApproveRequest>) -> Result<Response<v1::ApproveResponse>, Status> {
         let node = self.node.clone();
-        let who = actor(&request);
+        let approver = Actor::of(&request);
+        let who = approver.name.clone();
+        AuditNote::of(&request).release(&request.get_ref().release_id);
         on_leader(
             &self.node,
             request,
             |req| async move {
                 require_id(&req.release_id)?;
-                let (pending, (gates, stages)) = node
-                    .read(|s| s.release(&req.release_id).map(|r| (r.run.approvals.clone(), approvable(r))))
+                let (pending, (gates, stages), author) = node
+                    .read(|s| {
+                        s.release(&req.release_id)
+                            .map(|r| (r.run.approvals.clone(), approvable(r), r.created_by.clone()))
+                    })
                     .await?
                     .ok_or_else(|| CoordinatorError::no_release(&req.release_id))?;
                 let wanted = match &req.target {
@@ -375,11 +376,11 @@ impl Releases for ReleasesService {
                     None => None,
                 };
                 match &wanted {
-                    Some((ApprovalKind::Gate, g)) if !gates.contains(g) => {
+                    Some((ApprovalKind::Gate, g)) if !gates.iter().any(|(n, _)| n == g) => {
                         let msg = format!("release {} has no gate {g} (gates: {})", req.release_id, listed(&gates));
                         return Err(CoordinatorError::no_part("gate", g, msg));
                     }
-                    Some((ApprovalKind::Stage, st)) if !stages.contains(st) => {
+                    Some((ApprovalKind::Stage, st)) if !stages.iter().any(|(n, _)| n == st) => {
                         let msg = format!("release {} has no stage {st} (stages: {})", req.release_id, listed(&stages));
                         return Err(CoordinatorError::no_part("stage", st, msg));
                     }
@@ -408,6 +409,13 @@ impl Releases for ReleasesService {
                         }
                     },
                 };
+                let rule = match kind {
+                    ApprovalKind::Gate => gates.iter().find(|(g, _)| *g == name),
+                    ApprovalKind::Stage => stages.iter().find(|(st, _)| *st == name),
+                }
+                .map(|(_, rule)| *rule)
+                .unwrap_or_default();
+                may_approve(rule, &author, &approver, &req.release_id, &format!("{kind} {name}"))?;
                 let release =
                     act(&node, &req.release_id, Fact::Approved { kind, name, actor: who, comment: req.comment })
                         .await?;
@@ -420,7 +428,8 @@ impl Releases for ReleasesService {
 
     async fn pause(&self, request: Request<v1::PauseRequest>) -> Result<Response<v1::PauseResponse>, Status> {
         let node = self.node.clone();
-        let who = actor(&request);
+        let who = Actor::of(&request).name;
+        AuditNote::of(&request).release(&request.get_ref().release_id);
         on_leader(
             &self.node,
             request,
@@ -436,7 +445,8 @@ impl Releases for ReleasesService {
 
     async fn resume(&self, request: Request<v1::ResumeRequest>) -> Result<Response<v1::ResumeResponse>, Status> {
         let node = self.node.clone();
-        let who = actor(&request);
+        let who = Actor::of(&request).name;
+        AuditNote::of(&request).release(&request.get_ref().release_id);
         on_leader(
             &self.node,
             request,
@@ -451,7 +461,8 @@ impl Releases for ReleasesService {
 
     async fn abort(&self, request: Request<v1::AbortRequest>) -> Result<Response<v1::AbortResponse>, Status> {
         let node = self.node.clone();
-        let who = actor(&request);
+        let who = Actor::of(&request).name;
+        AuditNote::of(&request).release(&request.get_ref().release_id);
         on_leader(
             &self.node,
             request,
@@ -466,7 +477,8 @@ impl Releases for ReleasesService {
 
     async fn rollback(&self, request: Request<v1::RollbackRequest>) -> Result<Response<v1::RollbackResponse>, Status> {
         let node = self.node.clone();
-        let who = actor(&request);
+        let who = Actor::of(&request).name;
+        AuditNote::of(&request).release(&request.get_ref().release_id);
         on_leader(
             &self.node,
             request,
@@ -510,19 +522,68 @@ impl Releases for ReleasesService {
     }
 }
 
-/// The gate and stage names of a release's plan (what `Approve` may name).
-fn approvable(r: &ReleaseRecord) -> (Vec<String>, Vec<String>) {
+/// Names and approval rules of the gates and stages of a release's plan (what
+/// `Approve` may name).
+type Approvable = Vec<(String, ApprovalRule)>;
+
+fn approvable(r: &ReleaseRecord) -> (Approvable, Approvable) {
     match engine::replan(&r.spec_text, &r.file_name, &r.fleet_json) {
-        Ok((plan, _)) => (
-            plan.spec().gates.iter().map(|g| g.name.to_string()).collect(),
-            plan.stages().iter().map(|st| st.name.clone()).collect(),
-        ),
+        Ok((plan, _)) => {
+            let rule_of_stage =
+                |name: &str| plan.spec().stages.iter().find(|st| st.name == name).map(|st| st.approval_by);
+            (
+                plan.spec().gates.iter().map(|g| (g.name.to_string(), g.approval_by)).collect(),
+                plan.stages().iter().map(|st| (st.name.clone(), rule_of_stage(&st.name).unwrap_or_default())).collect(),
+            )
+        }
         Err(_) => (Vec::new(), Vec::new()),
     }
 }
 
-fn listed(names: &[String]) -> String {
-    if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+fn listed(names: &Approvable) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Whether `approver` may give the approval of `what` (`gate db-ok`) of release
+/// `release`, which `author` created, under `rule`.
+fn may_approve(
+    rule: ApprovalRule,
+    author: &str,
+    approver: &Actor,
+    release: &str,
+    what: &str,
+) -> Result<(), CoordinatorError> {
+    if rule.is_open() {
+        return Ok(());
+    }
+    let refuse = |why: String| {
+        Err(CoordinatorError::permission_denied(
+            Reason::ApproverNotAllowed,
+            format!("{} may not approve {what} of release {release}: {why}", approver.name),
+        ))
+    };
+    let needs = format!("the spec wants the approval from {}", rule.describe());
+    if approver.is_insecure() {
+        return refuse(format!("{needs}, and this cluster runs --insecure, so it knows nobody's identity"));
+    }
+    if rule.other_than_author && approver.name == author {
+        return refuse(format!("{needs}, and {author} created the release"));
+    }
+    if let Some(least) = rule.role {
+        let least = match least {
+            ApproverRole::Deployer => OperatorRole::Deployer,
+            ApproverRole::Admin => OperatorRole::Admin,
+        };
+        if approver.role.is_none_or(|held| held < least) {
+            let held = approver.role.map_or_else(|| "no operator role".to_owned(), |r| format!("the {r} role"));
+            return refuse(format!("{needs}, and the approver holds {held}"));
+        }
+    }
+    Ok(())
 }
 
 /// The rollback an operator asked for, decided against the release's current run.
@@ -575,4 +636,44 @@ fn rollback_fact(
         why,
     );
     Ok((r.run.version, fact))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn operator(name: &str, role: Option<OperatorRole>) -> Actor {
+        Actor { name: format!("operator {name}"), role, authenticated_by: "certificate".into(), expires_unix_ms: 0 }
+    }
+
+    fn refused(rule: ApprovalRule, author: &str, approver: &Actor) -> Option<String> {
+        may_approve(rule, author, approver, "r-1", "gate db-ok").err().map(|e| Status::from(e).message().to_owned())
+    }
+
+    #[test]
+    fn an_approval_rule_refuses_the_author_and_lesser_roles_and_says_why() {
+        let alice = operator("alice", Some(OperatorRole::Deployer));
+        let bob = operator("bob", Some(OperatorRole::Deployer));
+        let root = operator("root", Some(OperatorRole::Admin));
+        let other = ApprovalRule { other_than_author: true, role: None };
+        let admin = ApprovalRule { other_than_author: false, role: Some(ApproverRole::Admin) };
+        let both = ApprovalRule { other_than_author: true, role: Some(ApproverRole::Admin) };
+
+        assert_eq!(refused(ApprovalRule::default(), "operator alice", &alice), None, "an open rule takes the author");
+        let self_approval = refused(other, "operator alice", &alice).expect("refused");
+        assert_eq!(
+            self_approval,
+            "operator alice may not approve gate db-ok of release r-1: the spec wants the approval from someone other than the release's author, and operator alice created the release"
+        );
+        assert_eq!(refused(other, "operator alice", &bob), None);
+        assert!(refused(admin, "operator alice", &bob).expect("refused").contains("holds the deployer role"));
+        assert_eq!(refused(admin, "operator alice", &root), None);
+        assert!(refused(both, "operator root", &root).is_some());
+        assert_eq!(refused(both, "operator alice", &root), None);
+        let nobody = Actor { authenticated_by: "insecure".into(), ..operator("x", None) };
+        assert!(refused(other, "anonymous", &nobody).expect("refused").contains("--insecure"));
+        let status = Status::from(may_approve(other, "operator alice", &alice, "r-1", "stage prod").unwrap_err());
+        assert_eq!(status.code(), tonic::Code::PermissionDenied);
+        assert!(flotilla_proto::status::has_reason(&status, Reason::ApproverNotAllowed));
+    }
 }

@@ -1,5 +1,6 @@
 //! Flotilla's replicated state: the commands the leader proposes, and their
-//! deterministic application to releases (their runs and histories), the fleet and the audit trail.
+//! deterministic application to releases (their runs and histories), the fleet,
+//! enrolment, operator tokens and the audit trail.
 //!
 //! Apply is a pure function of the state and the entry: it never reads a clock or a
 //! random source. The leader stamps the time (`Command::at_unix_ms`) and every id into
@@ -16,9 +17,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{EventKind, Fact, Run};
 
+mod access;
 mod enrolment;
 mod fleet;
 
+pub use access::{AccessOp, AccessState, AuditBatch, AuditRecord, OperatorTokenRecord, Retention, RoleRecord};
 pub use enrolment::{EnrolmentOp, EnrolmentRefusal, EnrolmentState, HostEnrolment, JoinTokenRecord, glob_matches};
 pub use fleet::{AgentRecord, FleetEvent, FleetOp, FleetState};
 
@@ -55,19 +58,17 @@ pub enum Op {
     },
     /// A change to the fleet (agents registered, lost, back).
     Fleet(FleetOp),
-    /// Record an operator action.
-    Audit {
-        /// Who did it (certificate subject, or `anonymous` in insecure mode).
-        actor: String,
-        /// What they did.
-        action: String,
-    },
+    /// Append records to the audit trail. (Format 3 declared this variant with other
+    /// fields but no build ever proposed it, so no log holds one.)
+    Audit(AuditBatch),
     /// Several operations committed as one log entry and applied in order, each on its
     /// own terms (one refused does not undo or stop the others): how the leader commits
     /// the agents' reports that arrive together, one round trip for all of them.
     Batch(Vec<Op>),
     /// A change to join tokens or enrolled hosts.
     Enrolment(EnrolmentOp),
+    /// A change to operator tokens.
+    Access(AccessOp),
 }
 
 /// A release submission, as the leader proposes it.
@@ -96,8 +97,9 @@ impl fmt::Display for Op {
             Op::CreateRelease(r) => write!(f, "create release {} as {}", r.name, r.id),
             Op::Release { release, fact, .. } => write!(f, "{release}: {fact}"),
             Op::Fleet(op) => op.fmt(f),
-            Op::Audit { actor, action } => write!(f, "audit: {actor} {action}"),
+            Op::Audit(batch) => write!(f, "{} audit records", batch.records.len()),
             Op::Enrolment(op) => op.fmt(f),
+            Op::Access(op) => op.fmt(f),
             Op::Batch(ops) => match ops.as_slice() {
                 [] => write!(f, "an empty batch"),
                 [one] => one.fmt(f),
@@ -170,9 +172,9 @@ pub struct ReleaseRecord {
     pub run: Run,
 }
 
-/// One entry of the audit trail.
+/// The audit trail formats 2 and 3 declared (never written to: always empty).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditEntry {
+pub struct AuditEntryV3 {
     /// When (leader's clock).
     pub at_unix_ms: i64,
     /// Who.
@@ -189,8 +191,27 @@ pub struct State {
     active: BTreeSet<ReleaseId>,
     by_idempotency_key: BTreeMap<String, ReleaseId>,
     fleet: FleetState,
-    audit: Vec<AuditEntry>,
     enrolment: EnrolmentState,
+    access: AccessState,
+}
+
+/// The state as format 3 wrote it (before operator tokens and the audit trail), read
+/// from older snapshots.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateV3 {
+    releases: BTreeMap<ReleaseId, ReleaseRecord>,
+    active: BTreeSet<ReleaseId>,
+    by_idempotency_key: BTreeMap<String, ReleaseId>,
+    fleet: FleetState,
+    audit: Vec<AuditEntryV3>,
+    enrolment: EnrolmentState,
+}
+
+impl From<StateV3> for State {
+    fn from(old: StateV3) -> Self {
+        let StateV3 { releases, active, by_idempotency_key, fleet, audit: _, enrolment } = old;
+        Self { releases, active, by_idempotency_key, fleet, enrolment, access: AccessState::default() }
+    }
 }
 
 /// The state as format 2 wrote it (before enrolment), read from older snapshots.
@@ -200,13 +221,13 @@ pub struct StateV2 {
     active: BTreeSet<ReleaseId>,
     by_idempotency_key: BTreeMap<String, ReleaseId>,
     fleet: FleetState,
-    audit: Vec<AuditEntry>,
+    audit: Vec<AuditEntryV3>,
 }
 
 impl From<StateV2> for State {
     fn from(old: StateV2) -> Self {
         let StateV2 { releases, active, by_idempotency_key, fleet, audit } = old;
-        Self { releases, active, by_idempotency_key, fleet, audit, enrolment: EnrolmentState::default() }
+        StateV3 { releases, active, by_idempotency_key, fleet, audit, enrolment: EnrolmentState::default() }.into()
     }
 }
 
@@ -292,12 +313,10 @@ impl State {
                 }
             }
             Op::Fleet(op) => self.fleet.apply(at, op),
-            Op::Audit { actor, action } => {
-                self.audit.push(AuditEntry { at_unix_ms: at, actor: actor.clone(), action: action.clone() });
-                Response::Done
-            }
+            Op::Audit(batch) => self.access.record(at, batch),
             Op::Batch(ops) => Response::Batch(ops.iter().map(|op| self.apply_op(log_index, at, op)).collect()),
             Op::Enrolment(op) => self.enrolment.apply(at, op),
+            Op::Access(op) => self.access.apply(at, op),
         }
     }
 
@@ -328,9 +347,9 @@ impl State {
         &self.fleet
     }
 
-    /// The audit trail, oldest first.
-    pub fn audit(&self) -> &[AuditEntry] {
-        &self.audit
+    /// Operator tokens and the audit trail.
+    pub fn access(&self) -> &AccessState {
+        &self.access
     }
 
     /// Join tokens and enrolled hosts.
@@ -419,7 +438,10 @@ mod tests {
             expect: None,
             fact: Fact::Resumed { actor: "a".into(), reason: String::new() },
         };
-        let audit = Op::Audit { actor: "ops".into(), action: "aborted r-1".into() };
+        let audit = Op::Audit(AuditBatch {
+            records: vec![AuditRecord { actor: "operator ops".into(), ..AuditRecord::default() }],
+            retention: Retention::default(),
+        });
         let batch = Command { at_unix_ms: 3_000, op: Op::Batch(vec![abort, stale, unknown, audit]) };
         let Response::Batch(responses) = s.apply(2, &batch) else { panic!("a batch answers with a batch") };
         assert_eq!(responses.len(), 4);
@@ -428,7 +450,7 @@ mod tests {
         assert!(matches!(&responses[1], Response::Refused { reason } if reason.contains("version 0")));
         assert!(matches!(&responses[2], Response::Refused { reason } if reason.contains("no release nope")));
         assert_eq!(responses[3], Response::Done);
-        assert_eq!(s.audit().len(), 1);
+        assert_eq!(s.access().audit().count(), 1);
         assert_eq!(s.release("r-1").unwrap().run.events.last().unwrap().at_unix_ms, 3_000);
     }
 

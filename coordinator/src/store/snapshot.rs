@@ -111,6 +111,8 @@ pub fn decode(bytes: &[u8]) -> Result<(SnapshotHeader, State), SnapshotError> {
     let malformed = |e: codec::CodecError| SnapshotError::Malformed(format!("state: {e}"));
     let state = if header.format_version == 2 {
         codec::decode::<crate::state::StateV2>(&bytes[start..]).map_err(malformed)?.into()
+    } else if header.format_version == 3 {
+        codec::decode::<crate::state::StateV3>(&bytes[start..]).map_err(malformed)?.into()
     } else {
         codec::decode(&bytes[start..]).map_err(malformed)?
     };
@@ -222,6 +224,21 @@ mod tests {
         assert_eq!((header.format_version, header.meta), (2, meta));
         assert_eq!(state, State::default());
         // Read as format 3, the same bytes are too short: the migration is what reads them.
+        let (_, start) = decode_header(&bytes).unwrap();
+        assert!(codec::decode::<State>(&bytes[start..]).is_err());
+    }
+
+    #[test]
+    fn a_format_3_snapshot_is_read_and_migrated() {
+        let meta = SnapshotMeta { snapshot_id: "1-1-1".to_owned(), ..Default::default() };
+        let header = serde_json::to_vec(&SnapshotHeader { format_version: 3, meta: meta.clone() }).unwrap();
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&u32::try_from(header.len()).unwrap().to_be_bytes());
+        bytes.extend_from_slice(&header);
+        let bytes = codec::encode_into(&crate::state::StateV3::default(), bytes).unwrap();
+        let (header, state) = decode(&bytes).unwrap();
+        assert_eq!((header.format_version, header.meta), (3, meta));
+        assert_eq!(state, State::default());
         let (_, start) = decode_header(&bytes).unwrap();
         assert!(codec::decode::<State>(&bytes[start..]).is_err());
     }

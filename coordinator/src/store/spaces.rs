@@ -26,7 +26,12 @@ use crate::raft::{Entry, NodeId};
 ///   snapshot state, a new command at the end of the log entry's operations). Format 2
 ///   is read and migrated: its log entries are valid format 3 entries, and its
 ///   snapshot state is read as format 2 and given an empty enrolment.
-pub const FORMAT_VERSION: u32 = 3;
+/// - 4: the state keeps operator tokens and the audit trail (in place of an audit list
+///   no build wrote to); two new commands at the end of the log entry's operations,
+///   and the audit command, never proposed before, carries its records. Formats 2 and
+///   3 are read and migrated: their log entries are valid format 4 entries, and their
+///   snapshot state is read as written and given no tokens and an empty trail.
+pub const FORMAT_VERSION: u32 = 4;
 
 /// The oldest format this build reads (and migrates to [`FORMAT_VERSION`]).
 pub const MIN_READABLE_FORMAT: u32 = 2;
