@@ -5,11 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use flotilla_net::call_leader;
 use flotilla_proto::v1::fleet_client::FleetClient;
 use flotilla_proto::v1::{self, HostState, ServiceRunState};
 
-use crate::remote::{Connection, print, remote_failure, runtime};
+use crate::remote::{Calls as _, Connection, print, remote_failure, runtime};
 use crate::{Failure, TextOrJson, json};
 
 /// `flotilla agents [--label K=V]... [--all]`, or one of its subcommands.
@@ -55,17 +54,17 @@ pub fn run(conn: &Connection, args: &AgentsArgs) -> Result<(), Failure> {
         Some(AgentsCommand::Forget(forget)) => return crate::tokens::forget(conn, forget),
         None => {}
     }
-    let security = conn.security()?;
-    let addrs = conn.addrs()?;
+    let remote = conn.remote()?;
     let req = v1::ListAgentsRequest { labels: args.labels.iter().cloned().collect(), include_lost: args.all };
     runtime()?.block_on(async {
         // Any coordinator answers from its applied state; the leader is followed when hinted.
-        let resp = call_leader(&addrs, &security, |ch| {
-            let req = req.clone();
-            async move { FleetClient::new(ch).list_agents(req).await.map(|r| r.into_inner()) }
-        })
-        .await
-        .map_err(remote_failure)?;
+        let resp = remote
+            .on_leader(|ch| {
+                let req = req.clone();
+                async move { FleetClient::new(ch).list_agents(req).await.map(|r| r.into_inner()) }
+            })
+            .await
+            .map_err(remote_failure)?;
         let text = match args.output {
             TextOrJson::Json => json::pretty(&resp)?,
             TextOrJson::Table => table(&resp.hosts, args),

@@ -46,6 +46,7 @@ mod tests {
                 name: "canary".into(),
                 stage: "canary".into(),
                 since_unix_ms: 1_790_000_000_456,
+                approvers: String::new(),
             }],
             ..Default::default()
         }

@@ -1,5 +1,6 @@
 //! The `flotilla` command-line tool: plans releases and, against a cluster, drives them.
 
+mod access;
 mod agents;
 mod demo;
 mod json;
@@ -59,6 +60,29 @@ enum Command {
     /// Exit codes: 0 the demo ran as asked (with --fail: the broken service was rolled
     /// back), 1 something went wrong, 3 the release did not end as expected.
     Demo(demo::DemoArgs),
+    /// Operator tokens: credentials with a role (viewer, deployer or admin) that
+    /// scripts and CI pass with --token instead of a client certificate.
+    ///
+    /// Exit codes: 0 done, 1 no coordinator answered or the call was refused
+    /// (UNAUTHENTICATED, PERMISSION_DENIED, no such token), 2 bad usage.
+    Tokens {
+        #[command(subcommand)]
+        command: access::TokensCommand,
+        /// How to print the result.
+        #[arg(long, short, global = true, value_enum, default_value_t = TextOrJson::Table)]
+        output: TextOrJson,
+    },
+    /// The audit trail: every call that asked to change something, allowed or refused,
+    /// newest first: when, who (and their role), what, the outcome, and from where.
+    ///
+    /// Exit codes: 0 listed (also when nothing matches), 1 no coordinator answered or
+    /// the call was refused, 2 bad usage.
+    Audit(access::AuditArgs),
+    /// Who the cluster takes this CLI's credentials for: the identity, its role, how it
+    /// was authenticated (certificate or token) and until when.
+    ///
+    /// Exit codes: 0 answered, 1 no coordinator answered, 2 bad usage.
+    Whoami(access::WhoAmIArgs),
     /// Make the cluster's certificate authority and issue the certificates of
     /// coordinators, operators and agents (each names its holder:
     /// `spiffe://DOMAIN/ROLE/NAME`).
@@ -120,6 +144,9 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::Agents(args) => agents::run(&cli.connection, &args),
         Command::Tls(args) => tls::run(&args),
+        Command::Tokens { command, output } => access::tokens(&cli.connection, &command, output),
+        Command::Audit(args) => access::audit(&cli.connection, &args),
+        Command::Whoami(args) => access::whoami(&cli.connection, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

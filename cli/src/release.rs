@@ -11,13 +11,14 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::anyhow;
-use flotilla_net::{LeaderClient, LeaderError};
+use flotilla_net::LeaderError;
+use flotilla_net::pki::format_unix;
 use flotilla_proto::v1::releases_client::ReleasesClient;
 use flotilla_proto::v1::{self, ReleaseState};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-use crate::remote::{Connection, print, remote_failure, runtime};
+use crate::remote::{Calls, Channel, Connection, print, remote_failure, runtime};
 use crate::{Failure, json};
 
 /// `flotilla release ...`.
@@ -111,8 +112,7 @@ pub enum ReleaseCommand {
 
 /// Runs a `release` command.
 pub fn run(conn: &Connection, cmd: &ReleaseCommand, json_out: bool) -> Result<(), Failure> {
-    let client = LeaderClient::new(conn.addrs()?, conn.security()?);
-    let actor = std::env::var("USER").unwrap_or_default();
+    let client = conn.remote()?;
     runtime()?.block_on(async {
         match cmd {
             ReleaseCommand::Start { spec, idempotency_key, watch } => {
@@ -124,8 +124,8 @@ pub fn run(conn: &Connection, cmd: &ReleaseCommand, json_out: bool) -> Result<()
                     // Without a key a retried call could submit twice: make one up.
                     idempotency_key: idempotency_key.clone().unwrap_or_else(fresh_key),
                 };
-                let resp = call(&client, &actor, move |mut c, r| {
-                    let req = with_actor(req.clone(), &r);
+                let resp = call(&client, move |mut c| {
+                    let req = req.clone();
                     async move { c.create(req).await }
                 })
                 .await?;
@@ -149,8 +149,8 @@ pub fn run(conn: &Connection, cmd: &ReleaseCommand, json_out: bool) -> Result<()
                 watch_release(&client, &release.id, 0, json_out).await
             }
             ReleaseCommand::List => {
-                let resp = call(&client, &actor, |mut c, r| async move {
-                    c.list(with_actor(v1::ListRequest { page_size: 1_000, ..Default::default() }, &r)).await
+                let resp = call(&client, |mut c| async move {
+                    c.list(v1::ListRequest { page_size: 1_000, ..Default::default() }).await
                 })
                 .await?;
                 print(&if json_out { json::pretty(&resp)? } else { list_table(&resp.releases) })
@@ -170,8 +170,8 @@ pub fn run(conn: &Connection, cmd: &ReleaseCommand, json_out: bool) -> Result<()
                     (None, None) => None,
                 };
                 let req = v1::ApproveRequest { release_id: id.clone(), target, comment: comment.clone() };
-                let resp = call(&client, &actor, move |mut c, r| {
-                    let req = with_actor(req.clone(), &r);
+                let resp = call(&client, move |mut c| {
+                    let req = req.clone();
                     async move { c.approve(req).await }
                 })
                 .await?;
@@ -179,8 +179,8 @@ pub fn run(conn: &Connection, cmd: &ReleaseCommand, json_out: bool) -> Result<()
             }
             ReleaseCommand::Pause { id, reason } => {
                 let req = v1::PauseRequest { release_id: id.clone(), reason: reason.clone() };
-                let resp = call(&client, &actor, move |mut c, r| {
-                    let req = with_actor(req.clone(), &r);
+                let resp = call(&client, move |mut c| {
+                    let req = req.clone();
                     async move { c.pause(req).await }
                 })
                 .await?;
@@ -188,8 +188,8 @@ pub fn run(conn: &Connection, cmd: &ReleaseCommand, json_out: bool) -> Result<()
             }
             ReleaseCommand::Resume { id, reason } => {
                 let req = v1::ResumeRequest { release_id: id.clone(), reason: reason.clone() };
-                let resp = call(&client, &actor, move |mut c, r| {
-                    let req = with_actor(req.clone(), &r);
+                let resp = call(&client, move |mut c| {
+                    let req = req.clone();
                     async move { c.resume(req).await }
                 })
                 .await?;
@@ -197,8 +197,8 @@ pub fn run(conn: &Connection, cmd: &ReleaseCommand, json_out: bool) -> Result<()
             }
             ReleaseCommand::Abort { id, reason } => {
                 let req = v1::AbortRequest { release_id: id.clone(), reason: reason.clone() };
-                let resp = call(&client, &actor, move |mut c, r| {
-                    let req = with_actor(req.clone(), &r);
+                let resp = call(&client, move |mut c| {
+                    let req = req.clone();
                     async move { c.abort(req).await }
                 })
                 .await?;
@@ -207,8 +207,8 @@ pub fn run(conn: &Connection, cmd: &ReleaseCommand, json_out: bool) -> Result<()
             ReleaseCommand::Rollback { id, service, reason } => {
                 let req =
                     v1::RollbackRequest { release_id: id.clone(), service: service.clone(), reason: reason.clone() };
-                let resp = call(&client, &actor, move |mut c, r| {
-                    let req = with_actor(req.clone(), &r);
+                let resp = call(&client, move |mut c| {
+                    let req = req.clone();
                     async move { c.rollback(req).await }
                 })
                 .await?;
@@ -230,19 +230,19 @@ pub fn run(conn: &Connection, cmd: &ReleaseCommand, json_out: bool) -> Result<()
     })
 }
 
-/// Calls the leader (following hints) with a `Releases` client; `actor` rides along.
-/// While no coordinator can serve it (an election is running), it tries again for up
-/// to [`ELECTION_WAIT`]; submissions carry an idempotency key, so this is safe.
-async fn call<T, F, Fut>(client: &LeaderClient, actor: &str, f: F) -> Result<T, Failure>
+/// Calls the leader (following hints) with a `Releases` client. While no coordinator
+/// can serve it (an election is running), it tries again for up to [`ELECTION_WAIT`];
+/// submissions carry an idempotency key, so this is safe.
+async fn call<T, F, Fut>(client: &impl Calls, f: F) -> Result<T, Failure>
 where
-    F: Fn(ReleasesClient<tonic::transport::Channel>, String) -> Fut,
+    F: Fn(ReleasesClient<Channel>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
     let deadline = Instant::now() + ELECTION_WAIT;
     loop {
         let answer = client
-            .call(|ch| {
-                let fut = f(ReleasesClient::new(ch), actor.to_owned());
+            .on_leader(|ch| {
+                let fut = f(ReleasesClient::new(ch));
                 async move { fut.await.map(tonic::Response::into_inner) }
             })
             .await;
@@ -258,22 +258,14 @@ where
 /// How long a command waits for a leader to be elected before giving up.
 const ELECTION_WAIT: Duration = Duration::from_secs(10);
 
-fn with_actor<T>(msg: T, actor: &str) -> tonic::Request<T> {
-    let mut req = tonic::Request::new(msg);
-    if let Ok(v) = actor.parse() {
-        req.metadata_mut().insert("x-flotilla-actor", v);
-    }
-    req
-}
-
 fn fresh_key() -> String {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     format!("cli-{}-{nanos:x}", std::process::id())
 }
 
-async fn get_response(client: &LeaderClient, id: &str) -> Result<v1::GetResponse, Failure> {
+async fn get_response(client: &impl Calls, id: &str) -> Result<v1::GetResponse, Failure> {
     let req = v1::GetRequest { release_id: id.to_owned() };
-    call(client, "", move |mut c, _| {
+    call(client, move |mut c| {
         let req = req.clone();
         async move { c.get(req).await }
     })
@@ -284,7 +276,7 @@ fn release_of(resp: v1::GetResponse) -> Result<v1::Release, Failure> {
     resp.release.ok_or_else(|| Failure::Operational(anyhow!("the coordinator answered without a release")))
 }
 
-async fn get(client: &LeaderClient, id: &str) -> Result<v1::Release, Failure> {
+async fn get(client: &impl Calls, id: &str) -> Result<v1::Release, Failure> {
     release_of(get_response(client, id).await?)
 }
 
@@ -373,9 +365,28 @@ fn show_text(r: &v1::Release) -> String {
         out.push_str(&format!(", submitted by {}", r.created_by));
     }
     out.push('\n');
+    for a in &r.approvals {
+        let stage = if a.kind == v1::ApprovalKind::Gate as i32 && !a.stage.is_empty() {
+            format!(" in stage {}", a.stage)
+        } else {
+            String::new()
+        };
+        out.push_str(&format!(
+            "  approved {} {}{stage} by {} at {}\n",
+            approval_kind(a.kind),
+            a.name,
+            if a.approved_by.is_empty() { "someone unknown" } else { &a.approved_by },
+            format_unix(a.approved_unix_ms / 1_000)
+        ));
+    }
     for a in &r.pending_approvals {
-        let kind = if a.kind == v1::ApprovalKind::Gate as i32 { "gate" } else { "stage" };
-        out.push_str(&format!("  waits for approval of {kind} {} (flotilla release approve {})\n", a.name, r.id));
+        let from = if a.approvers.is_empty() { String::new() } else { format!(", from {}", a.approvers) };
+        out.push_str(&format!(
+            "  waits for approval of {} {}{from} (flotilla release approve {})\n",
+            approval_kind(a.kind),
+            a.name,
+            r.id
+        ));
     }
     for s in &r.stages {
         let st =
@@ -401,6 +412,10 @@ fn show_text(r: &v1::Release) -> String {
         }
     }
     out
+}
+
+fn approval_kind(kind: i32) -> &'static str {
+    if kind == v1::ApprovalKind::Gate as i32 { "gate" } else { "stage" }
 }
 
 fn clock(at_unix_ms: i64) -> String {
@@ -479,14 +494,14 @@ impl Progress {
 
 /// Follows a release until it ends: events as lines (or JSON lines), bars on a
 /// terminal. Exit 0 when it succeeded, 3 otherwise.
-pub(crate) async fn watch_release(client: &LeaderClient, id: &str, after: u64, json_out: bool) -> Result<(), Failure> {
+pub(crate) async fn watch_release(client: &impl Calls, id: &str, after: u64, json_out: bool) -> Result<(), Failure> {
     let mut progress = Progress::new();
     let mut last = after;
     let mut quiet_since = Instant::now();
     loop {
         let req = v1::WatchRequest { release_id: id.to_owned(), after_index: last };
         let stream = client
-            .call(|ch| {
+            .on_leader(|ch| {
                 let req = req.clone();
                 async move { ReleasesClient::new(ch).watch(req).await.map(tonic::Response::into_inner) }
             })
@@ -555,3 +570,56 @@ pub(crate) async fn watch_release(client: &LeaderClient, id: &str, after: u64, j
 
 /// How long `watch` keeps trying to resume a dropped stream without hearing anything.
 const RECONNECT_FOR: Duration = Duration::from_secs(60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn show_names_who_approved_what_and_who_may_approve_what_waits() {
+        let r = v1::Release {
+            id: "r-0001".into(),
+            name: "shop".into(),
+            state: ReleaseState::AwaitingApproval as i32,
+            file_name: "shop.toml".into(),
+            created_by: "operator alice".into(),
+            approvals: vec![
+                v1::GivenApproval {
+                    kind: v1::ApprovalKind::Gate as i32,
+                    name: "smoke".into(),
+                    stage: "canary".into(),
+                    approved_by: "token ci-bot".into(),
+                    approved_unix_ms: 1_790_000_000_000,
+                },
+                v1::GivenApproval {
+                    kind: v1::ApprovalKind::Stage as i32,
+                    name: "canary".into(),
+                    stage: "canary".into(),
+                    approved_by: "operator bob".into(),
+                    approved_unix_ms: 1_790_000_060_000,
+                },
+            ],
+            pending_approvals: vec![
+                v1::PendingApproval {
+                    kind: v1::ApprovalKind::Stage as i32,
+                    name: "eu".into(),
+                    stage: "eu".into(),
+                    approvers: "someone other than the release's author".into(),
+                    ..Default::default()
+                },
+                v1::PendingApproval { kind: v1::ApprovalKind::Gate as i32, name: "db".into(), ..Default::default() },
+            ],
+            ..Default::default()
+        };
+        let text = show_text(&r);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[1], "  spec: shop.toml, submitted by operator alice");
+        assert_eq!(lines[2], "  approved gate smoke in stage canary by token ci-bot at 2026-09-21T14:13:20Z");
+        assert_eq!(lines[3], "  approved stage canary by operator bob at 2026-09-21T14:14:20Z");
+        assert_eq!(
+            lines[4],
+            "  waits for approval of stage eu, from someone other than the release's author (flotilla release approve r-0001)"
+        );
+        assert_eq!(lines[5], "  waits for approval of gate db (flotilla release approve r-0001)");
+    }
+}

@@ -11,12 +11,11 @@ use std::future::Future;
 use std::io::Write as _;
 use std::time::Duration;
 
-use flotilla_net::call_leader;
 use flotilla_net::pki::format_unix;
 use flotilla_proto::v1;
 use flotilla_proto::v1::fleet_client::FleetClient;
 
-use crate::remote::{Connection, print, remote_failure, runtime};
+use crate::remote::{Calls as _, Channel, Connection, print, remote_failure, runtime};
 use crate::{Failure, TextOrJson, json};
 
 /// `flotilla agents token ...`
@@ -153,18 +152,18 @@ fn create(conn: &Connection, args: &CreateArgs) -> Result<(), Failure> {
 /// Calls a `Fleet` method on the leader (writes) or any coordinator (reads).
 fn fleet<T, F, Fut>(conn: &Connection, call: F) -> Result<T, Failure>
 where
-    F: Fn(FleetClient<tonic::transport::Channel>) -> Fut,
+    F: Fn(FleetClient<Channel>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
-    let security = conn.security()?;
-    let addrs = conn.addrs()?;
+    let remote = conn.remote()?;
     runtime()?.block_on(async {
-        call_leader(&addrs, &security, |ch| {
-            let fut = call(FleetClient::new(ch));
-            async move { fut.await.map(tonic::Response::into_inner) }
-        })
-        .await
-        .map_err(remote_failure)
+        remote
+            .on_leader(|ch| {
+                let fut = call(FleetClient::new(ch));
+                async move { fut.await.map(tonic::Response::into_inner) }
+            })
+            .await
+            .map_err(remote_failure)
     })
 }
 

@@ -1,6 +1,7 @@
 //! Endpoints to coordinators: `HOST:PORT` in, a tonic channel out, over mutual TLS,
-//! over TLS that trusts only a pinned CA (a host joining the cluster), or, only when
-//! asked for, plaintext.
+//! over TLS that trusts only a pinned CA (a host joining the cluster), over TLS that
+//! verifies the server against the CA without a client certificate (an operator who
+//! authenticates with a token), or, only when asked for, plaintext.
 //!
 //! TLS is Flotilla's own connector rather than tonic's: each new connection takes the
 //! rustls config of the moment from the [`TlsMaterial`], so certificates reloaded on
@@ -23,7 +24,7 @@ use tonic::codegen::http::Uri;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::pin::CaPin;
-use crate::tls::{NetError, TlsMaterial};
+use crate::tls::{NetError, ServerTrust, TlsMaterial};
 
 /// How a client secures its connections.
 #[derive(Debug, Clone)]
@@ -33,6 +34,9 @@ pub enum ClientSecurity {
     /// TLS that trusts only the CA with this pin, without a client certificate: what a
     /// host that is joining has before it has a certificate of its own.
     Pinned(CaPin),
+    /// TLS that verifies the server's chain against the CA and its name, and presents
+    /// no client certificate: an operator whose calls carry a token instead.
+    ServerOnly(ServerTrust),
     /// Plaintext (`--insecure`).
     Insecure,
 }
@@ -94,6 +98,9 @@ pub fn endpoint(addr: &str, security: &ClientSecurity) -> Result<Dial, NetError>
         }
         ClientSecurity::Pinned(pin) => {
             Some(Connector { config: ConfigSource::Fixed(pin.client_config()), server_name: server_name()? })
+        }
+        ClientSecurity::ServerOnly(trust) => {
+            Some(Connector { config: ConfigSource::Fixed(trust.rustls_client()), server_name: server_name()? })
         }
     };
     Ok(Dial { endpoint, tls })

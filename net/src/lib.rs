@@ -14,4 +14,4 @@ pub use endpoint::{ClientSecurity, Dial, channel, endpoint};
 pub use leader::{LEADER_CLIENT_AGENT, LeaderClient, LeaderError, call_leader};
 pub use peer::{Peer, PeerInfo, ServerConn, incoming};
 pub use pin::{CaPin, JoinToken};
-pub use tls::{NetError, PeerVerdict, TlsMaterial};
+pub use tls::{NetError, PeerVerdict, ServerTrust, TlsMaterial};

@@ -221,6 +221,67 @@ impl TlsMaterial {
     }
 }
 
+/// The CA certificates (PEM) a client checks coordinators against when it presents
+/// no certificate of its own: an operator who authenticates with a token. The server's
+/// chain must lead to the CA and its certificate must name the host dialled, exactly
+/// as with [`TlsMaterial`]; only the client's side of mutual TLS is left out.
+#[derive(Clone)]
+pub struct ServerTrust {
+    /// Where the CA was read from, if from a file.
+    path: Option<PathBuf>,
+    config: Arc<ClientConfig>,
+}
+
+impl std::fmt::Debug for ServerTrust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTrust").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl ServerTrust {
+    /// Reads and checks the CA certificate file (PEM).
+    pub fn load(ca: &Path) -> Result<Self, NetError> {
+        let pem = read_pem(ca, "CA certificate", &["CERTIFICATE"])?;
+        Ok(Self { path: Some(ca.to_owned()), ..Self::from_pem(pem)? })
+    }
+
+    /// From CA certificates (PEM) already in memory.
+    pub fn from_pem(ca: impl Into<Vec<u8>>) -> Result<Self, NetError> {
+        let unusable = |what: &str, e: &dyn std::fmt::Display| NetError::Unusable(format!("{what}: {e}"));
+        let (_, roots) = ca_roots(&ca.into())?;
+        let provider = provider();
+        let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+            .build()
+            .map_err(|e| unusable("CA certificate", &e))?;
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| unusable("TLS versions", &e))?
+            .with_webpki_verifier(verifier)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Self { path: None, config: Arc::new(config) })
+    }
+
+    /// The rustls client config: trusts only the CA, presents no certificate, `h2`.
+    pub fn rustls_client(&self) -> Arc<ClientConfig> {
+        self.config.clone()
+    }
+}
+
+/// The CA certificates of PEM text, and a root store of them.
+fn ca_roots(ca: &[u8]) -> Result<(Vec<CertificateDer<'static>>, Arc<RootCertStore>), NetError> {
+    let unusable = |e: &dyn std::fmt::Display| NetError::Unusable(format!("CA certificate: {e}"));
+    let certs = CertificateDer::pem_slice_iter(ca).collect::<Result<Vec<_>, _>>().map_err(|e| unusable(&e))?;
+    if certs.is_empty() {
+        return Err(unusable(&"no PEM CERTIFICATE block"));
+    }
+    let mut roots = RootCertStore::empty();
+    for cert in &certs {
+        roots.add(cert.clone()).map_err(|e| unusable(&e))?;
+    }
+    Ok((certs, Arc::new(roots)))
+}
+
 fn describe_refusal(error: &rustls::Error, info: &CertInfo) -> String {
     use rustls::CertificateError as E;
     let who = info.describe();
@@ -260,17 +321,12 @@ fn build(ca: Vec<u8>, cert: Vec<u8>, key: Vec<u8>) -> Result<Loaded, NetError> {
         }
         Ok(certs)
     };
-    let ca_certs = certs(&ca, "CA certificate")?;
+    let (ca_certs, roots) = ca_roots(&ca)?;
     let chain = certs(&cert, "certificate")?;
     let own = CertInfo::parse(&chain[0]).ok_or_else(|| unusable("certificate", &"cannot be parsed"))?;
     let private = || PrivateKeyDer::from_pem_slice(&key).map_err(|e| unusable("private key", &e));
 
     let provider = provider();
-    let mut roots = RootCertStore::empty();
-    for ca in &ca_certs {
-        roots.add(ca.clone()).map_err(|e| unusable("CA certificate", &e))?;
-    }
-    let roots = Arc::new(roots);
     let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
         .allow_unauthenticated()
         .build()
@@ -390,7 +446,7 @@ fn read_pem(path: &Path, what: &'static str, blocks: &[&'static str]) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pki::{AGENT_LIFETIME, CA_LIFETIME, ClusterCa, Role};
+    use crate::pki::{AGENT_LIFETIME, CA_LIFETIME, ClusterCa, OperatorRole, Role};
 
     fn material(ca: &ClusterCa, role: Role, name: &str) -> TlsMaterial {
         let issued = ca.issue(role, name, &["127.0.0.1".parse().unwrap()], AGENT_LIFETIME).unwrap();
@@ -446,14 +502,65 @@ mod tests {
         assert_eq!(material.identity().unwrap().name, "web-2", "unusable files leave the material in use");
     }
 
+    /// A TLS handshake on loopback between `server` and a client with `client`, dialling
+    /// `name`: whether it succeeded, and the certificates the client presented.
+    async fn handshake(server: &TlsMaterial, client: Arc<ClientConfig>, name: &str) -> Result<usize, std::io::Error> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(server.rustls_server());
+        let accept = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await?;
+            let tls = acceptor.accept(tcp).await?;
+            Ok::<_, std::io::Error>(tls.get_ref().1.peer_certificates().map_or(0, <[_]>::len))
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let name = rustls::pki_types::ServerName::try_from(name.to_owned()).expect("a server name");
+        let connected = tokio_rustls::TlsConnector::from(client).connect(name, tcp).await;
+        match connected {
+            Ok(_stream) => accept.await.expect("the acceptor runs"),
+            Err(e) => {
+                accept.abort();
+                Err(e)
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn server_trust_checks_the_server_against_the_ca_and_presents_no_certificate() {
+        let ca = ClusterCa::create("prod", CA_LIFETIME).unwrap();
+        let coordinator = material(&ca, Role::Coordinator, "1");
+        let trust = ServerTrust::from_pem(ca.cert_pem()).unwrap();
+        assert_eq!(handshake(&coordinator, trust.rustls_client(), "127.0.0.1").await.unwrap(), 0, "no certificate");
+        // The mutual config of the same CA presents one, for comparison.
+        let agent = material(&ca, Role::Agent, "web-1");
+        assert!(handshake(&coordinator, agent.rustls_client(), "127.0.0.1").await.unwrap() > 0);
+
+        // A name the certificate does not carry, or a server of another CA: refused.
+        let err = handshake(&coordinator, trust.rustls_client(), "coord-9.example.net").await.unwrap_err();
+        assert!(err.to_string().contains("not valid for name"), "{err}");
+        let other = ServerTrust::from_pem(ClusterCa::create("prod", CA_LIFETIME).unwrap().cert_pem()).unwrap();
+        let err = handshake(&coordinator, other.rustls_client(), "127.0.0.1").await.unwrap_err();
+        // Same CA name, another key: its signature does not verify.
+        assert!(err.to_string().contains("invalid peer certificate"), "{err}");
+
+        assert!(matches!(ServerTrust::from_pem("not a certificate"), Err(NetError::Unusable(_))));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, "nothing").unwrap();
+        assert!(matches!(ServerTrust::load(&path), Err(NetError::NotPem { .. })));
+        assert!(matches!(ServerTrust::load(&dir.path().join("missing.pem")), Err(NetError::Read { .. })));
+    }
+
     #[test]
     fn material_from_pem_cannot_be_reloaded_and_a_wrong_key_is_refused() {
         let ca = ClusterCa::create("prod", CA_LIFETIME).unwrap();
-        let m = material(&ca, Role::Operator, "alice");
+        let alice = ca.issue_operator("alice", OperatorRole::Deployer, AGENT_LIFETIME).unwrap();
+        let m = TlsMaterial::from_pem(ca.cert_pem(), alice.cert_pem, alice.key_pem).unwrap();
         assert!(m.reload().is_err());
         assert_eq!(m.identity().unwrap().name, "alice");
-        let a = ca.issue(Role::Operator, "a", &[], AGENT_LIFETIME).unwrap();
-        let b = ca.issue(Role::Operator, "b", &[], AGENT_LIFETIME).unwrap();
+        assert_eq!(m.own_certificate().operator_role, Some(OperatorRole::Deployer));
+        let a = ca.issue_operator("a", OperatorRole::Viewer, AGENT_LIFETIME).unwrap();
+        let b = ca.issue_operator("b", OperatorRole::Viewer, AGENT_LIFETIME).unwrap();
         let err = TlsMaterial::from_pem(ca.cert_pem(), a.cert_pem, b.key_pem).unwrap_err().to_string();
         assert!(err.contains("certificate and key"), "{err}");
     }
