@@ -75,11 +75,6 @@ impl Caller {
         request.extensions().get::<Caller>().cloned().unwrap_or(Caller::Insecure)
     }
 
-    /// Who a request acts for, in words: [`Actor::of`]'s name.
-    pub fn actor_of<T>(request: &tonic::Request<T>) -> String {
-        Actor::of(request).name
-    }
-
     /// The identity, if there is one.
     pub fn identity(&self) -> Option<&PeerIdentity> {
         match self {

@@ -578,6 +578,21 @@ impl Container {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Runs a README `command` as root, as the README says to; it must succeed. Its
+    /// output.
+    #[track_caller]
+    fn run_readme(&self, command: &str) -> Output {
+        let out = self.bash_as("root", command, APT).unwrap();
+        assert!(
+            out.status.success(),
+            "README command `{command}` failed ({}):\n{}\n{}",
+            out.status,
+            text(&out),
+            self.logs()
+        );
+        out
+    }
+
     /// Whether `test EXPR` holds in the container.
     fn test(&self, expr: &str) -> anyhow::Result<bool> {
         Ok(self.bash_as("root", &format!("test {expr}"), DOCKER)?.status.success())
@@ -754,14 +769,7 @@ fn the_agent_package_installs_on_a_fresh_debian_as_documented_and_its_host_regis
         let command = command
             .replacen(TOKEN_PLACEHOLDER, &format!("FLOTILLA_JOIN_TOKEN={token} "), 1)
             .replace(README_COORDINATORS, &coordinator);
-        let out = c.bash_as("root", &command, APT).unwrap();
-        assert!(
-            out.status.success(),
-            "README command `{command}` failed ({}):\n{}\n{}",
-            out.status,
-            text(&out),
-            c.logs()
-        );
+        let out = c.run_readme(&command);
         let said = text(&out);
         assert!(said.contains(&format!("host {README_HOST} enrolled")), "the install says the host enrolled:\n{said}");
         enrolled_by_the_install(&c, &coordinator, token).unwrap_or_else(|e| panic!("{e:#}\n{said}\n{}", c.logs()));
@@ -779,14 +787,7 @@ fn the_agent_package_installs_on_a_fresh_debian_as_documented_and_its_host_regis
     let c = Container::start(install.path(), FILES_HOST, "systemctl").unwrap();
     for command in &files_commands {
         let command = command.replace(README_COORDINATORS, &coordinator);
-        let out = c.bash_as("root", &command, APT).unwrap();
-        assert!(
-            out.status.success(),
-            "README command `{command}` failed ({}):\n{}\n{}",
-            out.status,
-            text(&out),
-            c.logs()
-        );
+        c.run_readme(&command);
         if command == plain_install {
             installed_but_not_started(&c).unwrap();
         }

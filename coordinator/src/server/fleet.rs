@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::on_leader;
 use crate::audit::AuditNote;
-use crate::auth::Caller;
+use crate::auth::Actor;
 use crate::engine::{Outcome, StepKind, StepRecord};
 use crate::enrolment::{Enroller, TokenRequest, refusal};
 use crate::error::CoordinatorError;
@@ -169,7 +169,7 @@ impl Fleet for FleetService {
         request: Request<v1::CreateJoinTokenRequest>,
     ) -> Result<Response<v1::CreateJoinTokenResponse>, Status> {
         let this = self.clone();
-        let actor = Caller::actor_of(&request);
+        let actor = Actor::of(&request).name;
         let note = AuditNote::of(&request);
         let made = on_leader(
             &self.node,

@@ -215,8 +215,9 @@ pub fn plan(p: &Plan, source: &SourceFile) -> v1::Plan {
     }
 }
 
-/// Who may approve under `rule`, in words; empty for the open rule.
-fn approvers(rule: flotilla_shared::spec::ApprovalRule) -> String {
+/// Who may approve under `rule`, in words; empty for the open rule (the plan's and a
+/// pending approval's `approvers`).
+pub fn approvers(rule: flotilla_shared::spec::ApprovalRule) -> String {
     if rule.is_open() { String::new() } else { rule.describe() }
 }
 

@@ -208,7 +208,7 @@ fn approvers(plan: &Plan, kind: ApprovalKind, name: &str) -> String {
         ApprovalKind::Gate => plan.spec().gates.iter().find(|g| *g.name == *name).map(|g| g.approval_by),
         ApprovalKind::Stage => plan.spec().stages.iter().find(|st| st.name == name).map(|st| st.approval_by),
     };
-    rule.filter(|r| !r.is_open()).map(|r| r.describe()).unwrap_or_default()
+    rule.map(super::plan_view::approvers).unwrap_or_default()
 }
 
 /// A release in a list.
