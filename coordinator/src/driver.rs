@@ -29,6 +29,9 @@ const IDLE_TICK: Duration = Duration::from_secs(1);
 /// Most decision rounds per pass (a guard against a decision loop).
 const MAX_ROUNDS: usize = 256;
 
+/// What an agent is told about a step the release has asked it to stop.
+const CANCEL_REASON: &str = "the release is rolling back this service";
+
 /// Most agent reports committed in one log entry. Reports that arrive while one entry
 /// is being committed go into the next, so under load a batch of a thousand hosts
 /// costs a few round trips, not a thousand.
@@ -215,43 +218,40 @@ impl Leader {
         Ok(())
     }
 
-    /// Sends the release's steps that have no result (to `only` when given); returns
-    /// their ids.
+    /// Sends the release's steps that have no result (to `only` when given), or the
+    /// cancel of those marked for cancellation; returns the ids of the steps sent.
     fn send_outstanding(&mut self, id: &str, only: Option<&str>) -> Vec<String> {
         let term = self.term;
         let mut planned = None;
         let node = self.node.clone();
-        let steps: Vec<(String, String, Option<v1::Step>, bool)> = node.read_local(|s| {
+        let resends: Vec<Resend> = node.read_local(|s| {
             let Some(rec) = s.release(id) else { return Vec::new() };
             planned = self.planned(s, id);
             let Some(p) = &planned else { return Vec::new() };
-            rec.run
-                .outstanding()
-                .filter(|(_, st)| only.is_none_or(|h| st.host.as_str() == h))
-                .map(|(cid, st)| {
-                    let stage = rec.run.stages.get(st.stage).map(|x| x.name.clone()).unwrap_or_default();
-                    let step = engine::steps::build(id, cid, term, st, p.0.spec(), &stage);
-                    (cid.clone(), st.host.to_string(), step, st.cancel)
-                })
-                .collect()
+            resends(rec.run.outstanding(), only, |cid, st| {
+                let stage = rec.run.stages.get(st.stage).map(|x| x.name.clone()).unwrap_or_default();
+                engine::steps::build(id, cid, term, st, p.0.spec(), &stage)
+            })
         });
         let mut sent = Vec::new();
-        for (cid, host, step, cancel) in steps {
-            if cancel {
-                self.hub.cancel(&host, &cid, "the release is rolling back this service");
-                self.cancels_sent.insert(cid.clone());
-            }
-            match step {
-                Some(step) => match self.hub.send(&host, step) {
-                    Ok(()) => sent.push(cid),
+        for resend in resends {
+            match resend {
+                Resend::Cancel { command_id, host } => {
+                    self.hub.cancel(&host, &command_id, term, CANCEL_REASON);
+                    self.cancels_sent.insert(command_id);
+                }
+                Resend::Step { command_id, host, step: Some(step) } => match self.hub.send(&host, step) {
+                    Ok(()) => sent.push(command_id),
                     Err(e) => tracing::debug!(
                         host,
-                        command_id = cid,
+                        command_id,
                         reason = e.reason,
                         "step not sent now; sent when the agent is back"
                     ),
                 },
-                None => tracing::error!(command_id = cid, "the spec lacks what this step needs; not sent"),
+                Resend::Step { command_id, step: None, .. } => {
+                    tracing::error!(command_id, "the spec lacks what this step needs; not sent");
+                }
             }
         }
         sent
@@ -379,7 +379,7 @@ impl Leader {
                 .unwrap_or_default()
         });
         for (cid, host) in cancels {
-            self.hub.cancel(&host, &cid, "the release is rolling back this service");
+            self.hub.cancel(&host, &cid, self.term, CANCEL_REASON);
             self.cancels_sent.insert(cid);
         }
     }
@@ -479,5 +479,78 @@ fn dispatches_of(fact: &Fact) -> Vec<String> {
         | Fact::BakeStarted { dispatches, .. }
         | Fact::RollbackStarted { dispatches, .. } => hosts(dispatches),
         _ => Vec::new(),
+    }
+}
+
+/// What to send again for one outstanding step.
+#[derive(Debug, PartialEq)]
+enum Resend {
+    /// The step itself (`None`: it could not be built from the spec).
+    Step { command_id: String, host: String, step: Option<v1::Step> },
+    /// Only its cancel: a step marked for cancellation is never sent again, so an agent
+    /// that had not received it never runs it.
+    Cancel { command_id: String, host: String },
+}
+
+/// The resends for `outstanding` steps (to `only` when given), building each step that
+/// is sent with `build`.
+fn resends<'a>(
+    outstanding: impl Iterator<Item = (&'a engine::CommandId, &'a engine::StepRecord)>,
+    only: Option<&str>,
+    mut build: impl FnMut(&engine::CommandId, &engine::StepRecord) -> Option<v1::Step>,
+) -> Vec<Resend> {
+    outstanding
+        .filter(|(_, st)| only.is_none_or(|h| st.host.as_str() == h))
+        .map(|(cid, st)| {
+            let (command_id, host) = (cid.clone(), st.host.to_string());
+            if st.cancel { Resend::Cancel { command_id, host } } else { Resend::Step { step: build(cid, st), command_id, host } }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{StepKind, StepRecord};
+
+    fn record(host: &str, cancel: bool) -> StepRecord {
+        StepRecord {
+            host: HostId::new(host),
+            stage: 0,
+            kind: StepKind::Check("smoke".into()),
+            sent_unix_ms: 1,
+            outcome: None,
+            finished_unix_ms: 0,
+            cancel,
+        }
+    }
+
+    #[test]
+    fn a_step_marked_for_cancellation_is_cancelled_and_never_sent_again() {
+        let steps = [("r.1".to_owned(), record("web-1", true)), ("r.2".to_owned(), record("web-1", false))];
+        let mut built = Vec::new();
+        let out = resends(steps.iter().map(|(c, s)| (c, s)), None, |cid, _| {
+            built.push(cid.clone());
+            Some(v1::Step { command_id: cid.clone(), ..Default::default() })
+        });
+        assert_eq!(built, ["r.2"], "only the step not marked for cancellation is built");
+        assert_eq!(
+            out,
+            [
+                Resend::Cancel { command_id: "r.1".into(), host: "web-1".into() },
+                Resend::Step {
+                    command_id: "r.2".into(),
+                    host: "web-1".into(),
+                    step: Some(v1::Step { command_id: "r.2".into(), ..Default::default() }),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn resends_to_one_host_leave_the_others_alone() {
+        let steps = [("r.1".to_owned(), record("web-1", true)), ("r.2".to_owned(), record("web-2", false))];
+        let out = resends(steps.iter().map(|(c, s)| (c, s)), Some("web-2"), |_, _| None);
+        assert_eq!(out, [Resend::Step { command_id: "r.2".into(), host: "web-2".into(), step: None }]);
     }
 }

@@ -399,10 +399,10 @@ async fn a_step_sent_through_the_hub_reaches_the_agent_and_its_result_reaches_th
 
     hub.ack("web-1", vec!["c-1".into()]);
     assert_eq!(agent.expect("ResultAck").await, Msg::Ack(v1::ResultAck { command_ids: vec!["c-1".into()] }));
-    hub.cancel("web-1", "c-2", "release aborted");
+    hub.cancel("web-1", "c-2", 1, "release aborted");
     assert_eq!(
         agent.expect("Cancel").await,
-        Msg::Cancel(v1::Cancel { command_id: "c-2".into(), reason: "release aborted".into() })
+        Msg::Cancel(v1::Cancel { command_id: "c-2".into(), reason: "release aborted".into(), term: 1 })
     );
 
     let err = hub.send("db-1", step.clone()).expect_err("db-1 never connected");

@@ -4,6 +4,7 @@
 //! coordinator's engine, the CLI and tests can all call it freely.
 
 pub mod fixtures;
+pub mod history;
 pub mod inventory;
 pub mod model;
 pub mod plan;

@@ -203,7 +203,8 @@ impl ServerSession {
     }
 
     pub async fn cancel(&mut self, command_id: &str, reason: &str) {
-        self.send(In::Cancel(pb::Cancel { command_id: command_id.to_owned(), reason: reason.to_owned() })).await;
+        self.send(In::Cancel(pb::Cancel { command_id: command_id.to_owned(), reason: reason.to_owned(), term: 1 }))
+            .await;
     }
 
     pub async fn ack(&mut self, ids: &[&str]) {

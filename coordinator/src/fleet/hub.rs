@@ -243,10 +243,11 @@ impl AgentHub {
         self.deliver(host, Msg::Step(step))
     }
 
-    /// Asks the host's agent to stop executing a step (best effort: nothing happens
-    /// when the host is not connected; the step then ends on its own).
-    pub fn cancel(&self, host: &str, command_id: &str, reason: &str) {
-        let cancel = v1::Cancel { command_id: command_id.to_owned(), reason: reason.to_owned() };
+    /// Asks the host's agent to stop executing a step, or never to execute it when it
+    /// has not received it (best effort: nothing happens when the host is not
+    /// connected; the cancel is sent again when it is back).
+    pub fn cancel(&self, host: &str, command_id: &str, term: u64, reason: &str) {
+        let cancel = v1::Cancel { command_id: command_id.to_owned(), reason: reason.to_owned(), term };
         if let Err(e) = self.deliver(host, Msg::Cancel(cancel)) {
             tracing::debug!(%host, command_id, error = %e, "cancel not sent");
         }
