@@ -170,7 +170,7 @@ async fn purge_and_truncate_survive_reopening() {
 fn expected_state(n: u64) -> State {
     let mut state = State::default();
     for i in 2..=n {
-        state.apply(i, &test_command(i));
+        state.apply(i, 1, &test_command(i));
     }
     state
 }

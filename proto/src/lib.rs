@@ -93,7 +93,9 @@ pub const MIN_PROTOCOL_VERSION: u32 = 1;
 /// - 4: log entries may carry operator tokens and audit records, which a revision-3
 ///   node cannot decode; `RaftPeer.RecordAudit`; a forwarded call names its operator
 ///   and role (`x-flotilla-on-behalf-of: operator alice admin`). Upgraded like 3.
-pub const PEER_PROTOCOL_VERSION: u32 = 4;
+/// - 5: snapshots are in on-disk format 5 (release events carry their term), which a
+///   revision-4 node refuses to install. Upgraded like 3.
+pub const PEER_PROTOCOL_VERSION: u32 = 5;
 
 /// The oldest peer protocol revision this build accepts from another coordinator.
 /// A revision-1 node cannot read revision-2 payloads (nor the reverse), so a cluster

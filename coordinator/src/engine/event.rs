@@ -83,6 +83,9 @@ pub struct Event {
     pub actor: String,
     /// The release's status after the event.
     pub status: Status,
+    /// The leader term of the log entry that committed it (0: not committed through the
+    /// log, or recorded by a build older than format 5).
+    pub term: u64,
 }
 
 impl Event {
@@ -101,6 +104,7 @@ impl Event {
             version: String::new(),
             actor: super::ENGINE.to_owned(),
             status: Status::Pending,
+            term: 0,
         }
     }
 }

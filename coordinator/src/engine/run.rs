@@ -413,9 +413,16 @@ impl Run {
         }
     }
 
-    /// Applies a fact committed at `at` (the leader's clock). Refused facts change
-    /// nothing. `actor` defaults to `engine` in events.
+    /// Applies a fact at `at` (the leader's clock) outside the log: its events carry
+    /// no term (engine tests and previews). Refused facts change nothing. `actor`
+    /// defaults to `engine` in events.
     pub fn apply(&mut self, at: i64, fact: &Fact) -> Result<(), Refusal> {
+        self.apply_committed(at, 0, fact)
+    }
+
+    /// [`Run::apply`] for a fact committed by the leader of `term`: the events it records
+    /// carry that term, so a history shows which leader decided what.
+    pub fn apply_committed(&mut self, at: i64, term: u64, fact: &Fact) -> Result<(), Refusal> {
         if self.is_finished() && !matches!(fact, Fact::StepReported { .. } | Fact::RollbackDecided { .. }) {
             return refuse("the release has finished");
         }
@@ -426,6 +433,7 @@ impl Run {
         let status = self.status();
         for e in &mut self.events[before..] {
             e.status = status;
+            e.term = term;
         }
         Ok(())
     }

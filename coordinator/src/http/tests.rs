@@ -228,8 +228,8 @@ fn http_view_is_read_from_raft_metrics_and_the_state() {
         Some(BTreeMap::from([(1, Some(log_id(42))), (2, Some(log_id(42))), (3, None), (4, Some(log_id(40)))]));
 
     let mut state = State::default();
-    state.apply(5, &create("r-a", "alpha"));
-    state.apply(6, &create("r-b", "beta"));
+    state.apply(5, 1, &create("r-a", "alpha"));
+    state.apply(6, 1, &create("r-b", "beta"));
 
     let view = StatusView::from_parts("127.0.0.1:7602", &metrics, Some(Some(41)), &state, 2);
     assert_eq!(view.node_id, 2);

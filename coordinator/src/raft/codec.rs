@@ -102,7 +102,7 @@ mod tests {
     fn a_state_built_from_every_op_round_trips() {
         let mut state = State::default();
         for (i, op) in every_op().into_iter().enumerate() {
-            state.apply(u64::try_from(i).unwrap() + 1, &Command { at_unix_ms: 1_000, op });
+            state.apply(u64::try_from(i).unwrap() + 1, 1, &Command { at_unix_ms: 1_000, op });
         }
         let bytes = encode(&state).unwrap();
         assert_eq!(decode::<State>(&bytes).unwrap(), state);

@@ -294,6 +294,6 @@ pub fn event(release_id: &str, e: &Event) -> v1::ReleaseEvent {
         command_ids: e.command_ids.clone(),
         version: e.version.clone(),
         actor: e.actor.clone(),
-        term: 0,
+        term: e.term,
     }
 }

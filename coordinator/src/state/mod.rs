@@ -20,10 +20,12 @@ use crate::engine::{EventKind, Fact, Run};
 mod access;
 mod enrolment;
 mod fleet;
+mod legacy;
 
 pub use access::{AccessOp, AccessState, AuditBatch, AuditRecord, OperatorTokenRecord, Retention, RoleRecord};
 pub use enrolment::{EnrolmentOp, EnrolmentRefusal, EnrolmentState, HostEnrolment, JoinTokenRecord, glob_matches};
 pub use fleet::{AgentRecord, FleetEvent, FleetOp, FleetState};
+pub use legacy::{StateV2, StateV3, StateV4};
 
 /// The id of a release, assigned by the leader (`r-…`).
 pub type ReleaseId = String;
@@ -172,17 +174,6 @@ pub struct ReleaseRecord {
     pub run: Run,
 }
 
-/// The audit trail formats 2 and 3 declared (never written to: always empty).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditEntryV3 {
-    /// When (leader's clock).
-    pub at_unix_ms: i64,
-    /// Who.
-    pub actor: String,
-    /// What.
-    pub action: String,
-}
-
 /// The whole replicated state. Serialized as a snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -195,50 +186,15 @@ pub struct State {
     access: AccessState,
 }
 
-/// The state as format 3 wrote it (before operator tokens and the audit trail), read
-/// from older snapshots.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StateV3 {
-    releases: BTreeMap<ReleaseId, ReleaseRecord>,
-    active: BTreeSet<ReleaseId>,
-    by_idempotency_key: BTreeMap<String, ReleaseId>,
-    fleet: FleetState,
-    audit: Vec<AuditEntryV3>,
-    enrolment: EnrolmentState,
-}
-
-impl From<StateV3> for State {
-    fn from(old: StateV3) -> Self {
-        let StateV3 { releases, active, by_idempotency_key, fleet, audit: _, enrolment } = old;
-        Self { releases, active, by_idempotency_key, fleet, enrolment, access: AccessState::default() }
-    }
-}
-
-/// The state as format 2 wrote it (before enrolment), read from older snapshots.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StateV2 {
-    releases: BTreeMap<ReleaseId, ReleaseRecord>,
-    active: BTreeSet<ReleaseId>,
-    by_idempotency_key: BTreeMap<String, ReleaseId>,
-    fleet: FleetState,
-    audit: Vec<AuditEntryV3>,
-}
-
-impl From<StateV2> for State {
-    fn from(old: StateV2) -> Self {
-        let StateV2 { releases, active, by_idempotency_key, fleet, audit } = old;
-        StateV3 { releases, active, by_idempotency_key, fleet, audit, enrolment: EnrolmentState::default() }.into()
-    }
-}
-
 impl State {
-    /// Applies one command committed at `log_index`. Deterministic: the result depends
-    /// only on `self`, `log_index` and `cmd`.
-    pub fn apply(&mut self, log_index: u64, cmd: &Command) -> Response {
-        self.apply_op(log_index, cmd.at_unix_ms, &cmd.op)
+    /// Applies one command committed at `log_index` by the leader of `term` (release
+    /// events record that term). Deterministic: the result depends only on `self`,
+    /// `log_index`, `term` and `cmd`.
+    pub fn apply(&mut self, log_index: u64, term: u64, cmd: &Command) -> Response {
+        self.apply_op(log_index, term, cmd.at_unix_ms, &cmd.op)
     }
 
-    fn apply_op(&mut self, log_index: u64, at: i64, op: &Op) -> Response {
+    fn apply_op(&mut self, log_index: u64, term: u64, at: i64, op: &Op) -> Response {
         match op {
             Op::CreateRelease(new) => {
                 if !new.idempotency_key.is_empty()
@@ -261,6 +217,7 @@ impl State {
                     EventKind::ReleaseCreated,
                     format!("release {} ({}) submitted as {}{by}", new.name, new.file_name, new.id),
                 );
+                e.term = term;
                 if !new.created_by.is_empty() {
                     e.actor = new.created_by.clone();
                 }
@@ -299,7 +256,7 @@ impl State {
                         ),
                     };
                 }
-                match record.run.apply(at, fact) {
+                match record.run.apply_committed(at, term, fact) {
                     Ok(()) => {
                         // A finished release can start again (an operator's rollback).
                         if record.run.is_finished() {
@@ -314,7 +271,7 @@ impl State {
             }
             Op::Fleet(op) => self.fleet.apply(at, op),
             Op::Audit(batch) => self.access.record(at, batch),
-            Op::Batch(ops) => Response::Batch(ops.iter().map(|op| self.apply_op(log_index, at, op)).collect()),
+            Op::Batch(ops) => Response::Batch(ops.iter().map(|op| self.apply_op(log_index, term, at, op)).collect()),
             Op::Enrolment(op) => self.enrolment.apply(at, op),
             Op::Access(op) => self.access.apply(at, op),
         }
@@ -384,37 +341,37 @@ mod tests {
     #[test]
     fn an_idempotency_key_returns_the_first_release() {
         let mut s = State::default();
-        assert_eq!(s.apply(1, &create("r-1", "k")), Response::Release { id: "r-1".into(), created: true });
-        assert_eq!(s.apply(2, &create("r-2", "k")), Response::Release { id: "r-1".into(), created: false });
+        assert_eq!(s.apply(1, 1, &create("r-1", "k")), Response::Release { id: "r-1".into(), created: true });
+        assert_eq!(s.apply(2, 1, &create("r-2", "k")), Response::Release { id: "r-1".into(), created: false });
         assert_eq!(s.releases().count(), 1);
         assert_eq!(s.release_by_key("k").map(|r| r.id.as_str()), Some("r-1"));
-        assert_eq!(s.apply(3, &create("r-3", "")), Response::Release { id: "r-3".into(), created: true });
+        assert_eq!(s.apply(3, 1, &create("r-3", "")), Response::Release { id: "r-3".into(), created: true });
         assert_eq!(s.release("r-3").unwrap().created_index, 3);
     }
 
     #[test]
     fn an_idempotency_key_reused_for_another_spec_is_refused_and_changes_nothing() {
         let mut s = State::default();
-        s.apply(1, &create("r-1", "k"));
+        s.apply(1, 1, &create("r-1", "k"));
         let before = s.clone();
         let mut other = create("r-2", "k");
         if let Op::CreateRelease(new) = &mut other.op {
             new.spec_text = "release = \"shop\"\n# changed".to_owned();
         }
-        assert_eq!(s.apply(2, &other), Response::KeyReused { id: "r-1".into() });
+        assert_eq!(s.apply(2, 1, &other), Response::KeyReused { id: "r-1".into() });
         assert_eq!(s, before);
     }
 
     #[test]
     fn a_decision_against_an_old_run_version_is_refused_and_changes_nothing() {
         let mut s = State::default();
-        s.apply(1, &create("r-1", ""));
+        s.apply(1, 1, &create("r-1", ""));
         let pause = |expect| fact("r-1", expect, Fact::Paused { actor: "engine".into(), reason: "x".into() });
-        assert!(matches!(s.apply(2, &pause(Some(7))), Response::Refused { .. }));
+        assert!(matches!(s.apply(2, 1, &pause(Some(7))), Response::Refused { .. }));
         assert_eq!(s.release("r-1").unwrap().run.version, 0);
-        assert_eq!(s.apply(3, &pause(Some(0))), Response::Applied { version: 1 });
+        assert_eq!(s.apply(3, 1, &pause(Some(0))), Response::Applied { version: 1 });
         assert!(matches!(
-            s.apply(4, &fact("nope", None, Fact::Resumed { actor: "a".into(), reason: String::new() })),
+            s.apply(4, 1, &fact("nope", None, Fact::Resumed { actor: "a".into(), reason: String::new() })),
             Response::Refused { .. }
         ));
     }
@@ -422,7 +379,7 @@ mod tests {
     #[test]
     fn a_batch_applies_each_operation_in_order_on_its_own_terms() {
         let mut s = State::default();
-        s.apply(1, &create("r-1", ""));
+        s.apply(1, 1, &create("r-1", ""));
         let abort = Op::Release {
             release: "r-1".into(),
             expect: None,
@@ -443,7 +400,7 @@ mod tests {
             retention: Retention::default(),
         });
         let batch = Command { at_unix_ms: 3_000, op: Op::Batch(vec![abort, stale, unknown, audit]) };
-        let Response::Batch(responses) = s.apply(2, &batch) else { panic!("a batch answers with a batch") };
+        let Response::Batch(responses) = s.apply(2, 1, &batch) else { panic!("a batch answers with a batch") };
         assert_eq!(responses.len(), 4);
         assert_eq!(responses[0], Response::Applied { version: 1 });
         // Decided against version 0, but the abort before it in the batch moved the run on.
@@ -457,8 +414,8 @@ mod tests {
     #[test]
     fn release_history_is_indexed_from_one() {
         let mut s = State::default();
-        s.apply(1, &create("r-1", ""));
-        s.apply(2, &fact("r-1", None, Fact::Aborted { actor: "ops".into(), reason: "stop".into() }));
+        s.apply(1, 1, &create("r-1", ""));
+        s.apply(2, 1, &fact("r-1", None, Fact::Aborted { actor: "ops".into(), reason: "stop".into() }));
         let run = &s.release("r-1").unwrap().run;
         let indexes: Vec<u64> = run.events.iter().map(|e| e.index).collect();
         assert_eq!(indexes, [1, 2]);
@@ -466,12 +423,24 @@ mod tests {
         assert_eq!(run.events[1].message, "aborted by ops: stop");
     }
 
+    /// Each event records the term of the entry that committed it, so a history shows
+    /// which leader decided what (the release is created in term 2, aborted in term 5).
+    #[test]
+    fn release_events_carry_the_term_that_committed_them() {
+        let mut s = State::default();
+        s.apply(1, 2, &create("r-1", ""));
+        let abort = fact("r-1", None, Fact::Aborted { actor: "ops".into(), reason: "stop".into() });
+        s.apply(2, 5, &Command { at_unix_ms: 2, op: Op::Batch(vec![abort.op]) });
+        let terms: Vec<u64> = s.release("r-1").unwrap().run.events.iter().map(|e| e.term).collect();
+        assert_eq!(terms, [2, 5]);
+    }
+
     #[test]
     fn applying_the_same_log_twice_gives_the_same_state() {
         let log = [create("r-1", "k"), create("r-2", "k"), create("r-3", "")];
         let run = || {
             let mut s = State::default();
-            let out: Vec<Response> = log.iter().enumerate().map(|(i, c)| s.apply(i as u64 + 1, c)).collect();
+            let out: Vec<Response> = log.iter().enumerate().map(|(i, c)| s.apply(i as u64 + 1, 1, c)).collect();
             (s, out)
         };
         assert_eq!(run(), run());

@@ -31,7 +31,11 @@ use crate::raft::{Entry, NodeId};
 ///   and the audit command, never proposed before, carries its records. Formats 2 and
 ///   3 are read and migrated: their log entries are valid format 4 entries, and their
 ///   snapshot state is read as written and given no tokens and an empty trail.
-pub const FORMAT_VERSION: u32 = 4;
+/// - 5: release events record the term of the entry that committed them (a field at
+///   the end of each event in the snapshot state). Formats 2 to 4 are read and
+///   migrated: their log entries are valid format 5 entries, and their events are
+///   given term 0 ("not known").
+pub const FORMAT_VERSION: u32 = 5;
 
 /// The oldest format this build reads (and migrates to [`FORMAT_VERSION`]).
 pub const MIN_READABLE_FORMAT: u32 = 2;

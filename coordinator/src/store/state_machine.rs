@@ -231,7 +231,9 @@ impl<E: KvEngine> RaftStateMachine<TypeConfig> for StateMachineStore<E> {
         for entry in entries {
             let response = match entry.payload {
                 EntryPayload::Blank => Response::None,
-                EntryPayload::Normal(command) => applied.state.apply(entry.log_id.index, &command),
+                EntryPayload::Normal(command) => {
+                    applied.state.apply(entry.log_id.index, entry.log_id.leader_id.term, &command)
+                }
                 EntryPayload::Membership(membership) => {
                     applied.membership = StoredMembership::new(Some(entry.log_id), membership);
                     Response::None

@@ -1,0 +1,328 @@
+//! The state as older on-disk formats wrote it, read from their snapshots and migrated
+//! to the current [`State`] (see `store::spaces::FORMAT_VERSION` for what each format
+//! changed). The binary codec is positional, so each layout that changed is spelled out
+//! here as it was; only the parts that differ are mirrored.
+//!
+//! - Formats 2 to 4 recorded release events without the term that committed them: their
+//!   events are read as [`EventV4`] and migrated with term 0 ("not known").
+//! - Formats 2 and 3 declared an audit list no build wrote to; format 4 replaced it
+//!   with operator tokens and the audit trail.
+//! - Format 2 had no enrolment.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::{AccessState, EnrolmentState, FleetState, ReleaseId, ReleaseRecord, State};
+use crate::engine::{
+    Approval, CommandId, Event, EventKind, Failure, Phase, RollbackRun, Run, StageRun, Status, StepRecord,
+};
+use flotilla_shared::model::{HostId, ServiceName};
+
+/// A release event as formats 2 to 4 wrote it: without its term.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventV4 {
+    index: u64,
+    at_unix_ms: i64,
+    kind: EventKind,
+    message: String,
+    stage: String,
+    services: Vec<ServiceName>,
+    gate: String,
+    batch: String,
+    hosts: Vec<HostId>,
+    command_ids: Vec<CommandId>,
+    version: String,
+    actor: String,
+    status: Status,
+}
+
+impl From<EventV4> for Event {
+    fn from(old: EventV4) -> Self {
+        let EventV4 {
+            index,
+            at_unix_ms,
+            kind,
+            message,
+            stage,
+            services,
+            gate,
+            batch,
+            hosts,
+            command_ids,
+            version,
+            actor,
+            status,
+        } = old;
+        Self {
+            index,
+            at_unix_ms,
+            kind,
+            message,
+            stage,
+            services,
+            gate,
+            batch,
+            hosts,
+            command_ids,
+            version,
+            actor,
+            status,
+            term: 0,
+        }
+    }
+}
+
+/// A release's run as formats 2 to 4 wrote it (its events without terms).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunV4 {
+    version: u64,
+    next_command: u64,
+    phase: Phase,
+    paused: Option<String>,
+    reason: String,
+    stage: usize,
+    stages: Vec<StageRun>,
+    steps: BTreeMap<CommandId, StepRecord>,
+    migrated: Vec<ServiceName>,
+    approvals: Vec<Approval>,
+    failure: Option<Failure>,
+    rollback: Option<RollbackRun>,
+    events: Vec<EventV4>,
+    updated_unix_ms: i64,
+    finished_unix_ms: i64,
+}
+
+impl From<RunV4> for Run {
+    fn from(old: RunV4) -> Self {
+        let RunV4 {
+            version,
+            next_command,
+            phase,
+            paused,
+            reason,
+            stage,
+            stages,
+            steps,
+            migrated,
+            approvals,
+            failure,
+            rollback,
+            events,
+            updated_unix_ms,
+            finished_unix_ms,
+        } = old;
+        Self {
+            version,
+            next_command,
+            phase,
+            paused,
+            reason,
+            stage,
+            stages,
+            steps,
+            migrated,
+            approvals,
+            failure,
+            rollback,
+            events: events.into_iter().map(Event::from).collect(),
+            updated_unix_ms,
+            finished_unix_ms,
+        }
+    }
+}
+
+/// A release record as formats 2 to 4 wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRecordV4 {
+    id: ReleaseId,
+    name: String,
+    file_name: String,
+    spec_text: String,
+    fleet_json: String,
+    idempotency_key: String,
+    created_by: String,
+    created_unix_ms: i64,
+    created_index: u64,
+    run: RunV4,
+}
+
+impl From<ReleaseRecordV4> for ReleaseRecord {
+    fn from(old: ReleaseRecordV4) -> Self {
+        let ReleaseRecordV4 {
+            id,
+            name,
+            file_name,
+            spec_text,
+            fleet_json,
+            idempotency_key,
+            created_by,
+            created_unix_ms,
+            created_index,
+            run,
+        } = old;
+        Self {
+            id,
+            name,
+            file_name,
+            spec_text,
+            fleet_json,
+            idempotency_key,
+            created_by,
+            created_unix_ms,
+            created_index,
+            run: run.into(),
+        }
+    }
+}
+
+fn migrate(releases: BTreeMap<ReleaseId, ReleaseRecordV4>) -> BTreeMap<ReleaseId, ReleaseRecord> {
+    releases.into_iter().map(|(id, r)| (id, r.into())).collect()
+}
+
+/// The state as format 4 wrote it (release events without terms).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateV4 {
+    releases: BTreeMap<ReleaseId, ReleaseRecordV4>,
+    active: BTreeSet<ReleaseId>,
+    by_idempotency_key: BTreeMap<String, ReleaseId>,
+    fleet: FleetState,
+    enrolment: EnrolmentState,
+    access: AccessState,
+}
+
+impl From<StateV4> for State {
+    fn from(old: StateV4) -> Self {
+        let StateV4 { releases, active, by_idempotency_key, fleet, enrolment, access } = old;
+        Self { releases: migrate(releases), active, by_idempotency_key, fleet, enrolment, access }
+    }
+}
+
+/// The audit list formats 2 and 3 declared (never written to: always empty).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntryV3 {
+    at_unix_ms: i64,
+    actor: String,
+    action: String,
+}
+
+/// The state as format 3 wrote it (before operator tokens and the audit trail).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateV3 {
+    releases: BTreeMap<ReleaseId, ReleaseRecordV4>,
+    active: BTreeSet<ReleaseId>,
+    by_idempotency_key: BTreeMap<String, ReleaseId>,
+    fleet: FleetState,
+    audit: Vec<AuditEntryV3>,
+    enrolment: EnrolmentState,
+}
+
+impl From<StateV3> for State {
+    fn from(old: StateV3) -> Self {
+        let StateV3 { releases, active, by_idempotency_key, fleet, audit: _, enrolment } = old;
+        StateV4 { releases, active, by_idempotency_key, fleet, enrolment, access: AccessState::default() }.into()
+    }
+}
+
+/// The state as format 2 wrote it (before enrolment).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateV2 {
+    releases: BTreeMap<ReleaseId, ReleaseRecordV4>,
+    active: BTreeSet<ReleaseId>,
+    by_idempotency_key: BTreeMap<String, ReleaseId>,
+    fleet: FleetState,
+    audit: Vec<AuditEntryV3>,
+}
+
+impl From<StateV2> for State {
+    fn from(old: StateV2) -> Self {
+        let StateV2 { releases, active, by_idempotency_key, fleet, audit } = old;
+        StateV3 { releases, active, by_idempotency_key, fleet, audit, enrolment: EnrolmentState::default() }.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::codec;
+    use crate::state::{Command, NewRelease, Op};
+
+    /// A format-4 snapshot state (events without terms) reads back as the same releases
+    /// with every event's term unknown (0).
+    #[test]
+    fn format_4_events_migrate_with_no_term() {
+        let mut state = State::default();
+        let create = Command {
+            at_unix_ms: 10,
+            op: Op::CreateRelease(NewRelease {
+                id: "r-1".into(),
+                name: "shop".into(),
+                file_name: "shop.toml".into(),
+                spec_text: String::new(),
+                fleet_json: String::new(),
+                idempotency_key: String::new(),
+                created_by: "ops".into(),
+            }),
+        };
+        state.apply(1, 7, &create);
+        let now = state.release("r-1").expect("created").clone();
+        assert_eq!(now.run.events[0].term, 7, "a committed event carries its entry's term");
+
+        // The same release as format 4 wrote it.
+        let e = &now.run.events[0];
+        let old = StateV4 {
+            releases: BTreeMap::from([(
+                "r-1".to_owned(),
+                ReleaseRecordV4 {
+                    id: now.id.clone(),
+                    name: now.name.clone(),
+                    file_name: now.file_name.clone(),
+                    spec_text: now.spec_text.clone(),
+                    fleet_json: now.fleet_json.clone(),
+                    idempotency_key: now.idempotency_key.clone(),
+                    created_by: now.created_by.clone(),
+                    created_unix_ms: now.created_unix_ms,
+                    created_index: now.created_index,
+                    run: RunV4 {
+                        version: now.run.version,
+                        next_command: now.run.next_command,
+                        phase: now.run.phase.clone(),
+                        paused: None,
+                        reason: now.run.reason.clone(),
+                        stage: now.run.stage,
+                        stages: Vec::new(),
+                        steps: BTreeMap::new(),
+                        migrated: Vec::new(),
+                        approvals: Vec::new(),
+                        failure: None,
+                        rollback: None,
+                        events: vec![EventV4 {
+                            index: e.index,
+                            at_unix_ms: e.at_unix_ms,
+                            kind: e.kind,
+                            message: e.message.clone(),
+                            stage: e.stage.clone(),
+                            services: Vec::new(),
+                            gate: String::new(),
+                            batch: String::new(),
+                            hosts: Vec::new(),
+                            command_ids: Vec::new(),
+                            version: String::new(),
+                            actor: e.actor.clone(),
+                            status: e.status,
+                        }],
+                        updated_unix_ms: now.run.updated_unix_ms,
+                        finished_unix_ms: now.run.finished_unix_ms,
+                    },
+                },
+            )]),
+            active: BTreeSet::from(["r-1".to_owned()]),
+            ..StateV4::default()
+        };
+        let bytes = codec::encode(&old).expect("encodes");
+        let migrated: State = codec::decode::<StateV4>(&bytes).expect("a format-4 state decodes").into();
+        let mut expected = now;
+        expected.run.events[0].term = 0;
+        assert_eq!(migrated.release("r-1"), Some(&expected));
+    }
+}
