@@ -503,7 +503,11 @@ fn resends<'a>(
         .filter(|(_, st)| only.is_none_or(|h| st.host.as_str() == h))
         .map(|(cid, st)| {
             let (command_id, host) = (cid.clone(), st.host.to_string());
-            if st.cancel { Resend::Cancel { command_id, host } } else { Resend::Step { step: build(cid, st), command_id, host } }
+            if st.cancel {
+                Resend::Cancel { command_id, host }
+            } else {
+                Resend::Step { step: build(cid, st), command_id, host }
+            }
         })
         .collect()
 }

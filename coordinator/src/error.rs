@@ -71,6 +71,9 @@ pub enum CoordinatorError {
         /// The release the key stands for.
         release_id: String,
     },
+    /// An unfinished release deploys one of the same services to one of the same hosts.
+    #[error("{0}")]
+    ReleaseConflict(crate::state::ReleaseConflict),
     /// The request conflicts with the current state.
     #[error("{message}")]
     FailedPrecondition {
@@ -198,6 +201,11 @@ impl From<CoordinatorError> for Status {
                     .meta("idempotency_key", &key)
                     .meta("release_id", &release_id)
                     .resource("flotilla.v1.Release", &release_id, "the release the idempotency key stands for")
+                    .build()
+            }
+            CoordinatorError::ReleaseConflict(conflict) => {
+                ErrorBuilder::new(Code::FailedPrecondition, Reason::ReleaseConflict, message)
+                    .meta("release_id", &conflict.release)
                     .build()
             }
             CoordinatorError::FailedPrecondition { reason, message } => {

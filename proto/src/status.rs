@@ -79,6 +79,9 @@ pub enum Reason {
     ProtocolUnsupported,
     /// FAILED_PRECONDITION: the request conflicts with the cluster's state otherwise.
     StateConflict,
+    /// FAILED_PRECONDITION: an unfinished release deploys one of the same services to
+    /// one of the same hosts (`release_id` in the metadata names it).
+    ReleaseConflict,
     /// UNAUTHENTICATED: no client certificate, or one the cluster's CA does not vouch
     /// for (another CA's, expired, naming no Flotilla identity).
     Unauthenticated,
@@ -122,6 +125,7 @@ impl Reason {
             Reason::MembershipChangeRefused => "MEMBERSHIP_CHANGE_REFUSED",
             Reason::ProtocolUnsupported => "PROTOCOL_UNSUPPORTED",
             Reason::StateConflict => "STATE_CONFLICT",
+            Reason::ReleaseConflict => "RELEASE_CONFLICT",
             Reason::Unauthenticated => "UNAUTHENTICATED",
             Reason::PermissionDenied => "PERMISSION_DENIED",
             Reason::JoinTokenRefused => "JOIN_TOKEN_REFUSED",
@@ -135,7 +139,7 @@ impl Reason {
     }
 
     /// Every reason, for documentation and tests.
-    pub const ALL: [Reason; 24] = [
+    pub const ALL: [Reason; 25] = [
         Reason::NotLeader,
         Reason::NoLeader,
         Reason::ShuttingDown,
@@ -151,6 +155,7 @@ impl Reason {
         Reason::MembershipChangeRefused,
         Reason::ProtocolUnsupported,
         Reason::StateConflict,
+        Reason::ReleaseConflict,
         Reason::Unauthenticated,
         Reason::PermissionDenied,
         Reason::JoinTokenRefused,

@@ -49,6 +49,21 @@ fn hosts_go_to_the_first_stage_that_selects_them_and_batches_skip_hosts_at_targe
 }
 
 #[test]
+fn the_footprint_is_every_host_a_service_is_deployed_to_in_any_stage() {
+    let spec = release("r")
+        .stages("cell", &["canary"])
+        .with(service("db", "2.0.0").on("role", "db"))
+        .with(service("web", "2.0.0").on("role", "web").depends("db", DepKind::Hard));
+    let plan = Plan::build(&spec, Some(&shop_fleet())).unwrap();
+    let footprint = plan.footprint();
+    let of = |s: &str| footprint[&ServiceName::from(s)].iter().map(HostId::as_str).collect::<Vec<_>>();
+    assert_eq!(of("db"), ["db-1", "db-2"]);
+    // web-2 already runs 2.0.0: the release does not touch it.
+    assert_eq!(of("web"), ["web-1", "web-3", "web-4", "web-5", "web-6", "web-7", "web-8"]);
+    assert!(Plan::build(&spec, None).unwrap().footprint().is_empty(), "no fleet, no footprint");
+}
+
+#[test]
 fn a_service_without_hosts_in_a_stage_has_no_rollout_there() {
     let spec =
         release("r").stages("cell", &["canary"]).with(service("db", "2.0.0").on("role", "db").on("cell", "main"));

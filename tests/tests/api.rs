@@ -155,6 +155,39 @@ async fn an_idempotency_key_reused_with_another_spec_is_refused_naming_the_relea
     assert_eq!(cluster.release_ids().await.unwrap(), vec![id]);
 }
 
+/// A release of `svc` (at `version`) and `gated` to the stand-in host, waiting for an
+/// approval between them: it stays unfinished until someone approves or aborts it.
+fn held_spec(name: &str, version: &str) -> String {
+    let artifact = format!("artifact = {{ url = \"file:///a.tgz\", sha256 = \"{}\" }}", "0".repeat(64));
+    format!(
+        "release = \"{name}\"\n\n[[service]]\nname = \"svc\"\nversion = \"{version}\"\n{artifact}\nrun = {{ command = \"bin/svc\" }}\n\n\
+         [[service]]\nname = \"gated\"\nversion = \"{version}\"\n{artifact}\nrun = {{ command = \"bin/gated\" }}\n\
+         depends_on = [{{ service = \"svc\", kind = \"soft\" }}]\n\n[[gate]]\nname = \"hold\"\nafter = [\"svc\"]\napproval = true\n"
+    )
+}
+
+/// Two releases of one service to one host never run at once: the second is refused
+/// at Create, naming the first and what they share, until the first has finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_over_the_services_and_hosts_of_an_unfinished_one_is_refused_naming_it() {
+    let (cluster, _leader, follower) = cluster().await;
+    let mut client = releases(&cluster, follower);
+    let first = client.create(create(&held_spec("first", "2.0.0"), "")).await.unwrap().into_inner();
+    let first_id = first.release.unwrap().id;
+
+    let status = client.create(create(&held_spec("second", "3.0.0"), "")).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    let (why, meta) = reason(&status);
+    assert_eq!((why.as_str(), meta["release_id"].as_str()), ("RELEASE_CONFLICT", first_id.as_str()));
+    let message = status.message();
+    assert!(message.contains(&first_id) && message.contains("gated to test-host"), "{message}");
+    assert_eq!(cluster.release_ids().await.unwrap(), vec![first_id.clone()], "nothing was created");
+
+    client.abort(v1::AbortRequest { release_id: first_id.clone(), reason: "make room".into() }).await.unwrap();
+    let second = client.create(create(&held_spec("second", "3.0.0"), "")).await.unwrap().into_inner();
+    assert!(second.created, "accepted once the first has finished");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_answers_an_unknown_release_at_once_and_list_is_newest_first() {
     let (cluster, leader, follower) = cluster().await;

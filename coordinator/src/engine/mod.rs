@@ -23,6 +23,7 @@ pub mod steps;
 pub use decide::{Context, Decision, Env, decide, rollback_decision, started_services};
 pub use event::{Event, EventKind};
 pub use fact::{ApprovalKind, BatchSpec, CommandId, Dispatch, Fact, MAX_ATTEMPTS, Outcome, RollbackAction, Terminal};
+pub(crate) use run::join_hosts;
 pub use run::{
     Approval, Failure, GateState, HostState, Phase, Refusal, RollbackRun, Run, ServiceRun, ServiceState, StageRun,
     StageState, Status, StepKind, StepRecord, command_id,

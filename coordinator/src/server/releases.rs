@@ -223,6 +223,7 @@ impl Releases for ReleasesService {
                         Ok(v1::CreateResponse { release: Some(release), created })
                     }
                     Applied::KeyReused { id } => Err(CoordinatorError::KeyReused { key, release_id: id }),
+                    Applied::ReleaseConflict(conflict) => Err(CoordinatorError::ReleaseConflict(conflict)),
                     Applied::Refused { reason } => Err(CoordinatorError::precondition(Reason::StateConflict, reason)),
                     other => Err(CoordinatorError::Internal(format!("unexpected result {other:?}"))),
                 }
@@ -505,6 +506,7 @@ impl Releases for ReleasesService {
                             return Ok(v1::RollbackResponse { release: Some(release), services });
                         }
                         Applied::Refused { reason } if reason.starts_with("decided against version") => continue,
+                        Applied::ReleaseConflict(conflict) => return Err(CoordinatorError::ReleaseConflict(conflict)),
                         Applied::Refused { reason } => {
                             return Err(CoordinatorError::precondition(Reason::ReleaseStateConflict, reason));
                         }

@@ -3,8 +3,10 @@
 //! changed). The binary codec is positional, so each layout that changed is spelled out
 //! here as it was; only the parts that differ are mirrored.
 //!
-//! - Formats 2 to 4 recorded release events without the term that committed them: their
-//!   events are read as [`EventV4`] and migrated with term 0 ("not known").
+//! - Formats 2 to 4 recorded release events without the term that committed them, and
+//!   releases without their footprint: their events are read as [`EventV4`] and
+//!   migrated with term 0 ("not known"), and each footprint is planned again from the
+//!   release's spec and fleet.
 //! - Formats 2 and 3 declared an audit list no build wrote to; format 4 replaced it
 //!   with operator tokens and the audit trail.
 //! - Format 2 had no enrolment.
@@ -13,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::{AccessState, EnrolmentState, FleetState, ReleaseId, ReleaseRecord, State};
+use super::{AccessState, EnrolmentState, FleetState, ReleaseId, ReleaseRecord, State, footprint_of};
 use crate::engine::{
     Approval, CommandId, Event, EventKind, Failure, Phase, RollbackRun, Run, StageRun, Status, StepRecord,
 };
@@ -162,6 +164,7 @@ impl From<ReleaseRecordV4> for ReleaseRecord {
             run,
         } = old;
         Self {
+            footprint: footprint_of(&spec_text, &file_name, &fleet_json),
             id,
             name,
             file_name,

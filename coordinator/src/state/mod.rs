@@ -15,7 +15,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{EventKind, Fact, Run};
+use flotilla_shared::model::{HostId, ServiceName};
+
+use crate::engine::{EventKind, Fact, Phase, Run, Terminal};
 
 mod access;
 mod enrolment;
@@ -147,6 +149,45 @@ pub enum Response {
     },
     /// A join, renewal, revocation or forget was refused; the state did not change.
     EnrolmentRefused(EnrolmentRefusal),
+    /// A release submission (or the rollback of a finished release) was refused: an
+    /// unfinished release deploys one of the same services to one of the same hosts.
+    ReleaseConflict(ReleaseConflict),
+}
+
+/// Two releases that would deploy a service to a host at the same time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseConflict {
+    /// The unfinished release in the way.
+    pub release: ReleaseId,
+    /// The services both deploy, each with the hosts both deploy it to.
+    pub overlap: Vec<(ServiceName, Vec<HostId>)>,
+}
+
+impl fmt::Display for ReleaseConflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self
+            .overlap
+            .iter()
+            .map(|(s, hosts)| format!("{s} to {}", crate::engine::join_hosts(hosts.iter())))
+            .collect();
+        write!(
+            f,
+            "release {} has not finished and also deploys {}; releases of a service to a host never overlap: \
+             submit again once it has finished, or abort it",
+            self.release,
+            parts.join("; ")
+        )
+    }
+}
+
+/// What a release deploys where (`Plan::footprint`).
+pub type Footprint = BTreeMap<ServiceName, BTreeSet<HostId>>;
+
+/// The footprint of a stored release, planned again from what the state keeps (the
+/// leader planned the same text against the same fleet, so this cannot fail for a
+/// release it accepted; a release that no longer plans touches nothing).
+pub(crate) fn footprint_of(spec_text: &str, file_name: &str, fleet_json: &str) -> Footprint {
+    crate::engine::replan(spec_text, file_name, fleet_json).map(|(plan, _)| plan.footprint()).unwrap_or_default()
 }
 
 /// A submitted release as the state machine keeps it.
@@ -172,6 +213,9 @@ pub struct ReleaseRecord {
     pub created_index: u64,
     /// Its execution state.
     pub run: Run,
+    /// What it deploys where: no other unfinished release may deploy one of these
+    /// services to one of these hosts.
+    pub footprint: Footprint,
 }
 
 /// The whole replicated state. Serialized as a snapshot.
@@ -210,6 +254,10 @@ impl State {
                 if self.releases.contains_key(&new.id) {
                     return Response::Refused { reason: format!("release id {} is taken", new.id) };
                 }
+                let footprint = footprint_of(&new.spec_text, &new.file_name, &new.fleet_json);
+                if let Some(conflict) = self.conflict(&footprint, &new.id) {
+                    return Response::ReleaseConflict(conflict);
+                }
                 let mut run = Run::new();
                 let by = if new.created_by.is_empty() { String::new() } else { format!(" by {}", new.created_by) };
                 let e = run.record(
@@ -234,6 +282,7 @@ impl State {
                         created_unix_ms: at,
                         created_index: log_index,
                         run,
+                        footprint,
                     },
                 );
                 if !new.idempotency_key.is_empty() {
@@ -243,6 +292,19 @@ impl State {
                 Response::Release { id: new.id.clone(), created: true }
             }
             Op::Release { release, expect, fact } => {
+                let Some(record) = self.releases.get_mut(release) else {
+                    return Response::Refused { reason: format!("no release {release}") };
+                };
+                // A finished release that rolls back deploys again: not over another.
+                if record.run.phase == Phase::Finished(Terminal::Succeeded)
+                    && matches!(fact, Fact::RollbackDecided { .. })
+                    && let Some(conflict) = {
+                        let footprint = record.footprint.clone();
+                        self.conflict(&footprint, release)
+                    }
+                {
+                    return Response::ReleaseConflict(conflict);
+                }
                 let Some(record) = self.releases.get_mut(release) else {
                     return Response::Refused { reason: format!("no release {release}") };
                 };
@@ -275,6 +337,23 @@ impl State {
             Op::Enrolment(op) => self.enrolment.apply(at, op),
             Op::Access(op) => self.access.apply(at, op),
         }
+    }
+
+    /// The first unfinished release other than `except` that deploys a service of
+    /// `footprint` to one of its hosts, with what they share.
+    fn conflict(&self, footprint: &Footprint, except: &str) -> Option<ReleaseConflict> {
+        self.active.iter().filter(|id| id.as_str() != except).find_map(|id| {
+            let other = &self.releases.get(id)?.footprint;
+            let overlap: Vec<(ServiceName, Vec<HostId>)> = footprint
+                .iter()
+                .filter_map(|(service, hosts)| {
+                    let theirs = other.get(service)?;
+                    let shared: Vec<HostId> = hosts.intersection(theirs).cloned().collect();
+                    (!shared.is_empty()).then(|| (service.clone(), shared))
+                })
+                .collect();
+            (!overlap.is_empty()).then(|| ReleaseConflict { release: id.clone(), overlap })
+        })
     }
 
     /// A release by id.
@@ -332,6 +411,91 @@ mod tests {
                 ..NewRelease::default()
             }),
         }
+    }
+
+    /// A release of `services` (each `name=version`, on every host) planned against
+    /// `hosts`.
+    fn create_on(id: &str, services: &[&str], hosts: &[&str]) -> Command {
+        use flotilla_shared::fixtures::{fleet, host};
+        let mut spec = format!("release = \"{id}\"\n");
+        for s in services {
+            let (name, version) = s.split_once('=').expect("name=version");
+            spec.push_str(&format!(
+                "[[service]]\nname = \"{name}\"\nversion = \"{version}\"\n\
+                 artifact = {{ url = \"https://a.example/{name}.tar.gz\", sha256 = \"{}\" }}\n\
+                 run = {{ command = \"bin/{name}\" }}\n",
+                "0".repeat(64)
+            ));
+        }
+        let fleet = fleet(hosts.iter().map(|h| host(h, &[], &[])).collect());
+        Command {
+            at_unix_ms: 1_000,
+            op: Op::CreateRelease(NewRelease {
+                id: id.to_owned(),
+                name: id.to_owned(),
+                file_name: format!("{id}.toml"),
+                spec_text: spec,
+                fleet_json: serde_json::to_string(&fleet).expect("a fleet serializes"),
+                ..NewRelease::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn a_release_over_a_service_and_host_of_an_unfinished_one_is_refused_until_it_finishes() {
+        let mut s = State::default();
+        assert_eq!(
+            s.apply(1, 1, &create_on("r-1", &["api=2.0.0", "web=2.0.0"], &["h-1", "h-2"])),
+            Response::Release { id: "r-1".into(), created: true }
+        );
+        assert!(!s.release("r-1").unwrap().footprint.is_empty(), "the release knows what it deploys where");
+        let Response::ReleaseConflict(conflict) = s.apply(2, 1, &create_on("r-2", &["api=3.0.0"], &["h-2", "h-3"]))
+        else {
+            panic!("api on h-2 is r-1's")
+        };
+        assert_eq!(conflict.release, "r-1");
+        assert_eq!(conflict.overlap, [(ServiceName::from("api"), vec![HostId::from("h-2")])]);
+        assert!(
+            conflict.to_string().contains("release r-1 has not finished and also deploys api to h-2"),
+            "{conflict}"
+        );
+        assert!(s.release("r-2").is_none(), "nothing was created");
+
+        // Other services on the same hosts, and the same service elsewhere, go ahead.
+        let other = s.apply(3, 1, &create_on("r-3", &["db=1.0.0"], &["h-1", "h-2"]));
+        assert_eq!(other, Response::Release { id: "r-3".into(), created: true });
+        let elsewhere = s.apply(4, 1, &create_on("r-4", &["api=3.0.0"], &["h-9"]));
+        assert_eq!(elsewhere, Response::Release { id: "r-4".into(), created: true });
+
+        // Once r-1 has finished, r-2 is accepted.
+        s.apply(5, 1, &fact("r-1", None, Fact::Aborted { actor: "ops".into(), reason: "stop".into() }));
+        let again = s.apply(6, 1, &create_on("r-2", &["api=3.0.0"], &["h-2", "h-3"]));
+        assert_eq!(again, Response::Release { id: "r-2".into(), created: true });
+    }
+
+    /// Rolling a finished release back deploys again: refused while another release
+    /// deploys one of its services to one of its hosts.
+    #[test]
+    fn the_rollback_of_a_finished_release_waits_for_a_release_over_the_same_hosts() {
+        let mut s = State::default();
+        s.apply(1, 1, &create_on("r-1", &["api=2.0.0"], &["h-1"]));
+        let done = Fact::Finished { terminal: Terminal::Succeeded, reason: String::new() };
+        assert!(matches!(s.apply(2, 1, &fact("r-1", None, done)), Response::Applied { .. }));
+        s.apply(3, 1, &create_on("r-2", &["api=3.0.0"], &["h-1"]));
+        let rollback = Fact::RollbackDecided {
+            actor: "ops".into(),
+            reason: "bad".into(),
+            members: vec![(ServiceName::from("api"), "asked".into())],
+            actions: Vec::new(),
+            cancelled: Vec::new(),
+        };
+        let Response::ReleaseConflict(conflict) = s.apply(4, 1, &fact("r-1", None, rollback.clone())) else {
+            panic!("r-2 deploys api to h-1")
+        };
+        assert_eq!(conflict.release, "r-2");
+        assert_eq!(s.release("r-1").unwrap().run.phase, Phase::Finished(Terminal::Succeeded));
+        s.apply(5, 1, &fact("r-2", None, Fact::Aborted { actor: "ops".into(), reason: "stop".into() }));
+        assert!(matches!(s.apply(6, 1, &fact("r-1", None, rollback)), Response::Applied { .. }));
     }
 
     fn fact(release: &str, expect: Option<u64>, fact: Fact) -> Command {
@@ -419,7 +583,7 @@ mod tests {
         let run = &s.release("r-1").unwrap().run;
         let indexes: Vec<u64> = run.events.iter().map(|e| e.index).collect();
         assert_eq!(indexes, [1, 2]);
-        assert_eq!(run.phase, crate::engine::Phase::Finished(Terminal::Aborted));
+        assert_eq!(run.phase, Phase::Finished(Terminal::Aborted));
         assert_eq!(run.events[1].message, "aborted by ops: stop");
     }
 

@@ -152,6 +152,23 @@ impl Plan {
         self.rollouts[stage][service].as_ref()
     }
 
+    /// What the release deploys where: per service, every host a batch of any stage
+    /// deploys it to (hosts already at the target version are not touched, so not
+    /// included). Empty when the fleet is not known. Two releases whose footprints
+    /// share a service on a host must not run at once.
+    pub fn footprint(&self) -> BTreeMap<ServiceName, BTreeSet<HostId>> {
+        let mut out: BTreeMap<ServiceName, BTreeSet<HostId>> = BTreeMap::new();
+        for per_stage in &self.rollouts {
+            for (service, rollout) in per_stage.iter().enumerate() {
+                let Some(rollout) = rollout else { continue };
+                let hosts = rollout.batches.iter().flat_map(|b| b.hosts.iter().cloned());
+                out.entry(self.graph.name(service).clone()).or_default().extend(hosts);
+            }
+        }
+        out.retain(|_, hosts| !hosts.is_empty());
+        out
+    }
+
     /// The gates.
     pub fn gates(&self) -> &[GatePlan] {
         &self.gates
