@@ -26,6 +26,18 @@
 //! cancelled while it waits for another step on the same service never runs (it is
 //! journaled as cancelled, so a repeat is answered, not executed).
 //!
+//! A cancel of a step this agent never received ([`Executor::cancel_step`]) keeps it
+//! from ever running: a tombstone is journaled (durably, before `cancel_step`
+//! returns) with the result `Cancelled` (`cancelled before it was received:
+//! <reason>`), which is reported like any result, and the step, if it arrives later, is
+//! answered with that result and never executed. A cancel of a finished step changes
+//! nothing; one whose term is below the highest seen (a deposed leader's) is ignored.
+//!
+//! Every step that begins, ends or is refused, and every tombstone, is appended to the
+//! host's execution history ([`crate::history`]); a `started` line is durable before
+//! the step does anything, and a step whose `started` line cannot be written fails
+//! without acting.
+//!
 //! Drive it with [`Executor::execute`] (a progress stream and a result) or
 //! [`Executor::run`].
 
@@ -37,6 +49,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use flotilla_shared::history::{HOST_HISTORY_FORMAT, HostHistoryEntry, HostHistoryRecord};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -44,7 +57,8 @@ use crate::artifact::{self, ArtifactError, ArtifactLimits};
 use crate::driver::process::{Backoff, ProcessDriver, read_tail};
 use crate::driver::{Adoption, Driver, DriverError, HookRun, Launch};
 use crate::health::{HealthChecker, HealthFailure, HealthFailureKind, fmt_duration};
-use crate::journal::{Admission, Journal, JournalError, JournalRecord, Prior, RecordState};
+use crate::history::{self, HistoryLog};
+use crate::journal::{Admission, Journal, JournalError, JournalRecord, Prior, RecordState, Tombstone};
 use crate::layout::{self, Layout, STATE_FORMAT, now_unix_ms, read_json, valid_component, write_json_atomic};
 use crate::step::{
     Action, Bake, Deploy, HealthCheckReport, HookKind, Probe, Rollback, RunCheck, RunHook, RunState, ServiceInstance,
@@ -101,6 +115,8 @@ pub struct ExecutorConfig {
     pub restart_backoff: Backoff,
     /// Finished journal records kept.
     pub journal_keep: usize,
+    /// The bound of the execution history file (`history.jsonl`), in bytes.
+    pub history_max_bytes: u64,
     /// Test only: freeze steps at this point.
     pub pause_at: Option<PausePoint>,
 }
@@ -115,6 +131,7 @@ impl ExecutorConfig {
             artifact_limits: ArtifactLimits::default(),
             restart_backoff: Backoff::default(),
             journal_keep: DEFAULT_JOURNAL_KEEP,
+            history_max_bytes: history::DEFAULT_MAX_BYTES,
             pause_at: None,
         }
     }
@@ -285,6 +302,24 @@ struct Done {
     output_tail: String,
 }
 
+/// What [`Executor::cancel_step`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancellation {
+    /// The step is executing or waiting to: it stops and reports `Cancelled`.
+    InFlight,
+    /// The step was never received: its tombstone is journaled, and this is its result
+    /// (to be reported and re-sent until acknowledged).
+    Tombstoned(Box<StepResult>),
+    /// The step is journaled already (finished, or tombstoned before): it keeps its
+    /// result.
+    Finished,
+    /// The cancel's term is below the highest seen (a deposed leader's): ignored.
+    Refused {
+        /// The highest term seen.
+        highest_term: u64,
+    },
+}
+
 /// One step in flight: its journal record, progress channel and cancellation.
 struct StepCtx<'a> {
     journal: &'a Journal,
@@ -365,6 +400,7 @@ struct Inner<D: Driver> {
     config: ExecutorConfig,
     layout: Layout,
     journal: Journal,
+    history: HistoryLog,
     driver: D,
     client: reqwest::Client,
     health_client: reqwest::Client,
@@ -437,6 +473,7 @@ impl<D: Driver> Executor<D> {
         let layout = Layout::new(&config.data_dir);
         layout.create().map_err(|source| ExecutorError::DataDir { path: config.data_dir.clone(), source })?;
         let journal = Journal::open(&layout.journal_dir())?;
+        let history = HistoryLog::with_max_bytes(layout.journal_dir(), config.history_max_bytes);
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(30))
             .build()
@@ -451,6 +488,7 @@ impl<D: Driver> Executor<D> {
                 config,
                 layout,
                 journal,
+                history,
                 driver,
                 client,
                 health_client,
@@ -507,7 +545,8 @@ impl<D: Driver> Executor<D> {
     /// Cancels the step `command_id` if it is executing or waiting to execute: it ends
     /// with outcome `Cancelled` and the host on exactly one version (see the module
     /// documentation). Returns `false` when no such step is in flight (one that already
-    /// finished keeps its result).
+    /// finished keeps its result); [`Executor::cancel_step`] also keeps a step not
+    /// received yet from ever running.
     pub fn cancel(&self, command_id: &str, reason: &str) -> bool {
         let cancels = self.inner.cancels.lock().unwrap_or_else(|e| e.into_inner());
         match cancels.get(command_id) {
@@ -517,6 +556,63 @@ impl<D: Driver> Executor<D> {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Handles a coordinator's cancel of `command_id` (sent in `term`, because of
+    /// `reason`): a step executing or waiting to is stopped as by [`Executor::cancel`];
+    /// a step never received gets a tombstone, journaled (durably) before this returns,
+    /// so that it never runs: its result ([`Cancellation::Tombstoned`]) is to be
+    /// reported like any step's. A finished step keeps its result. Blocks on the
+    /// journal's fsyncs.
+    pub fn cancel_step(&self, command_id: &str, term: u64, reason: &str) -> Result<Cancellation, JournalError> {
+        if self.cancel(command_id, reason) {
+            return Ok(Cancellation::InFlight);
+        }
+        let now = now_unix_ms();
+        let result = StepResult {
+            command_id: command_id.to_owned(),
+            term,
+            outcome: StepOutcome::Cancelled,
+            failure: None,
+            reason: if reason.is_empty() {
+                "cancelled before it was received".to_owned()
+            } else {
+                format!("cancelled before it was received: {reason}")
+            },
+            health: Vec::new(),
+            service: None,
+            exit_code: None,
+            output_tail: String::new(),
+            started_unix_ms: now,
+            finished_unix_ms: now,
+            replayed: false,
+        };
+        match self.inner.journal.tombstone(&result)? {
+            Tombstone::Written(_) => {
+                tracing::warn!(%command_id, term, %reason, "cancel of a step not received: it is journaled as cancelled and will never run");
+                let line = HostHistoryRecord {
+                    format: HOST_HISTORY_FORMAT,
+                    at_unix_ms: now,
+                    command_id: command_id.to_owned(),
+                    term,
+                    release_id: String::new(),
+                    stage: String::new(),
+                    entry: HostHistoryEntry::CancelledUnreceived { reason: reason.to_owned() },
+                };
+                self.append_history_or_warn(&line);
+                Ok(Cancellation::Tombstoned(Box::new(result)))
+            }
+            // Admitted since the `cancel` above: a step registers its cancellation before
+            // it is admitted, so it is reachable now, unless its action already ended.
+            Tombstone::Known(record) if record.state == RecordState::InProgress && self.cancel(command_id, reason) => {
+                Ok(Cancellation::InFlight)
+            }
+            Tombstone::Known(_) => Ok(Cancellation::Finished),
+            Tombstone::Refused { highest_term } => {
+                tracing::warn!(%command_id, term, highest_term, %reason, "ignoring a cancel from a leader older than the highest term seen");
+                Ok(Cancellation::Refused { highest_term })
+            }
         }
     }
 
@@ -551,7 +647,7 @@ impl<D: Driver> Executor<D> {
         let lock = step.action.service().map(|s| self.service_lock(s));
         // A step cancelled while it waits for the service is journaled and ends at once
         // (its first phase sees the cancellation), without the lock.
-        let _guard = match &lock {
+        let guard = match &lock {
             Some(lock) => tokio::select! {
                 guard = lock.lock() => Some(guard),
                 _ = cancellation(&mut cancel) => None,
@@ -578,6 +674,7 @@ impl<D: Driver> Executor<D> {
                     step.term
                 );
                 tracing::warn!(command_id = %step.command_id, reason = %result.reason, "step refused");
+                self.append_history_or_warn(&history::record_for(&step, HostHistoryEntry::Refused { highest_term }));
                 return result;
             }
             Ok(Admission::Known(record)) => {
@@ -601,6 +698,17 @@ impl<D: Driver> Executor<D> {
         };
         let (done_tx, done_rx) = watch::channel(None);
         self.inner.running.lock().unwrap_or_else(|e| e.into_inner()).insert(step.command_id.clone(), done_rx);
+        // The step begins once it holds its service (one cancelled while it waited never
+        // does): `started` is durable before it acts, or it does not act.
+        let begins = lock.is_none() || guard.is_some();
+        let started = if begins {
+            self.inner
+                .history
+                .append(&history::record_for(&step, self.started_entry(&step)))
+                .map_err(|e| Failure::internal(format!("cannot record the step in the host history: {e}")))
+        } else {
+            Ok(())
+        };
         tracing::info!(command_id = %step.command_id, action = step.action.name(), service = ?step.action.service(), "executing step");
         let _ = progress.send(StepProgress {
             command_id: step.command_id.clone(),
@@ -615,8 +723,8 @@ impl<D: Driver> Executor<D> {
             pause_at: self.inner.config.pause_at,
             cancel: registration.rx.clone(),
         };
-        let outcome = match ctx.check_cancel() {
-            Err(cancelled) => Err(cancelled),
+        let outcome = match started.and_then(|()| ctx.check_cancel()) {
+            Err(failure) => Err(failure),
             Ok(()) => self.act(&mut ctx, &step).await,
         };
         drop(registration);
@@ -627,6 +735,8 @@ impl<D: Driver> Executor<D> {
         if let Err(e) = self.inner.journal.write(&ctx.record) {
             tracing::error!(command_id = %step.command_id, error = %e, "cannot journal the step's result");
         }
+        // Still holding the service: the next step's `started` comes after this.
+        self.append_history_or_warn(&history::record_for(&step, self.finished_entry(&step, &result)));
         let _ = done_tx.send(Some(result.clone()));
         self.inner.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&step.command_id);
         if let Some(service) = step.action.service()
@@ -636,7 +746,51 @@ impl<D: Driver> Executor<D> {
             self.prune_releases(service);
         }
         tracing::info!(command_id = %step.command_id, outcome = ?result.outcome, reason = %result.reason, "step finished");
+        drop(guard);
         result
+    }
+
+    /// The `started` history entry of `step`.
+    fn started_entry(&self, step: &Step) -> HostHistoryEntry {
+        let current = |svc: &str| self.inner.layout.current_version(svc).ok().flatten();
+        let (version, hook) = match &step.action {
+            Action::Deploy(d) => (Some(d.version.clone()), None),
+            Action::Rollback(r) if !r.to_version.is_empty() => (Some(r.to_version.clone()), None),
+            Action::Rollback(r) => {
+                let now = current(&r.service);
+                let previous = self.service_state(&r.service).previous(now.as_deref()).map(str::to_owned);
+                (previous.or_else(|| r.fallback.as_ref().map(|f| f.version.clone())), None)
+            }
+            Action::RunHook(h) => (Some(h.version.clone()), Some(h.hook.as_str().to_owned())),
+            Action::Bake(b) if !b.version.is_empty() => (Some(b.version.clone()), None),
+            Action::Bake(b) => (current(&b.service), None),
+            Action::Stop(s) => (current(&s.service), None),
+            Action::RunCheck(_) => (None, None),
+        };
+        HostHistoryEntry::Started {
+            action: step.action.name().to_owned(),
+            service: step.action.service().map(str::to_owned),
+            version,
+            hook,
+        }
+    }
+
+    /// The `finished` history entry of `step` ended with `result`.
+    fn finished_entry(&self, step: &Step, result: &StepResult) -> HostHistoryEntry {
+        let version = step
+            .action
+            .service()
+            .filter(|svc| valid_component(svc))
+            .and_then(|svc| self.inner.layout.current_version(svc).ok().flatten());
+        HostHistoryEntry::Finished { outcome: result.outcome.as_str().to_owned(), version }
+    }
+
+    /// Appends a history line whose loss must not stop the agent (the step already
+    /// ended or never acts): a failure is logged.
+    fn append_history_or_warn(&self, line: &HostHistoryRecord) {
+        if let Err(e) = self.inner.history.append(line) {
+            tracing::warn!(command_id = %line.command_id, error = %e, "cannot append to the host's execution history");
+        }
     }
 
     /// Runs the step's action.
@@ -1346,16 +1500,24 @@ impl<D: Driver> Executor<D> {
         }
         let mut recovered = Vec::new();
         for mut record in self.inner.journal.in_progress()? {
-            let step = record.step.clone();
+            let Some(step) = record.step.clone() else {
+                // Only tombstones have no step, and they are written finished.
+                tracing::warn!(command_id = %record.command_id, "a journal record in progress has no step; closing it");
+                record.state = RecordState::Done;
+                record.updated_unix_ms = now_unix_ms();
+                self.inner.journal.write(&record)?;
+                continue;
+            };
             if let Some(svc) = step.action.service() {
                 gone.remove(svc);
             }
-            let result = self.resolve(&mut record).await;
+            let result = self.resolve(&mut record, &step).await;
             tracing::warn!(command_id = %step.command_id, phase = %record.phase, outcome = ?result.outcome, reason = %result.reason, "resolved a step interrupted by an agent restart");
             record.state = RecordState::Done;
             record.updated_unix_ms = result.finished_unix_ms;
             record.result = Some(result.clone());
             self.inner.journal.write(&record)?;
+            self.append_history_or_warn(&history::record_for(&step, self.finished_entry(&step, &result)));
             recovered.push(result);
         }
         // Services that should run but died while the agent was down.
@@ -1381,10 +1543,9 @@ impl<D: Driver> Executor<D> {
     }
 
     /// Resolves one step interrupted by an agent crash.
-    async fn resolve(&self, record: &mut JournalRecord) -> StepResult {
-        let step = record.step.clone();
+    async fn resolve(&self, record: &mut JournalRecord, step: &Step) -> StepResult {
         let phase = record.phase;
-        let mut result = StepResult::new(&step, StepOutcome::Failed, record.started_unix_ms);
+        let mut result = StepResult::new(step, StepOutcome::Failed, record.started_unix_ms);
         result.failure = Some(StepFailure::Internal);
         result.reason = if record.detail.is_empty() {
             format!("agent restarted during {phase}")

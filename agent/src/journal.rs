@@ -14,6 +14,15 @@
 //! A finished record also carries whether its result was acknowledged by the
 //! coordinators (`ResultAck`, i.e. committed to their log): results not acknowledged
 //! are re-sent on every new session, across agent restarts too, until they are.
+//!
+//! A cancel of a step the agent never received leaves a tombstone
+//! ([`Journal::tombstone`]): a finished record without a step whose result is
+//! `Cancelled` (`cancelled before it was received: <reason>`). The step, should it
+//! arrive later, is [`Admission::Known`]: answered with that result, never executed.
+//! Its result is reported and re-sent until acknowledged like any other.
+//!
+//! Formats: 2 added tombstones (`step` may be absent); records of format 1 are read as
+//! they are, and a newer format is refused.
 
 use std::fs;
 use std::io;
@@ -27,7 +36,7 @@ use crate::layout::{self, read_json, write_json_atomic};
 use crate::step::{Step, StepPhase, StepResult};
 
 /// Format version of journal records and `term.json`; a newer one is refused.
-pub const JOURNAL_FORMAT: u32 = 1;
+pub const JOURNAL_FORMAT: u32 = 2;
 
 /// Why the journal could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -84,8 +93,10 @@ pub struct JournalRecord {
     pub format: u32,
     /// The step's command id.
     pub command_id: String,
-    /// The step as received.
-    pub step: Step,
+    /// The step as received; `None` for a tombstone (a cancel of a step that was never
+    /// received: only its `Cancelled` result is kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<Step>,
     /// In progress or done.
     pub state: RecordState,
     /// The phase last entered.
@@ -109,6 +120,13 @@ pub struct JournalRecord {
     pub acked: bool,
 }
 
+impl JournalRecord {
+    /// Whether this is a tombstone: a step cancelled before it was received.
+    pub fn is_tombstone(&self) -> bool {
+        self.step.is_none()
+    }
+}
+
 /// The answer of [`Journal::admit`].
 #[derive(Debug)]
 pub enum Admission {
@@ -117,6 +135,21 @@ pub enum Admission {
     /// This `command_id` is already journaled: do not execute it again.
     Known(Box<JournalRecord>),
     /// The step's term is lower than the highest seen.
+    Refused {
+        /// The highest term seen.
+        highest_term: u64,
+    },
+}
+
+/// The answer of [`Journal::tombstone`].
+#[derive(Debug)]
+pub enum Tombstone {
+    /// The tombstone is journaled (durably).
+    Written(Box<JournalRecord>),
+    /// The command is journaled already (executing, finished, or a tombstone): nothing
+    /// was written.
+    Known(Box<JournalRecord>),
+    /// The cancel's term is lower than the highest seen: nothing was written.
     Refused {
         /// The highest term seen.
         highest_term: u64,
@@ -182,7 +215,7 @@ impl Journal {
         let record = JournalRecord {
             format: JOURNAL_FORMAT,
             command_id: step.command_id.clone(),
-            step: step.clone(),
+            step: Some(step.clone()),
             state: RecordState::InProgress,
             phase: StepPhase::Accepted,
             detail: String::new(),
@@ -194,6 +227,38 @@ impl Journal {
         };
         self.write(&record)?;
         Ok(Admission::Admitted(Box::new(record)))
+    }
+
+    /// Journals a tombstone for `result.command_id`, a command the agent has not
+    /// received, whose `result` (outcome `Cancelled`) is then its answer for good: a
+    /// finished record without a step, not acknowledged. Nothing is written when the
+    /// command is journaled already ([`Tombstone::Known`]) or when `result.term` is
+    /// below the highest term seen ([`Tombstone::Refused`]: a deposed leader's cancel).
+    /// Under the same lock as [`Journal::admit`], so an admission of the same id comes
+    /// wholly before or wholly after.
+    pub fn tombstone(&self, result: &StepResult) -> Result<Tombstone, JournalError> {
+        let highest = self.highest_term.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(record) = self.get(&result.command_id)? {
+            return Ok(Tombstone::Known(Box::new(record)));
+        }
+        if result.term < *highest {
+            return Ok(Tombstone::Refused { highest_term: *highest });
+        }
+        let record = JournalRecord {
+            format: JOURNAL_FORMAT,
+            command_id: result.command_id.clone(),
+            step: None,
+            state: RecordState::Done,
+            phase: StepPhase::Accepted,
+            detail: "cancelled before it was received".to_owned(),
+            prior: None,
+            started_unix_ms: result.started_unix_ms,
+            updated_unix_ms: result.finished_unix_ms,
+            result: Some(result.clone()),
+            acked: false,
+        };
+        self.write(&record)?;
+        Ok(Tombstone::Written(Box::new(record)))
     }
 
     /// Writes `record` (a new phase, or the end with its result).
@@ -357,7 +422,8 @@ mod tests {
         let mut record = journal.get(id).expect("get").expect("journaled");
         record.state = RecordState::Done;
         record.updated_unix_ms = at;
-        record.result = Some(StepResult::new(&record.step, crate::step::StepOutcome::Succeeded, at));
+        let step = record.step.clone().expect("a step's record");
+        record.result = Some(StepResult::new(&step, crate::step::StepOutcome::Succeeded, at));
         journal.write(&record).expect("write");
     }
 
@@ -400,6 +466,45 @@ mod tests {
         // More unacknowledged records than `keep`: the oldest go, the journal stays bounded.
         assert_eq!(journal.prune(1).expect("prune"), 1);
         assert!(journal.get("old-unacked").expect("get").is_none());
+    }
+
+    fn cancelled(id: &str, term: u64) -> StepResult {
+        let mut result = StepResult::new(&step(id, term), crate::step::StepOutcome::Cancelled, 7);
+        result.reason = "cancelled before it was received: rollback".into();
+        result
+    }
+
+    #[test]
+    fn a_tombstone_answers_a_later_admission_and_replaces_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = Journal::open(dir.path()).expect("open");
+        let Tombstone::Written(record) = journal.tombstone(&cancelled("t", 1)).expect("tombstone") else {
+            panic!("written")
+        };
+        assert!(record.is_tombstone() && record.state == RecordState::Done && !record.acked);
+        drop(journal);
+
+        let journal = Journal::open(dir.path()).expect("reopen");
+        let Admission::Known(known) = journal.admit(&step("t", 1), None, 8).expect("admit") else {
+            panic!("the tombstone answers the step")
+        };
+        assert_eq!(known.result, Some(cancelled("t", 1)));
+        assert_eq!(journal.unacked_results().expect("list"), vec![cancelled("t", 1)], "reported until acknowledged");
+        assert!(journal.mark_acked("t").expect("ack"));
+        assert!(matches!(journal.tombstone(&cancelled("t", 1)).expect("again"), Tombstone::Known(_)));
+
+        // A step admitted (or finished) keeps its record.
+        journal.admit(&step("a", 3), None, 9).expect("admit");
+        let Tombstone::Known(kept) = journal.tombstone(&cancelled("a", 3)).expect("tombstone") else { panic!("known") };
+        assert_eq!(kept.step, Some(step("a", 3)));
+        assert!(journal.get("a").expect("get").expect("a").result.is_none(), "unchanged");
+
+        // A deposed leader's cancel leaves nothing.
+        assert!(matches!(
+            journal.tombstone(&cancelled("old", 2)).expect("tombstone"),
+            Tombstone::Refused { highest_term: 3 }
+        ));
+        assert!(journal.get("old").expect("get").is_none());
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! ```text
 //! <data>/journal/<command>.json                step journal (see `journal`)
 //! <data>/journal/term.json                     highest leader term seen
+//! <data>/journal/history.jsonl                 execution history (see `history`)
+//! <data>/journal/history.1.jsonl               the previous one, once it was full
 //! <data>/checks/                               output of gate checks
 //! <data>/services/<svc>/releases/<version>/    unpacked artifacts
 //! <data>/services/<svc>/current -> releases/<version>   the active version

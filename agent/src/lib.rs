@@ -5,6 +5,8 @@
 //! - [`executor`]: runs [`step::Step`]s at most once per `command_id`, reverting
 //!   locally on failure and resolving steps interrupted by an agent crash;
 //! - [`journal`]: the on-disk step journal and the highest term seen;
+//! - [`history`]: the host's execution history (`journal/history.jsonl`), appended as
+//!   steps start, finish or are refused, and its reader;
 //! - [`artifact`]: fetch, sha256 verification and safe unpacking;
 //! - [`driver`]: the driver trait and the `process` driver (supervision, re-adoption);
 //! - [`health`]: http/tcp/exec checks, `healthy_for`, bake;
@@ -24,6 +26,7 @@ pub mod convert;
 pub mod driver;
 pub mod executor;
 pub mod health;
+pub mod history;
 pub mod identity;
 pub mod journal;
 pub mod layout;

@@ -446,6 +446,20 @@ pub enum StepOutcome {
     Skipped,
 }
 
+impl StepOutcome {
+    /// The outcome's name (`succeeded`, `failed`, `cancelled`, `refused`, `skipped`), as
+    /// serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Refused => "refused",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
 /// Why a step failed (`flotilla.v1.StepFailure`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

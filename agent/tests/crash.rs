@@ -1,8 +1,8 @@
 //! `kill -9` of a real agent process (`flotilla-agent local-deploy`) in the middle of
 //! each deploy phase, then a restart with the same step: the step is reported either
 //! completed or failed with "agent restarted during <phase>", the service runs exactly
-//! one version (the old one unless the step completed) and serves it, and the command
-//! is not executed twice.
+//! one version (the old one unless the step completed) and serves it, the command is
+//! not executed twice, and the host's history shows it started once and finished once.
 
 mod support;
 
@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use flotilla_agent::step::{Step, StepOutcome, StepResult};
+use flotilla_shared::history::HostHistoryEntry;
 use support::{World, count_lines, deploy_step};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_flotilla-agent");
@@ -166,6 +167,15 @@ async fn kill_during(pause: &str) {
     let again = result_of(&run_agent(&world, &second), "result").expect("result");
     assert!(again.replayed && again.outcome == result.outcome, "{again:?}");
     assert_eq!((count_lines(&counter), count_lines(&migrations)), before);
+    // The history shows the step began once and ended once, resolved at the restart.
+    let history = flotilla_agent::history::read(&world.data()).expect("history");
+    let v2: Vec<&HostHistoryEntry> = history.iter().filter(|r| r.command_id == "v2").map(|r| &r.entry).collect();
+    let finished =
+        HostHistoryEntry::Finished { outcome: result.outcome.as_str().to_owned(), version: Some(version.to_owned()) };
+    assert!(
+        matches!(v2.as_slice(), [HostHistoryEntry::Started { version: Some(v), .. }, end] if v == "2.0.0" && **end == finished),
+        "{pause}: {v2:?}"
+    );
     // The service still runs after the last agent exited.
     world.wait_serving(version).await;
 }

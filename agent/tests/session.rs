@@ -1,8 +1,9 @@
 //! The agent's session with the coordinators, end to end: the real `flotilla-agent`
 //! daemon against a small in-test `AgentLink` server. Registration, heartbeats, steps
 //! with progress and results, re-sending until acknowledged (across restarts too),
-//! at-most-once and term fencing over the wire, leader hints, reconnects, cancel,
-//! mutual TLS, protocol mismatches and a clean stop that leaves services running.
+//! at-most-once and term fencing over the wire, leader hints, reconnects, cancel (of
+//! a running step and of one not received yet), mutual TLS, protocol mismatches and a
+//! clean stop that leaves services running.
 
 #[path = "support/link.rs"]
 mod link;
@@ -13,6 +14,7 @@ use flotilla_net::pki::Role;
 use flotilla_proto::v1 as pb;
 use flotilla_proto::v1::coordinator_message::Msg as In;
 use flotilla_sample_service::Behaviour;
+use flotilla_shared::history::HostHistoryEntry;
 use link::{AgentProcess, HOST_ID, TestCa, TestServer};
 use support::{World, count_lines, deploy_step, local_deploy, step};
 
@@ -254,6 +256,67 @@ async fn a_step_with_a_lower_term_than_seen_is_refused() {
     let _agent2 = agent(&world, &[server.address()]);
     let mut s2 = server.next_session().await;
     assert_eq!(s2.register().await.highest_term, 5, "the highest term is durable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_of_a_step_not_received_keeps_it_from_ever_running_across_restarts() {
+    let world = World::new();
+    let v1 = world.package("1.0.0");
+    let counter = world.dir.path().join("hook.count");
+    let mut d = world.deploy("d9", "1.0.0", &v1);
+    d.hooks.before_install = format!("echo run >> {}", counter.display());
+    let mut server = TestServer::start(None);
+    let mut agent1 = agent(&world, &[server.address()]);
+    let mut s = server.next_session().await;
+    s.register().await;
+    s.welcome(BEAT_MS).await;
+
+    // A newer leader cancelled d9 (a rollback) before this agent received it; the step
+    // itself comes next on the same stream.
+    s.cancel_in_term("d9", "rollback of web", 2).await;
+    s.step(deploy_step("d9", 1, d.clone())).await;
+    let tombstone = s.next_result().await;
+    assert_eq!(
+        (tombstone.command_id.as_str(), outcome(&tombstone), tombstone.replayed, tombstone.term),
+        ("d9", pb::StepOutcome::Cancelled, false, 2),
+        "{tombstone:?}"
+    );
+    assert_eq!(tombstone.reason, "cancelled before it was received: rollback of web");
+    let replay = s.next_result().await;
+    assert_eq!(
+        (replay.command_id.as_str(), outcome(&replay), replay.replayed),
+        ("d9", pb::StepOutcome::Cancelled, true),
+        "the step is answered with the recorded result: {replay:?}"
+    );
+    assert_eq!(replay.reason, tombstone.reason);
+    assert!(s.progress.iter().all(|p| p.command_id != "d9"), "no phase ran: {:?}", s.progress);
+
+    let never_ran = |world: &World| {
+        assert!(!world.data().join("services/web/releases/1.0.0").exists(), "not installed");
+        assert_eq!(world.current(), None, "no current link");
+        assert_eq!(count_lines(&counter), 0, "no hook ran");
+        let history = flotilla_agent::history::read(&world.data()).expect("the history reads");
+        let d9: Vec<&HostHistoryEntry> = history.iter().filter(|r| r.command_id == "d9").map(|r| &r.entry).collect();
+        assert_eq!(
+            d9,
+            vec![&HostHistoryEntry::CancelledUnreceived { reason: "rollback of web".to_owned() }],
+            "a tombstone and no start: {history:?}"
+        );
+    };
+    never_ran(&world);
+
+    // Not acknowledged: a restarted agent still knows the tombstone and reports it.
+    agent1.kill();
+    let _agent2 = agent(&world, &[server.address()]);
+    let mut s2 = server.next_session().await;
+    s2.register().await;
+    s2.welcome(BEAT_MS).await;
+    assert_eq!(s2.next_result().await, tombstone, "the tombstone's result is re-sent after a restart");
+    s2.step(deploy_step("d9", 1, d)).await;
+    let again = s2.next_result().await;
+    assert_eq!((outcome(&again), again.replayed), (pb::StepOutcome::Cancelled, true), "{again:?}");
+    s2.ack(&["d9"]).await;
+    never_ran(&world);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

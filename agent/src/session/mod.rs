@@ -10,6 +10,14 @@
 //! `StepProgress` per phase and a `StepResult` at the end, stops a step on `Cancel`,
 //! and re-sends every result until a `ResultAck` covers it.
 //!
+//! - **A cancel of a step not received yet** (the agent was away when a rollback
+//!   cancelled it) journals a tombstone before the session reads its next message, so
+//!   that the step, arriving later on this stream or another, is answered `Cancelled`
+//!   (replayed) and never runs. The tombstone's own result (`Cancelled`, `cancelled
+//!   before it was received: <reason>`, the `Cancel`'s term) is sent at once and re-sent
+//!   until acknowledged, like any result. A cancel of a finished step changes nothing;
+//!   one from a term below the highest seen is ignored.
+//!
 //! - **Steps outlive sessions.** A step runs on its own task; a session that breaks
 //!   meanwhile does not stop it. Its progress is best effort (dropped while no session
 //!   is open); its result is kept in the [`outbox`] and sent on the next session.
@@ -56,7 +64,7 @@ use crate::AgentConfig;
 use crate::config::AgentSecurity;
 use crate::driver::Driver;
 use crate::driver::process::ProcessDriver;
-use crate::executor::{Executor, ExecutorConfig, StepHandle};
+use crate::executor::{Cancellation, Executor, ExecutorConfig, StepHandle};
 use crate::identity::{self, IdentityDir};
 use crate::layout::now_unix_ms;
 use crate::step::{ServiceInstance, Step, StepFailure, StepOutcome, StepProgress, StepResult};
@@ -461,7 +469,7 @@ impl<D: Driver> Link<D> {
             tokio::select! {
                 message = inbound.message() => match message {
                     Ok(Some(message)) => {
-                        if let Some(end) = self.on_message(message, &mut live) {
+                        if let Some(end) = self.on_message(message, &mut live).await {
                             return end;
                         }
                     }
@@ -497,7 +505,9 @@ impl<D: Driver> Link<D> {
         (pb::AgentMessage { msg: Some(Out::Register(register)) }, inventory)
     }
 
-    fn on_message(&mut self, message: pb::CoordinatorMessage, live: &mut Live) -> Option<SessionEnd> {
+    /// Handles one message; the next is read only once this returns (a cancel's
+    /// tombstone is durable before a step after it is looked at).
+    async fn on_message(&mut self, message: pb::CoordinatorMessage, live: &mut Live) -> Option<SessionEnd> {
         match message.msg {
             Some(In::Step(step)) => {
                 let (command_id, term) = (step.command_id.clone(), step.term);
@@ -510,11 +520,7 @@ impl<D: Driver> Link<D> {
                     }
                 }
             }
-            Some(In::Cancel(cancel)) => {
-                if !self.executor.cancel(&cancel.command_id, &cancel.reason) {
-                    tracing::info!(command_id = %cancel.command_id, reason = %cancel.reason, "cancel of a step that is not running (a finished step keeps its result)");
-                }
-            }
+            Some(In::Cancel(cancel)) => self.on_cancel(cancel, live).await,
             Some(In::Ack(ack)) => {
                 for id in &ack.command_ids {
                     self.outbox.ack(id);
@@ -540,6 +546,31 @@ impl<D: Driver> Link<D> {
             None => tracing::warn!("ignoring an empty coordinator message"),
         }
         None
+    }
+
+    /// Stops the step, or journals a tombstone for a step not received (off the async
+    /// threads, but before the session reads on) and queues its result.
+    async fn on_cancel(&mut self, cancel: pb::Cancel, live: &mut Live) {
+        let executor = self.executor.clone();
+        let (id, term, reason) = (cancel.command_id.clone(), cancel.term, cancel.reason.clone());
+        let done = tokio::task::spawn_blocking(move || executor.cancel_step(&id, term, &reason)).await;
+        match done {
+            Ok(Ok(Cancellation::InFlight)) => {}
+            Ok(Ok(Cancellation::Tombstoned(result))) => {
+                self.outbox.insert(*result, true);
+                self.flush(live);
+            }
+            Ok(Ok(Cancellation::Finished)) => {
+                tracing::info!(command_id = %cancel.command_id, reason = %cancel.reason, "cancel of a finished step: it keeps its result");
+            }
+            Ok(Ok(Cancellation::Refused { .. })) => {}
+            Ok(Err(e)) => {
+                tracing::error!(command_id = %cancel.command_id, reason = %cancel.reason, error = %e, "cannot journal the cancel of a step not received; should the step arrive, it runs");
+            }
+            Err(e) => {
+                tracing::error!(command_id = %cancel.command_id, error = %e, "the cancel's task failed");
+            }
+        }
     }
 
     /// Runs `step` on its own task, forwarding its progress and result to the loop.

@@ -203,8 +203,11 @@ impl ServerSession {
     }
 
     pub async fn cancel(&mut self, command_id: &str, reason: &str) {
-        self.send(In::Cancel(pb::Cancel { command_id: command_id.to_owned(), reason: reason.to_owned(), term: 1 }))
-            .await;
+        self.cancel_in_term(command_id, reason, 1).await;
+    }
+
+    pub async fn cancel_in_term(&mut self, command_id: &str, reason: &str, term: u64) {
+        self.send(In::Cancel(pb::Cancel { command_id: command_id.to_owned(), reason: reason.to_owned(), term })).await;
     }
 
     pub async fn ack(&mut self, ids: &[&str]) {
