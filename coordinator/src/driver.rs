@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use crate::engine::{self, Context, Env, Fact, Outcome};
 use crate::error::CoordinatorError;
 use crate::fleet::{AgentHub, AgentReport};
+use crate::leadership::Leadership;
 use crate::node::{Node, now_unix_ms};
 use crate::state::{Op, ReleaseId, Response, State};
 
@@ -45,22 +46,24 @@ pub fn spawn(node: Node, hub: AgentHub) -> tokio::task::JoinHandle<()> {
 
 async fn run(node: Node, hub: AgentHub, mut reports: mpsc::Receiver<AgentReport>) {
     let mut metrics = node.raft().metrics();
+    // Leading means leading with a quorum: a leader cut off from the others stops here.
+    let mut leadership = node.leadership();
     loop {
         let term = {
-            let m = metrics.borrow_and_update().clone();
-            (m.current_leader == Some(node.id())).then_some(m.current_term)
+            let l = leadership.borrow_and_update();
+            l.leading.then_some(l.term)
         };
         match term {
             Some(term) => {
                 let mut leader = Leader::new(node.clone(), hub.clone(), term);
-                match leader.lead(&mut reports, &mut metrics).await {
+                match leader.lead(&mut reports, &mut metrics, &mut leadership).await {
                     Ok(()) => tracing::info!(term, "no longer the leader; the release engine stops here"),
                     Err(e) => tracing::warn!(term, error = %e, "the release engine stopped"),
                 }
             }
             None => {
                 tokio::select! {
-                    changed = metrics.changed() => if changed.is_err() { return },
+                    changed = leadership.changed() => if changed.is_err() { return },
                     // Reports only come while leading; drop stragglers.
                     report = reports.recv() => if report.is_none() { return },
                 }
@@ -112,6 +115,7 @@ impl Leader {
         &mut self,
         reports: &mut mpsc::Receiver<AgentReport>,
         metrics: &mut tokio::sync::watch::Receiver<openraft::RaftMetrics<crate::raft::NodeId, openraft::BasicNode>>,
+        leadership: &mut tokio::sync::watch::Receiver<Leadership>,
     ) -> Result<(), CoordinatorError> {
         // Make sure everything committed by earlier leaders is applied here first.
         self.node.read(|_| ()).await?;
@@ -151,6 +155,12 @@ impl Leader {
                         continue;
                     }
                     self.last_applied = applied;
+                }
+                changed = leadership.changed() => {
+                    let l = leadership.borrow_and_update().clone();
+                    if changed.is_err() || !l.leading || l.term != self.term {
+                        return Ok(());
+                    }
                 }
                 () = tokio::time::sleep_until(Instant::now() + sleep) => {}
             }
@@ -240,7 +250,7 @@ impl Leader {
                     self.hub.cancel(&host, &command_id, term, CANCEL_REASON);
                     self.cancels_sent.insert(command_id);
                 }
-                Resend::Step { command_id, host, step: Some(step) } => match self.hub.send(&host, step) {
+                Resend::Step { command_id, host, step: Some(step) } => match self.hub.send(&host, *step) {
                     Ok(()) => sent.push(command_id),
                     Err(e) => tracing::debug!(
                         host,
@@ -486,7 +496,7 @@ fn dispatches_of(fact: &Fact) -> Vec<String> {
 #[derive(Debug, PartialEq)]
 enum Resend {
     /// The step itself (`None`: it could not be built from the spec).
-    Step { command_id: String, host: String, step: Option<v1::Step> },
+    Step { command_id: String, host: String, step: Option<Box<v1::Step>> },
     /// Only its cancel: a step marked for cancellation is never sent again, so an agent
     /// that had not received it never runs it.
     Cancel { command_id: String, host: String },
@@ -506,7 +516,7 @@ fn resends<'a>(
             if st.cancel {
                 Resend::Cancel { command_id, host }
             } else {
-                Resend::Step { step: build(cid, st), command_id, host }
+                Resend::Step { step: build(cid, st).map(Box::new), command_id, host }
             }
         })
         .collect()
@@ -545,7 +555,7 @@ mod tests {
                 Resend::Step {
                     command_id: "r.2".into(),
                     host: "web-1".into(),
-                    step: Some(v1::Step { command_id: "r.2".into(), ..Default::default() }),
+                    step: Some(Box::new(v1::Step { command_id: "r.2".into(), ..Default::default() })),
                 },
             ]
         );

@@ -13,6 +13,7 @@ pub mod enrolment;
 pub mod error;
 pub mod fleet;
 pub mod http;
+pub mod leadership;
 pub mod node;
 pub mod raft;
 pub mod server;

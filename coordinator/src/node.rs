@@ -33,6 +33,7 @@ use openraft::storage::RaftLogStorage;
 use openraft::{BasicNode, ChangeMembers, SnapshotPolicy, Vote};
 
 use crate::error::CoordinatorError;
+use crate::leadership::Leadership;
 use crate::raft::identity::ClusterIdentity;
 use crate::raft::network::Network;
 use crate::raft::{NodeId, Raft};
@@ -118,6 +119,8 @@ struct Inner {
     forward_channels: Mutex<BTreeMap<String, tonic::transport::Channel>>,
     /// Where this node is in its life: serving, draining for a stop, or closing.
     lifecycle: tokio::sync::watch::Sender<Lifecycle>,
+    /// Whether this node leads and still hears from a quorum (see `leadership`).
+    leadership: tokio::sync::watch::Receiver<Leadership>,
 }
 
 /// Where a node is in its life. A stop goes `Serving` → `Draining` → `Closing`.
@@ -193,6 +196,9 @@ impl Node {
         let raft = Raft::new(id, config, network, log_store, state_machine)
             .await
             .map_err(|e| CoordinatorError::Internal(format!("starting raft: {e}")))?;
+        // A leader stops acting as one once no quorum answered it for the longest
+        // election timeout: by then the others have stopped waiting for it.
+        let leadership = crate::leadership::follow(raft.metrics(), settings.election_max, settings.heartbeat);
         Ok(Self {
             inner: Arc::new(Inner {
                 id,
@@ -206,6 +212,7 @@ impl Node {
                 resumed: Mutex::new(resumed),
                 read_timeout: READ_TIMEOUT,
                 lifecycle: tokio::sync::watch::Sender::new(Lifecycle::Serving),
+                leadership,
             }),
         })
     }
@@ -288,9 +295,19 @@ impl Node {
         Ok(ch)
     }
 
+    /// Whether this node leads and still hears from a quorum of coordinators, as the
+    /// hub, the release engine and writes follow it.
+    pub fn leadership(&self) -> tokio::sync::watch::Receiver<Leadership> {
+        self.inner.leadership.clone()
+    }
+
     /// `Ok` when this node is the leader and serving; otherwise who leads, if anyone
-    /// (a leader that is stopping answers [`CoordinatorError::ShuttingDown`]).
+    /// (a leader that is stopping answers [`CoordinatorError::ShuttingDown`]; one that
+    /// no quorum answers any more, [`CoordinatorError::NoLeader`]).
     pub fn check_leader(&self) -> Result<(), CoordinatorError> {
+        if self.inner.leadership.borrow().isolated {
+            return Err(CoordinatorError::NoLeader);
+        }
         let metrics = self.inner.raft.metrics().borrow().clone();
         match metrics.current_leader {
             Some(leader) if leader == self.inner.id && self.lifecycle() != Lifecycle::Serving => {
@@ -314,6 +331,10 @@ impl Node {
     pub async fn propose(&self, op: Op) -> Result<Response, CoordinatorError> {
         if self.lifecycle() != Lifecycle::Serving {
             return Err(CoordinatorError::ShuttingDown { node_id: self.inner.id });
+        }
+        // A leader cut off from the quorum could not commit; the client goes elsewhere.
+        if self.inner.leadership.borrow().isolated {
+            return Err(CoordinatorError::NoLeader);
         }
         let cmd = Command { at_unix_ms: now_unix_ms(), op };
         match self.inner.raft.client_write(cmd).await {

@@ -11,11 +11,13 @@
 //!   inventory change in a heartbeat proposes `InventoryChanged`, and an expired lease
 //!   proposes `AgentLost` (and closes the session). Proposals about one host are
 //!   serialized by a per-host lock, so a loss and a re-registration never cross.
-//! - The hub follows Raft leadership (`raft.server_metrics()`): on becoming leader it
+//! - The hub follows the node's leadership (`Node::leadership`: the Raft leader that
+//!   still hears from a quorum of coordinators): on becoming leader it
 //!   first makes its applied state current (`ensure_linearizable`), then starts a lease
 //!   for every host the state says is online (a host that never reconnects is marked
-//!   lost one lease later); on losing leadership every session gets a `LeaderHint` and
-//!   is closed. A follower answers every session with a `LeaderHint`.
+//!   lost one lease later); on losing leadership, or the quorum, every session gets a
+//!   `LeaderHint` (empty when no other leader is known: the agent tries the other
+//!   coordinators) and is closed. A follower answers every session with a `LeaderHint`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,14 +25,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use flotilla_proto::v1::{self, coordinator_message::Msg};
-use openraft::ServerState;
-use openraft::metrics::RaftServerMetrics;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tonic::Status;
 
 use super::wire::Liveness;
 use crate::error::CoordinatorError;
+use crate::leadership::Leadership;
 use crate::node::{Node, now_unix_ms};
 use crate::state::{FleetOp, Op};
 
@@ -207,7 +208,7 @@ impl AgentHub {
     /// called inside a Tokio runtime. The background tasks end when every clone of the
     /// hub is dropped.
     pub fn start(node: Node, settings: HubSettings) -> Self {
-        let metrics = node.raft().server_metrics();
+        let leadership = node.leadership();
         let hub = Self {
             inner: Arc::new(Inner {
                 node,
@@ -219,7 +220,7 @@ impl AgentHub {
                 next_session: AtomicU64::new(1),
             }),
         };
-        tokio::spawn(watch_leadership(Arc::downgrade(&hub.inner), metrics));
+        tokio::spawn(watch_leadership(Arc::downgrade(&hub.inner), leadership));
         tokio::spawn(check_leases(Arc::downgrade(&hub.inner), hub.inner.settings.check_interval()));
         hub
     }
@@ -588,7 +589,7 @@ impl AgentHub {
                 match self.inner.node.raft().ensure_linearizable().await {
                     Ok(_) => break,
                     Err(e) => {
-                        let still = LeaderView::of(&self.inner.node.raft().server_metrics().borrow());
+                        let still = LeaderView::of(&self.inner.node.leadership().borrow());
                         if !still.leading || still.term != view.term {
                             tracing::debug!(error = %e, "leadership ended before the state was current");
                             return;
@@ -639,9 +640,7 @@ impl AgentHub {
     }
 }
 
-type ServerMetrics = RaftServerMetrics<crate::raft::NodeId, openraft::BasicNode>;
-
-/// Leadership as one metrics snapshot shows it.
+/// Leadership as the hub acts on it.
 #[derive(Debug, Clone)]
 struct LeaderView {
     leading: bool,
@@ -650,34 +649,25 @@ struct LeaderView {
 }
 
 impl LeaderView {
-    fn of(m: &ServerMetrics) -> Self {
-        let leading = m.state == ServerState::Leader && m.current_leader == Some(m.id);
-        let hint = match m.current_leader {
-            Some(leader) if leader != m.id => v1::LeaderHint {
-                leader_id: leader,
-                leader_addr: m
-                    .membership_config
-                    .membership()
-                    .get_node(&leader)
-                    .map(|n| n.addr.clone())
-                    .unwrap_or_default(),
-            },
-            _ => v1::LeaderHint::default(),
-        };
-        let hint = if hint.leader_addr.is_empty() { v1::LeaderHint::default() } else { hint };
-        Self { leading, term: m.vote.leader_id().get_term(), hint }
+    fn of(l: &Leadership) -> Self {
+        let hint = l
+            .leader
+            .as_ref()
+            .map(|(id, addr)| v1::LeaderHint { leader_id: *id, leader_addr: addr.clone() })
+            .unwrap_or_default();
+        Self { leading: l.leading, term: l.term, hint }
     }
 }
 
-async fn watch_leadership(inner: Weak<Inner>, mut metrics: watch::Receiver<ServerMetrics>) {
+async fn watch_leadership(inner: Weak<Inner>, mut leadership: watch::Receiver<Leadership>) {
     loop {
-        let view = LeaderView::of(&metrics.borrow_and_update());
+        let view = LeaderView::of(&leadership.borrow_and_update());
         let Some(strong) = inner.upgrade() else { return };
         let hub = AgentHub { inner: strong };
         hub.on_leadership(view).await;
         drop(hub);
-        if metrics.changed().await.is_err() {
-            // Raft stopped.
+        if leadership.changed().await.is_err() {
+            // The node stopped.
             if let Some(strong) = inner.upgrade() {
                 AgentHub { inner: strong }.step_down(&v1::LeaderHint::default());
             }

@@ -289,7 +289,7 @@ mod tests {
                     run: RunV4 {
                         version: now.run.version,
                         next_command: now.run.next_command,
-                        phase: now.run.phase.clone(),
+                        phase: now.run.phase,
                         paused: None,
                         reason: now.run.reason.clone(),
                         stage: now.run.stage,
