@@ -698,5 +698,6 @@ pub fn tiny_spec(key: &str) -> String {
     )
 }
 
+pub mod compose;
 pub mod fleet;
 pub mod host;

@@ -12,164 +12,24 @@
 //! `FLOTILLA_REQUIRE_DOCKER=1` (as CI sets), which makes a missing engine a failure.
 
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use flotilla_tests::compose::{AGENTS, FORM, Project, all_online, docker_or_skip, text};
 use flotilla_tests::fleet::StepAudit;
-
-/// Longest the cluster may take to form and see every agent.
-const FORM: Duration = Duration::from_secs(180);
 
 /// Longest one release may take.
 const RELEASE: Duration = Duration::from_secs(300);
 
-/// Longest any other docker-compose call may take.
-const CALL: Duration = Duration::from_secs(120);
-
-const AGENTS: [&str; 4] = ["agent-1", "agent-2", "agent-3", "agent-4"];
-
 /// The labels each agent host's join token gives it (deploy/compose/setup).
 const LABELS: [&str; 4] = ["cell=canary,role=db", "cell=canary,role=app", "cell=main,role=app", "cell=main,role=app"];
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root").to_owned()
-}
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
-fn docker_available() -> bool {
-    Command::new("docker").arg("info").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
-}
-
-/// One compose project of the test, taken down (with its volumes) when dropped.
-struct Project {
-    name: String,
-    work: tempfile::TempDir,
-}
-
-impl Project {
-    /// `docker-compose` for this project, ended by coreutils' `timeout` after `within`.
-    fn compose_within(&self, within: Duration) -> Command {
-        let mut cmd = Command::new("timeout");
-        cmd.arg("--kill-after=10").arg(within.as_secs().to_string()).arg("docker-compose");
-        self.project_args(&mut cmd);
-        cmd
-    }
-
-    fn project_args(&self, cmd: &mut Command) {
-        cmd.arg("--project-name")
-            .arg(&self.name)
-            .arg("--file")
-            .arg(repo().join("deploy/compose/docker-compose.yml"))
-            .env("FLOTILLA_COMPOSE_WORK", self.work.path())
-            .stdin(Stdio::null());
-    }
-
-    /// Runs `docker-compose ARGS` (at most [`CALL`]); its output.
-    fn run(&self, args: &[&str]) -> Output {
-        self.compose_within(CALL).args(args).output().expect("docker-compose runs")
-    }
-
-    /// Runs the CLI container: `flotilla ARGS` (at most [`CALL`]).
-    fn cli(&self, args: &[&str]) -> Output {
-        self.cli_within(args, CALL)
-    }
-
-    /// Runs the CLI container: `flotilla ARGS`, ended after `within`.
-    fn cli_within(&self, args: &[&str], within: Duration) -> Output {
-        self.compose_within(within).args(["run", "--rm", "-T", "cli"]).args(args).output().expect("docker-compose runs")
-    }
-
-    /// Runs the CLI and fails the test unless it exits 0; its stdout.
-    fn cli_ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        assert!(out.status.success(), "flotilla {}: {}\n{}", args.join(" "), text(&out), self.logs());
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// The logs of one service's containers.
-    fn log_of(&self, service: &str) -> String {
-        String::from_utf8_lossy(&self.run(&["logs", "--no-color", service]).stdout).into_owned()
-    }
-
-    /// The last lines of every container's log, for failure messages.
-    fn logs(&self) -> String {
-        let mut out = String::new();
-        for service in ["coordinator-1", "coordinator-2", "coordinator-3", "agent-1", "agent-4", "artifacts"] {
-            let log = self.log_of(service);
-            let lines: Vec<&str> = log.lines().collect();
-            out.push_str(&format!("--- {service}:\n{}\n", lines[lines.len().saturating_sub(30)..].join("\n")));
-        }
-        out
-    }
-
-    /// Polls the CLI with `args` until `done` accepts its JSON output.
-    fn wait_json(&self, args: &[&str], within: Duration, what: &str, done: impl Fn(&serde_json::Value) -> bool) {
-        let deadline = Instant::now() + within;
-        loop {
-            let out = self.cli(args);
-            let last = text(&out);
-            if out.status.success()
-                && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout)
-                && done(&v)
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{what} within {within:?}; last answer:\n{last}\n{}", self.logs());
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
-
-    /// Waits until the coordinators agree on a leader that sees all three members.
-    fn wait_cluster(&self, within: Duration) {
-        self.wait_json(&["cluster", "status", "--output", "json"], within, "a leader with three members", |v| {
-            // A `StatusResponse` in the canonical JSON mapping: uint64 as strings.
-            let members = v["status"]["members"].as_array().map_or(0, Vec::len);
-            v["status"]["leaderId"].as_str().is_some_and(|id| id != "0") && members == 3
-        });
-    }
-}
-
-impl Drop for Project {
-    fn drop(&mut self) {
-        let _ = self.compose_within(CALL).args(["down", "--volumes", "--remove-orphans", "--timeout", "5"]).output();
-    }
-}
-
 #[test]
 fn the_compose_cluster_releases_the_sample_app_across_agent_containers_through_a_rolling_restart() {
-    if !docker_available() {
-        assert!(
-            std::env::var("FLOTILLA_REQUIRE_DOCKER").as_deref() != Ok("1"),
-            "FLOTILLA_REQUIRE_DOCKER=1 but no Docker engine answers `docker info`"
-        );
+    if !docker_or_skip() {
         return;
     }
-    let root = repo();
-    let built =
-        flotilla_tests::workspace_script(&root.join("deploy/images/build")).output().expect("deploy/images/build runs");
-    assert!(built.status.success(), "deploy/images/build: {}", text(&built));
-
-    let project = Project {
-        name: format!("flotilla-test-{}", std::process::id()),
-        work: tempfile::Builder::new().prefix("flotilla-compose-").tempdir().expect("a temp dir"),
-    };
-    // The setup starts the coordinators of the project docker-compose is told to use.
-    let setup = || {
-        let out = Command::new("timeout")
-            .arg("--kill-after=10")
-            .arg(FORM.as_secs().to_string())
-            .arg(root.join("deploy/compose/setup"))
-            .env("FLOTILLA_COMPOSE_WORK", project.work.path())
-            .env("COMPOSE_PROJECT_NAME", &project.name)
-            .stdin(Stdio::null())
-            .output()
-            .expect("deploy/compose/setup runs");
-        assert!(out.status.success(), "deploy/compose/setup: {}\n{}", text(&out), project.logs());
-    };
+    flotilla_tests::compose::build_images();
+    let project = Project::new("flotilla-test");
     // The agents' join tokens, one file each, readable by their owner only.
     let token_files = || {
         AGENTS.map(|agent| {
@@ -181,7 +41,7 @@ fn the_compose_cluster_releases_the_sample_app_across_agent_containers_through_a
             written
         })
     };
-    setup();
+    project.setup();
     let tokens_made = token_files();
     // The test's second release bakes longer, so the rolling restart happens inside it.
     let v2 = std::fs::read_to_string(project.work.path().join("shop-v2.toml")).expect("the v2 spec");
@@ -191,11 +51,6 @@ fn the_compose_cluster_releases_the_sample_app_across_agent_containers_through_a
     let up = project.run(&["up", "--detach", "--no-build"]);
     assert!(up.status.success(), "docker-compose up: {}", text(&up));
     project.wait_cluster(FORM);
-    let all_online = |v: &serde_json::Value| {
-        v["hosts"].as_array().is_some_and(|hosts| {
-            hosts.len() == AGENTS.len() && hosts.iter().all(|h| h["state"].as_str() == Some("HOST_STATE_ONLINE"))
-        })
-    };
     project.wait_json(&["agents", "--output", "json"], FORM, "four agents online", all_online);
     // Each enrolled with its own token, used once, and has its token's labels (the
     // agents claim none).
@@ -223,7 +78,7 @@ fn the_compose_cluster_releases_the_sample_app_across_agent_containers_through_a
     assert_eq!(enrolled, AGENTS.map(str::to_owned), "{tokens:#}");
     // The setup run again keeps the token files of the hosts the cluster knows, and
     // makes no token.
-    setup();
+    project.setup();
     assert_eq!(token_files(), tokens_made, "a second setup changed the token files");
     let listed = project.cli_ok(&["agents", "token", "list", "--all", "--output", "json"]);
     let count =
