@@ -391,6 +391,30 @@ fn a_cascade_rollback_takes_exactly_the_dependents_of_the_failed_service_back_in
     assert_eq!(sim.state(0, "web"), ServiceState::Cancelled);
 }
 
+/// A service outside the rollback set that is still deploying when the rollback is
+/// done keeps its step: the release ends only once that step has reported, so nothing
+/// of a finished release still runs and no host event follows its last one.
+#[test]
+fn a_rolled_back_release_ends_only_after_the_steps_still_running_outside_the_set_report() {
+    let bad = |_: &HostId, k: &StepKind| {
+        matches!(k, StepKind::Deploy(s) if s.as_str() == "payments").then(|| "health check failed".to_owned())
+    };
+    let mut sim = Sim::new(&shop(), shop_fleet()).failing(bad);
+    sim.held.insert("mail".to_owned());
+    sim.settle();
+    assert_eq!(sim.members(), ["payments"]);
+    assert_eq!(sim.terminal(), None, "mail's deploy still runs: {:#?}", sim.run.events);
+    assert!(sim.run.outstanding().all(|(_, s)| matches!(&s.kind, StepKind::Deploy(x) if x.as_str() == "mail")));
+    sim.held.clear();
+    sim.settle();
+    assert_eq!(sim.terminal(), Some(Terminal::RolledBack));
+    // mail's rollout stopped with the rollback; the host that got it keeps it.
+    let mail: Vec<&StepKind> =
+        sim.run.steps.values().map(|s| &s.kind).filter(|k| Sim::service_of(k) == "mail").collect();
+    assert!(mail.iter().all(|k| matches!(k, StepKind::Deploy(_))), "mail is not rolled back: {mail:?}");
+    assert_eq!(sim.run.events.last().map(|e| e.kind), Some(EventKind::ReleaseRolledBack), "{:#?}", sim.run.events);
+}
+
 #[test]
 fn a_failure_after_dependents_started_rolls_them_back_first() {
     // Stage canary passes completely; in stage rest, ledger fails on its canary while

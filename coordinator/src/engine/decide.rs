@@ -558,6 +558,11 @@ impl Decider<'_, '_> {
     fn roll_back(&mut self) {
         let Some(rb) = &self.run.rollback else { return };
         let Some(action) = rb.actions.get(rb.position) else {
+            // Steps of services outside the rollback set may still run (they keep their
+            // new version): the release ends only when nothing of it runs any more.
+            if self.run.outstanding().next().is_some() {
+                return;
+            }
             let names: Vec<&str> = rb.members.iter().map(|(s, _)| s.as_str()).collect();
             let reason = if names.is_empty() {
                 format!("release rolled back ({}); no service had started", self.run.reason)
