@@ -355,6 +355,76 @@ async fn without_a_known_leader_the_agent_tries_the_next_coordinator() {
     assert_eq!(next.next_heartbeat().await.seq, 1);
 }
 
+/// A TCP relay to `upstream` that can freeze: it then stops moving bytes either way
+/// but keeps every connection open, as a paused coordinator or a network that drops
+/// packets does.
+async fn freezable_relay(upstream: std::net::SocketAddr) -> (String, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let frozen = std::sync::Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let flag = frozen.clone();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let outbound = tokio::net::TcpStream::connect(upstream).await.expect("upstream");
+            let (ri, wi) = inbound.into_split();
+            let (ro, wo) = outbound.into_split();
+            for (mut from, mut to) in [
+                (
+                    Box::new(ri) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                    Box::new(wo) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                ),
+                (Box::new(ro), Box::new(wi)),
+            ] {
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let Ok(n) = from.read(&mut buf).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        // Frozen: the bytes are swallowed and the connection stays open.
+                        if !flag.load(Ordering::SeqCst) && to.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    (addr, frozen)
+}
+
+/// A coordinator that freezes (paused, or cut off by a network that drops packets)
+/// answers nothing but keeps the connection open: the agent's pings go unanswered, it
+/// gives the session up within seconds and dials the next coordinator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_that_stops_answering_is_left_for_the_next_one_within_seconds() {
+    let world = World::new();
+    let mut frozen_server = TestServer::start(None);
+    let mut next_server = TestServer::start(None);
+    let (relay, frozen) = freezable_relay(frozen_server.addr).await;
+    let _agent = agent(&world, &[relay, next_server.address()]);
+    let mut s = frozen_server.next_session().await;
+    s.register().await;
+    // Heartbeats seconds apart, as on a real fleet: they cannot fill the stream's flow
+    // control window (which would end the session another way) before the deadline.
+    s.welcome(5_000).await;
+    s.next_heartbeat().await;
+
+    frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Well under the 30 s a dead TCP peer would take with keep-alive pings alone.
+    let within = std::time::Duration::from_secs(15);
+    let mut next = tokio::time::timeout(within, next_server.next_session())
+        .await
+        .unwrap_or_else(|_| panic!("the agent still waited on the frozen coordinator after {within:?}"));
+    next.register().await;
+    next.welcome(BEAT_MS).await;
+    assert_eq!(next.next_heartbeat().await.seq, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_reconnects_when_the_server_comes_back() {
     let world = World::new();

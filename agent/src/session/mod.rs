@@ -39,6 +39,11 @@
 //!   dialled again (the stream is stuck). A few slots are kept free of results for
 //!   heartbeats. Events from steps to the session loop go through a bounded channel
 //!   too (progress dropped when full; a result waits for room, and is journaled anyway).
+//! - **A silent coordinator is left.** The session's connection sends HTTP/2 pings every
+//!   [`KEEP_ALIVE`] and ends when one is not answered within [`KEEP_ALIVE_TIMEOUT`]: a
+//!   coordinator that froze (paused, or cut off by the network while its TCP peer
+//!   stays quiet) is noticed within seconds, not when the kernel gives the connection
+//!   up, and the agent dials the others, where a new leader took over.
 
 pub mod backoff;
 mod outbox;
@@ -92,6 +97,12 @@ const RESEND_AFTER: Duration = Duration::from_secs(30);
 
 /// Capacity of the channel from step tasks to the session loop.
 const EVENT_CAPACITY: usize = 256;
+
+/// How often the session's connection pings the coordinator.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(2);
+
+/// How long a ping may go unanswered before the session is given up.
+pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How the agent reaches the coordinators.
 #[derive(Debug, Clone)]
@@ -391,7 +402,11 @@ impl<D: Driver> Link<D> {
     /// One session with `addr`, from dialling to its end.
     async fn session(&mut self, addr: &str) -> SessionEnd {
         let endpoint = match flotilla_net::endpoint(addr, &self.config.security) {
-            Ok(endpoint) => endpoint,
+            Ok(endpoint) => endpoint.configure(|e| {
+                e.http2_keep_alive_interval(KEEP_ALIVE)
+                    .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+                    .keep_alive_while_idle(true)
+            }),
             Err(e) => return ended(false, e.to_string()),
         };
         tracing::debug!(coordinator = %addr, "dialling");
