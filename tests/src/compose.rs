@@ -38,6 +38,7 @@ pub fn text(out: &Output) -> String {
 
 /// Whether a Docker engine answers. Without one, container tests pass with a note,
 /// unless `FLOTILLA_REQUIRE_DOCKER=1` (as CI sets), which makes it a failure.
+#[allow(clippy::print_stderr, reason = "a skipped test must say so where the test runner shows it")]
 pub fn docker_or_skip() -> bool {
     let up = Command::new("docker")
         .arg("info")
@@ -178,6 +179,15 @@ impl Project {
             out.push_str(&format!("--- {service}:\n{}\n", lines[lines.len().saturating_sub(30)..].join("\n")));
         }
         out
+    }
+
+    /// Writes every container's whole log to `dir/SERVICE.log`.
+    pub fn save_logs(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        for service in COORDINATORS.iter().chain(AGENTS.iter()) {
+            std::fs::write(dir.join(format!("{service}.log")), self.log_of(service))?;
+        }
+        Ok(())
     }
 
     /// Polls the CLI with `args` until `done` accepts its JSON output.

@@ -698,6 +698,7 @@ pub fn tiny_spec(key: &str) -> String {
     )
 }
 
+pub mod chaos;
 pub mod compose;
 pub mod fleet;
 pub mod host;
