@@ -570,24 +570,12 @@ impl<D: Driver> Executor<D> {
             return Ok(Cancellation::InFlight);
         }
         let now = now_unix_ms();
-        let result = StepResult {
-            command_id: command_id.to_owned(),
-            term,
-            outcome: StepOutcome::Cancelled,
-            failure: None,
-            reason: if reason.is_empty() {
-                "cancelled before it was received".to_owned()
-            } else {
-                format!("cancelled before it was received: {reason}")
-            },
-            health: Vec::new(),
-            service: None,
-            exit_code: None,
-            output_tail: String::new(),
-            started_unix_ms: now,
-            finished_unix_ms: now,
-            replayed: false,
+        let why = if reason.is_empty() {
+            "cancelled before it was received".to_owned()
+        } else {
+            format!("cancelled before it was received: {reason}")
         };
+        let result = StepResult::ended_at_once(command_id.to_owned(), term, StepOutcome::Cancelled, why, now);
         match self.inner.journal.tombstone(&result)? {
             Tombstone::Written(_) => {
                 tracing::warn!(%command_id, term, %reason, "cancel of a step not received: it is journaled as cancelled and will never run");

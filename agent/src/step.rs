@@ -594,18 +594,30 @@ pub struct StepResult {
 impl StepResult {
     /// A result with `outcome` and nothing else filled in.
     pub fn new(step: &Step, outcome: StepOutcome, started_unix_ms: i64) -> Self {
+        Self::ended_at_once(step.command_id.clone(), step.term, outcome, String::new(), started_unix_ms)
+    }
+
+    /// The result of a step that ended before it began (never received, or unreadable):
+    /// `outcome` and `reason` at `now`, nothing else.
+    pub fn ended_at_once(
+        command_id: String,
+        term: u64,
+        outcome: StepOutcome,
+        reason: String,
+        now_unix_ms: i64,
+    ) -> Self {
         Self {
-            command_id: step.command_id.clone(),
-            term: step.term,
+            command_id,
+            term,
             outcome,
             failure: None,
-            reason: String::new(),
+            reason,
             health: Vec::new(),
             service: None,
             exit_code: None,
             output_tail: String::new(),
-            started_unix_ms,
-            finished_unix_ms: started_unix_ms,
+            started_unix_ms: now_unix_ms,
+            finished_unix_ms: now_unix_ms,
             replayed: false,
         }
     }

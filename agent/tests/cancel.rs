@@ -10,20 +10,7 @@ use std::time::Duration;
 use flotilla_agent::step::{Action, RunCheck, RunState, StepOutcome, StepPhase, Stop};
 use flotilla_agent::{Executor, StepHandle};
 use flotilla_sample_service::Behaviour;
-use support::{World, count_lines, deploy_step, processes_in, step, wait_until};
-
-/// Reads progress until `phase` is reported (panics if the step ends first).
-async fn until_phase(handle: &mut StepHandle, phase: StepPhase) {
-    let wait = async {
-        while let Some(p) = handle.progress.recv().await {
-            if p.phase == phase {
-                return;
-            }
-        }
-        panic!("the step ended before {phase}");
-    };
-    tokio::time::timeout(Duration::from_secs(30), wait).await.unwrap_or_else(|_| panic!("no {phase} within 30 s"));
-}
+use support::{World, count_lines, deploy_step, processes_in, step, until_phase, wait_until};
 
 async fn deploy_v1(world: &World, executor: &Executor) -> u32 {
     let v1 = world.package("1.0.0");

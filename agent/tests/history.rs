@@ -9,11 +9,10 @@ mod support;
 use std::io::Write as _;
 use std::time::Duration;
 
-use flotilla_agent::StepHandle;
 use flotilla_agent::history::{self, HISTORY_FILE, HistoryError, HistoryLog, ROTATED_FILE};
 use flotilla_agent::step::{Action, HookKind, RunCheck, RunHook, StepOutcome, StepPhase, Stop};
 use flotilla_shared::history::{HOST_HISTORY_FORMAT, HostHistoryEntry, HostHistoryRecord};
-use support::{World, deploy_step, step};
+use support::{World, deploy_step, step, until_phase};
 
 fn check(id: &str, term: u64) -> flotilla_agent::step::Step {
     step(
@@ -92,19 +91,6 @@ async fn a_step_with_a_term_below_the_highest_seen_writes_refused() {
     );
     assert_eq!(entries_of(&records, "c3"), vec![HostHistoryEntry::Refused { highest_term: 5 }]);
     assert_eq!(records.iter().find(|r| r.command_id == "c3").map(|r| r.term), Some(3));
-}
-
-/// Reads progress until `phase` is reported (panics if the step ends first).
-async fn until_phase(handle: &mut StepHandle, phase: StepPhase) {
-    let wait = async {
-        while let Some(p) = handle.progress.recv().await {
-            if p.phase == phase {
-                return;
-            }
-        }
-        panic!("the step ended before {phase}");
-    };
-    tokio::time::timeout(Duration::from_secs(30), wait).await.unwrap_or_else(|_| panic!("no {phase} within 30 s"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -676,21 +676,10 @@ async fn forward(handle: StepHandle, events: mpsc::Sender<StepEvent>) {
 
 /// The answer to a step that cannot be read (not journaled: it never runs).
 fn invalid_step(command_id: String, term: u64, why: &str) -> StepResult {
-    let now = now_unix_ms();
-    StepResult {
-        command_id,
-        term,
-        outcome: StepOutcome::Failed,
-        failure: Some(StepFailure::Internal),
-        reason: format!("invalid step: {why}"),
-        health: Vec::new(),
-        service: None,
-        exit_code: None,
-        output_tail: String::new(),
-        started_unix_ms: now,
-        finished_unix_ms: now,
-        replayed: false,
-    }
+    let mut result =
+        StepResult::ended_at_once(command_id, term, StepOutcome::Failed, format!("invalid step: {why}"), now_unix_ms());
+    result.failure = Some(StepFailure::Internal);
+    result
 }
 
 fn name(msg: Option<&In>) -> &'static str {

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use flotilla_agent::step::StepPhase;
 use flotilla_agent::step::{Action, Artifact, Deploy, HealthCheck, Hooks, Probe, RunSpec, Step};
-use flotilla_agent::{Executor, ExecutorConfig};
+use flotilla_agent::{Executor, ExecutorConfig, StepHandle};
 use flotilla_sample_service::{Behaviour, Package};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -363,4 +364,17 @@ pub fn local_deploy(world: &World, step: &Step) {
         .output()
         .expect("run local-deploy");
     assert!(output.status.success(), "local-deploy failed: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// Reads progress until `phase` is reported (panics if the step ends first).
+pub async fn until_phase(handle: &mut StepHandle, phase: StepPhase) {
+    let wait = async {
+        while let Some(p) = handle.progress.recv().await {
+            if p.phase == phase {
+                return;
+            }
+        }
+        panic!("the step ended before {phase}");
+    };
+    tokio::time::timeout(Duration::from_secs(30), wait).await.unwrap_or_else(|_| panic!("no {phase} within 30 s"));
 }
