@@ -337,7 +337,15 @@ impl Node {
             return Err(CoordinatorError::NoLeader);
         }
         let cmd = Command { at_unix_ms: now_unix_ms(), op };
-        match self.inner.raft.client_write(cmd).await {
+        // A leader that loses its quorum while the entry waits answers at once instead of
+        // waiting for the partition to heal (the entry commits only if the quorum answers
+        // this leader again; the caller cannot tell, as after any lost answer).
+        let mut leadership = self.inner.leadership.clone();
+        let written = tokio::select! {
+            written = self.inner.raft.client_write(cmd) => written,
+            _ = leadership.wait_for(|l| l.isolated) => return Err(CoordinatorError::NoLeader),
+        };
+        match written {
             Ok(resp) => Ok(resp.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => Err(match fwd.leader_node {
                 Some(node) => {

@@ -289,27 +289,37 @@ where
     })
     .await;
 
+    let closed = |close: Result<Close, oneshot::error::RecvError>| match close {
+        Ok(Close::NotLeader(h)) => {
+            let _ = tx.try_send(hint(h));
+            tracing::info!(%host, session = id, "session closed: this node no longer leads");
+        }
+        Ok(Close::Refused(status)) => {
+            tracing::info!(%host, session = id, "session ended: {}", status.message());
+            let _ = tx.try_send(Err(status));
+        }
+        Ok(why) => tracing::info!(%host, session = id, ?why, "session closed by the hub"),
+        Err(_) => tracing::debug!(%host, session = id, "session dropped by the hub"),
+    };
     loop {
         tokio::select! {
             close = &mut close_rx => {
-                match close {
-                    Ok(Close::NotLeader(h)) => {
-                        let _ = tx.try_send(hint(h));
-                        tracing::info!(%host, session = id, "session closed: this node no longer leads");
-                    }
-                    Ok(Close::Refused(status)) => {
-                        tracing::info!(%host, session = id, "session ended: {}", status.message());
-                        let _ = tx.try_send(Err(status));
-                    }
-                    Ok(why) => tracing::info!(%host, session = id, ?why, "session closed by the hub"),
-                    Err(_) => tracing::debug!(%host, session = id, "session dropped by the hub"),
-                }
+                closed(close);
                 return;
             }
             next = inbound.next() => match next {
                 Some(Ok(message)) => {
                     hub.touch(&host, id);
-                    handle(&hub, &host, message).await;
+                    // A message may wait on Raft (an inventory change is committed): the
+                    // hub can still close the session meanwhile, as when this node loses
+                    // its quorum and the proposal would wait for the partition to heal.
+                    tokio::select! {
+                        close = &mut close_rx => {
+                            closed(close);
+                            return;
+                        }
+                        () = handle(&hub, &host, message) => {}
+                    }
                 }
                 Some(Err(status)) => {
                     tracing::info!(%host, session = id, error = %status.message(), "agent stream failed");
