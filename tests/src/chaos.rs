@@ -540,36 +540,76 @@ impl Chaos {
 
     /// Checks the history; writes it and the report to
     /// `target/chaos/seed-SEED/{history.json,report.txt}` and returns the report.
-    pub fn check(&self) -> anyhow::Result<(Report, PathBuf)> {
+    pub fn check(&self) -> anyhow::Result<(Report, History, PathBuf)> {
         let history = self.history()?;
         let report = flotilla_check::check(&history, &Options::default());
         let dir = self.out_dir();
         std::fs::create_dir_all(&dir)?;
         self.save_logs();
         std::fs::write(dir.join("history.json"), serde_json::to_vec_pretty(&history)?)?;
-        std::fs::write(dir.join("report.txt"), format!("{report}\n{}", self.summary()))?;
-        Ok((report, dir))
+        let by_fault = by_fault(&self.results, &history);
+        std::fs::write(dir.join("report.txt"), format!("{report}\n{}\n{by_fault}", self.summary(Some(&history))))?;
+        Ok((report, history, dir))
     }
 
-    /// Per round: the fault, its target, the outcome, and the time from the fault to
-    /// the next step any agent began.
-    pub fn summary(&self) -> String {
-        let history = self.history().ok();
+    /// Per round: the fault, its target, the outcome, and (from `history`) the time from
+    /// the fault to the next step any agent began.
+    pub fn summary(&self, history: Option<&History>) -> String {
         let mut out = format!("seed {} ({} rounds)\n", self.seed, self.results.len());
         for r in &self.results {
-            let next = history.as_ref().and_then(|h| next_step_after(h, r.fault_unix_ms));
-            out.push_str(&format!(
-                "round {:>3}  {:<20} {:<14} hold {:>5} ms  {:<26} next step after the fault: {}\n",
-                r.round.index,
-                r.round.fault.name(),
-                r.target,
-                r.round.hold.as_millis(),
-                r.state,
-                next.map_or("none".to_owned(), |ms| format!("{ms} ms")),
-            ));
+            out.push_str(&round_line(r, history));
         }
         out
     }
+}
+
+/// One round's line of a summary.
+pub fn round_line(r: &RoundResult, history: Option<&History>) -> String {
+    let next = history.and_then(|h| next_step_after(h, r.fault_unix_ms));
+    format!(
+        "round {:>3}  {:<20} {:<14} hold {:>5} ms  {:<26} next step after the fault: {}\n",
+        r.round.index,
+        r.round.fault.name(),
+        r.target,
+        r.round.hold.as_millis(),
+        r.state,
+        next.map_or_else(
+            || if history.is_some() { "none".to_owned() } else { "-".to_owned() },
+            |ms| format!("{ms} ms")
+        ),
+    )
+}
+
+/// Per fault kind: rounds, and the milliseconds from the fault to the next step an
+/// agent began (median and 99th percentile over the rounds that had one).
+pub fn by_fault(results: &[RoundResult], history: &History) -> String {
+    let mut out =
+        String::from("fault                  rounds  next step after the fault: p50      p99     (rounds with one)\n");
+    for fault in Fault::ALL {
+        let of: Vec<&RoundResult> = results.iter().filter(|r| r.round.fault == fault).collect();
+        if of.is_empty() {
+            continue;
+        }
+        let mut next: Vec<i64> = of.iter().filter_map(|r| next_step_after(history, r.fault_unix_ms)).collect();
+        next.sort_unstable();
+        let pick = |q: f64| {
+            if next.is_empty() {
+                return "-".to_owned();
+            }
+            // Nearest rank.
+            let rank = ((q * next.len() as f64).ceil() as usize).clamp(1, next.len());
+            format!("{} ms", next[rank - 1])
+        };
+        out.push_str(&format!(
+            "{:<22} {:>6}  {:>34} {:>8}     ({})\n",
+            fault.name(),
+            of.len(),
+            pick(0.5),
+            pick(0.99),
+            next.len()
+        ));
+    }
+    out
 }
 
 /// Milliseconds from `at` to the first step any agent began after it.

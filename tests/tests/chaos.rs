@@ -110,11 +110,18 @@ fn releases_end_as_their_specs_say_through_partitions_pauses_and_kills_and_the_h
                 logs.display()
             );
         }
-        eprintln!("{}", chaos.summary().lines().last().unwrap_or_default());
+        if let Some(done) = chaos.results.last() {
+            eprint!("{}", flotilla_tests::chaos::round_line(done, None));
+        }
     }
 
-    let (report, dir) = chaos.check().unwrap_or_else(|e| panic!("seed {seed}: gathering the history: {e:#}"));
-    eprintln!("{report}\n{}\nhistory and report: {}", chaos.summary(), dir.display());
+    let (report, history, dir) = chaos.check().unwrap_or_else(|e| panic!("seed {seed}: gathering the history: {e:#}"));
+    eprintln!(
+        "{report}\n{}\n{}\nhistory, report and logs: {}",
+        chaos.summary(Some(&history)),
+        flotilla_tests::chaos::by_fault(&chaos.results, &history),
+        dir.display()
+    );
     let violations: Vec<String> = report.violations().map(ToString::to_string).collect();
     assert!(violations.is_empty(), "seed {seed}: the checker found violations:\n{}", violations.join("\n"));
     assert!(report.input().releases >= rounds.len() + 2, "every release was checked: {report}");
