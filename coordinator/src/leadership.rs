@@ -6,18 +6,22 @@
 //! new leader within an election timeout, but agents that can still reach the old one
 //! would keep their sessions with it, and the new leader would count them lost and
 //! make no progress. So a leader that has not heard from a quorum within its lease —
-//! the longest election timeout, after which the others have certainly stopped
+//! twice the longest election timeout, after which the others have certainly stopped
 //! waiting for it — stops acting as leader towards agents and clients: the hub sends
 //! its agent sessions away (with no hint: the agents try the other coordinators), the
 //! release engine stops, and writes answer `NO_LEADER` so clients go elsewhere. Raft
 //! itself is left alone: if the quorum answers again the node resumes at once; if
 //! another node leads, Raft deposes it when the partition heals.
 //!
-//! The time a quorum last answered comes from openraft's
-//! `RaftMetrics::millis_since_quorum_ack` (the leader's heartbeats count), read each
-//! time the metrics change and checked again on a timer, since an isolated leader's
-//! metrics may stand still.
+//! A voter answered when openraft's `RaftMetrics::millis_since_quorum_ack` says so
+//! (heartbeats count; the time is that of the request's sending, which under a deep
+//! pipeline of appends lags behind), or when its matched log index moved since the
+//! last metrics (an append it answered just now): under write load the appends keep
+//! the lease fresh whatever the pipeline's depth. Both are read at each
+//! change of role and on a timer (every heartbeat interval), since the metrics change
+//! with every step of Raft's loop and an isolated leader's may stand still.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use openraft::{BasicNode, RaftMetrics, ServerState};
@@ -51,26 +55,51 @@ pub(crate) struct QuorumLease {
     acked_at: Option<Instant>,
     /// The term of the leadership `acked_at` is about.
     term: u64,
+    /// Per voter, the matched log index last seen and when it last moved.
+    matched: BTreeMap<NodeId, (Option<u64>, Instant)>,
 }
 
 impl QuorumLease {
     pub(crate) fn new(lease: Duration) -> Self {
-        Self { lease, acked_at: None, term: 0 }
+        Self { lease, acked_at: None, term: 0, matched: BTreeMap::new() }
     }
 
     /// Takes in a metrics snapshot seen at `now`.
     pub(crate) fn observe(&mut self, m: &Metrics, now: Instant) {
         if !raft_leads(m) {
             self.acked_at = None;
+            self.matched.clear();
             return;
         }
         if self.acked_at.is_none() || self.term != m.current_term {
             self.term = m.current_term;
             self.acked_at = Some(now);
+            self.matched.clear();
         }
         if let Some(ms) = m.millis_since_quorum_ack {
             let acked = now.checked_sub(Duration::from_millis(ms)).unwrap_or(now);
             self.acked_at = self.acked_at.max(Some(acked));
+        }
+        // Voters whose matched index moved answered an append just now.
+        let membership = m.membership_config.membership();
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        let mut answered: Vec<Instant> = Vec::with_capacity(voters.len());
+        for voter in &voters {
+            if *voter == m.id {
+                answered.push(now);
+                continue;
+            }
+            let index = m.replication.as_ref().and_then(|r| r.get(voter).cloned().flatten()).map(|l| l.index);
+            let entry = self.matched.entry(*voter).or_insert((index, self.acked_at.unwrap_or(now)));
+            if entry.0 != index {
+                *entry = (index, now);
+            }
+            answered.push(entry.1);
+        }
+        // The time by which a quorum (a majority of voters) had answered.
+        answered.sort_unstable_by(|a, b| b.cmp(a));
+        if let Some(quorum) = answered.get(voters.len() / 2) {
+            self.acked_at = self.acked_at.max(Some(*quorum));
         }
     }
 
@@ -89,6 +118,11 @@ impl QuorumLease {
         };
         Leadership { term: m.current_term, leading: raft_leads && fresh, isolated: raft_leads && !fresh, leader }
     }
+}
+
+/// What a change of leadership changes: the node's role, its term, who leads.
+fn role_of(m: &Metrics) -> (ServerState, u64, Option<NodeId>) {
+    (m.state, m.current_term, m.current_leader)
 }
 
 fn raft_leads(m: &Metrics) -> bool {
@@ -113,6 +147,7 @@ pub(crate) fn follow(
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(check_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seen = role_of(&metrics.borrow());
         loop {
             tokio::select! {
                 changed = metrics.changed() => {
@@ -120,12 +155,27 @@ pub(crate) fn follow(
                         tx.send_modify(|l| { l.leading = false; l.isolated = false; });
                         return;
                     }
-                    quorum.observe(&metrics.borrow_and_update(), Instant::now());
+                    // The metrics change with every step of Raft's loop; only a change of
+                    // role, term or leader is acted on at once, the quorum's answers are
+                    // sampled on the timer.
+                    let role = role_of(&metrics.borrow_and_update());
+                    if role == seen {
+                        continue;
+                    }
+                    seen = role;
                 }
                 _ = tick.tick() => {}
                 () = tx.closed() => return,
             }
-            let view = quorum.view(&metrics.borrow(), Instant::now());
+            // The latest metrics are taken in on every wake, the timer's too: a task that
+            // ran late (a busy node) judges by what Raft reports now, not by what it saw
+            // before it was delayed.
+            let now = Instant::now();
+            let view = {
+                let m = metrics.borrow_and_update();
+                quorum.observe(&m, now);
+                quorum.view(&m, now)
+            };
             tx.send_if_modified(|now| {
                 if *now == view {
                     return false;
@@ -193,6 +243,32 @@ mod tests {
         let again = later + Duration::from_millis(50);
         q.observe(&metrics(ServerState::Leader, Some(1), 4, Some(5)), again);
         assert!(q.view(&m, again).leading);
+    }
+
+    /// Under write load the acknowledged requests were sent long ago (a deep pipeline),
+    /// but a follower whose matched index keeps moving answers all the time.
+    #[test]
+    fn a_follower_whose_matched_index_moves_keeps_the_lease_fresh_under_a_deep_pipeline() {
+        let t0 = Instant::now();
+        let mut q = QuorumLease::new(LEASE);
+        let at = |index: u64, since_ack: u64| {
+            let mut m = metrics(ServerState::Leader, Some(1), 4, Some(since_ack));
+            let log = |i| Some(openraft::LogId::new(openraft::CommittedLeaderId::new(4, 1), i));
+            m.replication = Some(BTreeMap::from([(1, log(index)), (2, log(index)), (3, None)]));
+            m
+        };
+        q.observe(&at(10, 0), t0);
+        let mut now = t0;
+        for step in 1..=10u64 {
+            now += Duration::from_millis(100);
+            // The acked request left 500 ms ago: past the lease on its own.
+            q.observe(&at(10 + step * 50, 500), now);
+            assert!(q.view(&at(10 + step * 50, 500), now).leading, "step {step}: node 2 keeps answering");
+        }
+        // Node 2 stops answering too: the lease runs out.
+        let later = now + LEASE + Duration::from_millis(1);
+        q.observe(&at(510, 500 + LEASE.as_millis() as u64), later);
+        assert!(q.view(&at(510, 800), later).isolated);
     }
 
     #[test]

@@ -196,9 +196,11 @@ impl Node {
         let raft = Raft::new(id, config, network, log_store, state_machine)
             .await
             .map_err(|e| CoordinatorError::Internal(format!("starting raft: {e}")))?;
-        // A leader stops acting as one once no quorum answered it for the longest
-        // election timeout: by then the others have stopped waiting for it.
-        let leadership = crate::leadership::follow(raft.metrics(), settings.election_max, settings.heartbeat);
+        // A leader stops acting as one once no quorum answered it for twice the longest
+        // election timeout: by then the others have stopped waiting for it, and a leader
+        // that is merely slow under load (its followers answer late) is not taken for
+        // one cut off.
+        let leadership = crate::leadership::follow(raft.metrics(), settings.election_max * 2, settings.heartbeat);
         Ok(Self {
             inner: Arc::new(Inner {
                 id,

@@ -342,6 +342,10 @@ impl State {
     /// The first unfinished release other than `except` that deploys a service of
     /// `footprint` to one of its hosts, with what they share.
     fn conflict(&self, footprint: &Footprint, except: &str) -> Option<ReleaseConflict> {
+        // A release that deploys nothing (every host at its target) meets no other.
+        if footprint.is_empty() {
+            return None;
+        }
         self.active.iter().filter(|id| id.as_str() != except).find_map(|id| {
             let other = &self.releases.get(id)?.footprint;
             let overlap: Vec<(ServiceName, Vec<HostId>)> = footprint
