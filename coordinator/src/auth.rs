@@ -27,10 +27,17 @@
 //! vouches for answers UNAUTHENTICATED; a call by the wrong role PERMISSION_DENIED;
 //! both name the identity, its role and the call. With `--insecure` there are no
 //! identities and every call passes.
+//!
+//! A token is made through the leader and reaches the other coordinators as they apply
+//! the log, so a follower that does not know a token yet waits up to
+//! [`UNKNOWN_TOKEN_GRACE`] for it to arrive before refusing it: a token works at every
+//! coordinator as soon as `token create` returns. (A revocation likewise takes effect
+//! at each coordinator as it applies it, normally within a heartbeat.)
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use flotilla_net::pki::{CertInfo, OperatorRole, PeerIdentity, Role};
 use flotilla_net::{Peer, PeerInfo};
@@ -49,6 +56,11 @@ use crate::state::{AuditRecord, OperatorTokenRecord};
 /// Metadata a coordinator adds to a call it forwards: the operator it acts for and
 /// their role, `NAME... ROLE` (`operator alice admin`); taken from coordinators only.
 pub const ON_BEHALF_OF: &str = "x-flotilla-on-behalf-of";
+
+/// How long a coordinator that does not lead waits for an operator token it does not
+/// know to reach its state (one made a moment ago through another coordinator) before
+/// refusing it.
+pub const UNKNOWN_TOKEN_GRACE: Duration = Duration::from_secs(3);
 
 /// The authenticated caller of a request, as the services see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -396,6 +408,9 @@ impl<S> tower_layer::Layer<S> for AuthLayer {
     }
 }
 
+/// What [`Auth`] answers a call with.
+type Served<E> = Pin<Box<dyn Future<Output = Result<Response<Body>, E>> + Send>>;
+
 /// The service [`AuthLayer`] makes.
 #[derive(Debug, Clone)]
 pub struct Auth<S> {
@@ -417,6 +432,36 @@ impl<S> Auth<S> {
         };
         decide(path, peer, Presented::of(headers), &checks)
     }
+
+    /// The token of `headers` this node does not know yet and may still learn: it is
+    /// well formed, of this cluster, and this node does not lead (the leader applies a
+    /// token before its maker hears of it).
+    fn token_to_await(&self, headers: &HeaderMap) -> Option<(Node, String)> {
+        let (node, _) = self.cluster.as_ref()?;
+        let token: access::OperatorToken = Presented::of(headers).bearer?.parse().ok()?;
+        let cluster = node.identity().current().map(|c| c.id);
+        let unknown = cluster.is_none_or(|c| c == token.cluster)
+            && !node.leadership().borrow().leading
+            && node.read_local(|s| s.access().token(&token.id).is_none());
+        unknown.then(|| (node.clone(), token.id))
+    }
+}
+
+/// Waits until `node` has applied the token `id`, for at most [`UNKNOWN_TOKEN_GRACE`].
+async fn await_token(node: Node, id: String) {
+    let mut metrics = node.raft().metrics();
+    let known = |node: &Node| node.read_local(|s| s.access().token(&id).is_some());
+    let arrived = async {
+        while !known(&node) {
+            // Every apply changes the metrics; a stopped Raft ends the wait.
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    if tokio::time::timeout(UNKNOWN_TOKEN_GRACE, arrived).await.is_err() {
+        tracing::debug!(token = %id, "an unknown operator token did not arrive within the grace");
+    }
 }
 
 impl<S> Service<Request<Body>> for Auth<S>
@@ -427,13 +472,38 @@ where
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
+    type Future = Served<S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        if let Some((node, id)) = self.token_to_await(request.headers()) {
+            // The service that was made ready goes with the call; this one keeps a clone.
+            let inner = self.inner.clone();
+            let inner = std::mem::replace(&mut self.inner, inner);
+            let mut ready = Auth { inner, trust_domain: self.trust_domain.clone(), cluster: self.cluster.clone() };
+            return Box::pin(async move {
+                await_token(node, id).await;
+                ready.check_and_call(request).await
+            });
+        }
+        self.check_and_call(request)
+    }
+}
+
+impl<S> Auth<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    /// Decides `request` and serves or refuses it (and records it when audited).
+    fn check_and_call(
+        &mut self,
+        mut request: Request<Body>,
+    ) -> Served<S::Error> {
         let info = request.extensions().get::<PeerInfo>().cloned();
         let peer = info.as_ref().map_or(Peer::Plaintext, |info| info.peer.clone());
         let path = request.uri().path().to_owned();
@@ -515,7 +585,7 @@ mod tests {
     fn token(id: &str, role: RoleRecord, revoked: bool) -> (String, OperatorTokenRecord) {
         let request = access::TokenRequest {
             role: access::role_of(role),
-            ttl: std::time::Duration::from_secs(60),
+            ttl: Duration::from_secs(60),
             name: format!("bot-{id}"),
         };
         let (text, mut record) = access::make_token("0123456789abcdef", &request, "operator root".into(), 0).unwrap();
