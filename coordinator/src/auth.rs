@@ -500,10 +500,7 @@ where
     S::Error: Send + 'static,
 {
     /// Decides `request` and serves or refuses it (and records it when audited).
-    fn check_and_call(
-        &mut self,
-        mut request: Request<Body>,
-    ) -> Served<S::Error> {
+    fn check_and_call(&mut self, mut request: Request<Body>) -> Served<S::Error> {
         let info = request.extensions().get::<PeerInfo>().cloned();
         let peer = info.as_ref().map_or(Peer::Plaintext, |info| info.peer.clone());
         let path = request.uri().path().to_owned();

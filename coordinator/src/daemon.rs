@@ -43,7 +43,9 @@ pub struct Daemon {
     stop: Option<oneshot::Sender<()>>,
     shutdown_timeout: Duration,
     certificates: Certificates,
-    watcher: Option<JoinHandle<()>>,
+    /// Background tasks stopped with the daemon: the certificate watcher, the
+    /// formation of a node with no Raft state, the leader's record of members.
+    tasks: Vec<JoinHandle<()>>,
 }
 
 /// What [`Daemon::reload_certificates`] reloads: the node's TLS files and the CA key.
@@ -139,6 +141,12 @@ impl Daemon {
         tracing::info!(node = config.node_id, listen = %config.listen, advertise = %node.advertise(), tls = tls.is_some(), "coordinator starting");
         let pairs = config.bootstrap_pairs();
         node.claim_bootstrap_identity(&pairs).await?;
+        // A node with no Raft state answers no Raft request until it knows whether it
+        // forms the cluster, joins it, or lost its data (see `formation`).
+        let forming = !pairs.is_empty() && !node.is_initialized().await?;
+        if forming {
+            node.raft_gate().close();
+        }
         if let Some(cluster) = node.identity().current() {
             tracing::info!(%cluster, "cluster identity");
         }
@@ -170,15 +178,17 @@ impl Daemon {
         };
         files.extend(config.tls_ca_key.clone());
         let certificates = Certificates { tls: tls.clone(), enroller, files };
-        let watcher = tls.is_some().then(|| tokio::spawn(certificates.clone().watch()));
+        let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+        if tls.is_some() {
+            tasks.push(tokio::spawn(certificates.clone().watch()));
+        }
+        tasks.push(tokio::spawn(crate::formation::mark_seen(node.clone())));
         let http = http.map(|listener| listener.serve(node.clone(), hub.clone(), auditor.counts().clone()));
 
-        if !pairs.is_empty() {
-            match node.bootstrap(&pairs).await {
-                Ok(true) => tracing::info!(members = pairs.len(), "formed the cluster"),
-                Ok(false) => tracing::info!("existing cluster state found; bootstrap list ignored"),
-                Err(e) => tracing::warn!(error = %e, "bootstrap failed"),
-            }
+        if forming {
+            tasks.push(tokio::spawn(crate::formation::run(node.clone(), pairs)));
+        } else if !pairs.is_empty() {
+            tracing::info!("existing cluster state found; bootstrap list ignored");
         }
         Ok(Self {
             node,
@@ -189,7 +199,7 @@ impl Daemon {
             stop: Some(stop),
             shutdown_timeout: Duration::from_millis(config.shutdown_timeout_ms),
             certificates,
-            watcher,
+            tasks,
         })
     }
 
@@ -274,8 +284,8 @@ impl Daemon {
     }
 
     async fn finish(&mut self) {
-        if let Some(watcher) = self.watcher.take() {
-            watcher.abort();
+        for task in self.tasks.drain(..) {
+            task.abort();
         }
         if let Some(http) = self.http.take() {
             http.stop().await;

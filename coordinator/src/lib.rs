@@ -12,6 +12,7 @@ pub mod engine;
 pub mod enrolment;
 pub mod error;
 pub mod fleet;
+pub mod formation;
 pub mod http;
 pub mod leadership;
 pub mod node;

@@ -121,6 +121,8 @@ struct Inner {
     lifecycle: tokio::sync::watch::Sender<Lifecycle>,
     /// Whether this node leads and still hears from a quorum (see `leadership`).
     leadership: tokio::sync::watch::Receiver<Leadership>,
+    /// Whether this node answers Raft requests (see `formation`).
+    raft_gate: crate::formation::RaftGate,
 }
 
 /// Where a node is in its life. A stop goes `Serving` → `Draining` → `Closing`.
@@ -215,6 +217,7 @@ impl Node {
                 read_timeout: READ_TIMEOUT,
                 lifecycle: tokio::sync::watch::Sender::new(Lifecycle::Serving),
                 leadership,
+                raft_gate: crate::formation::RaftGate::default(),
             }),
         })
     }
@@ -236,7 +239,14 @@ impl Node {
         }
     }
 
-    async fn is_initialized(&self) -> Result<bool, CoordinatorError> {
+    /// Whether this node answers Raft requests (closed while a node with no Raft state
+    /// finds out whether it may take part: see [`crate::formation`]).
+    pub fn raft_gate(&self) -> &crate::formation::RaftGate {
+        &self.inner.raft_gate
+    }
+
+    /// Whether this node has Raft state (it formed or joined a cluster).
+    pub async fn is_initialized(&self) -> Result<bool, CoordinatorError> {
         self.inner.raft.is_initialized().await.map_err(|e| CoordinatorError::Internal(e.to_string()))
     }
 
@@ -729,6 +739,10 @@ mod tests {
             _request: Request<v1::RecordAuditRequest>,
         ) -> Result<Response<v1::RecordAuditReply>, Status> {
             Err(Status::unavailable("this follower does not lead"))
+        }
+
+        async fn probe(&self, _request: Request<v1::ProbeRequest>) -> Result<Response<v1::ProbeReply>, Status> {
+            Err(Status::unimplemented("this follower answers no probes"))
         }
     }
 

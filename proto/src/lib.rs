@@ -93,8 +93,9 @@ pub const MIN_PROTOCOL_VERSION: u32 = 1;
 /// - 4: log entries may carry operator tokens and audit records, which a revision-3
 ///   node cannot decode; `RaftPeer.RecordAudit`; a forwarded call names its operator
 ///   and role (`x-flotilla-on-behalf-of: operator alice admin`). Upgraded like 3.
-/// - 5: snapshots are in on-disk format 5 (release events carry their term), which a
-///   revision-4 node refuses to install. Upgraded like 3.
+/// - 5: snapshots are in on-disk format 5 (release events carry their term, the
+///   members the cluster has seen hold a log), which a revision-4 node refuses to
+///   install; `RaftPeer.Probe`. Upgraded like 3.
 pub const PEER_PROTOCOL_VERSION: u32 = 5;
 
 /// The oldest peer protocol revision this build accepts from another coordinator.

@@ -71,6 +71,7 @@ const EXPECTED: &[(&str, &[Method])] = &[
             ("InstallSnapshot", false, false),
             ("TimeoutNow", false, false),
             ("RecordAudit", false, false),
+            ("Probe", false, false),
         ],
     ),
     (
@@ -208,6 +209,7 @@ impl Cluster for OneNode {
                     matched_index: None,
                     version: Some(version_info("0.1.0", ["test".to_owned()])),
                     reachable: true,
+                    holds_log: true,
                 }],
                 version: Some(version_info("0.1.0", [])),
                 membership_changing: false,

@@ -26,6 +26,25 @@ async fn write_n(cluster: &TestCluster, prefix: &str, n: usize) -> Vec<String> {
     ids
 }
 
+/// Runs `flotilla cluster add|remove ...` against `members` (as the operations guide
+/// does) and returns the cluster status it prints.
+fn cluster_cli(members: &str, args: &[&str]) -> v1::ClusterStatus {
+    let out = std::process::Command::new(flotilla_tests::binary("flotilla"))
+        .args(["--coordinators", members, "--insecure"])
+        .args(args)
+        .args(["--output", "json"])
+        .output()
+        .expect("flotilla runs");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "flotilla {}: {said}", args.join(" "));
+    // `cluster add` prints an `AddNodeResponse`, `cluster remove` a
+    // `RemoveNodeResponse`: both a `status` and nothing else.
+    serde_json::from_slice::<v1::AddNodeResponse>(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {said}"))
+        .status
+        .unwrap_or_else(|| panic!("no status: {said}"))
+}
+
 async fn leader_committed(cluster: &TestCluster, leader: u64) -> u64 {
     cluster.status_of(leader).await.map(|s| s.committed_index).unwrap_or_default()
 }
@@ -175,22 +194,7 @@ async fn a_node_added_after_compaction_catches_up_by_snapshot_and_a_removed_node
     // As the operations guide does it: the CLI's `cluster add` and `cluster remove`.
     let addr = cluster.start_joiner(4).unwrap();
     let members = cluster.live_addrs().join(",");
-    let flotilla = |args: &[&str]| {
-        let out = std::process::Command::new(flotilla_tests::binary("flotilla"))
-            .args(["--coordinators", &members, "--insecure"])
-            .args(args)
-            .args(["--output", "json"])
-            .output()
-            .expect("flotilla runs");
-        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "flotilla {}: {said}", args.join(" "));
-        // `cluster add` prints an `AddNodeResponse`, `cluster remove` a
-        // `RemoveNodeResponse`: both a `status` and nothing else.
-        serde_json::from_slice::<v1::AddNodeResponse>(&out.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {said}"))
-            .status
-            .unwrap_or_else(|| panic!("no status: {said}"))
-    };
+    let flotilla = |args: &[&str]| cluster_cli(&members, args);
     let status = flotilla(&["cluster", "add", &format!("4={addr}")]);
     let joined = status.members.iter().find(|m| m.node_id == 4);
     assert_eq!(joined.map(|m| m.role), Some(v1::MemberRole::Voter as i32), "{status:?}");
@@ -283,4 +287,72 @@ async fn a_node_bootstrapped_with_another_member_list_is_refused_and_disturbs_no
     }
     let listed = cluster.release_ids().await.unwrap();
     assert_eq!(listed.len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_that_lost_its_data_stays_out_of_raft_until_removed_and_returns_as_a_new_member() {
+    let mut cluster = TestCluster::start(3, ClusterOptions::default()).unwrap();
+    let leader = cluster.wait_leader(ELECTION).await.unwrap();
+    let before = write_n(&cluster, "before", 5).await;
+    let lost = *cluster.nodes.keys().find(|&&id| id != leader).unwrap();
+    let addr = cluster.nodes[&lost].addr.clone();
+    let c = &cluster;
+    eventually(CATCH_UP, "the leader to record every member as holding a log", || async move {
+        let s = c.status_of(leader).await?;
+        (s.members.len() == 3 && s.members.iter().all(|m| m.holds_log)).then_some(())
+    })
+    .await
+    .unwrap();
+
+    // Its disk is lost; it starts again with the same bootstrap list and an empty
+    // data directory. It must neither form a cluster nor vote or take entries as the
+    // member it was.
+    cluster.kill9(lost);
+    cluster.wipe(lost).unwrap();
+    cluster.restart(lost).unwrap();
+    let c = &cluster;
+    eventually(CATCH_UP, "the wiped node to say it lost its data", || async move {
+        c.log_of(lost).contains("its data directory was lost or wiped").then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.log_of(lost)));
+    let term = cluster.status_of(leader).await.unwrap().term;
+    let during = write_n(&cluster, "during", 5).await;
+    let own = cluster.status_of(lost).await.expect("the wiped node answers status");
+    assert!(own.members.is_empty() && own.term == 0, "the wiped node holds no log and cast no vote: {own:?}");
+    let status = cluster.status_of(leader).await.unwrap();
+    assert_eq!((status.leader_id, status.term), (leader, term), "the cluster kept its leader and term");
+    assert!(cluster.log_of(lost).contains("cluster remove"), "the node says how to bring it back");
+
+    // Removed, it waits to be added; added, it catches up as a new member and votes.
+    let members = cluster.live_addrs().join(",");
+    let status = cluster_cli(&members, &["cluster", "remove", &lost.to_string()]);
+    assert!(status.members.iter().all(|m| m.node_id != lost), "{status:?}");
+    let c = &cluster;
+    eventually(CATCH_UP, "the removed node to wait to be added", || async move {
+        c.log_of(lost).contains("waiting to be added").then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.log_of(lost)));
+    let status = cluster_cli(&members, &["cluster", "add", &format!("{lost}={addr}")]);
+    let back = status.members.iter().find(|m| m.node_id == lost);
+    assert_eq!(back.map(|m| m.role), Some(v1::MemberRole::Voter as i32), "{status:?}");
+    let committed = leader_committed(&cluster, leader).await;
+    cluster.wait_applied(lost, committed, CATCH_UP).await.unwrap();
+    let c = &cluster;
+    eventually(CATCH_UP, "the new member to be recorded as holding a log", || async move {
+        let s = c.status_of(leader).await?;
+        s.members.iter().any(|m| m.node_id == lost && m.holds_log).then_some(())
+    })
+    .await
+    .unwrap();
+    let listed = cluster.release_ids().await.unwrap();
+    for id in before.iter().chain(&during) {
+        assert!(listed.contains(id), "acknowledged release {id} is listed");
+    }
+    // The whole cluster again: the leader can be lost and the others elect one.
+    cluster.kill9(leader);
+    let next = cluster.wait_leader(ELECTION).await.unwrap();
+    assert_ne!(next, leader);
+    write_n(&cluster, "after", 3).await;
 }

@@ -35,6 +35,7 @@ pub fn status(node: &Node) -> v1::ClusterStatus {
     let leader_addr =
         m.current_leader.and_then(|l| membership.get_node(&l)).map(|n| n.addr.clone()).unwrap_or_default();
     let version = Some(flotilla_proto::version_info(env!("CARGO_PKG_VERSION"), []));
+    let seen = node.read_local(|s| s.members_seen().clone());
     let members = membership
         .nodes()
         .map(|(&id, n)| {
@@ -63,6 +64,7 @@ pub fn status(node: &Node) -> v1::ClusterStatus {
                 matched_index: if is_self { m.last_log_index } else { matched },
                 version: if is_self { version.clone() } else { None },
                 reachable: is_self || matched.is_some() || Some(id) == m.current_leader,
+                holds_log: seen.contains(&id),
             }
         })
         .collect();

@@ -94,7 +94,7 @@ pub async fn serve(
         .layer(AuthLayer::new(trust_domain).with_cluster(node.clone(), auditor.clone()))
         .add_service(
             RaftPeerServer::new(
-                RaftPeerService::new(node.raft().clone(), node.identity().clone()).with_audit(node.clone(), retention),
+                RaftPeerService::new(node.raft().clone(), node.identity().clone()).with_node(node.clone(), retention),
             )
             .max_decoding_message_size(MAX_PEER_MESSAGE)
             .max_encoding_message_size(MAX_PEER_MESSAGE),

@@ -17,8 +17,9 @@ use crate::raft::{NodeId, Raft};
 pub struct RaftPeerService {
     raft: Raft,
     identity: ClusterIdentity,
-    /// The node audit records are proposed on, and the retention they get.
-    audit: Option<(crate::node::Node, crate::state::Retention)>,
+    /// The node: audit records are proposed on it (with this retention), its Raft gate
+    /// says whether Raft requests are answered, and it answers probes.
+    node: Option<(crate::node::Node, crate::state::Retention)>,
 }
 
 impl std::fmt::Debug for RaftPeerService {
@@ -30,13 +31,27 @@ impl std::fmt::Debug for RaftPeerService {
 impl RaftPeerService {
     /// The service in front of `raft`, for requests of the cluster `identity` names.
     pub fn new(raft: Raft, identity: ClusterIdentity) -> Self {
-        Self { raft, identity, audit: None }
+        Self { raft, identity, node: None }
     }
 
-    /// Takes followers' audit records and proposes them on `node` with `retention`.
-    pub fn with_audit(mut self, node: crate::node::Node, retention: crate::state::Retention) -> Self {
-        self.audit = Some((node, retention));
+    /// Serves for `node`: takes followers' audit records and proposes them with
+    /// `retention`, answers Raft requests only while the node's Raft gate is open, and
+    /// answers probes.
+    pub fn with_node(mut self, node: crate::node::Node, retention: crate::state::Retention) -> Self {
+        self.node = Some((node, retention));
         self
+    }
+
+    /// Refuses a Raft request while the node's gate is closed.
+    fn gate(&self) -> Result<(), Status> {
+        match &self.node {
+            Some((node, _)) if !node.raft_gate().is_open() => Err(Status::unavailable(format!(
+                "node {} takes no part in Raft: it has no Raft state and has not found out yet whether it may \
+                 (its log says why)",
+                node.id()
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Checks a request's protocol and cluster; `replicates` for requests that carry
@@ -92,6 +107,7 @@ impl RaftPeer for RaftPeerService {
         request: Request<v1::AppendEntriesRequest>,
     ) -> Result<Response<v1::RaftReply>, Status> {
         let req = request.into_inner();
+        self.gate()?;
         self.admit(req.envelope.as_ref(), true)?;
         let rpc = decode(&req.payload).map_err(|e| bad_payload(&e))?;
         reply(self.raft.append_entries(rpc).await)
@@ -99,6 +115,7 @@ impl RaftPeer for RaftPeerService {
 
     async fn vote(&self, request: Request<v1::VoteRequest>) -> Result<Response<v1::RaftReply>, Status> {
         let req = request.into_inner();
+        self.gate()?;
         self.admit(req.envelope.as_ref(), false)?;
         let rpc = decode(&req.payload).map_err(|e| bad_payload(&e))?;
         reply(self.raft.vote(rpc).await)
@@ -109,6 +126,7 @@ impl RaftPeer for RaftPeerService {
         request: Request<v1::InstallSnapshotRequest>,
     ) -> Result<Response<v1::RaftReply>, Status> {
         let req = request.into_inner();
+        self.gate()?;
         self.admit(req.envelope.as_ref(), true)?;
         let meta = req.meta.ok_or_else(|| Status::invalid_argument("install_snapshot without meta"))?;
         let rpc: InstallSnapshotRequest<crate::raft::TypeConfig> = InstallSnapshotRequest {
@@ -128,6 +146,7 @@ impl RaftPeer for RaftPeerService {
         request: Request<v1::TimeoutNowRequest>,
     ) -> Result<Response<v1::TimeoutNowReply>, Status> {
         let req = request.into_inner();
+        self.gate()?;
         self.admit(req.envelope.as_ref(), false)?;
         let env = req.envelope.unwrap_or_default();
         let refusal = hand_over_refusal(&self.raft.metrics().borrow(), &env, req.last_log_index);
@@ -155,7 +174,7 @@ impl RaftPeer for RaftPeerService {
     ) -> Result<Response<v1::RecordAuditReply>, Status> {
         let req = request.into_inner();
         self.admit(req.envelope.as_ref(), false)?;
-        let Some((node, retention)) = &self.audit else {
+        let Some((node, retention)) = &self.node else {
             return Err(Status::unimplemented("this node does not take audit records"));
         };
         let records: Vec<crate::state::AuditRecord> = crate::raft::codec::decode(&req.payload)
@@ -163,6 +182,17 @@ impl RaftPeer for RaftPeerService {
         node.check_leader()?;
         crate::audit::propose(node, records, *retention).await?;
         Ok(Response::new(v1::RecordAuditReply {}))
+    }
+
+    /// Says what this node knows of its cluster (see `formation`).
+    async fn probe(&self, request: Request<v1::ProbeRequest>) -> Result<Response<v1::ProbeReply>, Status> {
+        let req = request.into_inner();
+        self.admit(req.envelope.as_ref(), false)?;
+        let Some((node, _)) = &self.node else {
+            return Err(Status::unimplemented("this node answers no probes"));
+        };
+        let initialized = node.is_initialized().await?;
+        Ok(Response::new(crate::formation::answer(node, initialized)))
     }
 }
 

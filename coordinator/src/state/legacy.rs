@@ -197,7 +197,17 @@ pub struct StateV4 {
 impl From<StateV4> for State {
     fn from(old: StateV4) -> Self {
         let StateV4 { releases, active, by_idempotency_key, fleet, enrolment, access } = old;
-        Self { releases: migrate(releases), active, by_idempotency_key, fleet, enrolment, access }
+        // Which members held a log was not recorded: the leader records each again
+        // as soon as it acknowledges an entry.
+        Self {
+            releases: migrate(releases),
+            active,
+            by_idempotency_key,
+            fleet,
+            enrolment,
+            access,
+            members_seen: BTreeSet::new(),
+        }
     }
 }
 

@@ -73,6 +73,10 @@ pub enum Op {
     Enrolment(EnrolmentOp),
     /// A change to operator tokens.
     Access(AccessOp),
+    /// Coordinators the leader has seen hold a log (each acknowledged an entry): a
+    /// member the cluster has seen and that starts again with no Raft state lost its
+    /// data, and stays out of Raft until it is removed and added again.
+    MembersSeen(BTreeSet<u64>),
 }
 
 /// A release submission, as the leader proposes it.
@@ -104,6 +108,7 @@ impl fmt::Display for Op {
             Op::Audit(batch) => write!(f, "{} audit records", batch.records.len()),
             Op::Enrolment(op) => op.fmt(f),
             Op::Access(op) => op.fmt(f),
+            Op::MembersSeen(ids) => write!(f, "coordinators {ids:?} hold a log"),
             Op::Batch(ops) => match ops.as_slice() {
                 [] => write!(f, "an empty batch"),
                 [one] => one.fmt(f),
@@ -228,6 +233,8 @@ pub struct State {
     fleet: FleetState,
     enrolment: EnrolmentState,
     access: AccessState,
+    /// Coordinators the cluster has seen hold a log, among its current members.
+    members_seen: BTreeSet<u64>,
 }
 
 impl State {
@@ -336,7 +343,22 @@ impl State {
             Op::Batch(ops) => Response::Batch(ops.iter().map(|op| self.apply_op(log_index, term, at, op)).collect()),
             Op::Enrolment(op) => self.enrolment.apply(at, op),
             Op::Access(op) => self.access.apply(at, op),
+            Op::MembersSeen(ids) => {
+                self.members_seen.extend(ids);
+                Response::None
+            }
         }
+    }
+
+    /// Forgets the coordinators that are not in `members` (a membership change
+    /// removed them): one added again later is seen anew.
+    pub fn keep_members_seen(&mut self, members: &BTreeSet<u64>) {
+        self.members_seen.retain(|id| members.contains(id));
+    }
+
+    /// Coordinators the cluster has seen hold a log.
+    pub fn members_seen(&self) -> &BTreeSet<u64> {
+        &self.members_seen
     }
 
     /// The first unfinished release other than `except` that deploys a service of
@@ -601,6 +623,16 @@ mod tests {
         s.apply(2, 5, &Command { at_unix_ms: 2, op: Op::Batch(vec![abort.op]) });
         let terms: Vec<u64> = s.release("r-1").unwrap().run.events.iter().map(|e| e.term).collect();
         assert_eq!(terms, [2, 5]);
+    }
+
+    #[test]
+    fn members_seen_holding_a_log_are_kept_until_a_membership_change_removes_them() {
+        let mut s = State::default();
+        s.apply(1, 1, &Command { at_unix_ms: 1, op: Op::MembersSeen(BTreeSet::from([1, 2])) });
+        s.apply(2, 1, &Command { at_unix_ms: 2, op: Op::MembersSeen(BTreeSet::from([3])) });
+        assert_eq!(s.members_seen(), &BTreeSet::from([1, 2, 3]));
+        s.keep_members_seen(&BTreeSet::from([1, 2, 4]));
+        assert_eq!(s.members_seen(), &BTreeSet::from([1, 2]), "node 3 was removed: added again, it is seen anew");
     }
 
     #[test]

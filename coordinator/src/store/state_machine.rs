@@ -235,6 +235,8 @@ impl<E: KvEngine> RaftStateMachine<TypeConfig> for StateMachineStore<E> {
                     applied.state.apply(entry.log_id.index, entry.log_id.leader_id.term, &command)
                 }
                 EntryPayload::Membership(membership) => {
+                    let members = membership.nodes().map(|(id, _)| *id).collect();
+                    applied.state.keep_members_seen(&members);
                     applied.membership = StoredMembership::new(Some(entry.log_id), membership);
                     Response::None
                 }
