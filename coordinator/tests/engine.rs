@@ -813,6 +813,42 @@ fn replaying_the_same_facts_rebuilds_the_same_run() {
 }
 
 #[test]
+fn a_bake_interrupted_by_an_agent_restart_deploys_and_bakes_the_host_again() {
+    let mut web = quick(service("web", "2.0.0"));
+    web.policy.bake = Duration::from_secs(5);
+    // Two hosts in one batch: one bake is interrupted while the other goes on.
+    web.policy.canary = HostCount::Hosts(0);
+    web.policy.batches = vec![HostCount::ALL];
+    let mut sim = Sim::new(&release("r").with(web), fleet(hosts(2, &[], &[])));
+    sim.held.insert("web".into());
+    sim.settle();
+    let mut interrupted = false;
+    for _ in 0..20 {
+        let due: Vec<String> = sim.run.outstanding().map(|(id, _)| id.clone()).collect();
+        if due.is_empty() {
+            break;
+        }
+        for id in due {
+            let baking = matches!(sim.run.steps[&id].kind, StepKind::Bake(..));
+            let (outcome, reason) = if baking && !interrupted {
+                interrupted = true;
+                (Outcome::Interrupted, "agent restarted during baking (1 check(s) for 1s)".to_owned())
+            } else {
+                (Outcome::Succeeded, String::new())
+            };
+            sim.apply(Fact::StepReported { command_id: id, outcome, reason });
+        }
+        sim.settle();
+    }
+    assert!(interrupted, "a bake was interrupted");
+    assert_eq!(sim.terminal(), Some(Terminal::Succeeded), "{:#?}", sim.events(EventKind::HostFailed));
+    let said = sim.events(EventKind::HostFailed);
+    assert!(said.iter().any(|m| m.contains("agent restarted during baking") && m.contains("trying again")), "{said:?}");
+    let count = |bake: bool| sim.run.steps.values().filter(|s| matches!(s.kind, StepKind::Bake(..)) == bake).count();
+    assert_eq!((count(false), count(true)), (3, 3), "one host deployed and baked twice: {:#?}", sim.run.steps);
+}
+
+#[test]
 fn a_step_interrupted_by_an_agent_restart_is_sent_again_and_fails_only_after_its_attempts() {
     use flotilla_coordinator::engine::MAX_ATTEMPTS;
     let mut web = quick(service("web", "2.0.0"));

@@ -1084,13 +1084,20 @@ impl Run {
                         (Outcome::Succeeded, false) => HostState::Deployed,
                         (Outcome::Succeeded, true) => HostState::Done,
                         (Outcome::Cancelled, false) => HostState::Cancelled,
-                        (Outcome::Interrupted, false) if retry && forward => HostState::Waiting,
+                        // Deployed again (the agent's restart may have taken the
+                        // service's process with it), then baked again.
+                        (Outcome::Interrupted, _) if retry && forward => HostState::Waiting,
                         _ => HostState::Failed(failed_reason(if baking {
                             "unhealthy during bake"
                         } else {
                             "deploy failed"
                         })),
                     };
+                    // A bake to try again deploys the host again: the batch goes
+                    // back to deploying (hosts still baking finish their bake).
+                    if baking && next == HostState::Waiting {
+                        run.state = ServiceState::Deploying;
+                    }
                     run.hosts.insert(host.clone(), next);
                     if outcome.ok() && (forward || in_rollback) {
                         run.deadline_unix_ms = if forward { deadline(at, run.progress_deadline_ms) } else { 0 };
