@@ -222,16 +222,8 @@ pub async fn run(node: Node, members: Vec<(NodeId, String)>) {
                              flotilla cluster remove {me}, then flotilla cluster add {me}={}",
                             node.advertise()
                         );
-                    } else if reminded.is_none() {
-                        tracing::info!(
-                            answered = answers.len(),
-                            of = members.len() - 1,
-                            "waiting for a majority of the bootstrap list to answer before forming the cluster; \
-                             no answer from {}",
-                            silent.join("; ")
-                        );
                     } else {
-                        tracing::warn!(
+                        tracing::info!(
                             answered = answers.len(),
                             of = members.len() - 1,
                             "waiting for a majority of the bootstrap list to answer before forming the cluster; \

@@ -12,7 +12,11 @@
 //! paused past the election timeout, the leader cut off from the other coordinators
 //! (agents still reach it), a follower cut off, an agent cut off from every
 //! coordinator, an agent killed in the middle of its steps, every coordinator killed at
-//! once.
+//! once, a follower's whole data directory lost (it must stay out of Raft until an
+//! operator removes it and adds it again as a new member), and an agent killed as it
+//! enters a deploy phase: the artifact fetched and verified but not unpacked, unpacked
+//! with the old process still running, migrating, the new process started but not yet
+//! judged healthy (the chaos app's hooks mark each phase and linger in it).
 //!
 //! After the rounds, [`Chaos::history`] gathers what the checker reads — every release
 //! with its events (each with its term), each agent's execution history and final
@@ -64,11 +68,44 @@ pub enum Fault {
     KillAgent,
     /// SIGKILL of every coordinator at once; all started again after the hold.
     RestartCoordinators,
+    /// A follower's whole data directory lost: killed, its volume emptied, started
+    /// again after the hold. It must stay out of Raft; an operator then removes it
+    /// and adds it again as a new member, which catches up.
+    LoseFollowerData,
+    /// An agent killed in a deploy phase, at the moment it enters it (the chaos app
+    /// marks each phase from a hook that then lingers), started again after the hold.
+    KillAgentIn(Phase),
+}
+
+/// A deploy phase an agent is killed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// The artifact fetched and verified, not unpacked yet (`before_install`).
+    BeforeInstall,
+    /// Unpacked, the old process still running (`after_install`).
+    AfterInstall,
+    /// Running the migration (`migrate`).
+    Migrate,
+    /// The new process started, its health checks not counted yet (`validate`).
+    Validate,
+}
+
+impl Phase {
+    /// The hook of `db` (the first service, deployed whatever the round's ending) that
+    /// marks it.
+    fn hook(self) -> &'static str {
+        match self {
+            Phase::BeforeInstall => "before_install",
+            Phase::AfterInstall => "after_install",
+            Phase::Migrate => "migrate",
+            Phase::Validate => "validate",
+        }
+    }
 }
 
 impl Fault {
     /// Every fault, in the order a schedule draws from.
-    pub const ALL: [Fault; 8] = [
+    pub const ALL: [Fault; 13] = [
         Fault::KillLeader,
         Fault::KillFollower,
         Fault::PauseLeader,
@@ -77,6 +114,11 @@ impl Fault {
         Fault::IsolateAgent,
         Fault::KillAgent,
         Fault::RestartCoordinators,
+        Fault::LoseFollowerData,
+        Fault::KillAgentIn(Phase::BeforeInstall),
+        Fault::KillAgentIn(Phase::AfterInstall),
+        Fault::KillAgentIn(Phase::Migrate),
+        Fault::KillAgentIn(Phase::Validate),
     ];
 
     /// Its name in reports.
@@ -90,6 +132,11 @@ impl Fault {
             Fault::IsolateAgent => "isolate-agent",
             Fault::KillAgent => "kill-agent",
             Fault::RestartCoordinators => "restart-coordinators",
+            Fault::LoseFollowerData => "lose-follower-data",
+            Fault::KillAgentIn(Phase::BeforeInstall) => "kill-agent-before-install",
+            Fault::KillAgentIn(Phase::AfterInstall) => "kill-agent-after-install",
+            Fault::KillAgentIn(Phase::Migrate) => "kill-agent-migrating",
+            Fault::KillAgentIn(Phase::Validate) => "kill-agent-validating",
         }
     }
 }
@@ -126,11 +173,17 @@ pub enum Ending {
 /// The schedule of `rounds` rounds drawn from `seed`: the same seed gives the same
 /// schedule.
 pub fn schedule(seed: u64, rounds: usize) -> Vec<Round> {
+    schedule_of(seed, rounds, &Fault::ALL)
+}
+
+/// The schedule of `rounds` rounds drawn from `seed`, of faults among `faults` only.
+pub fn schedule_of(seed: u64, rounds: usize, faults: &[Fault]) -> Vec<Round> {
+    assert!(!faults.is_empty(), "a schedule needs faults to draw from");
     let mut rng = fastrand::Rng::with_seed(seed);
     (0..rounds)
         .map(|index| Round {
             index,
-            fault: Fault::ALL[rng.usize(..Fault::ALL.len())],
+            fault: faults[rng.usize(..faults.len())],
             after: Duration::from_millis(rng.u64(500..6_000)),
             hold: Duration::from_millis(rng.u64(2_000..10_000)),
             ending: match rng.u8(..4) {
@@ -139,6 +192,23 @@ pub fn schedule(seed: u64, rounds: usize) -> Vec<Round> {
                 _ => Ending::Succeeds,
             },
             agent: rng.usize(..AGENTS.len()),
+        })
+        .collect()
+}
+
+/// The faults `FLOTILLA_CHAOS_FAULTS` names (comma-separated, as in reports), else
+/// every fault.
+pub fn faults_from_env() -> anyhow::Result<Vec<Fault>> {
+    let Ok(names) = std::env::var("FLOTILLA_CHAOS_FAULTS") else { return Ok(Fault::ALL.to_vec()) };
+    names
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|name| {
+            Fault::ALL.into_iter().find(|f| f.name() == name).ok_or_else(|| {
+                let known: Vec<&str> = Fault::ALL.iter().map(|f| f.name()).collect();
+                anyhow!("FLOTILLA_CHAOS_FAULTS: no fault {name:?}; the faults are {}", known.join(", "))
+            })
         })
         .collect()
 }
@@ -176,6 +246,8 @@ pub struct Chaos {
     writes: Vec<Write>,
     /// The rounds run so far.
     pub results: Vec<RoundResult>,
+    /// The agents' container ids (a container killed and started keeps its id).
+    agent_containers: Vec<(&'static str, String)>,
 }
 
 fn now_unix_ms() -> i64 {
@@ -206,7 +278,9 @@ impl Chaos {
             releases: Vec::new(),
             writes: Vec::new(),
             results: Vec::new(),
+            agent_containers: Vec::new(),
         };
+        chaos.agent_containers = chaos.project.containers(&AGENTS);
         let id = chaos.release("chaos-install", GOOD[0])?;
         let state = chaos.wait_finished(&id, RELEASE)?;
         if state != "RELEASE_STATE_SUCCEEDED" {
@@ -230,8 +304,11 @@ impl Chaos {
         self.current = version;
     }
 
-    /// The chaos app's spec at `version`.
-    fn spec(&self, name: &str, version: &str) -> String {
+    /// The chaos app's spec at `version`; with `marked`, `db`'s hooks mark their phase
+    /// (`/tmp/NAME.HOOK`) and linger, so a fault can hit the agent in it (`db` is
+    /// deployed first, whatever the round's ending).
+    fn spec(&self, name: &str, version: &str, marked: bool) -> String {
+        let mark = |hook: &str, then: &str| format!("touch /tmp/{name}.{hook}; sleep 3; {then}");
         let sum = &self.sums[version];
         let mut spec = format!(
             "# The chaos app: every dependency kind, two stages, a gated migration.\n\
@@ -245,9 +322,20 @@ impl Chaos {
             (
                 "db",
                 "db",
-                String::from(
-                    "hooks = { migrate = \"echo migrating the schema\", migrate_down = \"echo migrating it back\" }",
-                ),
+                if marked {
+                    format!(
+                        "hooks = {{ migrate = \"{}\", migrate_down = \"echo migrating it back\", \
+                         before_install = \"{}\", after_install = \"{}\", validate = \"{}\" }}",
+                        mark("migrate", "echo migrating the schema"),
+                        mark("before_install", "true"),
+                        mark("after_install", "true"),
+                        mark("validate", "true")
+                    )
+                } else {
+                    String::from(
+                        "hooks = { migrate = \"echo migrating the schema\", migrate_down = \"echo migrating it back\" }",
+                    )
+                },
             ),
             ("settings", "app", String::new()),
             (
@@ -281,8 +369,14 @@ impl Chaos {
     /// Submits the chaos app at `version` as release `name` (idempotency key `name`),
     /// retrying through faults until a coordinator acknowledges it; its id.
     pub fn release(&mut self, name: &str, version: &str) -> anyhow::Result<String> {
+        self.release_marked(name, version, false)
+    }
+
+    /// [`Self::release`], with the phases of `db` marked when `marked`.
+    fn release_marked(&mut self, name: &str, version: &str, marked: bool) -> anyhow::Result<String> {
         let file = format!("{name}.toml");
-        std::fs::write(self.project.work.path().join(&file), self.spec(name, version)).context("writing the spec")?;
+        std::fs::write(self.project.work.path().join(&file), self.spec(name, version, marked))
+            .context("writing the spec")?;
         let deadline = Instant::now() + RELEASE;
         loop {
             let out = self.project.cli(&[
@@ -375,8 +469,9 @@ impl Chaos {
         }
     }
 
-    /// Injects `fault`, holds it `hold`, heals it; what it hit and when.
-    pub fn inject(&self, fault: Fault, hold: Duration, agent: usize) -> anyhow::Result<(String, i64)> {
+    /// Injects `fault` during release `name`, holds it `hold`, heals it; what it hit
+    /// and when.
+    pub fn inject(&self, fault: Fault, hold: Duration, agent: usize, name: &str) -> anyhow::Result<(String, i64)> {
         let p = &self.project;
         let leader = self.leader()?;
         let follower = COORDINATORS.iter().copied().find(|c| *c != leader).expect("three coordinators");
@@ -424,17 +519,88 @@ impl Chaos {
                 }
                 "every coordinator".to_owned()
             }
+            Fault::KillAgentIn(phase) => {
+                let hook = phase.hook();
+                let (target, id) = self.wait_for_mark(&format!("/tmp/{name}.{hook}"))?;
+                p.action_on("kill", &id)?;
+                let at = now_unix_ms();
+                std::thread::sleep(hold);
+                p.action_on("start", &id)?;
+                return Ok((target.to_owned(), at));
+            }
+            Fault::LoseFollowerData => {
+                p.container_action("kill", follower)?;
+                p.wipe_volume(follower, "/var/lib/flotilla/coordinator")?;
+                std::thread::sleep(hold);
+                p.container_action("start", follower)?;
+                self.replace_lost(follower)?;
+                follower.to_owned()
+            }
         };
         Ok((target, at))
+    }
+
+    /// The first agent on which file `mark` appears (a phase's hook made it), and its
+    /// container id.
+    fn wait_for_mark(&self, mark: &str) -> anyhow::Result<(&'static str, String)> {
+        let deadline = Instant::now() + RELEASE;
+        loop {
+            if let Some(agent) = Project::having_file(&self.agent_containers, mark).first() {
+                let id = self.agent_containers.iter().find(|(a, _)| a == agent).map(|(_, id)| id.clone());
+                return Ok((agent, id.unwrap_or_default()));
+            }
+            if Instant::now() > deadline {
+                bail!("no agent entered the phase that makes {mark}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Brings `coordinator`, started again with an empty data directory, back as an
+    /// operator would: it must say it lost its data (and take no part in Raft), then it
+    /// is removed, waits to be added, and is added again as a new member.
+    fn replace_lost(&self, coordinator: &str) -> anyhow::Result<()> {
+        let p = &self.project;
+        let id = COORDINATORS.iter().position(|c| *c == coordinator).map(|i| i + 1).expect("a coordinator");
+        let says = |what: &str| {
+            let deadline = Instant::now() + FORM;
+            while !p.log_of(coordinator).contains(what) {
+                if Instant::now() > deadline {
+                    bail!("{coordinator} never logged {what:?}:\n{}", p.log_of(coordinator));
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Ok(())
+        };
+        says("its data directory was lost or wiped")?;
+        let operator = |args: &[&str]| {
+            let deadline = Instant::now() + RELEASE;
+            loop {
+                let out = p.cli(args);
+                if out.status.success() {
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    bail!("flotilla {} never succeeded: {}", args.join(" "), text(&out));
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        };
+        operator(&["cluster", "remove", &id.to_string()])?;
+        says("waiting to be added")?;
+        operator(&["cluster", "add", &format!("{id}={coordinator}:7600")])
     }
 
     /// Runs one round: a release, its fault, and the wait for its end as the spec says.
     pub fn run_round(&mut self, round: &Round) -> anyhow::Result<RoundResult> {
         let version = if round.ending == Ending::RollsBack { BAD } else { self.next_version() };
         let name = format!("chaos-{}-{}", self.seed, round.index);
-        let id = self.release(&name, version)?;
-        std::thread::sleep(round.after);
-        let (target, fault_unix_ms) = self.inject(round.fault, round.hold, round.agent)?;
+        let marked = matches!(round.fault, Fault::KillAgentIn(_));
+        let id = self.release_marked(&name, version, marked)?;
+        if !marked {
+            std::thread::sleep(round.after);
+        }
+        let (target, fault_unix_ms) = self.inject(round.fault, round.hold, round.agent, &name)?;
         let state = self.wait_finished(&id, RELEASE)?;
         let expected =
             if round.ending == Ending::RollsBack { "RELEASE_STATE_ROLLED_BACK" } else { "RELEASE_STATE_SUCCEEDED" };
@@ -567,7 +733,7 @@ impl Chaos {
 pub fn round_line(r: &RoundResult, history: Option<&History>) -> String {
     let next = history.and_then(|h| next_step_after(h, r.fault_unix_ms));
     format!(
-        "round {:>3}  {:<20} {:<14} hold {:>5} ms  {:<26} next step after the fault: {}\n",
+        "round {:>3}  {:<26} {:<14} hold {:>5} ms  {:<26} next step after the fault: {}\n",
         r.round.index,
         r.round.fault.name(),
         r.target,
@@ -583,8 +749,9 @@ pub fn round_line(r: &RoundResult, history: Option<&History>) -> String {
 /// Per fault kind: rounds, and the milliseconds from the fault to the next step an
 /// agent began (median and 99th percentile over the rounds that had one).
 pub fn by_fault(results: &[RoundResult], history: &History) -> String {
-    let mut out =
-        String::from("fault                  rounds  next step after the fault: p50      p99     (rounds with one)\n");
+    let mut out = String::from(
+        "fault                      rounds  next step after the fault: p50      p99     (rounds with one)\n",
+    );
     for fault in Fault::ALL {
         let of: Vec<&RoundResult> = results.iter().filter(|r| r.round.fault == fault).collect();
         if of.is_empty() {
@@ -601,7 +768,7 @@ pub fn by_fault(results: &[RoundResult], history: &History) -> String {
             format!("{} ms", next[rank - 1])
         };
         out.push_str(&format!(
-            "{:<22} {:>6}  {:>34} {:>8}     ({})\n",
+            "{:<26} {:>6}  {:>34} {:>8}     ({})\n",
             fault.name(),
             of.len(),
             pick(0.5),
@@ -633,5 +800,9 @@ mod tests {
         assert_ne!(schedule(7, 20), schedule(8, 20));
         let all: std::collections::BTreeSet<Fault> = schedule(7, 200).iter().map(|r| r.fault).collect();
         assert_eq!(all.len(), Fault::ALL.len(), "every fault is drawn");
+        let names: std::collections::BTreeSet<&str> = Fault::ALL.iter().map(|f| f.name()).collect();
+        assert_eq!(names.len(), Fault::ALL.len(), "each fault has a name of its own (FLOTILLA_CHAOS_FAULTS)");
+        let phases = [Fault::KillAgentIn(Phase::Migrate), Fault::LoseFollowerData];
+        assert!(schedule_of(7, 50, &phases).iter().all(|r| phases.contains(&r.fault)), "only the faults asked for");
     }
 }

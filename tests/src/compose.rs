@@ -257,6 +257,62 @@ impl Project {
         self.docker(&[action, &id]).map(drop)
     }
 
+    /// `docker ACTION ID` for a container whose id is known already (no lookup).
+    pub fn action_on(&self, action: &str, id: &str) -> anyhow::Result<()> {
+        self.docker(&[action, id]).map(drop)
+    }
+
+    /// The container ids of `services` (a service without a container is left out).
+    pub fn containers(&self, services: &[&'static str]) -> Vec<(&'static str, String)> {
+        services.iter().map(|s| (*s, self.container(s))).filter(|(_, id)| !id.is_empty()).collect()
+    }
+
+    /// Which of `containers` (service, id) have file `path`, asked of all of them at
+    /// once (one `docker exec` each, in parallel; a container that cannot say has not).
+    pub fn having_file(containers: &[(&'static str, String)], path: &str) -> Vec<&'static str> {
+        let asks: Vec<_> = containers
+            .iter()
+            .filter_map(|(service, id)| {
+                let child = Command::new("timeout")
+                    .args(["5", "docker", "exec", id, "test", "-e", path])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .ok()?;
+                Some((*service, child))
+            })
+            .collect();
+        asks.into_iter()
+            .filter_map(|(service, mut child)| child.wait().ok().filter(|s| s.success()).map(|_| service))
+            .collect()
+    }
+
+    /// Empties directory `dir` on the volume of `service`'s stopped container (a lost
+    /// disk), from a throwaway container of the coordinator image.
+    pub fn wipe_volume(&self, service: &str, dir: &str) -> anyhow::Result<()> {
+        let id = self.container(service);
+        if id.is_empty() {
+            bail!("{service} has no container");
+        }
+        let script = format!("rm -rf {dir}/* {dir}/.[!.]* && ls -A {dir}");
+        let left = self.docker(&[
+            "run",
+            "--rm",
+            "--volumes-from",
+            &id,
+            "--entrypoint",
+            "/bin/sh",
+            "flotilla-coordinator:latest",
+            "-c",
+            &script,
+        ])?;
+        if !left.is_empty() {
+            bail!("{dir} of {service} still holds {left}");
+        }
+        Ok(())
+    }
+
     /// Runs `iptables ARGS` inside `service`'s network namespace (the host's iptables,
     /// the container's rules).
     fn iptables(&self, service: &str, args: &[&str]) -> anyhow::Result<()> {

@@ -7,16 +7,22 @@
 //! finish on the majority's side during the partition. Then the rounds: by default a
 //! short fixed round (the leader paused past the election timeout, an agent killed in
 //! the middle of its steps and the release then rolled back by an operator, a broken
-//! version rolled back by the engine while a follower is cut off);
+//! version rolled back by the engine while a follower is cut off, a follower's data
+//! directory lost and the node brought back as a new member, an agent killed in the
+//! middle of a migration);
 //! with `FLOTILLA_CHAOS_SEED` (and `FLOTILLA_CHAOS_ROUNDS`, default 10) a seeded random
-//! schedule, the soak (BENCHMARKS.md has the command). A failure prints the seed.
+//! schedule, the soak (BENCHMARKS.md has the command), of the faults
+//! `FLOTILLA_CHAOS_FAULTS` names (comma-separated, e.g. `kill-agent-migrating`), else of
+//! all. A failure prints the seed.
 //!
 //! Needs a Docker engine and root (iptables in the containers' namespaces); without an
 //! engine the test passes with a note, unless `FLOTILLA_REQUIRE_DOCKER=1`.
 
 use std::time::Duration;
 
-use flotilla_tests::chaos::{Chaos, Ending, Fault, Round, RoundResult, schedule, seed_from_env};
+use flotilla_tests::chaos::{
+    Chaos, Ending, Fault, Phase, Round, RoundResult, faults_from_env, schedule_of, seed_from_env,
+};
 use flotilla_tests::compose::{COORDINATORS, FORM, docker_or_skip};
 
 /// The default short round's seed (it names the saved history).
@@ -35,6 +41,8 @@ fn short_round() -> Vec<Round> {
         round(0, Fault::PauseLeader, 8_000, Ending::Succeeds, 0),
         round(1, Fault::KillAgent, 3_000, Ending::RolledBackByOperator, 2),
         round(2, Fault::IsolateFollower, 5_000, Ending::RollsBack, 0),
+        round(3, Fault::LoseFollowerData, 2_000, Ending::Succeeds, 0),
+        round(4, Fault::KillAgentIn(Phase::Migrate), 3_000, Ending::Succeeds, 0),
     ]
 }
 
@@ -97,7 +105,8 @@ fn releases_end_as_their_specs_say_through_partitions_pauses_and_kills_and_the_h
 
     let rounds = if seeded {
         let n = std::env::var("FLOTILLA_CHAOS_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
-        schedule(seed, n)
+        let faults = faults_from_env().unwrap_or_else(|e| panic!("{e}"));
+        schedule_of(seed, n, &faults)
     } else {
         short_round()
     };
