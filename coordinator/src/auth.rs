@@ -31,7 +31,7 @@
 //! A token is made through the leader and reaches the other coordinators as they apply
 //! the log, so a follower that does not know a token yet waits up to
 //! [`UNKNOWN_TOKEN_GRACE`] for it to arrive before refusing it: a token works at every
-//! coordinator as soon as `token create` returns. (A revocation likewise takes effect
+//! coordinator as soon as `flotilla tokens create` returns. (A revocation takes effect
 //! at each coordinator as it applies it, normally within a heartbeat.)
 
 use std::future::Future;
