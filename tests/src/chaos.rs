@@ -434,19 +434,26 @@ impl Chaos {
 
     /// Rolls the whole release back as an operator, retrying until acknowledged.
     fn operator_rollback(&mut self, id: &str) -> anyhow::Result<()> {
+        self.operator(&["release", "rollback", id, "--reason", "chaos: an operator's rollback"])?;
+        self.writes.push(Write {
+            method: "flotilla.v1.Releases/Rollback".into(),
+            release_id: id.to_owned(),
+            acknowledged: true,
+        });
+        Ok(())
+    }
+
+    /// Runs `flotilla ARGS` as an operator would through a fault: again until it
+    /// succeeds, for at most [`RELEASE`].
+    fn operator(&self, args: &[&str]) -> anyhow::Result<()> {
         let deadline = Instant::now() + RELEASE;
         loop {
-            let out = self.project.cli(&["release", "rollback", id, "--reason", "chaos: an operator's rollback"]);
+            let out = self.project.cli(args);
             if out.status.success() {
-                self.writes.push(Write {
-                    method: "flotilla.v1.Releases/Rollback".into(),
-                    release_id: id.to_owned(),
-                    acknowledged: true,
-                });
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("the rollback of {id} was never acknowledged: {}", text(&out));
+                bail!("flotilla {} never succeeded: {}", args.join(" "), text(&out));
             }
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -573,22 +580,9 @@ impl Chaos {
             Ok(())
         };
         says("its data directory was lost or wiped")?;
-        let operator = |args: &[&str]| {
-            let deadline = Instant::now() + RELEASE;
-            loop {
-                let out = p.cli(args);
-                if out.status.success() {
-                    return Ok(());
-                }
-                if Instant::now() > deadline {
-                    bail!("flotilla {} never succeeded: {}", args.join(" "), text(&out));
-                }
-                std::thread::sleep(Duration::from_millis(500));
-            }
-        };
-        operator(&["cluster", "remove", &id.to_string()])?;
+        self.operator(&["cluster", "remove", &id.to_string()])?;
         says("waiting to be added")?;
-        operator(&["cluster", "add", &format!("{id}={coordinator}:7600")])
+        self.operator(&["cluster", "add", &format!("{id}={coordinator}:7600")])
     }
 
     /// Runs one round: a release, its fault, and the wait for its end as the spec says.
