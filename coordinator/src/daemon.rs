@@ -236,6 +236,23 @@ impl Daemon {
         }
     }
 
+    /// Resolves when Raft stops on its own — it could not write its storage (a full
+    /// disk, a failed device) — with why. A coordinator in that state cannot take part
+    /// in the cluster any more.
+    pub fn raft_failed(&self) -> impl Future<Output = String> + Send + 'static {
+        let mut metrics = self.node.raft().metrics();
+        async move {
+            loop {
+                if let Err(fatal) = &metrics.borrow_and_update().running_state {
+                    return fatal.to_string();
+                }
+                if metrics.changed().await.is_err() {
+                    return "raft stopped".to_owned();
+                }
+            }
+        }
+    }
+
     /// Stops within the shutdown timeout: drains, hands the leadership over when this
     /// node leads, ends open streams with a leader hint, stops the servers (dropping
     /// what is still connected when the time is up), then the engine and Raft.

@@ -70,9 +70,18 @@ async fn run(config: CoordinatorConfig) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut daemon = Daemon::start(&config).await?;
+    let mut raft_failed = std::pin::pin!(daemon.raft_failed());
     loop {
         tokio::select! {
             served = daemon.serve_until_stopped() => return served.map_err(Into::into),
+            why = &mut raft_failed => {
+                tracing::error!(error = %why, "raft stopped: this coordinator cannot take part in the cluster; stopping");
+                let _ = daemon.stop().await;
+                anyhow::bail!(
+                    "raft stopped: {why}; fix the cause (free space on a full disk, replace a failed one) and \
+                     start the coordinator again"
+                );
+            }
             _ = term.recv() => {
                 tracing::info!("SIGTERM: shutting down");
                 break;

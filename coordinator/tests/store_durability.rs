@@ -118,6 +118,81 @@ fn acknowledged_appends_and_the_vote_survive_an_abort() {
     });
 }
 
+/// Set in the helper process: the data directory whose `log/` is a small tmpfs.
+const FULL_DISK_DIR_ENV: &str = "FLOTILLA_FULL_DISK_DIR";
+
+/// An entry of about 4 KiB.
+fn big(i: u64) -> Entry {
+    let mut command = audit(i);
+    if let Op::Audit(batch) = &mut command.op {
+        batch.records[0].target = format!("{i:>4096}");
+    }
+    normal(1, i, command)
+}
+
+/// Not a test of its own: the process
+/// `a_full_disk_refuses_the_append_cleanly_and_keeps_what_was_acknowledged` starts in a
+/// mount namespace of its own, with a 256 KiB tmpfs as its log directory. Appends until
+/// the disk is full, reopens the store on the full disk, and writes what it saw to
+/// `report` beside the log (on the real disk).
+#[tokio::test]
+async fn helper_process_fills_the_disk() {
+    let Ok(dir) = std::env::var(FULL_DISK_DIR_ENV) else { return };
+    let dir = Path::new(&dir);
+    let mut acknowledged = 0;
+    let refusal = {
+        let (mut log, _sm) = store::open(dir).unwrap();
+        loop {
+            match log.blocking_append([big(acknowledged + 1)]).await {
+                Ok(()) => acknowledged += 1,
+                Err(e) => break e.to_string(),
+            }
+            assert!(acknowledged < 1_000, "a 256 KiB disk never filled");
+        }
+    };
+    let (mut log, _sm) = reopen(dir);
+    let held: Vec<u64> = all_entries(&mut log).await.iter().map(|e| e.log_id.index).collect();
+    let again = log.blocking_append([big(acknowledged + 1)]).await.map_err(|e| e.to_string());
+    let report = serde_json::json!({
+        "acknowledged": acknowledged,
+        "refusal": refusal,
+        "held_after_reopening": held,
+        "refused_again": again.err(),
+    });
+    std::fs::write(dir.join("report"), report.to_string()).unwrap();
+}
+
+#[test]
+fn a_full_disk_refuses_the_append_cleanly_and_keeps_what_was_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join(store::LOG_DIR)).unwrap();
+    // A tmpfs of its own for the log, in a mount namespace only the helper sees.
+    let script = r#"mount -t tmpfs -o size=256k flotilla-full-disk "$1/log" && exec "$2" --exact helper_process_fills_the_disk --nocapture --test-threads=1"#;
+    let output = process::Command::new("unshare")
+        .args(["--mount", "--map-root-user", "sh", "-c", script, "sh"])
+        .arg(dir.path())
+        .arg(std::env::current_exe().unwrap())
+        .env(FULL_DISK_DIR_ENV, dir.path())
+        .output()
+        .expect("unshare (util-linux) runs");
+    let shown = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the helper process: {shown}");
+    assert!(!shown.contains("panicked"), "{shown}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("report")).expect("the helper wrote its report"))
+            .unwrap();
+    let acknowledged = report["acknowledged"].as_u64().unwrap();
+    assert!(acknowledged > 10, "some appends fit before the disk filled: {report}");
+    let refusal = report["refusal"].as_str().unwrap();
+    assert!(refusal.contains("No space left on device"), "the refusal says why: {refusal}");
+    assert!(refusal.contains(".seg"), "and names the segment: {refusal}");
+    let held: Vec<u64> =
+        report["held_after_reopening"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap()).collect();
+    assert_eq!(held, (1..=acknowledged).collect::<Vec<_>>(), "exactly the acknowledged entries, nothing half-written");
+    let again = report["refused_again"].as_str().expect("an append on the still-full disk is refused again");
+    assert!(again.contains("No space left on device"), "{again}");
+}
+
 #[tokio::test]
 async fn the_log_vote_and_committed_id_survive_reopening() {
     let dir = tempfile::tempdir().unwrap();
@@ -327,6 +402,40 @@ async fn data_in_the_json_format_1_is_refused_cleanly() {
     let message = err.to_string();
     assert!(message.contains("format version 1"), "{message}");
     assert!(message.contains("no migration"), "{message}");
+}
+
+/// A format 5 data directory kept its log in the engine: opening it moves the entries
+/// to segment files, empties the engine's copy and records format 6 — and segments a
+/// migration interrupted by a crash left behind are thrown away and written again.
+#[tokio::test]
+async fn a_format_5_log_moves_from_the_engine_to_segment_files() {
+    const { assert!(store::FORMAT_VERSION == 6) };
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = SledEngine::open(&dir.path().join(store::DB_DIR)).unwrap();
+        let v5 = FormatRecord { version: 5, written_by: "flotilla-coordinator 0.1.0".into() };
+        engine.put::<Format>(&FormatKey::Version, &v5).unwrap();
+        for i in 1..=30 {
+            engine.put::<RaftLog>(&i, &normal(3, i, audit(i))).unwrap();
+        }
+        engine.flush().unwrap();
+    }
+    // What a crash in the middle of an earlier migration left.
+    let log_dir = dir.path().join(store::LOG_DIR);
+    std::fs::create_dir_all(&log_dir).unwrap();
+    std::fs::write(log_dir.join("00000000000000000001.seg"), b"FLOTLOG\nhalf a segment").unwrap();
+
+    let (mut log, _sm) = store::open(dir.path()).unwrap();
+    let entries = all_entries(&mut log).await;
+    assert_eq!(entries, (1..=30).map(|i| normal(3, i, audit(i))).collect::<Vec<_>>());
+    assert!(log.engine().is_empty::<RaftLog>().unwrap(), "the engine's copy is gone");
+    let format = log.engine().get::<Format>(&FormatKey::Version).unwrap().unwrap();
+    assert_eq!(format.version, 6);
+    log.blocking_append([normal(3, 31, audit(31))]).await.unwrap();
+    drop((log, _sm));
+
+    let (mut log, _sm) = reopen(dir.path());
+    assert_eq!(all_entries(&mut log).await.len(), 31);
 }
 
 /// A network for a one-node cluster: there is nobody to talk to.

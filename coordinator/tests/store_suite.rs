@@ -1,4 +1,5 @@
-//! Runs openraft's storage conformance suite against the sled-backed store.
+//! Runs openraft's storage conformance suite against the store: the log in segment
+//! files, its metadata and the state machine's bookkeeping in sled.
 
 use flotilla_coordinator::raft::{NodeId, TypeConfig};
 use flotilla_coordinator::store::{self, LogStore, StateMachineStore};
@@ -8,9 +9,9 @@ use tempfile::TempDir;
 
 /// Opens a store in a fresh temporary directory; the directory lives as long as the
 /// returned guard.
-struct SledStoreBuilder;
+struct StoreBuilderInTempDir;
 
-impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for SledStoreBuilder {
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for StoreBuilderInTempDir {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<NodeId>> {
         let dir = tempfile::tempdir().map_err(|e| openraft::StorageIOError::write(&e))?;
         let (log, sm) = store::open(dir.path()).map_err(|e| openraft::StorageIOError::write(&e))?;
@@ -19,6 +20,6 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for SledStor
 }
 
 #[test]
-fn the_sled_store_passes_openraft_storage_suite() -> Result<(), Box<StorageError<NodeId>>> {
-    Suite::test_all(SledStoreBuilder).map_err(Box::new)
+fn the_store_passes_openraft_storage_suite() -> Result<(), Box<StorageError<NodeId>>> {
+    Suite::test_all(StoreBuilderInTempDir).map_err(Box::new)
 }

@@ -1,20 +1,21 @@
-//! Group commit: one thread that flushes the engine for every waiter queued since its
-//! last flush, then tells them, in the order they queued.
+//! Group commit: one thread that makes the log durable once for every waiter queued
+//! since its last flush, then tells them, in the order they queued.
 //!
 //! Appending to the Raft log queues a waiter that completes openraft's `LogFlushed`
-//! callback; `save_vote`, `truncate` and `purge` queue one and wait for it. Concurrent
-//! writers share one fsync, and nothing blocks the async runtime while a flush runs.
+//! callback. Concurrent appends share one fsync, the next append is written while the
+//! previous one is being synced, and nothing blocks the async runtime while a sync runs.
 
 use std::fmt;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use super::kv::{KvEngine, KvError};
+/// Why a flush failed.
+pub type FlushError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Called once the writes made before it was queued are durable (or the flush failed).
-pub type Waiter = Box<dyn FnOnce(Result<(), &KvError>) + Send>;
+pub type Waiter = Box<dyn FnOnce(Result<(), &FlushError>) + Send>;
 
-/// The flushing thread of one engine. Dropping it lets the thread finish the waiters
+/// The flushing thread of one log. Dropping it lets the thread finish the waiters
 /// already queued, then joins it.
 pub struct Flusher {
     tx: Option<mpsc::Sender<Waiter>>,
@@ -33,14 +34,14 @@ impl fmt::Debug for Flusher {
 pub struct FlusherStopped;
 
 impl Flusher {
-    /// Starts the thread for `engine`.
-    pub fn start<E: KvEngine>(engine: E) -> std::io::Result<Self> {
+    /// Starts the thread; `sync` makes every write made before it was called durable.
+    pub fn start(mut sync: impl FnMut() -> Result<(), FlushError> + Send + 'static) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Waiter>();
-        let thread = std::thread::Builder::new().name("flotilla-store-flush".to_owned()).spawn(move || {
+        let thread = std::thread::Builder::new().name("flotilla-log-flush".to_owned()).spawn(move || {
             while let Ok(first) = rx.recv() {
                 let mut group = vec![first];
                 group.extend(rx.try_iter());
-                let result = engine.flush();
+                let result = sync();
                 if let Err(e) = &result {
                     tracing::error!(error = %e, waiters = group.len(), "flushing storage failed");
                 }
@@ -55,21 +56,6 @@ impl Flusher {
     /// Queues `waiter` behind the next flush.
     pub fn after_flush(&self, waiter: Waiter) -> Result<(), FlusherStopped> {
         self.tx.as_ref().ok_or(FlusherStopped)?.send(waiter).map_err(|_| FlusherStopped)
-    }
-
-    /// Waits until every write made before this call is durable.
-    pub async fn flush(&self) -> Result<(), KvError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let waiter: Waiter = Box::new(move |result| {
-            let _ = tx.send(result.map_err(|e| e.to_string()));
-        });
-        let stopped = || KvError::Engine(Box::new(FlusherStopped));
-        self.after_flush(waiter).map_err(|_| stopped())?;
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(KvError::Engine(message.into())),
-            Err(_) => Err(stopped()),
-        }
     }
 }
 

@@ -1,39 +1,46 @@
-//! The Raft log and vote: openraft's `RaftLogStorage` over the storage boundary.
+//! The Raft log and vote: openraft's `RaftLogStorage` over the log's segment files
+//! (`segments.rs`) and the key-value engine.
 //!
-//! Durability: `append` writes its entries in one atomic batch and hands openraft's
-//! callback to the flush thread, which completes it only after the engine's flush has
-//! returned. `save_vote`, `truncate` and `purge` return only after their flush. The
-//! committed log id is written without a flush of its own: it becomes durable with the
-//! next flush (the engine never keeps a later write while losing an earlier one), and a
-//! stale committed id on restart only means re-applying less of the log before the
-//! leader's next commit, never more than was committed.
+//! Where things are: log entries in segment files; the vote, the committed log id, the
+//! last purged log id and the cluster id in the engine's `raft_meta` key space.
+//!
+//! Durability: `append` writes its entries to the last segment and hands openraft's
+//! callback to the flush thread, which completes it only after its next `fdatasync` of
+//! that segment: appends made while a sync runs share the next one. `save_vote` and
+//! `purge` return after the engine's flush, `truncate` after its own sync. The committed
+//! log id is written to the engine without a flush of its own and may trail, or on a
+//! follower run ahead of, the entries that survived a crash: it is read back as at most
+//! the last log id the node holds, and a stale one only means re-applying less of the
+//! log before the leader's next commit, never more than was committed.
 //!
 //! Concurrency: openraft calls the write methods one at a time (`&mut self`); log
-//! readers ([`LogReader`]) read concurrently through the engine, which shows each batch
-//! entirely or not at all.
+//! readers ([`LogReader`]) read concurrently: they find where entries are under a read
+//! lock and read the files outside it.
 //!
 //! Recent entries: every entry is read again right after it is appended — by each
 //! replication stream on a leader and by apply on every node — so the most recent
 //! [`RECENT_ENTRIES`] are also kept in memory and served from there, not read back and
-//! decoded from the engine. The cache is updated after the engine on append and before
-//! it on truncate and purge, so a reader that misses it finds the same entries in the
-//! engine.
+//! decoded from the files. The cache is updated after the files on append and before
+//! them on truncate and purge, so a reader that misses it finds the same entries in the
+//! files.
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
 
-use super::flush::Flusher;
+use super::flush::{FlushError, Flusher};
 use super::kv::{KvEngine, KvError, WriteBatch};
+use super::segments::{Recovery, SegmentError, SegmentLog};
 use super::sled::SledEngine;
-use super::spaces::{RaftLog, RaftMeta, RaftMetaKey, RaftMetaValue};
+use super::spaces::{RaftMeta, RaftMetaKey, RaftMetaValue};
 use crate::raft::identity::ClusterId;
-use crate::raft::{Entry, NodeId, TypeConfig};
+use crate::raft::{Entry, NodeId, TypeConfig, codec};
 
 /// How many of the most recently appended entries are kept in memory.
 pub const RECENT_ENTRIES: usize = 4096;
@@ -42,14 +49,15 @@ pub const RECENT_ENTRIES: usize = 4096;
 #[derive(Debug)]
 pub struct LogStore<E: KvEngine = SledEngine> {
     engine: E,
+    segments: Arc<RwLock<SegmentLog>>,
     flusher: Flusher,
     recent: Arc<Mutex<RecentEntries>>,
 }
 
 /// A reader of the log, used by replication tasks while the log is being appended to.
 #[derive(Debug, Clone)]
-pub struct LogReader<E: KvEngine = SledEngine> {
-    engine: E,
+pub struct LogReader {
+    segments: Arc<RwLock<SegmentLog>>,
     recent: Arc<Mutex<RecentEntries>>,
 }
 
@@ -113,14 +121,51 @@ fn lock(recent: &Mutex<RecentEntries>) -> std::sync::MutexGuard<'_, RecentEntrie
     recent.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+fn read(segments: &RwLock<SegmentLog>) -> std::sync::RwLockReadGuard<'_, SegmentLog> {
+    segments.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write(segments: &RwLock<SegmentLog>) -> std::sync::RwLockWriteGuard<'_, SegmentLog> {
+    segments.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Why the log could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum LogOpenError {
+    /// The engine could not be read.
+    #[error(transparent)]
+    Kv(#[from] KvError),
+    /// The segment files could not be read.
+    #[error(transparent)]
+    Segments(#[from] SegmentError),
+    /// The flush thread could not be started.
+    #[error("starting the log's flush thread: {0}")]
+    Thread(#[source] io::Error),
+}
+
 impl<E: KvEngine> LogStore<E> {
-    /// A log store over `engine`, with its own flush thread.
-    pub fn new(engine: E) -> io::Result<Self> {
-        let flusher = Flusher::start(engine.clone())?;
-        Ok(Self { engine, flusher, recent: Arc::default() })
+    /// Opens the log: its segments in `log_dir`, its metadata in `engine`; starts its
+    /// flush thread.
+    pub fn open(engine: E, log_dir: &Path) -> Result<Self, LogOpenError> {
+        let purged = meta_log_id(&engine, RaftMetaKey::LastPurged)?.map(|id| id.index);
+        let (segments, recovery) = SegmentLog::open(log_dir, purged)?;
+        report(log_dir, &recovery);
+        let segments = Arc::new(RwLock::new(segments));
+        let synced = segments.clone();
+        let flusher = Flusher::start(move || {
+            let active = read(&synced).active();
+            match active {
+                Some((file, path)) => {
+                    file.sync_data().map_err(|source| FlushError::from(SegmentError::Io { path, source }))
+                }
+                None => Ok(()),
+            }
+        })
+        .map_err(LogOpenError::Thread)?;
+        Ok(Self { engine, segments, flusher, recent: Arc::default() })
     }
 
-    /// The engine, for reading the log outside openraft (tests, tools).
+    /// The engine that holds the log's metadata.
     pub fn engine(&self) -> &E {
         &self.engine
     }
@@ -145,16 +190,60 @@ impl<E: KvEngine> LogStore<E> {
     }
 
     fn meta_log_id(&self, key: RaftMetaKey) -> Result<Option<LogId<NodeId>>, KvError> {
-        match self.engine.get::<RaftMeta>(&key)? {
-            None => Ok(None),
-            Some(RaftMetaValue::LogId(id)) => Ok(Some(id)),
-            Some(other) => Err(KvError::Corrupt(format!("raft_meta {key:?} holds {other:?}, not a log id"))),
-        }
+        meta_log_id(&self.engine, key)
     }
 
-    async fn write_durably(&self, batch: &WriteBatch) -> Result<(), KvError> {
-        self.engine.write(batch)?;
-        self.flusher.flush().await
+    /// Writes `batch` to the engine and flushes it, off the async runtime.
+    async fn write_durably(&self, batch: WriteBatch) -> Result<(), KvError> {
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || {
+            engine.write(&batch)?;
+            engine.flush()
+        })
+        .await
+        .map_err(|e| KvError::Engine(format!("storage task failed: {e}").into()))?
+    }
+
+    /// Runs `f` on the segments off the async runtime (it syncs files).
+    async fn with_segments(
+        &self,
+        f: impl FnOnce(&mut SegmentLog) -> Result<(), SegmentError> + Send + 'static,
+    ) -> Result<(), SegmentError> {
+        let segments = self.segments.clone();
+        tokio::task::spawn_blocking(move || f(&mut write(&segments))).await.map_err(|e| SegmentError::Io {
+            path: read(&self.segments).dir().to_owned(),
+            source: io::Error::other(format!("storage task failed: {e}")),
+        })?
+    }
+
+    /// The last log id the log holds (not counting purged entries).
+    fn last_entry_id(&self) -> Result<Option<LogId<NodeId>>, SegmentError> {
+        let last = read(&self.segments).last_index();
+        let Some(last) = last else { return Ok(None) };
+        Ok(read_entries(&self.segments, &self.recent, last..=last)?.pop().map(|entry| entry.log_id))
+    }
+}
+
+fn meta_log_id<E: KvEngine>(engine: &E, key: RaftMetaKey) -> Result<Option<LogId<NodeId>>, KvError> {
+    match engine.get::<RaftMeta>(&key)? {
+        None => Ok(None),
+        Some(RaftMetaValue::LogId(id)) => Ok(Some(id)),
+        Some(other) => Err(KvError::Corrupt(format!("raft_meta {key:?} holds {other:?}, not a log id"))),
+    }
+}
+
+fn report(log_dir: &Path, recovery: &Recovery) {
+    if recovery.torn_bytes > 0 || recovery.purged_segments > 0 {
+        tracing::warn!(
+            dir = %log_dir.display(),
+            segments = recovery.segments,
+            entries = recovery.records,
+            torn_bytes = recovery.torn_bytes,
+            purged_segments = recovery.purged_segments,
+            "opened the raft log after repairing what a crash left"
+        );
+    } else {
+        tracing::debug!(dir = %log_dir.display(), segments = recovery.segments, entries = recovery.records, "opened the raft log");
     }
 }
 
@@ -163,43 +252,53 @@ impl<E: KvEngine> RaftLogReader<TypeConfig> for LogStore<E> {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError<NodeId>> {
-        Ok(read_entries(&self.engine, &self.recent, range).map_err(|e| StorageIOError::read_logs(&e))?)
+        Ok(read_entries(&self.segments, &self.recent, range).map_err(|e| StorageIOError::read_logs(&e))?)
     }
 }
 
-impl<E: KvEngine> RaftLogReader<TypeConfig> for LogReader<E> {
+impl RaftLogReader<TypeConfig> for LogReader {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError<NodeId>> {
-        Ok(read_entries(&self.engine, &self.recent, range).map_err(|e| StorageIOError::read_logs(&e))?)
+        Ok(read_entries(&self.segments, &self.recent, range).map_err(|e| StorageIOError::read_logs(&e))?)
     }
 }
 
-fn read_entries<E: KvEngine>(
-    engine: &E,
+fn read_entries(
+    segments: &RwLock<SegmentLog>,
     recent: &Mutex<RecentEntries>,
     range: impl RangeBounds<u64>,
-) -> Result<Vec<Entry>, KvError> {
+) -> Result<Vec<Entry>, SegmentError> {
     if let Some(entries) = lock(recent).get(&range) {
         return Ok(entries);
     }
-    let bounds: (Bound<u64>, Bound<u64>) = (range.start_bound().cloned(), range.end_bound().cloned());
-    Ok(engine.range::<RaftLog>(bounds, usize::MAX)?.into_iter().map(|(_, entry)| entry).collect())
+    // Find the records under the lock, read and decode them outside it.
+    let spans = read(segments).spans(range.start_bound().cloned(), range.end_bound().cloned());
+    let mut entries = Vec::new();
+    for span in spans {
+        for (index, bytes) in span.read()? {
+            let entry: Entry = codec::decode(&bytes).map_err(|e| SegmentError::Corrupt {
+                path: read(segments).dir().to_owned(),
+                what: format!("entry {index} does not decode: {e}"),
+            })?;
+            entries.push(entry);
+        }
+    }
+    Ok(entries)
 }
 
 impl<E: KvEngine> RaftLogStorage<TypeConfig> for LogStore<E> {
-    type LogReader = LogReader<E>;
+    type LogReader = LogReader;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
         let last_purged = self.meta_log_id(RaftMetaKey::LastPurged).map_err(|e| StorageIOError::read_logs(&e))?;
-        let last = self.engine.last::<RaftLog>().map_err(|e| StorageIOError::read_logs(&e))?;
-        let last_log_id = last.map(|(_, entry)| entry.log_id).or(last_purged);
-        Ok(LogState { last_purged_log_id: last_purged, last_log_id })
+        let last = self.last_entry_id().map_err(|e| StorageIOError::read_logs(&e))?;
+        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last.or(last_purged) })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
-        LogReader { engine: self.engine.clone(), recent: self.recent.clone() }
+        LogReader { segments: self.segments.clone(), recent: self.recent.clone() }
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
@@ -207,7 +306,7 @@ impl<E: KvEngine> RaftLogStorage<TypeConfig> for LogStore<E> {
         batch
             .put::<RaftMeta>(&RaftMetaKey::Vote, &RaftMetaValue::Vote(*vote))
             .map_err(|e| StorageIOError::write_vote(&e))?;
-        self.write_durably(&batch).await.map_err(|e| StorageIOError::write_vote(&e))?;
+        self.write_durably(batch).await.map_err(|e| StorageIOError::write_vote(&e))?;
         Ok(())
     }
 
@@ -234,13 +333,25 @@ impl<E: KvEngine> RaftLogStorage<TypeConfig> for LogStore<E> {
                 batch.delete::<RaftMeta>(&RaftMetaKey::Committed);
             }
         }
-        // Durable with the next flush; see the module documentation.
+        // Durable with the engine's next flush; see the module documentation.
         self.engine.write(&batch).map_err(|e| StorageIOError::write(&e))?;
         Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        Ok(self.meta_log_id(RaftMetaKey::Committed).map_err(|e| StorageIOError::read(&e))?)
+        let committed = self.meta_log_id(RaftMetaKey::Committed).map_err(|e| StorageIOError::read(&e))?;
+        let Some(committed) = committed else { return Ok(None) };
+        // A follower may have learned of a commit beyond the entries a crash left it:
+        // what it holds up to there is committed, what it lost is not known here.
+        let state = self.get_log_state().await?;
+        match state.last_log_id {
+            Some(last) if last.index < committed.index => {
+                tracing::info!(%committed, held = %last, "the committed log id on disk is past the log's end; using the log's end");
+                Ok(Some(last))
+            }
+            None => Ok(None),
+            Some(_) => Ok(Some(committed)),
+        }
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<NodeId>>
@@ -248,12 +359,15 @@ impl<E: KvEngine> RaftLogStorage<TypeConfig> for LogStore<E> {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = WriteBatch::new();
         let entries: Vec<Entry> = entries.into_iter().collect();
+        let mut records = Vec::with_capacity(entries.len());
         for entry in &entries {
-            batch.put::<RaftLog>(&entry.log_id.index, entry).map_err(|e| StorageIOError::write_logs(&e))?;
+            let bytes = codec::encode(entry).map_err(|e| StorageIOError::write_logs(&e))?;
+            records.push((entry.log_id.index, bytes));
         }
-        self.engine.write(&batch).map_err(|e| StorageIOError::write_logs(&e))?;
+        // A page-cache write of a few hundred bytes per entry: done here, synced by the
+        // flush thread.
+        write(&self.segments).append(&records).map_err(|e| StorageIOError::write_logs(&e))?;
         let mut recent = lock(&self.recent);
         for entry in entries {
             recent.push(entry);
@@ -272,21 +386,25 @@ impl<E: KvEngine> RaftLogStorage<TypeConfig> for LogStore<E> {
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         tracing::debug!(since = %log_id, "truncating the raft log");
         lock(&self.recent).truncate(log_id.index);
-        let mut batch = WriteBatch::new();
-        batch.delete_range::<RaftLog>(log_id.index..);
-        self.write_durably(&batch).await.map_err(|e| StorageIOError::write_logs(&e))?;
+        let since = log_id.index;
+        self.with_segments(move |segments| segments.truncate(since))
+            .await
+            .map_err(|e| StorageIOError::write_logs(&e))?;
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         tracing::debug!(upto = %log_id, "purging the raft log");
         lock(&self.recent).purge(log_id.index);
+        // The purge is recorded before any file goes: a crash in between leaves segments
+        // that the next open removes.
         let mut batch = WriteBatch::new();
         batch
             .put::<RaftMeta>(&RaftMetaKey::LastPurged, &RaftMetaValue::LogId(log_id))
             .map_err(|e| StorageIOError::write_logs(&e))?;
-        batch.delete_range::<RaftLog>(..=log_id.index);
-        self.write_durably(&batch).await.map_err(|e| StorageIOError::write_logs(&e))?;
+        self.write_durably(batch).await.map_err(|e| StorageIOError::write_logs(&e))?;
+        let upto = log_id.index;
+        self.with_segments(move |segments| segments.purge(upto)).await.map_err(|e| StorageIOError::write_logs(&e))?;
         Ok(())
     }
 }

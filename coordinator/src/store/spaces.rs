@@ -3,7 +3,7 @@
 //! | key space | key | value |
 //! |---|---|---|
 //! | `format` | [`FormatKey`] | [`FormatRecord`]: the on-disk format version |
-//! | `raft_log` | log index (u64) | a Raft log [`Entry`] |
+//! | `raft_log` | log index (u64) | a Raft log [`Entry`]: formats 5 and older only (see [`FORMAT_VERSION`]) |
 //! | `raft_meta` | [`RaftMetaKey`] | vote, committed log id, last purged log id, cluster id |
 //! | `sm_meta` | [`SmMetaKey`] | the durable image of the state machine: its snapshot |
 //!
@@ -35,7 +35,18 @@ use crate::raft::{Entry, NodeId};
 ///   the end of each event in the snapshot state). Formats 2 to 4 are read and
 ///   migrated: their log entries are valid format 5 entries, and their events are
 ///   given term 0 ("not known").
-pub const FORMAT_VERSION: u32 = 5;
+/// - 6: the Raft log moves out of the engine into segment files (`<data>/log/`, their
+///   own layout in `segments.rs`, versioned in each file's header); the `raft_log` key
+///   space is empty. Formats 2 to 5 are migrated on open: their entries are copied
+///   into fresh segments and synced, then one atomic write removes them from the
+///   engine and records format 6 (a crash before it redoes the copy).
+pub const FORMAT_VERSION: u32 = 6;
+
+/// The format version snapshots are written in (files, snapshots sent to peers, backups):
+/// the newest format that changed the snapshot's layout. Format 6 moved only the log,
+/// so snapshots are still written as format 5, which builds of format 5 read during a
+/// rolling upgrade. Snapshots of any readable format up to [`FORMAT_VERSION`] are read.
+pub const SNAPSHOT_FORMAT: u32 = 5;
 
 /// The oldest format this build reads (and migrates to [`FORMAT_VERSION`]).
 pub const MIN_READABLE_FORMAT: u32 = 2;
@@ -74,7 +85,8 @@ impl FormatRecord {
     }
 }
 
-/// The `raft_log` key space: log entries by index.
+/// The `raft_log` key space: log entries by index, where formats 5 and older kept the
+/// Raft log; read only to migrate it to segment files.
 #[derive(Debug)]
 pub struct RaftLog;
 
