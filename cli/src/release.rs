@@ -96,6 +96,15 @@ pub enum ReleaseCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Add a note to the release's history (also after it finished): what you saw,
+    /// decided or are looking into. It shows in `release show` and `release watch`.
+    Note {
+        /// The release id.
+        id: String,
+        /// The note (up to 1024 bytes); several words are joined with spaces.
+        #[arg(required = true, num_args = 1..)]
+        text: Vec<String>,
+    },
     /// Roll back the whole release, or one service and what depends on it (also after
     /// it succeeded, within each service's rollback_window).
     Rollback {
@@ -176,6 +185,18 @@ pub fn run(conn: &Connection, cmd: &ReleaseCommand, json_out: bool) -> Result<()
                 })
                 .await?;
                 after_action(&resp, resp.release.as_ref(), "approved", json_out)
+            }
+            ReleaseCommand::Note { id, text } => {
+                let req = v1::AnnotateRequest { release_id: id.clone(), text: text.join(" ") };
+                let resp = call(&client, move |mut c| {
+                    let req = req.clone();
+                    async move { c.annotate(req).await }
+                })
+                .await?;
+                if json_out {
+                    return print(&json::pretty(&resp)?);
+                }
+                print(&format!("note added to release {id}\n"))
             }
             ReleaseCommand::Pause { id, reason } => {
                 let req = v1::PauseRequest { release_id: id.clone(), reason: reason.clone() };

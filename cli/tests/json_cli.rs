@@ -141,6 +141,21 @@ async fn every_release_command_prints_its_api_answer_as_canonical_json() {
     let done = wait_state(&addr, &id, ReleaseState::Succeeded);
     assert!(done.finished_unix_ms > 0);
 
+    // release note → AnnotateResponse (empty); a note is taken after the release ended,
+    // and a note that is too long is refused with what is wrong.
+    assert_eq!(
+        raw(&addr, &["release", "note", &id, "p99", "steady", "after", "the", "rollout"]),
+        serde_json::json!({})
+    );
+    let out = flotilla(&addr, &["release", "note", &id, "second look: fine"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout(&out), format!("note added to release {id}\n"));
+    let long = "x".repeat(1025);
+    let out = flotilla(&addr, &["release", "note", &id, &long]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("1025 bytes") && err.contains("1024"), "{err}");
+
     // release watch → one ReleaseEvent per line (JSON Lines), the whole history of an
     // ended release, and exit 0 because it succeeded.
     let out = flotilla(&addr, &["release", "watch", &id, "--output", "json"]);
@@ -157,7 +172,14 @@ async fn every_release_command_prints_its_api_answer_as_canonical_json() {
     );
     assert!(events.iter().all(|e| e.release_id == id));
     assert_eq!(events[0].kind, v1::EventKind::ReleaseCreated as i32);
-    let last = events.last().expect("events");
+    let notes: Vec<&v1::ReleaseEvent> = events.iter().filter(|e| e.kind == v1::EventKind::Note as i32).collect();
+    assert_eq!(
+        notes.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(),
+        ["p99 steady after the rollout", "second look: fine"],
+        "{text}"
+    );
+    assert!(notes.iter().all(|e| !e.actor.is_empty() && e.release_state == ReleaseState::Succeeded as i32));
+    let last = events.iter().rev().find(|e| e.kind != v1::EventKind::Note as i32).expect("events");
     assert_eq!(
         (last.kind, last.release_state),
         (v1::EventKind::ReleaseSucceeded as i32, ReleaseState::Succeeded as i32)
@@ -195,7 +217,9 @@ async fn every_release_command_prints_its_api_answer_as_canonical_json() {
         state_name(rolled.state)
     );
 
-    // release abort → AbortResponse, on a second release.
+    // release abort → AbortResponse, on a second release, once the first has rolled
+    // back (releases of a service to a host never overlap).
+    wait_state(&addr, &id, ReleaseState::RolledBack);
     let second: v1::CreateResponse = flotilla_json(&addr, &["release", "start", spec]);
     let second = second.release.expect("CreateResponse.release").id;
     assert_ne!(second, id);

@@ -96,7 +96,9 @@ pub const MIN_PROTOCOL_VERSION: u32 = 1;
 /// - 5: snapshots are in on-disk format 5 (release events carry their term, the
 ///   members the cluster has seen hold a log), which a revision-4 node refuses to
 ///   install; `RaftPeer.Probe`. Upgraded like 3.
-pub const PEER_PROTOCOL_VERSION: u32 = 5;
+/// - 6: log entries may carry release notes (`Releases.Annotate`), which a revision-5
+///   node cannot decode. Upgraded like 3.
+pub const PEER_PROTOCOL_VERSION: u32 = 6;
 
 /// The oldest peer protocol revision this build accepts from another coordinator.
 /// A revision-1 node cannot read revision-2 payloads (nor the reverse), so a cluster

@@ -43,6 +43,7 @@ const EXPECTED: &[(&str, &[Method])] = &[
             ("Resume", false, false),
             ("Abort", false, false),
             ("Rollback", false, false),
+            ("Annotate", false, false),
         ],
     ),
     (

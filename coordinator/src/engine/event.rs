@@ -47,6 +47,8 @@ pub enum EventKind {
     /// One host stayed healthy through its batch's bake (appended: stored events
     /// keep their variant indexes).
     HostBaked,
+    /// An operator's note (appended, as above).
+    Note,
 }
 
 /// `n` and the noun, singular for one (`1 host`, `3 hosts`), as event messages say it.

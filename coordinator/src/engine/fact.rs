@@ -324,6 +324,15 @@ pub enum Fact {
         /// agent connects to the new leader).
         resent: Vec<CommandId>,
     },
+    /// An operator's note on the release's history. It changes nothing else: not the
+    /// run's version (engine decisions in flight stay valid), and it is taken after
+    /// the release finished too. (Appended: stored facts keep their variant indexes.)
+    Noted {
+        /// Who.
+        actor: String,
+        /// The note.
+        text: String,
+    },
 }
 
 impl Fact {
@@ -338,6 +347,7 @@ impl Fact {
                 | Fact::Resumed { .. }
                 | Fact::Aborted { .. }
                 | Fact::LeaderChanged { .. }
+                | Fact::Noted { .. }
         ) && !matches!(self, Fact::Paused { actor, .. } | Fact::RollbackDecided { actor, .. } if actor != super::ENGINE)
     }
 }
@@ -377,6 +387,7 @@ impl fmt::Display for Fact {
             Fact::LeaderChanged { node, resent } => {
                 write!(f, "leader {node} took over, {} to send again", count(resent.len(), "step", "steps"))
             }
+            Fact::Noted { actor, .. } => write!(f, "note by {actor}"),
         }
     }
 }

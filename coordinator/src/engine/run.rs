@@ -423,13 +423,17 @@ impl Run {
     /// [`Run::apply`] for a fact committed by the leader of `term`: the events it records
     /// carry that term, so a history shows which leader decided what.
     pub fn apply_committed(&mut self, at: i64, term: u64, fact: &Fact) -> Result<(), Refusal> {
-        if self.is_finished() && !matches!(fact, Fact::StepReported { .. } | Fact::RollbackDecided { .. }) {
+        // A note changes nothing the engine decides on, so it leaves the version alone.
+        let note = matches!(fact, Fact::Noted { .. });
+        if self.is_finished() && !note && !matches!(fact, Fact::StepReported { .. } | Fact::RollbackDecided { .. }) {
             return refuse("the release has finished");
         }
         let before = self.events.len();
         self.apply_fact(at, fact)?;
-        self.version += 1;
-        self.updated_unix_ms = at;
+        if !note {
+            self.version += 1;
+            self.updated_unix_ms = at;
+        }
         let status = self.status();
         for e in &mut self.events[before..] {
             e.status = status;
@@ -1009,6 +1013,10 @@ impl Run {
                 e.services = vec![service];
             }
             Fact::Finished { terminal, reason } => self.finish(at, *terminal, reason.clone()),
+            Fact::Noted { actor, text } => {
+                let e = self.record(at, EventKind::Note, text.clone());
+                e.actor = actor.clone();
+            }
             Fact::LeaderChanged { node, resent } => {
                 let e = self.record(
                     at,

@@ -274,6 +274,7 @@ fn event_kind(k: EventKind) -> v1::EventKind {
         EventKind::ReleaseFailed => W::ReleaseFailed,
         EventKind::ReleaseAborted => W::ReleaseAborted,
         EventKind::HostBaked => W::HostBaked,
+        EventKind::Note => W::Note,
     }
 }
 

@@ -158,6 +158,34 @@ async fn act(node: &Node, id: &str, fact: Fact) -> Result<v1::Release, Coordinat
     }
 }
 
+/// The longest note `Releases.Annotate` takes, in bytes.
+pub const MAX_NOTE_BYTES: usize = 1024;
+
+/// Commits an operator's note on release `id`. No read first: the state machine
+/// refuses a note on a release it does not hold, so a note is one log entry and one
+/// round trip to a quorum.
+async fn note(node: &Node, id: &str, actor: String, text: String) -> Result<(), CoordinatorError> {
+    require_id(id)?;
+    if text.trim().is_empty() {
+        return Err(CoordinatorError::missing("text"));
+    }
+    if text.len() > MAX_NOTE_BYTES {
+        return Err(CoordinatorError::InvalidField {
+            field: "text",
+            message: format!("a note is {} bytes, more than the {MAX_NOTE_BYTES} a note may have", text.len()),
+        });
+    }
+    let fact = Fact::Noted { actor, text };
+    match node.propose(Op::Release { release: id.to_owned(), expect: None, fact }).await? {
+        Applied::Applied { .. } => Ok(()),
+        Applied::Refused { reason } if reason == crate::state::unknown_release(id) => {
+            Err(CoordinatorError::no_release(id))
+        }
+        Applied::Refused { reason } => Err(CoordinatorError::precondition(Reason::ReleaseStateConflict, reason)),
+        other => Err(CoordinatorError::Internal(format!("unexpected result {other:?}"))),
+    }
+}
+
 macro_rules! forward {
     ($method:ident) => {
         |ch, req| async move { ReleasesClient::new(ch).$method(req).await }
@@ -440,6 +468,22 @@ impl Releases for ReleasesService {
                 Ok(v1::PauseResponse { release: Some(release) })
             },
             forward!(pause),
+        )
+        .await
+    }
+
+    async fn annotate(&self, request: Request<v1::AnnotateRequest>) -> Result<Response<v1::AnnotateResponse>, Status> {
+        let node = self.node.clone();
+        let who = Actor::of(&request).name;
+        AuditNote::of(&request).release(&request.get_ref().release_id);
+        on_leader(
+            &self.node,
+            request,
+            |req| async move {
+                note(&node, &req.release_id, who, req.text).await?;
+                Ok(v1::AnnotateResponse {})
+            },
+            forward!(annotate),
         )
         .await
     }

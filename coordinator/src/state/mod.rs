@@ -118,6 +118,11 @@ impl fmt::Display for Op {
     }
 }
 
+/// The reason a fact about a release this state does not hold is refused with.
+pub fn unknown_release(release: &str) -> String {
+    format!("no release {release}")
+}
+
 /// What applying a command produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -300,7 +305,7 @@ impl State {
             }
             Op::Release { release, expect, fact } => {
                 let Some(record) = self.releases.get_mut(release) else {
-                    return Response::Refused { reason: format!("no release {release}") };
+                    return Response::Refused { reason: unknown_release(release) };
                 };
                 // A finished release that rolls back deploys again: not over another.
                 if record.run.phase == Phase::Finished(Terminal::Succeeded)
@@ -313,7 +318,7 @@ impl State {
                     return Response::ReleaseConflict(conflict);
                 }
                 let Some(record) = self.releases.get_mut(release) else {
-                    return Response::Refused { reason: format!("no release {release}") };
+                    return Response::Refused { reason: unknown_release(release) };
                 };
                 if let Some(expect) = expect
                     && *expect != record.run.version

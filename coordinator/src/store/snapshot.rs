@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use openraft::{BasicNode, SnapshotMeta};
 use serde::{Deserialize, Serialize};
 
-use super::spaces::{FORMAT_VERSION, MIN_READABLE_FORMAT, SNAPSHOT_FORMAT};
+use super::spaces::{FORMAT_VERSION, MIN_READABLE_FORMAT};
 use crate::raft::{NodeId, codec};
 use crate::state::State;
 
@@ -66,7 +66,7 @@ pub fn encode(
     state: &State,
     size_hint: usize,
 ) -> Result<Vec<u8>, SnapshotError> {
-    let header = serde_json::to_vec(&SnapshotHeader { format_version: SNAPSHOT_FORMAT, meta: meta.clone() })
+    let header = serde_json::to_vec(&SnapshotHeader { format_version: FORMAT_VERSION, meta: meta.clone() })
         .map_err(|e| SnapshotError::Encode(format!("header: {e}")))?;
     let header_len = u32::try_from(header.len()).map_err(|_| SnapshotError::Encode("header too long".into()))?;
     let mut out = Vec::with_capacity(PREFIX_LEN + header.len() + size_hint.max(4096));

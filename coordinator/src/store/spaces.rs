@@ -39,14 +39,10 @@ use crate::raft::{Entry, NodeId};
 ///   own layout in `segments.rs`, versioned in each file's header); the `raft_log` key
 ///   space is empty. Formats 2 to 5 are migrated on open: their entries are copied
 ///   into fresh segments and synced, then one atomic write removes them from the
-///   engine and records format 6 (a crash before it redoes the copy).
+///   engine and records format 6 (a crash before it redoes the copy). A release fact
+///   may be an operator's note and a release event a note (variants at the end), which
+///   format 5 builds cannot decode, in log entries and snapshots alike.
 pub const FORMAT_VERSION: u32 = 6;
-
-/// The format version snapshots are written in (files, snapshots sent to peers, backups):
-/// the newest format that changed the snapshot's layout. Format 6 moved only the log,
-/// so snapshots are still written as format 5, which builds of format 5 read during a
-/// rolling upgrade. Snapshots of any readable format up to [`FORMAT_VERSION`] are read.
-pub const SNAPSHOT_FORMAT: u32 = 5;
 
 /// The oldest format this build reads (and migrates to [`FORMAT_VERSION`]).
 pub const MIN_READABLE_FORMAT: u32 = 2;
