@@ -4,8 +4,11 @@
 //! and a kill-everything-and-restart soak that checks no acknowledged write is lost.
 //!
 //! `cargo bench -p flotilla-tests --bench cluster` (all), or with one argument:
-//! `throughput`, `failover` (`FLOTILLA_FAILOVER_TRIALS`, default 20) or `soak`
-//! (`FLOTILLA_SOAK_CYCLES`, default 20).
+//! `throughput` (release creates), `entries` (the smallest replicated entry: a
+//! 256-byte note on one release, `Releases.Annotate`, to compare one for one with a
+//! key-value store's put), `failover` (`FLOTILLA_FAILOVER_TRIALS`, default 20) or
+//! `soak` (`FLOTILLA_SOAK_CYCLES`, default 20). `FLOTILLA_BENCH_WRITERS` (e.g. `1,16`)
+//! narrows the writer counts of `throughput` and `entries`.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -30,6 +33,29 @@ fn ms(d: Duration) -> String {
 #[allow(clippy::print_stdout)]
 fn report(line: &str) {
     println!("{line}");
+}
+
+/// What one throughput run writes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Load<'a> {
+    /// A release create per write (parsed, planned and run by the engine).
+    Creates,
+    /// A 256-byte note on this release per write.
+    Notes(&'a str),
+}
+
+/// Notes one 256-byte note, retrying failed calls for up to 30 s; returns how many
+/// calls failed. (A note is not idempotent: a retried call may have committed too.)
+async fn note_retrying(cluster: &TestCluster, id: &str, text: &str) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut failed = 0;
+    loop {
+        match cluster.note(id, text).await {
+            Ok(()) => return failed,
+            Err(e) if Instant::now() >= deadline => panic!("note on {id}: {e:#}"),
+            Err(_) => failed += 1,
+        }
+    }
 }
 
 /// Writes `key`, retrying failed calls (an election under load) for up to 30 s with
@@ -68,7 +94,7 @@ async fn committed(cluster: &TestCluster) -> u64 {
     index
 }
 
-async fn throughput(cluster: &TestCluster, writers: usize, total: usize) {
+async fn throughput(cluster: &TestCluster, load: Load<'_>, writers: usize, total: usize) {
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(total)));
     let retries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let per_writer = total / writers;
@@ -82,7 +108,10 @@ async fn throughput(cluster: &TestCluster, writers: usize, total: usize) {
             for i in 0..per_writer {
                 let t = Instant::now();
                 let key = format!("tp{writers}-{w}-{i}-{}", started.elapsed().as_nanos());
-                let (_, failed) = write_retrying(cluster, &key).await;
+                let failed = match load {
+                    Load::Creates => write_retrying(cluster, &key).await.1,
+                    Load::Notes(id) => note_retrying(cluster, id, &format!("{key:-<256.256}")).await,
+                };
                 retries.fetch_add(failed, std::sync::atomic::Ordering::Relaxed);
                 latencies.lock().await.push(t.elapsed());
             }
@@ -97,11 +126,13 @@ async fn throughput(cluster: &TestCluster, writers: usize, total: usize) {
     let elections = term(cluster).await.saturating_sub(term_before);
     // Each created release is one entry, and the engine then commits its own facts
     // (started, skipped hosts at target, done): the log's rate as well as the clients'.
+    // A note is one entry; audit records of the calls are committed in batches beside.
     let entries = committed(cluster).await.saturating_sub(committed_before);
     let mut lat = latencies.lock().await.clone();
     lat.sort();
     report(&format!(
-        "throughput writers={writers:>3} writes={:>6} elapsed={:>8} rate={:>8.0}/s p50={} p99={} log entries={entries} ({:.0}/s) cpu/write: coordinators={} client={} retried={} elections={elections}",
+        "{} writers={writers:>3} writes={:>6} elapsed={:>8} rate={:>8.0}/s p50={} p99={} log entries={entries} ({:.0}/s) cpu/write: coordinators={} client={} retried={} elections={elections}",
+        if matches!(load, Load::Creates) { "throughput" } else { "entries   " },
         lat.len(),
         ms(elapsed),
         lat.len() as f64 / elapsed.as_secs_f64(),
@@ -215,12 +246,28 @@ fn main() {
     let wants = |name: &str| which.is_empty() || which.iter().any(|w| w == name);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
+        let writer_counts: Vec<usize> = std::env::var("FLOTILLA_BENCH_WRITERS")
+            .ok()
+            .map(|v| v.split(',').filter_map(|w| w.trim().parse().ok()).collect())
+            .unwrap_or_else(|| vec![1, 16, 256]);
+        let total = |writers: usize| match writers {
+            1 => 2_000,
+            w => (w * 1_000).min(51_200),
+        };
         if wants("throughput") {
             let cluster = TestCluster::start(3, ClusterOptions::default()).expect("cluster");
             cluster.wait_leader(Duration::from_secs(30)).await.expect("leader");
-            throughput(&cluster, 1, 2_000).await;
-            throughput(&cluster, 16, 16_000).await;
-            throughput(&cluster, 256, 51_200).await;
+            for &writers in &writer_counts {
+                throughput(&cluster, Load::Creates, writers, total(writers)).await;
+            }
+        }
+        if wants("entries") {
+            let cluster = TestCluster::start(3, ClusterOptions::default()).expect("cluster");
+            cluster.wait_leader(Duration::from_secs(30)).await.expect("leader");
+            let (id, _) = write_retrying(&cluster, "entries-target").await;
+            for &writers in &writer_counts {
+                throughput(&cluster, Load::Notes(&id), writers, total(writers)).await;
+            }
         }
         if wants("failover") {
             let trials = std::env::var("FLOTILLA_FAILOVER_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);

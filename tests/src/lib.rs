@@ -605,6 +605,23 @@ impl TestCluster {
         Ok(resp.release.map(|r| r.id).unwrap_or_default())
     }
 
+    /// Adds `text` as a note to release `id` (`Releases.Annotate`): the smallest entry a
+    /// client can have replicated.
+    pub async fn note(&self, id: &str, text: &str) -> anyhow::Result<()> {
+        let req = v1::AnnotateRequest { release_id: id.to_owned(), text: text.to_owned() };
+        self.leader
+            .call(|ch| {
+                let req = req.clone();
+                async move {
+                    let mut r = tonic::Request::new(req);
+                    r.set_timeout(Duration::from_secs(5));
+                    ReleasesClient::new(ch).annotate(r).await.map(|r| r.into_inner())
+                }
+            })
+            .await?;
+        Ok(())
+    }
+
     /// The first listing of release ids that succeeds within `timeout`. Failed calls
     /// (no leader yet, a read that could not be served) are retried; a listing that
     /// succeeds is returned as it is, never retried for its content, so callers can
