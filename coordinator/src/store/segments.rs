@@ -652,6 +652,17 @@ mod tests {
         log.append(&records).unwrap();
     }
 
+    /// A log in a new directory with entries `1..=last`, appended one at a time into
+    /// segments of `segment_bytes`.
+    fn written(segment_bytes: u64, last: u64) -> (tempfile::TempDir, SegmentLog) {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = SegmentLog::open_with_segment_bytes(dir.path(), None, segment_bytes).unwrap();
+        for i in 1..=last {
+            append(&mut log, i..=i);
+        }
+        (dir, log)
+    }
+
     fn all(log: &SegmentLog) -> Vec<u64> {
         let records = log.read(Bound::Unbounded, Bound::Unbounded).unwrap();
         for (index, bytes) in &records {
@@ -696,11 +707,7 @@ mod tests {
 
     #[test]
     fn truncation_and_purge_are_durable_and_keep_the_log_continuous() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = SegmentLog::open_with_segment_bytes(dir.path(), None, 400).unwrap();
-        for i in 1..=30 {
-            append(&mut log, i..=i);
-        }
+        let (dir, mut log) = written(400, 30);
         log.truncate(17).unwrap();
         assert_eq!(log.last_index(), Some(16));
         append(&mut log, 17..=20);
@@ -727,11 +734,7 @@ mod tests {
 
     #[test]
     fn a_crash_left_segment_older_than_the_purge_is_removed_on_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = SegmentLog::open_with_segment_bytes(dir.path(), None, 300).unwrap();
-        for i in 1..=20 {
-            append(&mut log, i..=i);
-        }
+        let (dir, log) = written(300, 20);
         drop(log);
         // The purge was recorded, the crash came before its files were removed.
         let (log, recovery) = SegmentLog::open_with_segment_bytes(dir.path(), Some(12), 300).unwrap();
@@ -780,11 +783,7 @@ mod tests {
 
     #[test]
     fn damage_before_the_tail_is_refused_with_the_file_and_offset() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = SegmentLog::open_with_segment_bytes(dir.path(), None, 200).unwrap();
-        for i in 1..=12 {
-            append(&mut log, i..=i);
-        }
+        let (dir, log) = written(200, 12);
         drop(log);
         let first = dir.path().join(segment_name(1));
         let mut bytes = fs::read(&first).unwrap();
@@ -800,11 +799,7 @@ mod tests {
 
     #[test]
     fn a_missing_segment_and_a_foreign_format_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = SegmentLog::open_with_segment_bytes(dir.path(), None, 200).unwrap();
-        for i in 1..=12 {
-            append(&mut log, i..=i);
-        }
+        let (dir, log) = written(200, 12);
         drop(log);
         let names = segment_files(dir.path());
         assert!(names.len() >= 3, "{names:?}");
