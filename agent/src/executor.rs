@@ -1496,7 +1496,12 @@ impl<D: Driver> Executor<D> {
                 self.inner.journal.write(&record)?;
                 continue;
             };
-            if let Some(svc) = step.action.service() {
+            // A step that starts or stops the service's process settles it itself; a
+            // bake or a check only watched it, so its service is started below like any
+            // other that died while the agent was down.
+            if !matches!(step.action, Action::Bake(_) | Action::RunCheck(_))
+                && let Some(svc) = step.action.service()
+            {
                 gone.remove(svc);
             }
             let result = self.resolve(&mut record, &step).await;

@@ -11,9 +11,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use flotilla_agent::step::{Step, StepOutcome, StepResult};
+use flotilla_agent::step::{Action, Bake, Step, StepOutcome, StepResult};
 use flotilla_shared::history::HostHistoryEntry;
-use support::{World, count_lines, deploy_step};
+use support::{World, count_lines, deploy_step, step};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_flotilla-agent");
 
@@ -213,6 +213,41 @@ kill_tests! {
     kill_during_starting_end => "starting:end",
     kill_during_checking_health => "checking_health",
     kill_during_checking_health_end => "checking_health:end",
+}
+
+/// A container killed during a bake takes the agent and the service's process with it:
+/// the restarted agent reports the bake interrupted and starts the service again at the
+/// version it runs (the coordinator then bakes it again, without deploying it again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bake_cut_by_a_kill_of_the_agent_and_its_service_restarts_the_service() {
+    let world = World::new();
+    let v1 = world.package("1.0.0");
+    let first = write_step(&world, "v1.json", &deploy_step("v1", 1, world.deploy("v1", "1.0.0", &v1)));
+    let lines = run_agent(&world, &first);
+    assert_eq!(result_of(&lines, "result").expect("result").outcome, StepOutcome::Succeeded, "{lines:?}");
+    world.wait_serving("1.0.0").await;
+
+    let bake =
+        Action::Bake(Bake { service: "web".into(), version: "1.0.0".into(), duration_ms: 60_000, health: vec![] });
+    let bake = write_step(&world, "bake.json", &step("b1", 1, bake));
+    kill_agent_at(&world, &bake, "baking");
+    // What a container kill does to the service too.
+    let pid = process_pid(&world);
+    Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill -9 of the service");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{pid}/stat")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z")
+    {
+        assert!(std::time::Instant::now() < deadline, "the service process {pid} did not die");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let lines = run_agent(&world, &bake);
+    let recovered = result_of(&lines, "recovered").expect("the interrupted bake is reported");
+    assert_eq!(recovered.outcome, StepOutcome::Failed, "{lines:?}");
+    assert!(recovered.reason.contains("agent restarted during baking"), "{}", recovered.reason);
+    assert_ne!(process_pid(&world), pid, "the service was started again");
+    world.wait_serving("1.0.0").await;
 }
 
 /// The agent's join token (`FLOTILLA_JOIN_TOKEN` in its environment) is its own: hooks

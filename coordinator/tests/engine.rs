@@ -813,7 +813,7 @@ fn replaying_the_same_facts_rebuilds_the_same_run() {
 }
 
 #[test]
-fn a_bake_interrupted_by_an_agent_restart_deploys_and_bakes_the_host_again() {
+fn a_bake_interrupted_by_an_agent_restart_bakes_the_host_again_without_deploying_it_again() {
     let mut web = quick(service("web", "2.0.0"));
     web.policy.bake = Duration::from_secs(5);
     // Two hosts in one batch: one bake is interrupted while the other goes on.
@@ -845,7 +845,7 @@ fn a_bake_interrupted_by_an_agent_restart_deploys_and_bakes_the_host_again() {
     let said = sim.events(EventKind::HostFailed);
     assert!(said.iter().any(|m| m.contains("agent restarted during baking") && m.contains("trying again")), "{said:?}");
     let count = |bake: bool| sim.run.steps.values().filter(|s| matches!(s.kind, StepKind::Bake(..)) == bake).count();
-    assert_eq!((count(false), count(true)), (3, 3), "one host deployed and baked twice: {:#?}", sim.run.steps);
+    assert_eq!((count(false), count(true)), (2, 3), "each host deployed once, one baked twice: {:#?}", sim.run.steps);
 }
 
 #[test]

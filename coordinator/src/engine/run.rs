@@ -1092,18 +1092,19 @@ impl Run {
                         (Outcome::Succeeded, false) => HostState::Deployed,
                         (Outcome::Succeeded, true) => HostState::Done,
                         (Outcome::Cancelled, false) => HostState::Cancelled,
-                        // Deployed again (the agent's restart may have taken the
-                        // service's process with it), then baked again.
-                        (Outcome::Interrupted, _) if retry && forward => HostState::Waiting,
+                        (Outcome::Interrupted, false) if retry && forward => HostState::Waiting,
+                        // Baked again, not deployed again: the deploy succeeded, and an
+                        // agent that restarts starts its services that died with it.
+                        (Outcome::Interrupted, true) if retry && forward => HostState::Deployed,
                         _ => HostState::Failed(failed_reason(if baking {
                             "unhealthy during bake"
                         } else {
                             "deploy failed"
                         })),
                     };
-                    // A bake to try again deploys the host again: the batch goes
-                    // back to deploying (hosts still baking finish their bake).
-                    if baking && next == HostState::Waiting {
+                    // A bake to try again: the batch goes back to deploying, which
+                    // bakes its deployed hosts (hosts still baking finish their bake).
+                    if baking && next == HostState::Deployed {
                         run.state = ServiceState::Deploying;
                     }
                     run.hosts.insert(host.clone(), next);
