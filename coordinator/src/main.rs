@@ -9,6 +9,12 @@ use flotilla_coordinator::daemon::Daemon;
 use flotilla_coordinator::{CoordinatorArgs, CoordinatorCommand, CoordinatorConfig, SnapshotCommand};
 use std::io::Write as _;
 use std::process::ExitCode;
+
+/// mimalloc: the write path allocates and frees many small buffers on every Tokio
+/// worker (gRPC frames, entries, replies), which glibc's allocator serves with locks
+/// and consolidation; BENCHMARKS.md has what it changed.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Exit code for a configuration the daemon cannot use (bad usage).
