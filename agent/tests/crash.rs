@@ -235,7 +235,7 @@ async fn a_bake_cut_by_a_kill_of_the_agent_and_its_service_restarts_the_service(
     let pid = process_pid(&world);
     Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill -9 of the service");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::path::Path::new(&format!("/proc/{pid}/stat")).exists()
+    while Path::new(&format!("/proc/{pid}/stat")).exists()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z")
     {
         assert!(std::time::Instant::now() < deadline, "the service process {pid} did not die");
