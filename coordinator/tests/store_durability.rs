@@ -77,6 +77,32 @@ fn reopen(dir: &Path) -> (LogStore, StateMachineStore) {
     }
 }
 
+/// `store::open`, tried again (with a deadline) while a handle this test dropped still
+/// holds the database's lock: sled lets go of it from a background thread.
+fn open_when_free(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match store::open(dir) {
+            Err(e) if e.to_string().contains("could not acquire lock") && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The sled engine in `dir`, as [`open_when_free`] waits for it.
+fn engine_when_free(dir: &Path) -> SledEngine {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match SledEngine::open(&dir.join(store::DB_DIR)) {
+            Ok(engine) => return engine,
+            Err(e) if Instant::now() >= deadline => panic!("opening the engine in {}: {e}", dir.display()),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
 async fn all_entries(log: &mut LogStore) -> Vec<Entry> {
     log.try_get_log_entries(..).await.unwrap()
 }
@@ -346,13 +372,13 @@ async fn data_in_a_newer_format_is_refused_with_both_versions_named() {
     let dir = tempfile::tempdir().unwrap();
     drop(store::open(dir.path()).unwrap());
     {
-        let engine = SledEngine::open(&dir.path().join(store::DB_DIR)).unwrap();
+        let engine = engine_when_free(dir.path());
         let newer =
             FormatRecord { version: store::FORMAT_VERSION + 1, written_by: "flotilla-coordinator 9.0.0".into() };
         engine.put::<Format>(&FormatKey::Version, &newer).unwrap();
         engine.flush().unwrap();
     }
-    let err = store::open(dir.path()).expect_err("a newer format is refused");
+    let err = open_when_free(dir.path()).expect_err("a newer format is refused");
     let (newer, current) = (store::FORMAT_VERSION + 1, store::FORMAT_VERSION);
     assert!(
         matches!(err, StoreError::UnsupportedFormat { found, supported, .. } if found == newer && supported == current),
@@ -394,7 +420,7 @@ async fn data_in_the_json_format_1_is_refused_cleanly() {
         engine.put::<RaftLogV1>(&0, &entry).unwrap();
         engine.flush().unwrap();
     }
-    let err = store::open(dir.path()).expect_err("format 1 is refused");
+    let err = open_when_free(dir.path()).expect_err("format 1 is refused");
     assert!(
         matches!(err, StoreError::UnsupportedFormat { found: 1, supported, .. } if supported == store::FORMAT_VERSION),
         "unexpected error: {err}"
@@ -425,7 +451,7 @@ async fn a_format_5_log_moves_from_the_engine_to_segment_files() {
     std::fs::create_dir_all(&log_dir).unwrap();
     std::fs::write(log_dir.join("00000000000000000001.seg"), b"FLOTLOG\nhalf a segment").unwrap();
 
-    let (mut log, _sm) = store::open(dir.path()).unwrap();
+    let (mut log, _sm) = reopen(dir.path());
     let entries = all_entries(&mut log).await;
     assert_eq!(entries, (1..=30).map(|i| normal(3, i, audit(i))).collect::<Vec<_>>());
     assert!(log.engine().is_empty::<RaftLog>().unwrap(), "the engine's copy is gone");
