@@ -14,8 +14,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use flotilla_net::LeaderClient;
 use flotilla_tests::fleet::cpu_time;
-use flotilla_tests::{ClusterOptions, TestCluster, eventually};
+use flotilla_tests::{ClusterOptions, TestCluster, eventually, note_via, write_via};
 use tokio::sync::Mutex;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -36,21 +37,25 @@ fn report(line: &str) {
 }
 
 /// What one throughput run writes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Load<'a> {
+#[derive(Clone, PartialEq, Eq)]
+enum Load {
     /// A release create per write (parsed, planned and run by the engine).
     Creates,
     /// A 256-byte note on this release per write.
-    Notes(&'a str),
+    Notes(String),
 }
+
+/// How many writers share one client connection, as in the etcd load generator the
+/// figures are compared with (a pool of real clients, not one connection for all).
+const WRITERS_PER_CONNECTION: usize = 16;
 
 /// Notes one 256-byte note, retrying failed calls for up to 30 s; returns how many
 /// calls failed. (A note is not idempotent: a retried call may have committed too.)
-async fn note_retrying(cluster: &TestCluster, id: &str, text: &str) -> usize {
+async fn note_retrying(client: &LeaderClient, id: &str, text: &str) -> usize {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut failed = 0;
     loop {
-        match cluster.note(id, text).await {
+        match note_via(client, id, text).await {
             Ok(()) => return failed,
             Err(e) if Instant::now() >= deadline => panic!("note on {id}: {e:#}"),
             Err(_) => failed += 1,
@@ -60,11 +65,11 @@ async fn note_retrying(cluster: &TestCluster, id: &str, text: &str) -> usize {
 
 /// Writes `key`, retrying failed calls (an election under load) for up to 30 s with
 /// the same idempotency key; returns the release id and how many calls failed.
-async fn write_retrying(cluster: &TestCluster, key: &str) -> (String, usize) {
+async fn write_retrying(client: &LeaderClient, key: &str) -> (String, usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut failed = 0;
     loop {
-        match cluster.write(key).await {
+        match write_via(client, key).await {
             Ok(id) => return (id, failed),
             Err(e) if Instant::now() >= deadline => panic!("write {key}: {e:#}"),
             Err(_) => failed += 1,
@@ -94,30 +99,45 @@ async fn committed(cluster: &TestCluster) -> u64 {
     index
 }
 
-async fn throughput(cluster: &TestCluster, load: Load<'_>, writers: usize, total: usize) {
+async fn throughput(cluster: &TestCluster, load: Load, writers: usize, total: usize) {
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(total)));
     let retries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let per_writer = total / writers;
+    let clients: Vec<Arc<LeaderClient>> =
+        (0..writers.div_ceil(WRITERS_PER_CONNECTION)).map(|_| Arc::new(cluster.new_client())).collect();
+    // Each connection is opened (and finds the leader) before the clock starts.
+    for (c, client) in clients.iter().enumerate() {
+        let key = format!("warm-{writers}-{c}");
+        match &load {
+            Load::Creates => write_retrying(client, &key).await.1,
+            Load::Notes(id) => note_retrying(client, id, &key).await,
+        };
+    }
     let term_before = term(cluster).await;
     let committed_before = committed(cluster).await;
     let cpu_before = cpu_times(cluster);
     let started = Instant::now();
-    let tasks = (0..writers).map(|w| {
-        let (latencies, retries) = (latencies.clone(), retries.clone());
-        async move {
-            for i in 0..per_writer {
-                let t = Instant::now();
-                let key = format!("tp{writers}-{w}-{i}-{}", started.elapsed().as_nanos());
-                let failed = match load {
-                    Load::Creates => write_retrying(cluster, &key).await.1,
-                    Load::Notes(id) => note_retrying(cluster, id, &format!("{key:-<256.256}")).await,
-                };
-                retries.fetch_add(failed, std::sync::atomic::Ordering::Relaxed);
-                latencies.lock().await.push(t.elapsed());
-            }
-        }
-    });
-    futures::future::join_all(tasks).await;
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let (latencies, retries, load) = (latencies.clone(), retries.clone(), load.clone());
+            let client = clients[w % clients.len()].clone();
+            tokio::spawn(async move {
+                for i in 0..per_writer {
+                    let t = Instant::now();
+                    let key = format!("tp{writers}-{w}-{i}-{}", started.elapsed().as_nanos());
+                    let failed = match &load {
+                        Load::Creates => write_retrying(&client, &key).await.1,
+                        Load::Notes(id) => note_retrying(&client, id, &format!("{key:-<256.256}")).await,
+                    };
+                    retries.fetch_add(failed, std::sync::atomic::Ordering::Relaxed);
+                    latencies.lock().await.push(t.elapsed());
+                }
+            })
+        })
+        .collect();
+    for task in futures::future::join_all(tasks).await {
+        task.expect("a writer finishes");
+    }
     let elapsed = started.elapsed();
     let cpu_after = cpu_times(cluster);
     let per_write = |before: Duration, after: Duration| {
@@ -264,9 +284,9 @@ fn main() {
         if wants("entries") {
             let cluster = TestCluster::start(3, ClusterOptions::default()).expect("cluster");
             cluster.wait_leader(Duration::from_secs(30)).await.expect("leader");
-            let (id, _) = write_retrying(&cluster, "entries-target").await;
+            let (id, _) = write_retrying(&cluster.new_client(), "entries-target").await;
             for &writers in &writer_counts {
-                throughput(&cluster, Load::Notes(&id), writers, total(writers)).await;
+                throughput(&cluster, Load::Notes(id.clone()), writers, total(writers)).await;
             }
         }
         if wants("failover") {

@@ -260,6 +260,43 @@ pub struct Coordinator {
     child: Option<Child>,
 }
 
+/// Creates a release with the one-service spec [`tiny_spec`] and idempotency key `key`
+/// through `client`; returns its id.
+pub async fn write_via(client: &LeaderClient, key: &str) -> anyhow::Result<String> {
+    let req = v1::CreateRequest {
+        spec_toml: tiny_spec(key),
+        file_name: format!("{key}.toml"),
+        idempotency_key: key.to_owned(),
+    };
+    let resp = client
+        .call(|ch| {
+            let req = req.clone();
+            async move {
+                let mut r = tonic::Request::new(req);
+                r.set_timeout(Duration::from_secs(5));
+                ReleasesClient::new(ch).create(r).await.map(|r| r.into_inner())
+            }
+        })
+        .await?;
+    Ok(resp.release.map(|r| r.id).unwrap_or_default())
+}
+
+/// Adds `text` as a note to release `id` through `client` (`Releases.Annotate`).
+pub async fn note_via(client: &LeaderClient, id: &str, text: &str) -> anyhow::Result<()> {
+    let req = v1::AnnotateRequest { release_id: id.to_owned(), text: text.to_owned() };
+    client
+        .call(|ch| {
+            let req = req.clone();
+            async move {
+                let mut r = tonic::Request::new(req);
+                r.set_timeout(Duration::from_secs(5));
+                ReleasesClient::new(ch).annotate(r).await.map(|r| r.into_inner())
+            }
+        })
+        .await?;
+    Ok(())
+}
+
 /// A cluster of coordinator processes in a temporary directory.
 #[derive(Debug)]
 pub struct TestCluster {
@@ -586,40 +623,20 @@ impl TestCluster {
     /// Submits a minimal release to the leader (following hints from any bootstrap
     /// node), with `key` as idempotency key; returns the release id.
     pub async fn write(&self, key: &str) -> anyhow::Result<String> {
-        let req = v1::CreateRequest {
-            spec_toml: tiny_spec(key),
-            file_name: format!("{key}.toml"),
-            idempotency_key: key.to_owned(),
-        };
-        let resp = self
-            .leader
-            .call(|ch| {
-                let req = req.clone();
-                async move {
-                    let mut r = tonic::Request::new(req);
-                    r.set_timeout(Duration::from_secs(5));
-                    ReleasesClient::new(ch).create(r).await.map(|r| r.into_inner())
-                }
-            })
-            .await?;
-        Ok(resp.release.map(|r| r.id).unwrap_or_default())
+        write_via(&self.leader, key).await
     }
 
     /// Adds `text` as a note to release `id` (`Releases.Annotate`): the smallest entry a
     /// client can have replicated.
     pub async fn note(&self, id: &str, text: &str) -> anyhow::Result<()> {
-        let req = v1::AnnotateRequest { release_id: id.to_owned(), text: text.to_owned() };
-        self.leader
-            .call(|ch| {
-                let req = req.clone();
-                async move {
-                    let mut r = tonic::Request::new(req);
-                    r.set_timeout(Duration::from_secs(5));
-                    ReleasesClient::new(ch).annotate(r).await.map(|r| r.into_inner())
-                }
-            })
-            .await?;
-        Ok(())
+        note_via(&self.leader, id, text).await
+    }
+
+    /// A client of this cluster with connections of its own (the harness's calls share
+    /// one HTTP/2 connection per coordinator; a load generator spreads its writers over
+    /// several, as a pool of real clients would).
+    pub fn new_client(&self) -> LeaderClient {
+        LeaderClient::new(self.nodes.values().map(|n| n.addr.clone()).collect(), self.client.clone())
     }
 
     /// The first listing of release ids that succeeds within `timeout`. Failed calls
