@@ -36,8 +36,9 @@ use crate::error::CoordinatorError;
 use crate::leadership::Leadership;
 use crate::raft::identity::ClusterIdentity;
 use crate::raft::network::Network;
+use crate::raft::proposer::{ProposeError, Proposer};
 use crate::raft::{NodeId, Raft};
-use crate::state::{Command, Op, Response, State};
+use crate::state::{Op, Response, State};
 use crate::store::{self, SharedState};
 
 /// Raft timing and log compaction settings.
@@ -106,6 +107,8 @@ struct Inner {
     id: NodeId,
     advertise: String,
     raft: Raft,
+    /// Packs concurrent writes into shared log entries (`raft/proposer.rs`).
+    proposer: Proposer,
     state: SharedState,
     security: ClientSecurity,
     identity: ClusterIdentity,
@@ -207,6 +210,7 @@ impl Node {
             inner: Arc::new(Inner {
                 id,
                 advertise,
+                proposer: Proposer::start(raft.clone(), now_unix_ms),
                 raft,
                 state,
                 security,
@@ -338,6 +342,7 @@ impl Node {
     }
 
     /// Commits `op`, stamped with the leader's clock, and returns what applying it produced.
+    /// Writes that arrive together share a log entry (see [`Proposer`]).
     /// A node that is stopping proposes nothing more (its leadership is being handed
     /// over, which needs its log to stand still).
     pub async fn propose(&self, op: Op) -> Result<Response, CoordinatorError> {
@@ -348,27 +353,31 @@ impl Node {
         if self.inner.leadership.borrow().isolated {
             return Err(CoordinatorError::NoLeader);
         }
-        let cmd = Command { at_unix_ms: now_unix_ms(), op };
         // A leader that loses its quorum while the entry waits answers at once instead of
         // waiting for the partition to heal (the entry commits only if the quorum answers
         // this leader again; the caller cannot tell, as after any lost answer).
         let mut leadership = self.inner.leadership.clone();
         let written = tokio::select! {
-            written = self.inner.raft.client_write(cmd) => written,
+            written = self.inner.proposer.propose(op) => written,
             _ = leadership.wait_for(|l| l.isolated) => return Err(CoordinatorError::NoLeader),
         };
         match written {
-            Ok(resp) => Ok(resp.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => Err(match fwd.leader_node {
-                Some(node) => {
-                    CoordinatorError::NotLeader { leader_id: fwd.leader_id.unwrap_or_default(), leader_addr: node.addr }
+            Ok(response) => Ok(response),
+            Err(ProposeError::Raft(e)) => Err(match *e {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(fwd)) => match fwd.leader_node {
+                    Some(node) => CoordinatorError::NotLeader {
+                        leader_id: fwd.leader_id.unwrap_or_default(),
+                        leader_addr: node.addr,
+                    },
+                    None => CoordinatorError::NoLeader,
+                },
+                RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                    CoordinatorError::precondition(Reason::MembershipChangeRefused, e.to_string())
                 }
-                None => CoordinatorError::NoLeader,
+                RaftError::Fatal(e) => CoordinatorError::Internal(format!("raft stopped: {e}")),
             }),
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(CoordinatorError::precondition(Reason::MembershipChangeRefused, e.to_string()))
-            }
-            Err(RaftError::Fatal(e)) => Err(CoordinatorError::Internal(format!("raft stopped: {e}"))),
+            Err(ProposeError::Stopped) => Err(CoordinatorError::ShuttingDown { node_id: self.inner.id }),
+            Err(e @ ProposeError::Unanswered { .. }) => Err(CoordinatorError::Internal(e.to_string())),
         }
     }
 
@@ -829,5 +838,90 @@ mod tests {
         node.read_for_write(|_| ()).await.expect("a read for a write once the log is applied");
         node.shutdown().await;
         server.abort();
+    }
+
+    /// A node that forms a cluster of one and leads it.
+    async fn sole_leader(dir: &Path) -> Node {
+        let node = Node::start(1, "127.0.0.1:1".into(), dir, &RaftSettings::default(), ClientSecurity::Insecure)
+            .await
+            .unwrap();
+        assert!(node.bootstrap(&[(1, "127.0.0.1:1".to_owned())]).await.unwrap());
+        node.raft().wait(Some(Duration::from_secs(10))).state(ServerState::Leader, "sole leader").await.unwrap();
+        node
+    }
+
+    fn audit_op(i: usize) -> Op {
+        let record = crate::state::AuditRecord { method: format!("call-{i}"), ..Default::default() };
+        Op::Audit(crate::state::AuditBatch { records: vec![record], retention: crate::state::Retention::default() })
+    }
+
+    fn unknown_release_op(i: usize) -> Op {
+        Op::Release {
+            release: format!("missing-{i}"),
+            expect: None,
+            fact: crate::engine::Fact::Noted { actor: "test".into(), text: "a note".into() },
+        }
+    }
+
+    /// Writes made at once share log entries (group commit), yet each is applied once,
+    /// in full, and each caller gets the answer to its own operation.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_share_log_entries_and_each_caller_gets_its_own_answer() {
+        const WRITES: usize = 400;
+        let dir = tempfile::tempdir().unwrap();
+        let node = sole_leader(dir.path()).await;
+        let before = node.raft().metrics().borrow().last_log_index.unwrap_or(0);
+        let writes = (0..WRITES).map(|i| {
+            let node = node.clone();
+            tokio::spawn(async move {
+                // Every other write is refused by the state machine, with its own reason.
+                let op = if i % 2 == 0 { audit_op(i) } else { unknown_release_op(i) };
+                (i, node.propose(op).await)
+            })
+        });
+        for written in futures::future::join_all(writes).await {
+            let (i, response) = written.unwrap();
+            let response = response.unwrap_or_else(|e| panic!("write {i} failed: {e}"));
+            if i % 2 == 0 {
+                assert_eq!(response, crate::state::Response::Done, "write {i}");
+            } else {
+                assert_eq!(
+                    response,
+                    crate::state::Response::Refused { reason: crate::state::unknown_release(&format!("missing-{i}")) },
+                    "write {i}"
+                );
+            }
+        }
+        let entries = node.raft().metrics().borrow().last_log_index.unwrap_or(0) - before;
+        assert!(entries < WRITES as u64, "{WRITES} concurrent writes took {entries} entries: none were shared");
+        let audited: Vec<String> = node.read_local(|s| s.access().audit().map(|r| r.method.clone()).collect());
+        let mut expected: Vec<String> = (0..WRITES).step_by(2).map(|i| format!("call-{i}")).collect();
+        let mut got = audited.clone();
+        got.sort();
+        expected.sort();
+        assert_eq!(got, expected, "every audit write applied exactly once");
+        node.shutdown().await;
+    }
+
+    /// When the entry cannot be committed (no cluster to lead yet), every write in it
+    /// fails as a write on its own would: with no leader to send the client to.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_write_of_an_entry_that_cannot_commit_fails_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::start(1, "127.0.0.1:1".into(), dir.path(), &RaftSettings::default(), ClientSecurity::Insecure)
+            .await
+            .unwrap();
+        let writes = (0..64).map(|i| {
+            let node = node.clone();
+            tokio::spawn(async move { node.propose(audit_op(i)).await })
+        });
+        for written in futures::future::join_all(writes).await {
+            match written.unwrap() {
+                Err(CoordinatorError::NoLeader) => {}
+                other => panic!("a write on a node that leads nothing answered {other:?}"),
+            }
+        }
+        assert_eq!(node.read_local(|s| s.access().audit().count()), 0, "nothing was applied");
+        node.shutdown().await;
     }
 }

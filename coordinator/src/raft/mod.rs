@@ -9,6 +9,7 @@ use crate::state::{Command, Response};
 pub mod codec;
 pub mod identity;
 pub mod network;
+pub mod proposer;
 
 /// A coordinator's id in the cluster; never 0.
 pub type NodeId = u64;

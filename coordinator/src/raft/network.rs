@@ -13,7 +13,7 @@ use flotilla_net::ClientSecurity;
 use flotilla_proto::v1::raft_peer_client::RaftPeerClient;
 use flotilla_proto::v1::{self, raft_reply};
 use openraft::BasicNode;
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
+use openraft::error::{InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, Unreachable};
 use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
@@ -235,6 +235,13 @@ impl PeerClient {
     }
 }
 
+/// How many entries to send instead, when `entries` encoded to `bytes` would make an
+/// AppendEntries larger than half the peer message limit (openraft then sends that many
+/// for a while). A single entry goes as it is: it cannot be split.
+fn fewer_entries(entries: usize, bytes: usize) -> Option<u64> {
+    (entries > 1 && bytes > MAX_PEER_MESSAGE / 2).then(|| (entries / 2).max(1) as u64)
+}
+
 /// A gRPC failure talking to a peer, as an error openraft can carry.
 #[derive(Debug)]
 struct PeerStatus(String, tonic::Status);
@@ -253,11 +260,15 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        let payload = encode(&rpc);
+        if let Some(fewer) = fewer_entries(rpc.entries.len(), payload.len()) {
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fewer)));
+        }
         let mut client = self.client().map_err(RPCError::Unreachable)?;
         let req = v1::AppendEntriesRequest {
             envelope: self.envelope(rpc.vote.leader_id().term),
             entry_count: rpc.entries.len() as u32,
-            payload: encode(&rpc),
+            payload,
         };
         let mut request = tonic::Request::new(req);
         request.set_timeout(option.hard_ttl());
@@ -302,5 +313,18 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         request.set_timeout(option.hard_ttl());
         let reply = client.vote(request).await;
         self.reply(reply)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_append_near_the_message_limit_asks_for_fewer_entries() {
+        assert_eq!(fewer_entries(512, 1024), None, "a small append goes as it is");
+        assert_eq!(fewer_entries(512, MAX_PEER_MESSAGE / 2 + 1), Some(256));
+        assert_eq!(fewer_entries(3, MAX_PEER_MESSAGE), Some(1));
+        assert_eq!(fewer_entries(1, MAX_PEER_MESSAGE * 2), None, "one entry cannot be split");
     }
 }

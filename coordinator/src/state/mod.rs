@@ -397,9 +397,10 @@ impl State {
         self.by_idempotency_key.get(idempotency_key).and_then(|id| self.releases.get(id))
     }
 
-    /// Every release, oldest first.
+    /// Every release, oldest first (releases created in one shared log entry, by id).
     pub fn releases(&self) -> impl Iterator<Item = &ReleaseRecord> {
         let mut all: Vec<&ReleaseRecord> = self.releases.values().collect();
+        // Stable: ties keep the map's order, by id.
         all.sort_by_key(|r| r.created_index);
         all.into_iter()
     }
