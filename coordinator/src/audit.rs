@@ -5,7 +5,7 @@
 //! outcome); a service names what the call acted on through the [`AuditNote`] it finds
 //! in the request. Records go into a bounded queue (a call never waits for its record,
 //! and a flood of refused calls cannot hold up the cluster: when the queue is full a
-//! record is dropped and counted). [`run`] drains the queue in batches: on the leader
+//! record is dropped and counted). [`run`] drains the queue in batches (a batch gathers for [`LINGER`]): on the leader
 //! it proposes them, on a follower it sends them to the leader (`RaftPeer.RecordAudit`),
 //! retrying across elections for up to [`GIVE_UP_AFTER`].
 //!
@@ -31,6 +31,8 @@ pub const QUEUE: usize = 4_096;
 /// The most records committed in one log entry.
 const BATCH: usize = 512;
 
+/// How long the first record of a batch waits for others to join it.
+pub const LINGER: Duration = Duration::from_millis(50);
 /// How long a batch is retried (no leader, a leader change) before it is dropped.
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
 
@@ -127,11 +129,18 @@ pub async fn run(node: Node, mut rx: mpsc::Receiver<AuditRecord>, counts: Arc<Co
             flush_on_close(&node, &mut rx, &counts, retention).await;
             return;
         };
+        // The records of the next LINGER join this one: a client writing one call at a
+        // time then pays for an audit entry every few dozen calls, not one per call.
         let mut records = vec![first];
+        let linger = tokio::time::sleep(LINGER);
+        tokio::pin!(linger);
         while records.len() < BATCH {
-            match rx.try_recv() {
-                Ok(r) => records.push(r),
-                Err(_) => break,
+            tokio::select! {
+                r = rx.recv() => match r {
+                    Some(r) => records.push(r),
+                    None => break,
+                },
+                () = &mut linger => break,
             }
         }
         let n = records.len() as u64;
