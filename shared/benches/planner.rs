@@ -1,4 +1,6 @@
-//! Planning benchmark: 10,000 services with 50,000 dependency edges.
+//! Planning benchmark: 10,000 services with 50,000 dependency edges; and the rollback a
+//! failure of each service would trigger (what `flotilla plan` shows for every service)
+//! on 10,000 services in chains of five hard dependencies.
 //!
 //! Run with `cargo bench -p flotilla-shared --bench planner`.
 
@@ -71,5 +73,30 @@ fn planning(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, planning);
+/// `services` services in chains of five: each depends (hard) on the one before it,
+/// except every fifth, which starts a chain.
+fn chains_spec(services: usize) -> ReleaseSpec {
+    let mut spec = release("chains");
+    for v in 0..services {
+        let mut svc = service(&format!("svc-{v:05}"), "1.0.0");
+        if v % 5 != 0 {
+            svc = svc.depends(&format!("svc-{:05}", v - 1), DepKind::Hard);
+        }
+        spec = spec.with(svc);
+    }
+    spec
+}
+
+fn rollbacks(c: &mut Criterion) {
+    let spec = chains_spec(10_000);
+    let plan = Plan::build(&spec, None).unwrap();
+    let mut group = c.benchmark_group("rollback");
+    group.sample_size(20);
+    group.bench_function("every_service_of_10k_in_chains_of_5", |b| {
+        b.iter(|| (0..spec.services.len()).map(|v| plan.rollback_if_failed(black_box(v)).members.len()).sum::<usize>())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, planning, rollbacks);
 criterion_main!(benches);

@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use flotilla_shared::fixtures::{release, service};
-use flotilla_shared::plan::Plan;
-use flotilla_shared::{DepKind, ReleaseSpec};
+use flotilla_shared::plan::{Plan, RollbackRequest};
+use flotilla_shared::{DepKind, ReleaseSpec, RollbackScope, ServiceName};
 use proptest::prelude::*;
 
 /// A random DAG: `n` services named `s0..`, edges `(dependent, dependency)` that respect
@@ -66,6 +66,31 @@ fn longest_chain(n: usize, edges: &[(usize, usize, DepKind)]) -> u32 {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// What a plan shows for a failure of each service (computed in time that follows
+    /// the rollback set) is the rollback of that failure with every service started.
+    #[test]
+    fn the_rollback_shown_for_each_service_is_the_one_with_everything_started(
+        (n, edges) in dag(),
+        scopes in prop::collection::vec(prop::sample::select(vec![RollbackScope::Cascade, RollbackScope::Service, RollbackScope::Release]), 40),
+    ) {
+        let mut spec = spec_of(n, &edges);
+        for (svc, scope) in spec.services.iter_mut().zip(scopes) {
+            svc.policy.rollback_scope = scope;
+        }
+        let plan = Plan::build(&spec, None).expect("a DAG plans");
+        let all: BTreeSet<ServiceName> = spec.services.iter().map(|s| s.name.clone()).collect();
+        for (v, svc) in spec.services.iter().enumerate() {
+            let full = plan.rollback(RollbackRequest {
+                failed: Some(&svc.name),
+                also_failed: &[],
+                scope: svc.policy.rollback_scope,
+                started: &all,
+                expired: &BTreeSet::new(),
+            });
+            prop_assert_eq!(plan.rollback_if_failed(v), full, "the rollback shown for {}", svc.name);
+        }
+    }
 
     #[test]
     fn waves_respect_every_edge_and_hold_each_service_once((n, edges) in dag()) {

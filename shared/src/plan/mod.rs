@@ -198,14 +198,12 @@ impl Plan {
     /// assuming every service has started and none is past its window: what an
     /// offline plan shows.
     pub fn rollback_if_failed(&self, failed: NodeId) -> RollbackPlan {
-        let all: BTreeSet<ServiceName> = self.spec.services.iter().map(|s| s.name.clone()).collect();
-        self.rollback(RollbackRequest {
-            failed: Some(self.graph.name(failed)),
-            also_failed: &[],
-            scope: self.spec.services[failed].policy.rollback_scope,
-            started: &all,
-            expired: &BTreeSet::new(),
-        })
+        rollback::if_everything_started(
+            &self.graph,
+            &self.spec.services,
+            self.graph.name(failed),
+            self.spec.services[failed].policy.rollback_scope,
+        )
     }
 }
 

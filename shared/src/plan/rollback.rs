@@ -1,6 +1,6 @@
 //! Which services a failure rolls back, why each one, and in what order.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 
 use serde::Serialize;
@@ -95,29 +95,55 @@ impl fmt::Display for RollbackStep {
 
 /// Computes the rollback set and its steps.
 pub(crate) fn compute(graph: &ServiceGraph, services: &[ServiceSpec], req: RollbackRequest<'_>) -> RollbackPlan {
-    let n = graph.len();
     let started = |v: NodeId| req.started.contains(graph.name(v));
-    let mut reason: Vec<Option<String>> = vec![None; n];
+    let expired = |s: &ServiceName| req.expired.contains(s);
+    compute_with(graph, services, &req, &started, &expired)
+}
+
+/// The rollback a failure of `failed` triggers under `scope` when every service has
+/// started and none is past its window. Its cost follows the size of the rollback set,
+/// not of the release (a plan shows one for every service).
+pub(crate) fn if_everything_started(
+    graph: &ServiceGraph,
+    services: &[ServiceSpec],
+    failed: &ServiceName,
+    scope: RollbackScope,
+) -> RollbackPlan {
+    let nothing = BTreeSet::new();
+    let req = RollbackRequest { failed: Some(failed), also_failed: &[], scope, started: &nothing, expired: &nothing };
+    compute_with(graph, services, &req, &|_| true, &|_| false)
+}
+
+/// [`compute`] with `req.started` and `req.expired` asked through `started` and `expired`.
+fn compute_with(
+    graph: &ServiceGraph,
+    services: &[ServiceSpec],
+    req: &RollbackRequest<'_>,
+    started: &dyn Fn(NodeId) -> bool,
+    expired: &dyn Fn(&ServiceName) -> bool,
+) -> RollbackPlan {
+    let n = graph.len();
+    // Only the services in the set: a cascade from one service touches its dependents,
+    // not the whole release.
+    let mut reason: BTreeMap<NodeId, String> = BTreeMap::new();
 
     match req.failed.and_then(|f| graph.node(f)) {
         None => {
             for v in (0..n).filter(|&v| started(v)) {
-                reason[v] = Some("the whole release rolls back".to_owned());
+                reason.insert(v, "the whole release rolls back".to_owned());
             }
         }
         Some(failed) => {
             let seeds: Vec<NodeId> =
                 std::iter::once(failed).chain(req.also_failed.iter().filter_map(|s| graph.node(s))).collect();
             for &seed in &seeds {
-                reason[seed] = Some("failed".to_owned());
+                reason.insert(seed, "failed".to_owned());
             }
             match req.scope {
                 RollbackScope::Service => {}
                 RollbackScope::Release => {
-                    for (v, why) in reason.iter_mut().enumerate() {
-                        if why.is_none() && started(v) {
-                            *why = Some(format!("scope is release: {} failed", graph.name(failed)));
-                        }
+                    for v in (0..n).filter(|&v| started(v)) {
+                        reason.entry(v).or_insert_with(|| format!("scope is release: {} failed", graph.name(failed)));
                     }
                 }
                 RollbackScope::Cascade => {
@@ -125,16 +151,17 @@ pub(crate) fn compute(graph: &ServiceGraph, services: &[ServiceSpec], req: Rollb
                     while let Some(v) = queue.pop_front() {
                         for e in graph.dependents(v) {
                             let w = e.dependent;
-                            if reason[w].is_some() || !started(w) || !e.kind.cascades() {
+                            if reason.contains_key(&w) || !started(w) || !e.kind.cascades() {
                                 continue;
                             }
-                            reason[w] = Some(match &e.kind {
+                            let why = match &e.kind {
                                 EdgeKind::Dep(kind) => format!("depends on {} ({kind})", graph.name(v)),
                                 EdgeKind::Contract { contract, .. } => format!(
                                     "requires contract `{contract}` from {}, whose previous version does not serve a compatible one",
                                     graph.name(v)
                                 ),
-                            });
+                            };
+                            reason.insert(w, why);
                             queue.push_back(w);
                         }
                     }
@@ -145,16 +172,16 @@ pub(crate) fn compute(graph: &ServiceGraph, services: &[ServiceSpec], req: Rollb
 
     // Dependents first: a dependent's wave is always above its dependencies', so the
     // highest wave goes first; inside a wave, release order.
-    let mut order: Vec<NodeId> = (0..n).filter(|&v| reason[v].is_some()).collect();
-    order.sort_by_key(|&v| (std::cmp::Reverse(graph.wave(v)), v));
+    let mut order: Vec<(NodeId, String)> = reason.into_iter().collect();
+    order.sort_by_key(|&(v, _)| (std::cmp::Reverse(graph.wave(v)), v));
 
     let mut members = Vec::with_capacity(order.len());
     let mut steps = Vec::with_capacity(order.len());
-    for v in order {
+    for (v, why) in order {
         let service = graph.name(v).clone();
         let spec = &services[v];
-        members.push(Member { service: service.clone(), reason: reason[v].take().unwrap_or_default() });
-        if req.expired.contains(&service) {
+        members.push(Member { service: service.clone(), reason: why });
+        if expired(&service) {
             let window = humantime::format_duration(spec.policy.rollback_window);
             steps.push(RollbackStep::Pause {
                 service,
