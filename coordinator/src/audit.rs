@@ -5,9 +5,10 @@
 //! outcome); a service names what the call acted on through the [`AuditNote`] it finds
 //! in the request. Records go into a bounded queue (a call never waits for its record,
 //! and a flood of refused calls cannot hold up the cluster: when the queue is full a
-//! record is dropped and counted). [`run`] drains the queue in batches (a batch gathers for [`LINGER`]): on the leader
-//! it proposes them, on a follower it sends them to the leader (`RaftPeer.RecordAudit`),
-//! retrying across elections for up to [`GIVE_UP_AFTER`].
+//! record is dropped and counted). [`run`] drains the queue in batches, each gathering
+//! for [`LINGER`]: on the leader it proposes them, on a follower it sends them to the
+//! leader (`RaftPeer.RecordAudit`), retrying across elections for up to
+//! [`GIVE_UP_AFTER`].
 //!
 //! A coordinator that dies between a call and the commit of its record loses that
 //! record; the call's own effect (a release event, a token) still names its actor.
@@ -33,6 +34,7 @@ const BATCH: usize = 512;
 
 /// How long the first record of a batch waits for others to join it.
 pub const LINGER: Duration = Duration::from_millis(50);
+
 /// How long a batch is retried (no leader, a leader change) before it is dropped.
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
 
