@@ -322,19 +322,61 @@ pub fn leader_hint(status: &Status) -> Option<NotLeader> {
     hint.filter(|hint| !hint.leader_addr.is_empty())
 }
 
+/// The most errors of a refused spec that its status carries. A status travels in
+/// HTTP/2 trailers, which clients cap (16 KiB by default), so a spec with thousands of
+/// errors is answered with its first ones and the count, not with a stream reset.
+pub const MAX_REPORTED_SPEC_ERRORS: usize = 10;
+
+/// The most bytes of one error's text (its message, or its rendering with the source
+/// excerpt) that a status carries.
+pub const MAX_SPEC_ERROR_BYTES: usize = 512;
+
 /// An INVALID_ARGUMENT status for a refused spec: `rendered` is the full text the
-/// CLI prints; the details carry `ErrorInfo` INVALID_SPEC, a `BadRequest` with one
-/// violation of `spec_toml` per error, and the diagnostics as `SpecErrors`.
+/// CLI prints; the details carry `ErrorInfo` INVALID_SPEC (metadata `errors`: how many
+/// there are), a `BadRequest` with one violation of `spec_toml` per error, and the
+/// diagnostics as `SpecErrors`. At most [`MAX_REPORTED_SPEC_ERRORS`] errors, each cut
+/// to [`MAX_SPEC_ERROR_BYTES`], are carried; the message then ends with how many
+/// there were.
 pub fn invalid_spec(rendered: impl Into<String>, errors: &SpecErrors) -> Status {
-    let violations = errors.errors.iter().map(|d| {
+    let total = errors.errors.len();
+    let mut rendered = rendered.into();
+    let mut carried = errors.clone();
+    let too_long =
+        |d: &crate::v1::Diagnostic| d.message.len() > MAX_SPEC_ERROR_BYTES || d.rendered.len() > MAX_SPEC_ERROR_BYTES;
+    if total > MAX_REPORTED_SPEC_ERRORS || errors.errors.iter().any(too_long) {
+        carried.errors.truncate(MAX_REPORTED_SPEC_ERRORS);
+        for d in &mut carried.errors {
+            clip(&mut d.message, MAX_SPEC_ERROR_BYTES);
+            clip(&mut d.rendered, MAX_SPEC_ERROR_BYTES);
+        }
+        let mut text = carried.errors.iter().map(|d| d.rendered.as_str()).collect::<Vec<_>>().join("\n\n");
+        if total > carried.errors.len() {
+            text.push_str(&format!("\n\n{total} errors; the first {} are shown", carried.errors.len()));
+        }
+        rendered = text;
+    }
+    let violations = carried.errors.iter().map(|d| {
         let at = d.location.as_ref().map_or_else(String::new, |l| format!("{}:{}:{}: ", l.file, l.line, l.column));
         ("spec_toml", format!("{at}{}", d.message))
     });
     ErrorBuilder::new(Code::InvalidArgument, Reason::InvalidSpec, rendered)
-        .meta("errors", &errors.errors.len())
+        .meta("errors", &total)
         .bad_request(violations)
-        .detail(SPEC_ERRORS_TYPE_URL, errors)
+        .detail(SPEC_ERRORS_TYPE_URL, &carried)
         .build()
+}
+
+/// Cuts `text` to at most `max` bytes, at a character boundary, marking the cut.
+fn clip(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str("...");
 }
 
 /// The diagnostics of a status made by [`invalid_spec`], if it is one.
@@ -416,6 +458,37 @@ mod tests {
         assert_eq!(bad.field_violations[0].description, "spec.toml:3:1: unknown key `verison`");
         assert!(has_reason(&status, Reason::InvalidSpec));
         assert_eq!(spec_errors(&Status::invalid_argument("plain")), None);
+    }
+
+    /// Ten thousand errors (a 10,000-service spec against a fleet that runs none of it)
+    /// make a status that fits in the trailers a client accepts, and still says how
+    /// many errors there were and where the first ones are.
+    #[test]
+    fn a_spec_with_thousands_of_errors_is_refused_within_a_clients_trailer_limit() {
+        let diagnostic = |i: usize| Diagnostic {
+            severity: Severity::Error as i32,
+            location: Some(SourceLocation { file: "big.toml".to_owned(), line: 3 + 7 * i as u32, column: 1 }),
+            message: format!("`svc-{i:05}` selects hosts * but no host in the fleet matches"),
+            rendered: format!(
+                "error: `svc-{i:05}` selects hosts * but no host in the fleet matches\n --> big.toml:{}:1\n{}",
+                3 + 7 * i,
+                "x".repeat(if i == 0 { 5_000 } else { 150 })
+            ),
+        };
+        let errors = SpecErrors { errors: (0..10_000).map(diagnostic).collect() };
+        let full: String = errors.errors.iter().map(|d| d.rendered.as_str()).collect::<Vec<_>>().join("\n\n");
+        let status = invalid_spec(full, &errors);
+        let headers = status.clone().into_http::<()>();
+        let trailer_bytes: usize = headers.headers().iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+        assert!(trailer_bytes < 16 * 1024, "a refused spec's status takes {trailer_bytes} bytes of headers");
+        assert!(status.message().ends_with("10000 errors; the first 10 are shown"), "{}", status.message());
+        assert!(status.message().starts_with("error: `svc-00000` selects hosts *"));
+        let carried = spec_errors(&status).unwrap();
+        assert_eq!(carried.errors.len(), MAX_REPORTED_SPEC_ERRORS);
+        assert!(carried.errors.iter().all(|d| d.rendered.len() <= MAX_SPEC_ERROR_BYTES));
+        assert_eq!(carried.errors[9].location.as_ref().unwrap().line, 66);
+        assert_eq!(status.get_details_error_info().unwrap().metadata["errors"], "10000");
+        assert_eq!(status.get_details_bad_request().unwrap().field_violations.len(), MAX_REPORTED_SPEC_ERRORS);
     }
 
     #[test]
