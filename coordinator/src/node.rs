@@ -894,9 +894,8 @@ mod tests {
         }
         let entries = node.raft().metrics().borrow().last_log_index.unwrap_or(0) - before;
         assert!(entries < WRITES as u64, "{WRITES} concurrent writes took {entries} entries: none were shared");
-        let audited: Vec<String> = node.read_local(|s| s.access().audit().map(|r| r.method.clone()).collect());
+        let mut got: Vec<String> = node.read_local(|s| s.access().audit().map(|r| r.method.clone()).collect());
         let mut expected: Vec<String> = (0..WRITES).step_by(2).map(|i| format!("call-{i}")).collect();
-        let mut got = audited.clone();
         got.sort();
         expected.sort();
         assert_eq!(got, expected, "every audit write applied exactly once");

@@ -339,12 +339,10 @@ pub const MAX_SPEC_ERROR_BYTES: usize = 512;
 /// there were.
 pub fn invalid_spec(rendered: impl Into<String>, errors: &SpecErrors) -> Status {
     let total = errors.errors.len();
-    let mut rendered = rendered.into();
-    let mut carried = errors.clone();
     let too_long =
         |d: &crate::v1::Diagnostic| d.message.len() > MAX_SPEC_ERROR_BYTES || d.rendered.len() > MAX_SPEC_ERROR_BYTES;
-    if total > MAX_REPORTED_SPEC_ERRORS || errors.errors.iter().any(too_long) {
-        carried.errors.truncate(MAX_REPORTED_SPEC_ERRORS);
+    let (rendered, carried) = if total > MAX_REPORTED_SPEC_ERRORS || errors.errors.iter().any(too_long) {
+        let mut carried = SpecErrors { errors: errors.errors.iter().take(MAX_REPORTED_SPEC_ERRORS).cloned().collect() };
         for d in &mut carried.errors {
             clip(&mut d.message, MAX_SPEC_ERROR_BYTES);
             clip(&mut d.rendered, MAX_SPEC_ERROR_BYTES);
@@ -353,8 +351,10 @@ pub fn invalid_spec(rendered: impl Into<String>, errors: &SpecErrors) -> Status 
         if total > carried.errors.len() {
             text.push_str(&format!("\n\n{total} errors; the first {} are shown", carried.errors.len()));
         }
-        rendered = text;
-    }
+        (text, carried)
+    } else {
+        (rendered.into(), errors.clone())
+    };
     let violations = carried.errors.iter().map(|d| {
         let at = d.location.as_ref().map_or_else(String::new, |l| format!("{}:{}:{}: ", l.file, l.line, l.column));
         ("spec_toml", format!("{at}{}", d.message))

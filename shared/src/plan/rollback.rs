@@ -97,7 +97,8 @@ impl fmt::Display for RollbackStep {
 pub(crate) fn compute(graph: &ServiceGraph, services: &[ServiceSpec], req: RollbackRequest<'_>) -> RollbackPlan {
     let started = |v: NodeId| req.started.contains(graph.name(v));
     let expired = |s: &ServiceName| req.expired.contains(s);
-    compute_with(graph, services, &req, &started, &expired)
+    let failure = Failure { failed: req.failed, also_failed: req.also_failed, scope: req.scope };
+    compute_with(graph, services, failure, &started, &expired)
 }
 
 /// The rollback a failure of `failed` triggers under `scope` when every service has
@@ -109,16 +110,25 @@ pub(crate) fn if_everything_started(
     failed: &ServiceName,
     scope: RollbackScope,
 ) -> RollbackPlan {
-    let nothing = BTreeSet::new();
-    let req = RollbackRequest { failed: Some(failed), also_failed: &[], scope, started: &nothing, expired: &nothing };
-    compute_with(graph, services, &req, &|_| true, &|_| false)
+    let failure = Failure { failed: Some(failed), also_failed: &[], scope };
+    compute_with(graph, services, failure, &|_| true, &|_| false)
 }
 
-/// [`compute`] with `req.started` and `req.expired` asked through `started` and `expired`.
+/// What failed and how far the rollback reaches: a [`RollbackRequest`] without the
+/// sets of started and expired services, which [`compute_with`] asks about instead.
+#[derive(Clone, Copy)]
+struct Failure<'a> {
+    failed: Option<&'a ServiceName>,
+    also_failed: &'a [ServiceName],
+    scope: RollbackScope,
+}
+
+/// [`compute`] with whether a service started, and whether it is past its window,
+/// asked through `started` and `expired`.
 fn compute_with(
     graph: &ServiceGraph,
     services: &[ServiceSpec],
-    req: &RollbackRequest<'_>,
+    req: Failure<'_>,
     started: &dyn Fn(NodeId) -> bool,
     expired: &dyn Fn(&ServiceName) -> bool,
 ) -> RollbackPlan {
