@@ -84,6 +84,9 @@ struct Proc {
     ticks: u64,
     started_unix_ms: i64,
     spawned_at: Instant,
+    /// Spawned by this driver: its monitor reaps it and so learns its exit status
+    /// (an adopted process is only polled, and its status is never known).
+    ours: bool,
 }
 
 #[derive(Debug)]
@@ -180,7 +183,7 @@ fn spawn(launch: &Launch, host_note: &str) -> Result<(tokio::process::Child, Pro
     let child = spawn_detached(cmd, &launch.release_dir, &launch.env, log, &launch.command)?;
     let pid = child.id().unwrap_or(0);
     let ticks = proc_start_ticks(pid).unwrap_or(0);
-    Ok((child, Proc { pid, ticks, started_unix_ms: now_unix_ms(), spawned_at: Instant::now() }))
+    Ok((child, Proc { pid, ticks, started_unix_ms: now_unix_ms(), spawned_at: Instant::now(), ours: true }))
 }
 
 /// Spawns `cmd` in `cwd` with `env`, in its own process group (so it outlives the
@@ -247,6 +250,22 @@ pub fn proc_start_ticks(pid: u32) -> Option<u64> {
 /// Whether `pid` is alive and is the process that started at `ticks`.
 pub fn is_alive(pid: u32, ticks: u64) -> bool {
     proc_start_ticks(pid).is_some_and(|t| t == ticks)
+}
+
+/// How the process `pid` that started at `ticks` ended, while it is a zombie (exited,
+/// not yet reaped), in the words of [`std::process::ExitStatus`]'s `Display`
+/// (`exit status: 3`, `signal: 9 (SIGKILL)`): `/proc/<pid>/stat` field 52 is its wait
+/// status. `None` once it is reaped, or while it runs.
+fn zombie_exit(pid: u32, ticks: u64) -> Option<String> {
+    use std::os::unix::process::ExitStatusExt;
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if fields.first() != Some(&"Z") || fields.get(19)?.parse::<u64>().ok()? != ticks {
+        return None;
+    }
+    let wait_status: i32 = fields.get(49)?.parse().ok()?;
+    Some(std::process::ExitStatus::from_raw(wait_status).to_string())
 }
 
 /// Kills the process group it holds when dropped (a hook whose wait was abandoned).
@@ -377,7 +396,7 @@ async fn monitor(shared: Arc<Shared>, service: String, mut child: Option<tokio::
                 slot.crash_streak = slot.crash_streak.saturating_add(1);
                 // Try again after the next backoff: pretend the failed spawn was a crash.
                 child = None;
-                proc = Proc { pid: 0, ticks: 0, started_unix_ms: 0, spawned_at: Instant::now() };
+                proc = Proc { pid: 0, ticks: 0, started_unix_ms: 0, spawned_at: Instant::now(), ours: true };
                 slot.proc = Some(proc);
             }
         }
@@ -455,14 +474,28 @@ impl Driver for ProcessDriver {
     fn status(&self, service: &str) -> Option<ProcessStatus> {
         let mut slots = self.shared.slots();
         let slot = slots.get_mut(service)?;
-        // Between the exit and the monitor noticing it, report what /proc says.
+        // Between the exit and the monitor recording it, report what /proc says.
         if let Some(p) = slot.proc
             && p.pid != 0
             && !is_alive(p.pid, p.ticks)
         {
+            let last_exit = if p.ours {
+                match zombie_exit(p.pid, p.ticks) {
+                    // Exited, not yet reaped: the kernel still holds its exit status.
+                    Some(exit) => Some(exit),
+                    // Reaped: only the monitor does that, and it records the status as
+                    // soon as it has this lock, with nothing to wait for in between.
+                    // Until then it counts as running, so no caller sees an exit
+                    // without its status.
+                    None => return Some(slot.status()),
+                }
+            } else {
+                None
+            };
             let mut status = slot.status();
             status.pid = 0;
             status.state = if slot.supervise { RunState::Crashed } else { RunState::Failed };
+            status.last_exit = last_exit;
             return Some(status);
         }
         Some(slot.status())
@@ -515,6 +548,7 @@ impl Driver for ProcessDriver {
             ticks: record.start_ticks,
             started_unix_ms: record.started_unix_ms,
             spawned_at: Instant::now(),
+            ours: false,
         };
         let mut slot = Slot {
             launch: record.launch,
@@ -665,6 +699,8 @@ pub fn read_tail(path: &Path, from: u64, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[test]
@@ -682,6 +718,77 @@ mod tests {
         assert!(is_alive(me, ticks));
         assert!(!is_alive(me, ticks + 1));
         assert_eq!(process_group_of(me).map(|g| g > 0), Some(true));
+    }
+
+    /// Waits (bounded) until `pid` shows as a zombie in `/proc`.
+    fn wait_zombie(pid: u32) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat of an unreaped child");
+            if stat[stat.rfind(')').expect("comm") + 1..].trim_start().starts_with('Z') {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{pid} did not exit: {stat}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_zombie_tells_how_it_ended_until_it_is_reaped() {
+        for (script, expect) in [("read _; exit 3", "exit status: 3"), ("read _; kill -9 $$", "signal: 9 (SIGKILL)")] {
+            // It waits for its stdin to close, so its start time is read while it runs.
+            let mut child = std::process::Command::new("/bin/sh")
+                .args(["-c", script])
+                .stdin(Stdio::piped())
+                .spawn()
+                .expect("spawn sh");
+            let pid = child.id();
+            let ticks = proc_start_ticks(pid).expect("start time of a running child");
+            drop(child.stdin.take());
+            wait_zombie(pid);
+            assert!(!is_alive(pid, ticks));
+            assert_eq!(zombie_exit(pid, ticks).as_deref(), Some(expect));
+            assert_eq!(zombie_exit(pid, ticks + 1), None, "another process's start time");
+            let status = child.wait().expect("reap");
+            assert_eq!(status.to_string(), expect, "the monitor's words");
+            assert_eq!(zombie_exit(pid, ticks), None, "reaped");
+        }
+        assert_eq!(zombie_exit(std::process::id(), proc_start_ticks(std::process::id()).expect("own")), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_process_seen_gone_always_comes_with_its_exit_status() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layout = Layout::new(dir.path());
+        layout.create().expect("layout");
+        let driver = ProcessDriver::new(layout, Backoff::default());
+        let release_dir = dir.path().join("release");
+        fs::create_dir_all(&release_dir).expect("release dir");
+        // Each round races the status poll against the exit and the monitor's reaping.
+        for round in 0..50 {
+            let launch = Launch {
+                service: "web".to_owned(),
+                version: format!("1.0.{round}"),
+                release_dir: release_dir.clone(),
+                command: "/bin/sh".to_owned(),
+                args: vec!["-c".to_owned(), "exit 3".to_owned()],
+                env: BTreeMap::new(),
+                log_file: dir.path().join("web.log"),
+                stop_timeout_ms: 1000,
+            };
+            driver.start(&launch).await.expect("start");
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let status = loop {
+                let status = driver.status("web").expect("a slot");
+                if !status.is_running() {
+                    break status;
+                }
+                assert!(std::time::Instant::now() < deadline, "round {round}: still running: {status:?}");
+                tokio::task::yield_now().await;
+            };
+            assert_eq!(status.last_exit.as_deref(), Some("exit status: 3"), "round {round}: {status:?}");
+            assert_eq!(status.state, RunState::Failed, "round {round}");
+        }
     }
 
     #[test]
