@@ -191,7 +191,7 @@ impl Leader {
             return Some(p.clone());
         }
         let rec = state.release(id)?;
-        match engine::replan(&rec.spec_text, &rec.file_name, &rec.fleet_json) {
+        match crate::plans::replan(&rec.spec_text, &rec.file_name, &rec.fleet_json) {
             Ok(p) => {
                 let p = Arc::new(p);
                 self.plans.insert(id.to_owned(), p.clone());
@@ -240,7 +240,7 @@ impl Leader {
             let Some(p) = &planned else { return Vec::new() };
             resends(rec.run.outstanding(), only, |cid, st| {
                 let stage = rec.run.stages.get(st.stage).map(|x| x.name.clone()).unwrap_or_default();
-                engine::steps::build(id, cid, term, st, p.0.spec(), &stage)
+                crate::steps::build(id, cid, term, st, p.0.spec(), &stage)
             })
         });
         let mut sent = Vec::new();

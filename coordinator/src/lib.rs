@@ -8,7 +8,6 @@ pub mod backup;
 pub mod config;
 pub mod daemon;
 pub mod driver;
-pub mod engine;
 pub mod enrolment;
 pub mod error;
 pub mod fleet;
@@ -16,11 +15,15 @@ pub mod formation;
 pub mod http;
 pub mod leadership;
 pub mod node;
+pub mod plans;
 pub mod raft;
 pub mod server;
 pub mod state;
+pub mod steps;
 pub mod store;
 
 pub use config::{CoordinatorArgs, CoordinatorCommand, CoordinatorConfig, SnapshotCommand};
+/// The release engine (its own crate, `flotilla-engine`, so that it stays pure).
+pub use flotilla_engine as engine;
 /// A plan as the API shows it (`flotilla.v1.Plan`); `flotilla plan` prints the same.
 pub use server::plan_view;

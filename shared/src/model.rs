@@ -249,6 +249,12 @@ impl fmt::Display for RollbackScope {
     }
 }
 
+/// A duration as Flotilla writes it in messages and events (`1m 30s`, `250ms`): the
+/// form a spec's durations are written in.
+pub fn format_duration(d: std::time::Duration) -> impl fmt::Display {
+    humantime::format_duration(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

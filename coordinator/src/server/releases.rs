@@ -98,7 +98,7 @@ async fn closing(life: &mut tokio::sync::watch::Receiver<Lifecycle>) {
 const WATCH_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn view(r: &ReleaseRecord) -> v1::Release {
-    let planned = engine::replan(&r.spec_text, &r.file_name, &r.fleet_json).ok();
+    let planned = crate::plans::replan(&r.spec_text, &r.file_name, &r.fleet_json).ok();
     let mut release = release_view::release(r, planned.as_ref().map(|(p, _)| p));
     release.plan = planned.map(|(p, _)| super::plan_view::plan(&p, &SourceFile::new(&r.file_name, &r.spec_text)));
     release
@@ -142,7 +142,7 @@ async fn known_to_cluster(node: &Node, id: &str) -> Result<bool, Status> {
 
 fn services_total(r: &ReleaseRecord) -> usize {
     r.run.stages.first().map_or_else(
-        || engine::replan(&r.spec_text, &r.file_name, &r.fleet_json).map_or(0, |(p, _)| p.spec().services.len()),
+        || crate::plans::replan(&r.spec_text, &r.file_name, &r.fleet_json).map_or(0, |(p, _)| p.spec().services.len()),
         |st| st.services.len(),
     )
 }
@@ -573,7 +573,7 @@ impl Releases for ReleasesService {
 type Approvable = Vec<(String, ApprovalRule)>;
 
 fn approvable(r: &ReleaseRecord) -> (Approvable, Approvable) {
-    match engine::replan(&r.spec_text, &r.file_name, &r.fleet_json) {
+    match crate::plans::replan(&r.spec_text, &r.file_name, &r.fleet_json) {
         Ok((plan, _)) => {
             let rule_of_stage =
                 |name: &str| plan.spec().stages.iter().find(|st| st.name == name).map(|st| st.approval_by);
@@ -655,7 +655,7 @@ fn rollback_fact(
         _ => {}
     }
     let (plan, fleet) =
-        engine::replan(&r.spec_text, &r.file_name, &r.fleet_json).map_err(CoordinatorError::Internal)?;
+        crate::plans::replan(&r.spec_text, &r.file_name, &r.fleet_json).map_err(CoordinatorError::Internal)?;
     let failed: Vec<flotilla_shared::model::ServiceName> = match service {
         Some(s) => {
             if plan.spec().service(s).is_none() {

@@ -197,7 +197,7 @@ pub type Footprint = BTreeMap<ServiceName, BTreeSet<HostId>>;
 /// leader planned the same text against the same fleet, so this cannot fail for a
 /// release it accepted; a release that no longer plans touches nothing).
 pub(crate) fn footprint_of(spec_text: &str, file_name: &str, fleet_json: &str) -> Footprint {
-    crate::engine::replan(spec_text, file_name, fleet_json).map(|(plan, _)| plan.footprint()).unwrap_or_default()
+    crate::plans::replan(spec_text, file_name, fleet_json).map(|(plan, _)| plan.footprint()).unwrap_or_default()
 }
 
 /// A submitted release as the state machine keeps it.

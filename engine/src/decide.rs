@@ -347,7 +347,7 @@ impl Decider<'_, '_> {
             .filter(|(_, s)| matches!(s, HostState::Deploying(_) | HostState::Baking(_)))
             .map(|(h, _)| h.as_str())
             .collect();
-        let pd = humantime::format_duration(Duration::from_millis(svc.progress_deadline_ms));
+        let pd = flotilla_shared::model::format_duration(Duration::from_millis(svc.progress_deadline_ms));
         let mut reason = format!("no progress for {pd} (progress_deadline)");
         if !waiting.is_empty() {
             reason.push_str(&format!("; no result from {}", waiting.join(", ")));

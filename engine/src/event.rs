@@ -91,7 +91,7 @@ pub struct Event {
 }
 
 impl Event {
-    pub(crate) fn new(index: u64, at_unix_ms: i64, kind: EventKind, message: String) -> Self {
+    pub fn new(index: u64, at_unix_ms: i64, kind: EventKind, message: String) -> Self {
         Self {
             index,
             at_unix_ms,

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use flotilla_coordinator::engine::{
+use flotilla_engine::{
     ApprovalKind, Context, Env, EventKind, Fact, Outcome, Phase, RollbackAction, Run, ServiceState, StepKind, Terminal,
     decide, rollback_decision,
 };
@@ -55,7 +55,7 @@ impl Sim {
         Context { release: "r-1", plan: &self.plan, fleet: &self.fleet }
     }
 
-    fn decide(&self) -> flotilla_coordinator::engine::Decision {
+    fn decide(&self) -> flotilla_engine::Decision {
         let offline = self.offline.clone();
         let online = move |h: &HostId| !offline.contains(h);
         decide(&self.run, self.ctx(), &Env { now_unix_ms: self.now, online: &online })
@@ -313,7 +313,7 @@ fn batches_go_canary_then_cumulative_sizes_each_baked_and_hosts_at_target_are_sk
         .unwrap()
         .hosts
         .values()
-        .filter(|h| **h == flotilla_coordinator::engine::HostState::Skipped)
+        .filter(|h| **h == flotilla_engine::HostState::Skipped)
         .count();
     assert_eq!(skipped, 2);
     assert!(!sim.run.steps.values().any(|s| s.host.as_str() == "h11" || s.host.as_str() == "h12"));
@@ -793,7 +793,7 @@ fn a_steps_outcome_is_recorded_once_and_a_stale_decision_does_not_apply() {
         stage: 0,
         service: "web".into(),
         batch: 0,
-        dispatches: vec![flotilla_coordinator::engine::Dispatch { host: "h1".into(), command_id: "r-1.99".into() }],
+        dispatches: vec![flotilla_engine::Dispatch { host: "h1".into(), command_id: "r-1.99".into() }],
         offline: vec![],
     };
     assert!(sim.run.apply(sim.now, &again).is_err());
@@ -850,7 +850,7 @@ fn a_bake_interrupted_by_an_agent_restart_bakes_the_host_again_without_deploying
 
 #[test]
 fn a_step_interrupted_by_an_agent_restart_is_sent_again_and_fails_only_after_its_attempts() {
-    use flotilla_coordinator::engine::MAX_ATTEMPTS;
+    use flotilla_engine::MAX_ATTEMPTS;
     let mut web = quick(service("web", "2.0.0"));
     web.policy.on_failure = OnFailure::Pause;
     let db = quick(service("db", "2.0.0").migrations(true));

@@ -7,7 +7,7 @@ use std::time::Duration;
 use flotilla_proto::v1;
 use flotilla_shared::spec::{HealthCheck, Probe, ReleaseSpec, ServiceSpec};
 
-use super::run::{StepKind, StepRecord};
+use crate::engine::{StepKind, StepRecord};
 
 /// The command for a step, sent in leader term `term`; `None` when the spec does not
 /// have what the step names (a bug, logged by the caller).

@@ -318,9 +318,16 @@ pub struct Run {
 }
 
 /// Why a fact was not applied.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal(pub String);
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refusal {}
 
 fn refuse<T>(why: impl Into<String>) -> Result<T, Refusal> {
     Err(Refusal(why.into()))
@@ -369,7 +376,7 @@ impl Run {
     }
 
     /// Records a release event; `at` and the actor come from the fact.
-    pub(crate) fn record(&mut self, at: i64, kind: EventKind, message: String) -> &mut Event {
+    pub fn record(&mut self, at: i64, kind: EventKind, message: String) -> &mut Event {
         let index = self.events.len() as u64 + 1;
         self.events.push(Event::new(index, at, kind, message));
         self.events.last_mut().expect("just pushed")
@@ -630,7 +637,7 @@ impl Run {
                     EventKind::BakeStarted,
                     format!(
                         "{service} {version}: batch {batch_name} healthy, baking for {}",
-                        humantime::format_duration(std::time::Duration::from_millis(duration))
+                        flotilla_shared::model::format_duration(std::time::Duration::from_millis(duration))
                     ),
                 );
                 e.stage = stage_name;
@@ -1311,7 +1318,7 @@ fn suffix(text: &str) -> String {
 }
 
 /// `web-1, web-2` (at most 8 named, then a count).
-pub(crate) fn join_hosts<'a>(hosts: impl Iterator<Item = &'a HostId>) -> String {
+pub fn join_hosts<'a>(hosts: impl Iterator<Item = &'a HostId>) -> String {
     let all: Vec<&str> = hosts.map(HostId::as_str).collect();
     if all.len() <= 8 { all.join(", ") } else { format!("{} and {} more", all[..8].join(", "), all.len() - 8) }
 }
