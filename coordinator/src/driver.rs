@@ -1,27 +1,27 @@
 //! The release engine's async shell on the leader: it commits the
-//! engine's decisions through Raft, sends the steps they create to agents through the
-//! [`AgentHub`], commits every agent report before the engine reacts to it, and after
-//! a leader change re-sends every step that has no committed result.
+//! engine's decisions through Raft, performs the [`Action`]s the committed facts
+//! imply (send a step, cancel one) through the [`AgentHub`], commits every agent
+//! report before the engine reacts to it, and after a leader change (or when an agent
+//! connects) performs what the engine says is owed for the steps without a result.
+//! It knows nothing of the facts it commits: what to send comes from the engine.
 //!
 //! All state lives in the replicated state machine; this task keeps only caches
-//! (rebuilt plans, which cancels it has sent) and can be restarted at any time.
+//! (which cancels it has sent) and can be restarted at any time.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_proto::v1;
-use flotilla_shared::inventory::Fleet;
 use flotilla_shared::model::HostId;
-use flotilla_shared::plan::Plan;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::engine::{self, Context, Env, Fact, Outcome};
+use crate::engine::{self, Action, CommandId, Context, Env, Fact, Outcome};
 use crate::error::CoordinatorError;
 use crate::fleet::{AgentHub, AgentReport};
 use crate::leadership::Leadership;
 use crate::node::{Node, now_unix_ms};
+use crate::plans::Planned;
 use crate::state::{Op, ReleaseId, Response, State};
 
 /// How often the engine looks at its releases when nothing happens.
@@ -72,9 +72,6 @@ async fn run(node: Node, hub: AgentHub, mut reports: mpsc::Receiver<AgentReport>
     }
 }
 
-/// Cached plan and planning fleet of a release.
-type Planned = Arc<(Plan, Fleet)>;
-
 /// The facts the engine decided for a release against run `version`.
 struct Decided {
     id: ReleaseId,
@@ -86,8 +83,7 @@ struct Leader {
     node: Node,
     hub: AgentHub,
     term: u64,
-    plans: HashMap<ReleaseId, Planned>,
-    cancels_sent: BTreeSet<String>,
+    cancels_sent: BTreeSet<CommandId>,
     last_applied: Option<u64>,
     /// Per release, the run version at which the engine last decided nothing, and the
     /// deadline it asked to be woken at.
@@ -96,15 +92,7 @@ struct Leader {
 
 impl Leader {
     fn new(node: Node, hub: AgentHub, term: u64) -> Self {
-        Self {
-            node,
-            hub,
-            term,
-            plans: HashMap::new(),
-            cancels_sent: BTreeSet::new(),
-            last_applied: None,
-            quiet: HashMap::new(),
-        }
+        Self { node, hub, term, cancels_sent: BTreeSet::new(), last_applied: None, quiet: HashMap::new() }
     }
 
     fn still_leading(&self, m: &openraft::RaftMetrics<crate::raft::NodeId, openraft::BasicNode>) -> bool {
@@ -186,17 +174,11 @@ impl Leader {
         })
     }
 
-    fn planned(&mut self, state: &State, id: &str) -> Option<Planned> {
-        if let Some(p) = self.plans.get(id) {
-            return Some(p.clone());
-        }
-        let rec = state.release(id)?;
-        match crate::plans::replan(&rec.spec_text, &rec.file_name, &rec.fleet_json) {
-            Ok(p) => {
-                let p = Arc::new(p);
-                self.plans.insert(id.to_owned(), p.clone());
-                Some(p)
-            }
+    /// The plan of a release the state holds (built once, shared with the API); `None`
+    /// (logged) for a stored release that no longer plans.
+    fn planned(state: &State, id: &str) -> Option<Planned> {
+        match state.release(id)?.plan() {
+            Ok(p) => Some(p),
             Err(e) => {
                 tracing::error!(release = id, error = %e, "the stored release no longer plans; it cannot be driven");
                 None
@@ -209,17 +191,13 @@ impl Leader {
     /// with this leader yet (sent when it registers).
     async fn take_over(&mut self) -> Result<(), CoordinatorError> {
         for id in self.active() {
-            let (started, outstanding) = self.node.read_local(|s| match s.release(&id) {
-                Some(r) => (r.run.version > 0, r.run.outstanding().map(|(cid, _)| cid.clone()).collect()),
+            let (started, owed) = self.node.read_local(|s| match s.release(&id) {
+                Some(r) => (r.run.version > 0, r.run.resend(None)),
                 None => (false, Vec::new()),
             });
-            let sent_now = self.send_outstanding(&id, None);
-            tracing::info!(
-                release = id,
-                outstanding = outstanding.len(),
-                sent_now = sent_now.len(),
-                "took the release over"
-            );
+            let outstanding: Vec<CommandId> = owed.iter().map(|a| a.command().clone()).collect();
+            let sent_now = self.perform(&id, &owed);
+            tracing::info!(release = id, outstanding = outstanding.len(), sent_now, "took the release over");
             if started {
                 let fact = Fact::LeaderChanged { node: self.node.id(), resent: outstanding };
                 self.propose(&id, None, fact).await?;
@@ -228,39 +206,52 @@ impl Leader {
         Ok(())
     }
 
-    /// Sends the release's steps that have no result (to `only` when given), or the
-    /// cancel of those marked for cancellation; returns the ids of the steps sent.
-    fn send_outstanding(&mut self, id: &str, only: Option<&str>) -> Vec<String> {
+    /// Performs `actions` of release `id`: builds each step to send from the run's
+    /// record of it and the release's spec, and sends it or its cancel through the hub
+    /// (a host without a session gets its step when it connects). Returns how many
+    /// steps were sent.
+    fn perform(&mut self, id: &str, actions: &[Action]) -> usize {
+        if actions.is_empty() {
+            return 0;
+        }
         let term = self.term;
-        let mut planned = None;
         let node = self.node.clone();
-        let resends: Vec<Resend> = node.read_local(|s| {
-            let Some(rec) = s.release(id) else { return Vec::new() };
-            planned = self.planned(s, id);
-            let Some(p) = &planned else { return Vec::new() };
-            resends(rec.run.outstanding(), only, |cid, st| {
-                let stage = rec.run.stages.get(st.stage).map(|x| x.name.clone()).unwrap_or_default();
-                crate::steps::build(id, cid, term, st, p.0.spec(), &stage)
-            })
+        let built: Vec<(&Action, Option<v1::Step>)> = node.read_local(|s| {
+            let rec = s.release(id);
+            let planned = Self::planned(s, id);
+            actions
+                .iter()
+                .map(|action| {
+                    let step = match action {
+                        Action::Send { command, .. } => rec.zip(planned.as_ref()).and_then(|(rec, p)| {
+                            let st = rec.run.steps.get(command)?;
+                            let stage = rec.run.stages.get(st.stage).map(|x| x.name.as_str()).unwrap_or_default();
+                            crate::steps::build(id, &command.to_string(), term, st, p.0.spec(), stage)
+                        }),
+                        Action::Cancel { .. } => None,
+                    };
+                    (action, step)
+                })
+                .collect()
         });
-        let mut sent = Vec::new();
-        for resend in resends {
-            match resend {
-                Resend::Cancel { command_id, host } => {
-                    self.hub.cancel(&host, &command_id, term, CANCEL_REASON);
-                    self.cancels_sent.insert(command_id);
+        let mut sent = 0;
+        for (action, step) in built {
+            match (action, step) {
+                (Action::Cancel { command, host }, _) => {
+                    self.hub.cancel(host.as_str(), &command.to_string(), term, CANCEL_REASON);
+                    self.cancels_sent.insert(command.clone());
                 }
-                Resend::Step { command_id, host, step: Some(step) } => match self.hub.send(&host, *step) {
-                    Ok(()) => sent.push(command_id),
+                (Action::Send { command, host }, Some(step)) => match self.hub.send(host.as_str(), step) {
+                    Ok(()) => sent += 1,
                     Err(e) => tracing::debug!(
-                        host,
-                        command_id,
+                        %host,
+                        %command,
                         reason = e.reason,
                         "step not sent now; sent when the agent is back"
                     ),
                 },
-                Resend::Step { command_id, step: None, .. } => {
-                    tracing::error!(command_id, "the spec lacks what this step needs; not sent");
+                (Action::Send { command, .. }, None) => {
+                    tracing::error!(%command, "the stored release lacks what this step needs; not sent");
                 }
             }
         }
@@ -270,9 +261,9 @@ impl Leader {
     async fn propose(&self, id: &str, expect: Option<u64>, fact: Fact) -> Result<Response, CoordinatorError> {
         let what = fact.to_string();
         let resp = self.node.propose(Op::Release { release: id.to_owned(), expect, fact }).await?;
-        match &resp {
-            Response::Applied { .. } => tracing::info!(release = id, "{what}"),
-            Response::Refused { reason } => tracing::debug!(release = id, reason, "not applied: {what}"),
+        match (&resp, resp.refused_why()) {
+            (Response::Applied { .. }, _) => tracing::info!(release = id, "{what}"),
+            (_, Some(reason)) => tracing::debug!(release = id, reason, "not applied: {what}"),
             _ => {}
         }
         Ok(resp)
@@ -282,13 +273,13 @@ impl Leader {
     /// release, in one log entry: each fact of a decision expects the version the one
     /// before it leaves, so a decision's facts apply in order or, from the first that
     /// finds the run moved on, not at all (the other releases' decisions are not
-    /// affected). Sends the steps of the facts that applied; returns the releases whose
-    /// every fact applied.
+    /// affected). Performs the actions of the facts that applied; returns the releases
+    /// whose every fact applied.
     async fn commit_decisions(&mut self, decisions: Vec<Decided>) -> Result<Vec<ReleaseId>, CoordinatorError> {
         let mut ops = Vec::new();
         let mut expected = Vec::with_capacity(decisions.len());
         for Decided { id, version, facts } in decisions {
-            let shown: Vec<(String, Vec<String>)> = facts.iter().map(|f| (f.to_string(), dispatches_of(f))).collect();
+            let shown: Vec<String> = facts.iter().map(ToString::to_string).collect();
             for (i, fact) in facts.into_iter().enumerate() {
                 ops.push(Op::Release { release: id.clone(), expect: Some(version + i as u64), fact });
             }
@@ -303,21 +294,21 @@ impl Leader {
         let mut all_applied = Vec::new();
         for (id, shown) in expected {
             let mut applied = true;
-            for (what, hosts) in shown {
+            let mut actions = Vec::new();
+            for what in shown {
                 match responses.next() {
-                    Some(Response::Applied { .. }) => {
+                    Some(Response::Applied { actions: more, .. }) => {
                         tracing::info!(release = id, "{what}");
-                        for host in hosts {
-                            self.send_outstanding(&id, Some(&host));
-                        }
+                        actions.extend(more);
                     }
-                    Some(Response::Refused { reason }) => {
+                    other => {
+                        let reason = other.as_ref().and_then(Response::refused_why).unwrap_or_default();
                         tracing::debug!(release = id, reason, "not applied: {what}");
                         applied = false;
                     }
-                    _ => applied = false,
                 }
             }
+            self.perform(&id, &actions);
             if applied {
                 all_applied.push(id);
             }
@@ -332,7 +323,7 @@ impl Leader {
     async fn pass(&mut self) -> Result<Option<i64>, CoordinatorError> {
         let active: BTreeSet<ReleaseId> = self.active().into_iter().collect();
         self.quiet.retain(|id, _| active.contains(id));
-        self.plans.retain(|id, _| active.contains(id));
+        self.cancels_sent.retain(|c| active.contains(c.release()));
         let mut wake: Option<i64> = self.quiet.values().filter_map(|(_, w)| *w).min();
         let due = self.due(now_unix_ms());
         let mut moving = due.clone();
@@ -343,12 +334,9 @@ impl Leader {
             let now = now_unix_ms();
             let mut decisions = Vec::new();
             for id in moving {
-                let mut planned = None;
-                let node = self.node.clone();
-                let decided = node.read_local(|s| {
+                let decided = self.node.read_local(|s| {
                     let rec = s.release(&id)?;
-                    planned = self.planned(s, &id);
-                    let p = planned.as_ref()?;
+                    let p = Self::planned(s, &id)?;
                     let fleet = s.fleet();
                     let online = |h: &HostId| fleet.agent(h.as_str()).is_some_and(|a| a.online && !a.drained());
                     let ctx = Context { release: &id, plan: &p.0, fleet: &p.1 };
@@ -376,22 +364,15 @@ impl Leader {
         Ok(wake)
     }
 
+    /// Sends the cancels the release owes that this leader has not sent (a rollback an
+    /// operator decided asks running steps to stop).
     fn send_cancels(&mut self, id: &str) {
-        let cancels: Vec<(String, String)> = self.node.read_local(|s| {
+        let owed: Vec<Action> = self.node.read_local(|s| {
             s.release(id)
-                .map(|r| {
-                    r.run
-                        .outstanding()
-                        .filter(|(cid, st)| st.cancel && !self.cancels_sent.contains(*cid))
-                        .map(|(cid, st)| (cid.clone(), st.host.to_string()))
-                        .collect()
-                })
+                .map(|r| r.run.cancels().filter(|a| !self.cancels_sent.contains(a.command())).collect())
                 .unwrap_or_default()
         });
-        for (cid, host) in cancels {
-            self.hub.cancel(&host, &cid, self.term, CANCEL_REASON);
-            self.cancels_sent.insert(cid);
-        }
+        self.perform(id, &owed);
     }
 
     /// Commits the agents' results among `reports` in one log entry (reported facts
@@ -400,6 +381,7 @@ impl Leader {
     /// to the hosts that connected.
     async fn on_reports(&mut self, reports: Vec<AgentReport>) -> Result<(), CoordinatorError> {
         let mut ops = Vec::new();
+        let mut releases = Vec::new();
         let mut acks: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut not_ours: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut connected = Vec::new();
@@ -408,6 +390,7 @@ impl Leader {
                 AgentReport::Connected { host, .. } => connected.push(host),
                 AgentReport::Result { host, result } => match reported(&result) {
                     Some((release, fact)) => {
+                        releases.push(release.clone());
                         ops.push(Op::Release { release, expect: None, fact });
                         acks.entry(host).or_default().push(result.command_id);
                     }
@@ -428,10 +411,21 @@ impl Leader {
             for (host, cids) in acks {
                 self.hub.ack(&host, cids);
             }
+            let responses = match resp {
+                Response::Batch(all) => all,
+                one => vec![one],
+            };
+            for (release, response) in releases.iter().zip(responses) {
+                if let Response::Applied { actions, .. } = response {
+                    self.perform(release, &actions);
+                }
+            }
         }
         for host in connected {
+            let host = HostId::new(host);
             for id in self.active() {
-                self.send_outstanding(&id, Some(&host));
+                let owed = self.node.read_local(|s| s.release(&id).map(|r| r.run.resend(Some(&host))));
+                self.perform(&id, &owed.unwrap_or_default());
             }
         }
         Ok(())
@@ -441,7 +435,7 @@ impl Leader {
 /// The release and the fact an agent's result stands for; `None` for a command id
 /// that names no release.
 fn reported(result: &v1::StepResult) -> Option<(ReleaseId, Fact)> {
-    let (release, _) = result.command_id.rsplit_once('.')?;
+    let command_id: CommandId = result.command_id.parse().ok()?;
     let outcome = match v1::StepOutcome::try_from(result.outcome) {
         Ok(v1::StepOutcome::Succeeded | v1::StepOutcome::Skipped) => Outcome::Succeeded,
         Ok(v1::StepOutcome::Cancelled) => Outcome::Cancelled,
@@ -454,117 +448,22 @@ fn reported(result: &v1::StepResult) -> Option<(ReleaseId, Fact)> {
     if reason.is_empty() && outcome == Outcome::Failed {
         reason = "the agent reported a failure without a reason".to_owned();
     }
-    Some((release.to_owned(), Fact::StepReported { command_id: result.command_id.clone(), outcome, reason }))
+    Some((command_id.release().to_owned(), Fact::StepReported { command_id, outcome, reason }))
 }
 
 /// Logs what a committed batch of reports did: applied facts at info, refusals at debug.
 fn log_response(shown: &str, resp: &Response) {
     match resp {
         Response::Batch(all) => {
-            let refused: Vec<&str> = all
-                .iter()
-                .filter_map(|r| match r {
-                    Response::Refused { reason } => Some(reason.as_str()),
-                    _ => None,
-                })
-                .collect();
+            let refused: Vec<String> = all.iter().filter_map(Response::refused_why).collect();
             tracing::info!(reports = all.len(), refused = refused.len(), "committed agent reports: {shown}");
             for reason in refused {
                 tracing::debug!(reason, "report not applied");
             }
         }
-        Response::Refused { reason } => tracing::debug!(reason, "not applied: {shown}"),
-        _ => tracing::info!("{shown}"),
-    }
-}
-
-/// Hosts that a fact sends steps to.
-fn dispatches_of(fact: &Fact) -> Vec<String> {
-    let hosts = |d: &[engine::Dispatch]| d.iter().map(|d| d.host.to_string()).collect();
-    match fact {
-        Fact::MigrationStarted { dispatch, .. } | Fact::GateStarted { dispatch, .. } => {
-            vec![dispatch.host.to_string()]
-        }
-        Fact::BatchStarted { dispatches, .. }
-        | Fact::BakeStarted { dispatches, .. }
-        | Fact::RollbackStarted { dispatches, .. } => hosts(dispatches),
-        _ => Vec::new(),
-    }
-}
-
-/// What to send again for one outstanding step.
-#[derive(Debug, PartialEq)]
-enum Resend {
-    /// The step itself (`None`: it could not be built from the spec).
-    Step { command_id: String, host: String, step: Option<Box<v1::Step>> },
-    /// Only its cancel: a step marked for cancellation is never sent again, so an agent
-    /// that had not received it never runs it.
-    Cancel { command_id: String, host: String },
-}
-
-/// The resends for `outstanding` steps (to `only` when given), building each step that
-/// is sent with `build`.
-fn resends<'a>(
-    outstanding: impl Iterator<Item = (&'a engine::CommandId, &'a engine::StepRecord)>,
-    only: Option<&str>,
-    mut build: impl FnMut(&engine::CommandId, &engine::StepRecord) -> Option<v1::Step>,
-) -> Vec<Resend> {
-    outstanding
-        .filter(|(_, st)| only.is_none_or(|h| st.host.as_str() == h))
-        .map(|(cid, st)| {
-            let (command_id, host) = (cid.clone(), st.host.to_string());
-            if st.cancel {
-                Resend::Cancel { command_id, host }
-            } else {
-                Resend::Step { step: build(cid, st).map(Box::new), command_id, host }
-            }
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::engine::{StepKind, StepRecord};
-
-    fn record(host: &str, cancel: bool) -> StepRecord {
-        StepRecord {
-            host: HostId::new(host),
-            stage: 0,
-            kind: StepKind::Check("smoke".into()),
-            sent_unix_ms: 1,
-            outcome: None,
-            finished_unix_ms: 0,
-            cancel,
-        }
-    }
-
-    #[test]
-    fn a_step_marked_for_cancellation_is_cancelled_and_never_sent_again() {
-        let steps = [("r.1".to_owned(), record("web-1", true)), ("r.2".to_owned(), record("web-1", false))];
-        let mut built = Vec::new();
-        let out = resends(steps.iter().map(|(c, s)| (c, s)), None, |cid, _| {
-            built.push(cid.clone());
-            Some(v1::Step { command_id: cid.clone(), ..Default::default() })
-        });
-        assert_eq!(built, ["r.2"], "only the step not marked for cancellation is built");
-        assert_eq!(
-            out,
-            [
-                Resend::Cancel { command_id: "r.1".into(), host: "web-1".into() },
-                Resend::Step {
-                    command_id: "r.2".into(),
-                    host: "web-1".into(),
-                    step: Some(Box::new(v1::Step { command_id: "r.2".into(), ..Default::default() })),
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn resends_to_one_host_leave_the_others_alone() {
-        let steps = [("r.1".to_owned(), record("web-1", true)), ("r.2".to_owned(), record("web-2", false))];
-        let out = resends(steps.iter().map(|(c, s)| (c, s)), Some("web-2"), |_, _| None);
-        assert_eq!(out, [Resend::Step { command_id: "r.2".into(), host: "web-2".into(), step: None }]);
+        one => match one.refused_why() {
+            Some(reason) => tracing::debug!(reason, "not applied: {shown}"),
+            None => tracing::info!("{shown}"),
+        },
     }
 }

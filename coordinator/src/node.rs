@@ -885,11 +885,7 @@ mod tests {
             if i % 2 == 0 {
                 assert_eq!(response, crate::state::Response::Done, "write {i}");
             } else {
-                assert_eq!(
-                    response,
-                    crate::state::Response::Refused { reason: crate::state::unknown_release(&format!("missing-{i}")) },
-                    "write {i}"
-                );
+                assert_eq!(response, crate::state::Response::NoRelease { id: format!("missing-{i}") }, "write {i}");
             }
         }
         let entries = node.raft().metrics().borrow().last_log_index.unwrap_or(0) - before;

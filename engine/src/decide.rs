@@ -11,8 +11,8 @@ use flotilla_shared::plan::{NodeId, Plan, RollbackRequest, RollbackStep, split_b
 
 use super::ENGINE;
 use super::event::count;
-use super::fact::{BatchSpec, Dispatch, Fact, Outcome, RollbackAction, Terminal};
-use super::run::{GateState, HostState, Phase, Run, ServiceRun, ServiceState, StageState, StepKind, command_id};
+use super::fact::{BatchSpec, CommandId, Dispatch, Fact, Outcome, RollbackAction, Terminal};
+use super::run::{GateState, HostState, Phase, Run, ServiceRun, ServiceState, StageState, StepKind};
 
 /// What the engine works from besides the run: the release's id, its plan and the
 /// fleet it was planned against.
@@ -138,10 +138,6 @@ fn last_finished(run: &Run, service: &ServiceName) -> i64 {
 }
 
 /// The sequence number in a command id (`<release>.<n>`).
-fn command_number(id: &str) -> u64 {
-    id.rsplit('.').next().and_then(|n| n.parse().ok()).unwrap_or(0)
-}
-
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -162,7 +158,7 @@ impl Decider<'_, '_> {
     }
 
     fn dispatch(&mut self, host: &HostId) -> Dispatch {
-        let id = command_id(self.ctx.release, self.next_command);
+        let id = CommandId::new(self.ctx.release, self.next_command);
         self.next_command += 1;
         Dispatch { host: host.clone(), command_id: id }
     }
@@ -364,7 +360,7 @@ impl Decider<'_, '_> {
             .steps
             .iter()
             .filter(|(_, s)| s.kind == StepKind::Migrate(name.clone()))
-            .max_by_key(|(id, _)| command_number(id))
+            .max_by_key(|(id, _)| id.number())
             .map(|(_, s)| s);
         let failed = latest.filter(|s| matches!(&s.outcome, Some((o, _)) if !o.ok()));
         if let Some(step) = failed {
@@ -560,7 +556,7 @@ impl Decider<'_, '_> {
         let Some(action) = rb.actions.get(rb.position) else {
             // Steps of services outside the rollback set may still run (they keep their
             // new version): the release ends only when nothing of it runs any more.
-            if self.run.outstanding().next().is_some() {
+            if self.run.steps.any_outstanding() {
                 return;
             }
             let names: Vec<&str> = rb.members.iter().map(|(s, _)| s.as_str()).collect();

@@ -9,8 +9,78 @@ use serde::{Deserialize, Serialize};
 
 use super::event::count;
 
-/// The id of one command sent to one agent (unique in the cluster).
-pub type CommandId = String;
+/// The id of one command sent to one agent, unique in the cluster: the release's id
+/// and the command's number in the release, written `<release>.<n>` (the form agents,
+/// events and the API carry, and the form stored). Ordered by release, then number.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CommandId {
+    release: String,
+    number: u64,
+}
+
+impl CommandId {
+    /// Command `number` of `release`.
+    pub fn new(release: &str, number: u64) -> Self {
+        Self { release: release.to_owned(), number }
+    }
+
+    /// The release it belongs to.
+    pub fn release(&self) -> &str {
+        &self.release
+    }
+
+    /// Its number in the release (from 1).
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+}
+
+impl fmt::Display for CommandId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.release, self.number)
+    }
+}
+
+/// A string that is not `<release>.<n>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotACommandId(pub String);
+
+impl fmt::Display for NotACommandId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} is not a command id (<release>.<number>)", self.0)
+    }
+}
+
+impl std::error::Error for NotACommandId {}
+
+impl std::str::FromStr for CommandId {
+    type Err = NotACommandId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || NotACommandId(s.to_owned());
+        let (release, number) = s.rsplit_once('.').ok_or_else(bad)?;
+        // Only the form `Display` writes: no sign, no leading zero.
+        let canonical = !number.starts_with(['+', '0']) || number == "0";
+        let number: u64 = number.parse().ok().filter(|_| canonical).ok_or_else(bad)?;
+        if release.is_empty() {
+            return Err(bad());
+        }
+        Ok(Self { release: release.to_owned(), number })
+    }
+}
+
+impl Serialize for CommandId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for CommandId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
 
 /// A host and the command it was sent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -389,5 +459,23 @@ impl fmt::Display for Fact {
             }
             Fact::Noted { actor, .. } => write!(f, "note by {actor}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_id_reads_back_only_the_form_it_is_written_in() {
+        let id = CommandId::new("shop-2026.12.05", 12);
+        assert_eq!(id.to_string(), "shop-2026.12.05.12");
+        assert_eq!("shop-2026.12.05.12".parse::<CommandId>(), Ok(id.clone()), "the release may hold dots");
+        assert_eq!(id.release(), "shop-2026.12.05");
+        assert_eq!(id.number(), 12);
+        for bad in ["", "r", "r.", ".1", "r.x", "r.-1", "r.+1", "r.01", "r.1 "] {
+            assert_eq!(bad.parse::<CommandId>(), Err(NotACommandId(bad.to_owned())), "{bad:?}");
+        }
+        assert!(CommandId::new("r", 2) < CommandId::new("r", 10), "numbers compare as numbers");
     }
 }

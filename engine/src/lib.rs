@@ -16,18 +16,24 @@
 //! made against and are refused if the run moved on, so two leaders can never both
 //! start the same batch.
 
+mod action;
 mod decide;
 mod event;
 mod fact;
 mod run;
+mod steps;
 
+pub use action::Action;
 pub use decide::{Context, Decision, Env, decide, rollback_decision, started_services};
 pub use event::{Event, EventKind};
-pub use fact::{ApprovalKind, BatchSpec, CommandId, Dispatch, Fact, MAX_ATTEMPTS, Outcome, RollbackAction, Terminal};
+pub use fact::{
+    ApprovalKind, BatchSpec, CommandId, Dispatch, Fact, MAX_ATTEMPTS, NotACommandId, Outcome, RollbackAction, Terminal,
+};
 pub use run::{
     Approval, Failure, GateState, HostState, Phase, Refusal, RollbackRun, Run, ServiceRun, ServiceState, StageRun,
-    StageState, Status, StepKind, StepRecord, command_id, join_hosts,
+    StageState, Status, StepKind, StepRecord, join_hosts,
 };
+pub use steps::Steps;
 
 /// The actor recorded for the engine's own decisions.
 pub const ENGINE: &str = "engine";

@@ -7,14 +7,16 @@ use std::collections::BTreeMap;
 use flotilla_shared::model::{HostId, ServiceName};
 use serde::{Deserialize, Serialize};
 
+use super::action::Action;
 use super::event::{Event, EventKind, count};
 use super::fact::{
     ApprovalKind, BatchSpec, CommandId, Dispatch, Fact, MAX_ATTEMPTS, Outcome, RollbackAction, Terminal,
 };
+use super::steps::Steps;
 
 /// What a step does, as the run records it. The full command is built from the spec
 /// when it is sent (and sent again).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum StepKind {
     /// Install and activate the service's target version.
     Deploy(ServiceName),
@@ -300,7 +302,7 @@ pub struct Run {
     /// Stages started so far, in order.
     pub stages: Vec<StageRun>,
     /// Every step sent, by command id.
-    pub steps: BTreeMap<CommandId, StepRecord>,
+    pub steps: Steps,
     /// Services whose `migrate` hook succeeded in this release.
     pub migrated: Vec<ServiceName>,
     /// Approvals waited for.
@@ -317,20 +319,41 @@ pub struct Run {
     pub finished_unix_ms: i64,
 }
 
-/// Why a fact was not applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal(pub String);
+/// Why a fact was not applied. A refused fact changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// The fact was decided against version `expected` of the run, which another
+    /// fact (a decision, a report, an operator) has moved on to `version` since:
+    /// decide again against the run as it is.
+    Stale {
+        /// The version the decision was made against.
+        expected: u64,
+        /// The run's version.
+        version: u64,
+    },
+    /// The release has finished; it takes only reports, rollbacks and notes.
+    Finished,
+    /// The fact does not fit the run as it is (out of order, an unknown step, a
+    /// second result): why.
+    Invalid(String),
+}
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            Refusal::Stale { expected, version } => {
+                write!(f, "decided against version {expected} of the run, which is at version {version}")
+            }
+            Refusal::Finished => f.write_str("the release has finished"),
+            Refusal::Invalid(why) => f.write_str(why),
+        }
     }
 }
 
 impl std::error::Error for Refusal {}
 
 fn refuse<T>(why: impl Into<String>) -> Result<T, Refusal> {
-    Err(Refusal(why.into()))
+    Err(Refusal::Invalid(why.into()))
 }
 
 impl Run {
@@ -344,7 +367,7 @@ impl Run {
             reason: String::new(),
             stage: 0,
             stages: Vec::new(),
-            steps: BTreeMap::new(),
+            steps: Steps::new(),
             migrated: Vec::new(),
             approvals: Vec::new(),
             failure: None,
@@ -372,7 +395,27 @@ impl Run {
 
     /// Steps sent whose result is not committed, in command order.
     pub fn outstanding(&self) -> impl Iterator<Item = (&CommandId, &StepRecord)> {
-        self.steps.iter().filter(|(_, s)| s.outcome.is_none())
+        self.steps.outstanding()
+    }
+
+    /// What a leader does for the steps without a result (those sent to `host` only,
+    /// when given): send each again, or, for a step the release asked to stop, send
+    /// only its cancel (never the step again: an agent that had not received it
+    /// records it as cancelled). After a leader change, and when an agent connects.
+    pub fn resend(&self, host: Option<&HostId>) -> Vec<Action> {
+        let action = |(id, step): (&CommandId, &StepRecord)| {
+            let (command, host) = (id.clone(), step.host.clone());
+            if step.cancel { Action::Cancel { command, host } } else { Action::Send { command, host } }
+        };
+        match host {
+            Some(h) => self.steps.on_host(h).filter(|(_, s)| s.outcome.is_none()).map(action).collect(),
+            None => self.steps.outstanding().map(action).collect(),
+        }
+    }
+
+    /// The cancels of the steps the release asked to stop that have no result yet.
+    pub fn cancels(&self) -> impl Iterator<Item = Action> + '_ {
+        self.steps.cancelling().map(|(id, step)| Action::Cancel { command: id.clone(), host: step.host.clone() })
     }
 
     /// Records a release event; `at` and the actor come from the fact.
@@ -400,7 +443,14 @@ impl Run {
         self.stages.get(stage).map(|s| s.name.clone()).unwrap_or_default()
     }
 
-    fn add_steps(&mut self, at: i64, stage: usize, dispatches: &[Dispatch], kind: impl Fn() -> StepKind) {
+    fn add_steps(
+        &mut self,
+        at: i64,
+        stage: usize,
+        dispatches: &[Dispatch],
+        kind: impl Fn() -> StepKind,
+        out: &mut Vec<Action>,
+    ) {
         for d in dispatches {
             self.steps.insert(
                 d.command_id.clone(),
@@ -414,29 +464,43 @@ impl Run {
                     cancel: false,
                 },
             );
-            if let Some(n) = d.command_id.rsplit('.').next().and_then(|n| n.parse::<u64>().ok()) {
-                self.next_command = self.next_command.max(n + 1);
-            }
+            self.next_command = self.next_command.max(d.command_id.number() + 1);
+            out.push(Action::Send { command: d.command_id.clone(), host: d.host.clone() });
         }
     }
 
     /// Applies a fact at `at` (the leader's clock) outside the log: its events carry
     /// no term (engine tests and previews). Refused facts change nothing. `actor`
-    /// defaults to `engine` in events.
-    pub fn apply(&mut self, at: i64, fact: &Fact) -> Result<(), Refusal> {
-        self.apply_committed(at, 0, fact)
+    /// defaults to `engine` in events. Returns what the leader must do now that the
+    /// fact holds (the steps it created to send, the steps it stopped to cancel).
+    pub fn apply(&mut self, at: i64, fact: &Fact) -> Result<Vec<Action>, Refusal> {
+        self.apply_committed(at, 0, None, fact)
     }
 
     /// [`Run::apply`] for a fact committed by the leader of `term`: the events it records
-    /// carry that term, so a history shows which leader decided what.
-    pub fn apply_committed(&mut self, at: i64, term: u64, fact: &Fact) -> Result<(), Refusal> {
+    /// carry that term, so a history shows which leader decided what. A decision carries
+    /// the run version it was made against (`expect`) and is refused as
+    /// [`Refusal::Stale`] if the run has moved on.
+    pub fn apply_committed(
+        &mut self,
+        at: i64,
+        term: u64,
+        expect: Option<u64>,
+        fact: &Fact,
+    ) -> Result<Vec<Action>, Refusal> {
+        if let Some(expected) = expect
+            && expected != self.version
+        {
+            return Err(Refusal::Stale { expected, version: self.version });
+        }
         // A note changes nothing the engine decides on, so it leaves the version alone.
         let note = matches!(fact, Fact::Noted { .. });
         if self.is_finished() && !note && !matches!(fact, Fact::StepReported { .. } | Fact::RollbackDecided { .. }) {
-            return refuse("the release has finished");
+            return Err(Refusal::Finished);
         }
         let before = self.events.len();
-        self.apply_fact(at, fact)?;
+        let mut actions = Vec::new();
+        self.apply_fact(at, fact, &mut actions)?;
         if !note {
             self.version += 1;
             self.updated_unix_ms = at;
@@ -446,7 +510,7 @@ impl Run {
             e.status = status;
             e.term = term;
         }
-        Ok(())
+        Ok(actions)
     }
 
     /// Where the release stands, as operators see it.
@@ -465,7 +529,7 @@ impl Run {
     }
 
     #[allow(clippy::too_many_lines)]
-    fn apply_fact(&mut self, at: i64, fact: &Fact) -> Result<(), Refusal> {
+    fn apply_fact(&mut self, at: i64, fact: &Fact, out: &mut Vec<Action>) -> Result<(), Refusal> {
         match fact {
             Fact::StageStarted { stage, name, services, gates } => {
                 if *stage != self.stages.len() {
@@ -561,7 +625,7 @@ impl Run {
                 let run = self.service_mut(*stage, service)?;
                 run.state = ServiceState::Migrating;
                 let version = run.version.clone();
-                self.add_steps(at, *stage, std::slice::from_ref(dispatch), || StepKind::Migrate(service.clone()));
+                self.add_steps(at, *stage, std::slice::from_ref(dispatch), || StepKind::Migrate(service.clone()), out);
                 let e = self.record(
                     at,
                     EventKind::MigrationStarted,
@@ -599,7 +663,7 @@ impl Run {
                 }
                 let batch_name = run.batches[*batch].name.clone();
                 let version = run.version.clone();
-                self.add_steps(at, *stage, dispatches, || StepKind::Deploy(service.clone()));
+                self.add_steps(at, *stage, dispatches, || StepKind::Deploy(service.clone()), out);
                 let mut msg = format!(
                     "{service} {version}: batch {batch_name} sent to {}",
                     join_hosts(dispatches.iter().map(|d| &d.host))
@@ -631,7 +695,7 @@ impl Run {
                 let batch_name = run.batches[*batch].name.clone();
                 let version = run.version.clone();
                 let duration = *duration_ms;
-                self.add_steps(at, *stage, dispatches, || StepKind::Bake(service.clone(), duration));
+                self.add_steps(at, *stage, dispatches, || StepKind::Bake(service.clone(), duration), out);
                 let e = self.record(
                     at,
                     EventKind::BakeStarted,
@@ -717,13 +781,16 @@ impl Run {
             }
             Fact::GateStarted { stage, gate, dispatch } => {
                 let stage_name = self.stage_name(*stage);
-                let state =
-                    self.stage_mut(*stage)?.gates.get_mut(gate).ok_or_else(|| Refusal(format!("no gate {gate}")))?;
+                let state = self
+                    .stage_mut(*stage)?
+                    .gates
+                    .get_mut(gate)
+                    .ok_or_else(|| Refusal::Invalid(format!("no gate {gate}")))?;
                 if *state != GateState::Pending {
                     return refuse(format!("gate {gate} already started"));
                 }
                 *state = GateState::Running(dispatch.command_id.clone());
-                self.add_steps(at, *stage, std::slice::from_ref(dispatch), || StepKind::Check(gate.clone()));
+                self.add_steps(at, *stage, std::slice::from_ref(dispatch), || StepKind::Check(gate.clone()), out);
                 let e =
                     self.record(at, EventKind::GateStarted, format!("gate {gate}: check sent to {}", dispatch.host));
                 e.stage = stage_name;
@@ -734,7 +801,7 @@ impl Run {
             Fact::GateDone { stage, gate, after, passed, reason } => {
                 let stage_name = self.stage_name(*stage);
                 let st = self.stage_mut(*stage)?;
-                let state = st.gates.get_mut(gate).ok_or_else(|| Refusal(format!("no gate {gate}")))?;
+                let state = st.gates.get_mut(gate).ok_or_else(|| Refusal::Invalid(format!("no gate {gate}")))?;
                 if matches!(state, GateState::Passed | GateState::Failed(_) | GateState::Cancelled) {
                     return refuse(format!("gate {gate} already ended"));
                 }
@@ -905,16 +972,12 @@ impl Run {
                     }
                 }
                 // Steps still running for services that roll back are cancelled.
-                for step in self.steps.values_mut() {
-                    let rolls_back = match &step.kind {
-                        StepKind::Deploy(s) | StepKind::Bake(s, _) | StepKind::Migrate(s) => in_set.contains(&s),
-                        StepKind::Check(_) => true,
-                        _ => false,
-                    };
-                    if rolls_back && step.outcome.is_none() {
-                        step.cancel = true;
-                    }
-                }
+                let stopped = self.steps.cancel_where(|kind| match kind {
+                    StepKind::Deploy(s) | StepKind::Bake(s, _) | StepKind::Migrate(s) => in_set.contains(&s),
+                    StepKind::Check(_) => true,
+                    _ => false,
+                });
+                out.extend(stopped.into_iter().map(|(command, host)| Action::Cancel { command, host }));
                 self.rollback = Some(RollbackRun {
                     members: members.clone(),
                     actions: actions.clone(),
@@ -944,8 +1007,11 @@ impl Run {
                 if rb.dispatched.iter().any(|d| self.steps.get(&d.command_id).is_none_or(|s| s.outcome.is_none())) {
                     return refuse("the previous rollback batch is still running");
                 }
-                let act =
-                    rb.actions.get(*action).cloned().ok_or_else(|| Refusal(format!("no rollback action {action}")))?;
+                let act = rb
+                    .actions
+                    .get(*action)
+                    .cloned()
+                    .ok_or_else(|| Refusal::Invalid(format!("no rollback action {action}")))?;
                 rb.batch = Some(*batch);
                 rb.dispatched = dispatches.clone();
                 let stage = self.stage;
@@ -959,7 +1025,7 @@ impl Run {
                             })
                             .collect();
                         for (d, (_, k)) in dispatches.iter().zip(kinds) {
-                            self.add_steps(at, stage, std::slice::from_ref(d), || k.clone());
+                            self.add_steps(at, stage, std::slice::from_ref(d), || k.clone(), out);
                         }
                         (
                             EventKind::ServiceRollbackStarted,
@@ -968,7 +1034,7 @@ impl Run {
                         )
                     }
                     RollbackAction::MigrateDown(s) => {
-                        self.add_steps(at, stage, dispatches, || StepKind::MigrateDown(s.clone()));
+                        self.add_steps(at, stage, dispatches, || StepKind::MigrateDown(s.clone()), out);
                         (
                             EventKind::MigrateDownStarted,
                             format!("{s}: migrate_down sent to {}", join_hosts(dispatches.iter().map(|d| &d.host))),
@@ -1060,21 +1126,16 @@ impl Run {
         out
     }
 
-    fn apply_report(&mut self, at: i64, command_id: &str, outcome: Outcome, reason: &str) -> Result<(), Refusal> {
-        let Some(step) = self.steps.get_mut(command_id) else {
-            return refuse(format!("no step {command_id} in this release"));
+    fn apply_report(&mut self, at: i64, command_id: &CommandId, outcome: Outcome, reason: &str) -> Result<(), Refusal> {
+        let step = match self.steps.finish(command_id, outcome, reason, at) {
+            None => return refuse(format!("no step {command_id} in this release")),
+            Some(Err(())) => return refuse(format!("step {command_id} already has a result")),
+            Some(Ok(step)) => step.clone(),
         };
-        if step.outcome.is_some() {
-            return refuse(format!("step {command_id} already has a result"));
-        }
-        step.outcome = Some((outcome, reason.to_owned()));
-        step.finished_unix_ms = at;
-        let step = step.clone();
         let host = step.host.clone();
         let stage_name = self.stage_name(step.stage);
         // An interrupted step is tried again while attempts remain.
-        let attempts =
-            self.steps.values().filter(|s| s.kind == step.kind && s.host == step.host && s.stage == step.stage).count();
+        let attempts = self.steps.attempts(step.stage, &step.host, &step.kind);
         let retry = outcome == Outcome::Interrupted && attempts < MAX_ATTEMPTS;
         let failed_reason = |what: &str| match outcome {
             Outcome::Failed => format!("{what}: {reason}"),
@@ -1163,7 +1224,7 @@ impl Run {
                 if retry
                     && let Ok(st) = self.stage_mut(step.stage)
                     && let Some(state) = st.gates.get_mut(gate)
-                    && *state == GateState::Running(command_id.to_owned())
+                    && *state == GateState::Running(command_id.clone())
                 {
                     *state = GateState::Pending;
                 }
@@ -1177,7 +1238,7 @@ impl Run {
                 e.stage = stage_name;
                 e.gate = gate.clone();
                 e.hosts = vec![host];
-                e.command_ids = vec![command_id.to_owned()];
+                e.command_ids = vec![command_id.clone()];
                 return Ok(());
             }
             StepKind::Rollback(s, to) => {
@@ -1218,7 +1279,7 @@ impl Run {
         e.stage = stage_name;
         e.services = service.into_iter().collect();
         e.hosts = vec![host];
-        e.command_ids = vec![command_id.to_owned()];
+        e.command_ids = vec![command_id.clone()];
         Ok(())
     }
 
@@ -1321,9 +1382,4 @@ fn suffix(text: &str) -> String {
 pub fn join_hosts<'a>(hosts: impl Iterator<Item = &'a HostId>) -> String {
     let all: Vec<&str> = hosts.map(HostId::as_str).collect();
     if all.len() <= 8 { all.join(", ") } else { format!("{} and {} more", all[..8].join(", "), all.len() - 8) }
-}
-
-/// A command id for a release: `<release>.<n>`.
-pub fn command_id(release: &str, n: u64) -> CommandId {
-    format!("{release}.{n}")
 }

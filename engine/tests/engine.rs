@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use flotilla_engine::{
-    ApprovalKind, Context, Env, EventKind, Fact, Outcome, Phase, RollbackAction, Run, ServiceState, StepKind, Terminal,
-    decide, rollback_decision,
+    Action, ApprovalKind, CommandId, Context, Env, EventKind, Fact, Outcome, Phase, RollbackAction, Run, ServiceState,
+    StepKind, Terminal, decide, rollback_decision,
 };
 use flotilla_shared::fixtures::{fleet, host, release, service};
 use flotilla_shared::model::{HostCount, HostId, OnFailure, RollbackScope, ServiceName};
@@ -27,7 +27,7 @@ struct Sim {
     /// Steps of these services get no answer until released.
     held: BTreeSet<String>,
     facts: Vec<Fact>,
-    executed: BTreeMap<String, u32>,
+    executed: BTreeMap<CommandId, u32>,
 }
 
 impl Sim {
@@ -61,10 +61,28 @@ impl Sim {
         decide(&self.run, self.ctx(), &Env { now_unix_ms: self.now, online: &online })
     }
 
+    /// Applies a fact, checking that its actions send exactly the steps it added and
+    /// cancel exactly the steps it asked to stop.
     fn apply(&mut self, fact: Fact) {
-        if let Err(e) = self.run.apply(self.now, &fact) {
-            panic!("the engine decided a fact that does not apply: {fact}: {e}");
-        }
+        let before: BTreeMap<CommandId, bool> = self.run.steps.iter().map(|(id, s)| (id.clone(), s.cancel)).collect();
+        let actions = match self.run.apply(self.now, &fact) {
+            Ok(actions) => actions,
+            Err(e) => panic!("the engine decided a fact that does not apply: {fact}: {e}"),
+        };
+        let added: Vec<Action> = (self.run.steps.iter())
+            .filter(|(id, _)| !before.contains_key(*id))
+            .map(|(id, s)| Action::Send { command: id.clone(), host: s.host.clone() })
+            .collect();
+        let stopped: Vec<Action> = (self.run.steps.iter())
+            .filter(|(id, s)| s.cancel && before.get(*id) == Some(&false))
+            .map(|(id, s)| Action::Cancel { command: id.clone(), host: s.host.clone() })
+            .collect();
+        let mut expected = [added, stopped].concat();
+        let mut actions_sorted = actions;
+        let key = |a: &Action| (matches!(a, Action::Cancel { .. }), a.command().clone());
+        expected.sort_by_key(key);
+        actions_sorted.sort_by_key(key);
+        assert_eq!(actions_sorted, expected, "the actions of {fact}");
         self.facts.push(fact);
     }
 
@@ -91,7 +109,7 @@ impl Sim {
 
     /// Answers every outstanding step that is not held; whether there were any.
     fn answer(&mut self) -> bool {
-        let due: Vec<(String, HostId, StepKind)> = self
+        let due: Vec<(CommandId, HostId, StepKind)> = self
             .run
             .outstanding()
             .filter(|(_, s)| !self.held.contains(&Self::service_of(&s.kind)) && !self.offline.contains(&s.host))
@@ -793,7 +811,7 @@ fn a_steps_outcome_is_recorded_once_and_a_stale_decision_does_not_apply() {
         stage: 0,
         service: "web".into(),
         batch: 0,
-        dispatches: vec![flotilla_engine::Dispatch { host: "h1".into(), command_id: "r-1.99".into() }],
+        dispatches: vec![flotilla_engine::Dispatch { host: "h1".into(), command_id: CommandId::new("r-1", 99) }],
         offline: vec![],
     };
     assert!(sim.run.apply(sim.now, &again).is_err());
@@ -824,7 +842,7 @@ fn a_bake_interrupted_by_an_agent_restart_bakes_the_host_again_without_deploying
     sim.settle();
     let mut interrupted = false;
     for _ in 0..20 {
-        let due: Vec<String> = sim.run.outstanding().map(|(id, _)| id.clone()).collect();
+        let due: Vec<CommandId> = sim.run.outstanding().map(|(id, _)| id.clone()).collect();
         if due.is_empty() {
             break;
         }
@@ -861,7 +879,7 @@ fn a_step_interrupted_by_an_agent_restart_is_sent_again_and_fails_only_after_its
     sim.settle();
     let mut interrupted = BTreeSet::new();
     for _ in 0..20 {
-        let due: Vec<String> = sim.run.outstanding().map(|(id, _)| id.clone()).collect();
+        let due: Vec<CommandId> = sim.run.outstanding().map(|(id, _)| id.clone()).collect();
         if due.is_empty() {
             break;
         }
@@ -894,7 +912,7 @@ fn a_step_interrupted_by_an_agent_restart_is_sent_again_and_fails_only_after_its
     sim.held.insert("web".into());
     sim.settle();
     for _ in 0..10 {
-        let due: Vec<String> = sim.run.outstanding().map(|(id, _)| id.clone()).collect();
+        let due: Vec<CommandId> = sim.run.outstanding().map(|(id, _)| id.clone()).collect();
         for id in due {
             sim.apply(Fact::StepReported { command_id: id, outcome: Outcome::Interrupted, reason: "disk full".into() });
         }
@@ -907,4 +925,43 @@ fn a_step_interrupted_by_an_agent_restart_is_sent_again_and_fails_only_after_its
         "{:?}",
         sim.run.paused
     );
+}
+
+#[test]
+fn steps_asked_to_stop_are_owed_their_cancel_and_never_sent_again() {
+    let mut web = quick(service("web", "2.0.0"));
+    web.policy.canary = HostCount::Hosts(0);
+    web.policy.batches = vec![HostCount::ALL];
+    let mut sim = Sim::new(&release("r").with(web), fleet(hosts(3, &[], &[])));
+    sim.held.insert("web".into());
+    sim.settle();
+    let deploys: Vec<(CommandId, HostId)> = sim.run.outstanding().map(|(id, s)| (id.clone(), s.host.clone())).collect();
+    assert_eq!(deploys.len(), 3, "one deploy per host, all running");
+    let sends = |d: &[(CommandId, HostId)]| -> Vec<Action> {
+        d.iter().map(|(command, host)| Action::Send { command: command.clone(), host: host.clone() }).collect()
+    };
+    assert_eq!(sim.run.resend(None), sends(&deploys), "a new leader sends every step without a result");
+    assert_eq!(sim.run.resend(Some(&deploys[1].1)), sends(&deploys[1..2]), "a host that connects gets its own");
+    assert_eq!(sim.run.cancels().count(), 0);
+
+    // h1 answers; then an operator rolls the release back while h2 and h3 deploy.
+    let report =
+        Fact::StepReported { command_id: deploys[0].0.clone(), outcome: Outcome::Succeeded, reason: String::new() };
+    sim.operator(report);
+    let rollback =
+        rollback_decision(&sim.run, sim.ctx(), sim.now, &[], RollbackScope::Release, "ops", "stop it".into());
+    let actions = sim.run.clone().apply(sim.now, &rollback).expect("a rollback applies");
+    let cancels: Vec<Action> = deploys[1..]
+        .iter()
+        .map(|(command, host)| Action::Cancel { command: command.clone(), host: host.clone() })
+        .collect();
+    assert_eq!(actions, cancels, "the running deploys are asked to stop, the finished one is not");
+    sim.operator(rollback);
+    assert_eq!(sim.run.resend(None), cancels, "owed: the cancels, never the steps again");
+    assert_eq!(sim.run.resend(Some(&deploys[2].1)), cancels[1..]);
+    assert_eq!(sim.run.cancels().collect::<Vec<_>>(), cancels);
+    let cancelled =
+        Fact::StepReported { command_id: deploys[1].0.clone(), outcome: Outcome::Cancelled, reason: String::new() };
+    sim.operator(cancelled);
+    assert_eq!(sim.run.cancels().collect::<Vec<_>>(), cancels[1..], "a step with a result is owed nothing");
 }

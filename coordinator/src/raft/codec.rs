@@ -67,10 +67,16 @@ mod tests {
         LogId::new(CommittedLeaderId::new(term, 2), index)
     }
 
+    /// A tracer whose sample strings are command ids (`<release>.<n>`), the one string
+    /// in these types with a required shape; any other string takes it as well.
+    fn tracer() -> Tracer {
+        Tracer::new(TracerConfig::default().default_string_value("r-1.1".to_owned()))
+    }
+
     /// One value of every variant of `Op`, whatever the variants are today: traced from
     /// its serde shape, so new variants are covered without editing this test.
     fn every_op() -> Vec<Op> {
-        let mut tracer = Tracer::new(TracerConfig::default());
+        let mut tracer = tracer();
         let (_, ops) = tracer
             .trace_simple_type::<Op>()
             .unwrap_or_else(|e| panic!("state::Op must be traceable by serde-reflection (plain serde types): {e}"));
@@ -91,7 +97,7 @@ mod tests {
             let index = u64::try_from(i).unwrap() + 1;
             round_trip(&Entry { log_id: log_id(7, index), payload: EntryPayload::Normal(command) });
         }
-        let mut tracer = Tracer::new(TracerConfig::default());
+        let mut tracer = tracer();
         let (_, responses) = tracer.trace_simple_type::<Response>().expect("state::Response is traceable");
         for response in &responses {
             round_trip(response);

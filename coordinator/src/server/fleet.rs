@@ -5,12 +5,13 @@
 use flotilla_proto::v1;
 use flotilla_proto::v1::fleet_client::FleetClient;
 use flotilla_proto::v1::fleet_server::Fleet;
+use flotilla_shared::model::HostId;
 use tonic::{Request, Response, Status};
 
 use super::on_leader;
 use crate::audit::AuditNote;
 use crate::auth::Actor;
-use crate::engine::{Outcome, StepKind, StepRecord};
+use crate::engine::{CommandId, Outcome, StepKind, StepRecord};
 use crate::enrolment::{Enroller, TokenRequest, refusal};
 use crate::error::CoordinatorError;
 use crate::fleet::{AgentHub, wire};
@@ -50,7 +51,7 @@ impl FleetService {
 }
 
 /// A release step as a host's history shows it.
-fn host_step(release: &str, command_id: &str, st: &StepRecord) -> v1::HostStep {
+fn host_step(command_id: &CommandId, st: &StepRecord) -> v1::HostStep {
     let (action, service, version) = match &st.kind {
         StepKind::Deploy(s) => ("deploy", s.to_string(), String::new()),
         StepKind::Bake(s, _) => ("bake", s.to_string(), String::new()),
@@ -67,8 +68,8 @@ fn host_step(release: &str, command_id: &str, st: &StepRecord) -> v1::HostStep {
         Some((Outcome::Interrupted, why)) => (v1::StepOutcome::Failed, why.clone()),
     };
     v1::HostStep {
-        command_id: command_id.to_owned(),
-        release_id: release.to_owned(),
+        command_id: command_id.to_string(),
+        release_id: command_id.release().to_owned(),
         service,
         action: action.to_owned(),
         version,
@@ -114,16 +115,9 @@ impl Fleet for FleetService {
         }
         let mut host = self.read_host(&req.host_id)?;
         let limit = if req.recent_steps == 0 { 20 } else { req.recent_steps.min(1_000) } as usize;
+        let host_id = HostId::new(req.host_id.as_str());
         let mut steps: Vec<v1::HostStep> = self.node.read_local(|s| {
-            s.releases()
-                .flat_map(|r| {
-                    r.run
-                        .steps
-                        .iter()
-                        .filter(|(_, st)| st.host.as_str() == req.host_id)
-                        .map(|(id, st)| host_step(&r.id, id, st))
-                })
-                .collect()
+            s.releases().flat_map(|r| r.run.steps.on_host(&host_id).map(|(id, st)| host_step(id, st))).collect()
         });
         host.pending_command_ids = steps
             .iter()

@@ -292,7 +292,7 @@ pub fn event(release_id: &str, e: &Event) -> v1::ReleaseEvent {
         gate: e.gate.clone(),
         batch: e.batch.clone(),
         hosts: e.hosts.iter().map(ToString::to_string).collect(),
-        command_ids: e.command_ids.clone(),
+        command_ids: e.command_ids.iter().map(ToString::to_string).collect(),
         version: e.version.clone(),
         actor: e.actor.clone(),
         term: e.term,

@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 use super::on_leader;
 use crate::audit::AuditNote;
 use crate::auth::Actor;
-use crate::engine::{self, ApprovalKind, Fact, Phase};
+use crate::engine::{self, ApprovalKind, Fact, Phase, Refusal};
 use crate::error::CoordinatorError;
 use crate::node::{Lifecycle, Node};
 use crate::server::release_view;
@@ -98,9 +98,9 @@ async fn closing(life: &mut tokio::sync::watch::Receiver<Lifecycle>) {
 const WATCH_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn view(r: &ReleaseRecord) -> v1::Release {
-    let planned = crate::plans::replan(&r.spec_text, &r.file_name, &r.fleet_json).ok();
-    let mut release = release_view::release(r, planned.as_ref().map(|(p, _)| p));
-    release.plan = planned.map(|(p, _)| super::plan_view::plan(&p, &SourceFile::new(&r.file_name, &r.spec_text)));
+    let planned = r.plan().ok();
+    let mut release = release_view::release(r, planned.as_ref().map(|p| &p.0));
+    release.plan = planned.map(|p| super::plan_view::plan(&p.0, &SourceFile::new(&r.file_name, &r.spec_text)));
     release
 }
 
@@ -141,10 +141,7 @@ async fn known_to_cluster(node: &Node, id: &str) -> Result<bool, Status> {
 }
 
 fn services_total(r: &ReleaseRecord) -> usize {
-    r.run.stages.first().map_or_else(
-        || crate::plans::replan(&r.spec_text, &r.file_name, &r.fleet_json).map_or(0, |(p, _)| p.spec().services.len()),
-        |st| st.services.len(),
-    )
+    r.run.stages.first().map_or_else(|| r.plan().map_or(0, |p| p.0.spec().services.len()), |st| st.services.len())
 }
 
 /// Commits an operator's fact and answers with the release after it.
@@ -153,8 +150,7 @@ async fn act(node: &Node, id: &str, fact: Fact) -> Result<v1::Release, Coordinat
     node.read(|s| s.release(id).map(|_| ())).await?.ok_or_else(|| CoordinatorError::no_release(id))?;
     match node.propose(Op::Release { release: id.to_owned(), expect: None, fact }).await? {
         Applied::Applied { .. } => node.read_local(|s| get_view(s, id)),
-        Applied::Refused { reason } => Err(CoordinatorError::precondition(Reason::ReleaseStateConflict, reason)),
-        other => Err(CoordinatorError::Internal(format!("unexpected result {other:?}"))),
+        other => Err(fact_not_applied(id, other)),
     }
 }
 
@@ -178,11 +174,19 @@ async fn note(node: &Node, id: &str, actor: String, text: String) -> Result<(), 
     let fact = Fact::Noted { actor, text };
     match node.propose(Op::Release { release: id.to_owned(), expect: None, fact }).await? {
         Applied::Applied { .. } => Ok(()),
-        Applied::Refused { reason } if reason == crate::state::unknown_release(id) => {
-            Err(CoordinatorError::no_release(id))
+        other => Err(fact_not_applied(id, other)),
+    }
+}
+
+/// The error for a fact about release `id` that was not applied.
+fn fact_not_applied(id: &str, response: Applied) -> CoordinatorError {
+    match response {
+        Applied::NoRelease { .. } => CoordinatorError::no_release(id),
+        Applied::FactRefused(refusal) => {
+            CoordinatorError::precondition(Reason::ReleaseStateConflict, refusal.to_string())
         }
-        Applied::Refused { reason } => Err(CoordinatorError::precondition(Reason::ReleaseStateConflict, reason)),
-        other => Err(CoordinatorError::Internal(format!("unexpected result {other:?}"))),
+        Applied::ReleaseConflict(conflict) => CoordinatorError::ReleaseConflict(conflict),
+        other => CoordinatorError::Internal(format!("unexpected result {other:?}")),
     }
 }
 
@@ -549,12 +553,8 @@ impl Releases for ReleasesService {
                             let release = node.read_local(|s| get_view(s, &req.release_id))?;
                             return Ok(v1::RollbackResponse { release: Some(release), services });
                         }
-                        Applied::Refused { reason } if reason.starts_with("decided against version") => continue,
-                        Applied::ReleaseConflict(conflict) => return Err(CoordinatorError::ReleaseConflict(conflict)),
-                        Applied::Refused { reason } => {
-                            return Err(CoordinatorError::precondition(Reason::ReleaseStateConflict, reason));
-                        }
-                        other => return Err(CoordinatorError::Internal(format!("unexpected result {other:?}"))),
+                        Applied::FactRefused(Refusal::Stale { .. }) => continue,
+                        other => return Err(fact_not_applied(&req.release_id, other)),
                     }
                 }
                 Err(CoordinatorError::precondition(
@@ -573,8 +573,9 @@ impl Releases for ReleasesService {
 type Approvable = Vec<(String, ApprovalRule)>;
 
 fn approvable(r: &ReleaseRecord) -> (Approvable, Approvable) {
-    match crate::plans::replan(&r.spec_text, &r.file_name, &r.fleet_json) {
-        Ok((plan, _)) => {
+    match r.plan() {
+        Ok(planned) => {
+            let plan = &planned.0;
             let rule_of_stage =
                 |name: &str| plan.spec().stages.iter().find(|st| st.name == name).map(|st| st.approval_by);
             (
@@ -654,8 +655,8 @@ fn rollback_fact(
         }
         _ => {}
     }
-    let (plan, fleet) =
-        crate::plans::replan(&r.spec_text, &r.file_name, &r.fleet_json).map_err(CoordinatorError::Internal)?;
+    let planned = r.plan().map_err(CoordinatorError::Internal)?;
+    let (plan, fleet) = (&planned.0, &planned.1);
     let failed: Vec<flotilla_shared::model::ServiceName> = match service {
         Some(s) => {
             if plan.spec().service(s).is_none() {
@@ -671,7 +672,7 @@ fn rollback_fact(
         (None, true) => "an operator rolled back the release".to_owned(),
         (None, false) => format!("an operator rolled back the release: {reason}"),
     };
-    let ctx = engine::Context { release: &r.id, plan: &plan, fleet: &fleet };
+    let ctx = engine::Context { release: &r.id, plan, fleet };
     let fact = engine::rollback_decision(
         &r.run,
         ctx,

@@ -12,6 +12,7 @@
 //! - Format 2 had no enrolment.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +20,7 @@ use super::{AccessState, EnrolmentState, FleetState, ReleaseId, ReleaseRecord, S
 use crate::engine::{
     Approval, CommandId, Event, EventKind, Failure, Phase, RollbackRun, Run, StageRun, Status, StepRecord,
 };
+use crate::plans::PlanCell;
 use flotilla_shared::model::{HostId, ServiceName};
 
 /// A release event as formats 2 to 4 wrote it: without its term.
@@ -122,7 +124,7 @@ impl From<RunV4> for Run {
             reason,
             stage,
             stages,
-            steps,
+            steps: steps.into(),
             migrated,
             approvals,
             failure,
@@ -164,7 +166,8 @@ impl From<ReleaseRecordV4> for ReleaseRecord {
             run,
         } = old;
         Self {
-            footprint: footprint_of(&spec_text, &file_name, &fleet_json),
+            footprint: footprint_of(&crate::plans::replan(&spec_text, &file_name, &fleet_json).map(Arc::new)),
+            planned: PlanCell::default(),
             id,
             name,
             file_name,

@@ -12,12 +12,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use flotilla_shared::model::{HostId, ServiceName};
 
 use crate::engine::{EventKind, Fact, Phase, Run, Terminal};
+use crate::plans::{PlanCell, Planned};
 
 mod access;
 mod enrolment;
@@ -118,11 +120,6 @@ impl fmt::Display for Op {
     }
 }
 
-/// The reason a fact about a release this state does not hold is refused with.
-pub fn unknown_release(release: &str) -> String {
-    format!("no release {release}")
-}
-
 /// What applying a command produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -141,6 +138,15 @@ pub enum Response {
     Applied {
         /// The run's version after the fact.
         version: u64,
+        /// What the leader must do now that the fact holds (steps to send or cancel).
+        actions: Vec<crate::engine::Action>,
+    },
+    /// A fact about a release was refused by the engine; the run did not change.
+    FactRefused(crate::engine::Refusal),
+    /// A fact named a release this state does not hold.
+    NoRelease {
+        /// The release named.
+        id: ReleaseId,
     },
     /// The command was refused; the state did not change.
     Refused {
@@ -162,6 +168,18 @@ pub enum Response {
     /// A release submission (or the rollback of a finished release) was refused: an
     /// unfinished release deploys one of the same services to one of the same hosts.
     ReleaseConflict(ReleaseConflict),
+}
+
+impl Response {
+    /// Why the command was not applied, for a refusal of the state or the engine.
+    pub fn refused_why(&self) -> Option<String> {
+        match self {
+            Response::Refused { reason } => Some(reason.clone()),
+            Response::FactRefused(refusal) => Some(refusal.to_string()),
+            Response::NoRelease { id } => Some(format!("no release {id}")),
+            _ => None,
+        }
+    }
 }
 
 /// Two releases that would deploy a service to a host at the same time.
@@ -193,11 +211,10 @@ impl fmt::Display for ReleaseConflict {
 /// What a release deploys where (`Plan::footprint`).
 pub type Footprint = BTreeMap<ServiceName, BTreeSet<HostId>>;
 
-/// The footprint of a stored release, planned again from what the state keeps (the
-/// leader planned the same text against the same fleet, so this cannot fail for a
-/// release it accepted; a release that no longer plans touches nothing).
-pub(crate) fn footprint_of(spec_text: &str, file_name: &str, fleet_json: &str) -> Footprint {
-    crate::plans::replan(spec_text, file_name, fleet_json).map(|(plan, _)| plan.footprint()).unwrap_or_default()
+/// The footprint of a release planned as `planned` (a release that no longer plans
+/// touches nothing).
+pub(crate) fn footprint_of(planned: &Result<Planned, String>) -> Footprint {
+    planned.as_ref().map(|p| p.0.footprint()).unwrap_or_default()
 }
 
 /// A submitted release as the state machine keeps it.
@@ -226,6 +243,23 @@ pub struct ReleaseRecord {
     /// What it deploys where: no other unfinished release may deploy one of these
     /// services to one of these hosts.
     pub footprint: Footprint,
+    /// Its plan, built once (not stored; see [`ReleaseRecord::plan`]).
+    #[serde(skip)]
+    pub planned: PlanCell,
+}
+
+impl ReleaseRecord {
+    /// Its plan and the fleet it was planned against (the leader planned the same text
+    /// against the same fleet when it accepted the release, so this fails only for a
+    /// release stored by a build that planned differently). Built once and kept while
+    /// the release runs; a finished release's is built for each call and not kept, so
+    /// history costs no memory for plans.
+    pub fn plan(&self) -> Result<Planned, String> {
+        if self.run.is_finished() {
+            return crate::plans::replan(&self.spec_text, &self.file_name, &self.fleet_json).map(Arc::new);
+        }
+        self.planned.get(&self.spec_text, &self.file_name, &self.fleet_json)
+    }
 }
 
 /// The whole replicated state. Serialized as a snapshot.
@@ -266,7 +300,8 @@ impl State {
                 if self.releases.contains_key(&new.id) {
                     return Response::Refused { reason: format!("release id {} is taken", new.id) };
                 }
-                let footprint = footprint_of(&new.spec_text, &new.file_name, &new.fleet_json);
+                let planned = crate::plans::replan(&new.spec_text, &new.file_name, &new.fleet_json).map(Arc::new);
+                let footprint = footprint_of(&planned);
                 if let Some(conflict) = self.conflict(&footprint, &new.id) {
                     return Response::ReleaseConflict(conflict);
                 }
@@ -295,6 +330,7 @@ impl State {
                         created_index: log_index,
                         run,
                         footprint,
+                        planned: PlanCell::built(planned),
                     },
                 );
                 if !new.idempotency_key.is_empty() {
@@ -305,7 +341,7 @@ impl State {
             }
             Op::Release { release, expect, fact } => {
                 let Some(record) = self.releases.get_mut(release) else {
-                    return Response::Refused { reason: unknown_release(release) };
+                    return Response::NoRelease { id: release.clone() };
                 };
                 // A finished release that rolls back deploys again: not over another.
                 if record.run.phase == Phase::Finished(Terminal::Succeeded)
@@ -318,29 +354,20 @@ impl State {
                     return Response::ReleaseConflict(conflict);
                 }
                 let Some(record) = self.releases.get_mut(release) else {
-                    return Response::Refused { reason: unknown_release(release) };
+                    return Response::NoRelease { id: release.clone() };
                 };
-                if let Some(expect) = expect
-                    && *expect != record.run.version
-                {
-                    return Response::Refused {
-                        reason: format!(
-                            "decided against version {expect} of {release}, which is at version {}",
-                            record.run.version
-                        ),
-                    };
-                }
-                match record.run.apply_committed(at, term, fact) {
-                    Ok(()) => {
+                match record.run.apply_committed(at, term, *expect, fact) {
+                    Ok(actions) => {
                         // A finished release can start again (an operator's rollback).
                         if record.run.is_finished() {
+                            record.planned = PlanCell::default();
                             self.active.remove(release);
                         } else {
                             self.active.insert(release.clone());
                         }
-                        Response::Applied { version: record.run.version }
+                        Response::Applied { version: record.run.version, actions }
                     }
-                    Err(refusal) => Response::Refused { reason: refusal.0 },
+                    Err(refusal) => Response::FactRefused(refusal),
                 }
             }
             Op::Fleet(op) => self.fleet.apply(at, op),
@@ -563,12 +590,15 @@ mod tests {
         let mut s = State::default();
         s.apply(1, 1, &create("r-1", ""));
         let pause = |expect| fact("r-1", expect, Fact::Paused { actor: "engine".into(), reason: "x".into() });
-        assert!(matches!(s.apply(2, 1, &pause(Some(7))), Response::Refused { .. }));
+        assert_eq!(
+            s.apply(2, 1, &pause(Some(7))),
+            Response::FactRefused(crate::engine::Refusal::Stale { expected: 7, version: 0 })
+        );
         assert_eq!(s.release("r-1").unwrap().run.version, 0);
-        assert_eq!(s.apply(3, 1, &pause(Some(0))), Response::Applied { version: 1 });
+        assert_eq!(s.apply(3, 1, &pause(Some(0))), Response::Applied { version: 1, actions: Vec::new() });
         assert!(matches!(
             s.apply(4, 1, &fact("nope", None, Fact::Resumed { actor: "a".into(), reason: String::new() })),
-            Response::Refused { .. }
+            Response::NoRelease { .. }
         ));
     }
 
@@ -598,10 +628,10 @@ mod tests {
         let batch = Command { at_unix_ms: 3_000, op: Op::Batch(vec![abort, stale, unknown, audit]) };
         let Response::Batch(responses) = s.apply(2, 1, &batch) else { panic!("a batch answers with a batch") };
         assert_eq!(responses.len(), 4);
-        assert_eq!(responses[0], Response::Applied { version: 1 });
+        assert_eq!(responses[0], Response::Applied { version: 1, actions: Vec::new() });
         // Decided against version 0, but the abort before it in the batch moved the run on.
-        assert!(matches!(&responses[1], Response::Refused { reason } if reason.contains("version 0")));
-        assert!(matches!(&responses[2], Response::Refused { reason } if reason.contains("no release nope")));
+        assert_eq!(responses[1], Response::FactRefused(crate::engine::Refusal::Stale { expected: 0, version: 1 }));
+        assert_eq!(responses[2], Response::NoRelease { id: "nope".into() });
         assert_eq!(responses[3], Response::Done);
         assert_eq!(s.access().audit().count(), 1);
         assert_eq!(s.release("r-1").unwrap().run.events.last().unwrap().at_unix_ms, 3_000);
