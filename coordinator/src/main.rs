@@ -21,6 +21,12 @@ use tokio::signal::unix::{SignalKind, signal};
 const EXIT_BAD_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
+    // Transparent huge pages off for this process: with THP on (`always`, as many
+    // distributions ship it) the allocator's arenas are backed by 2 MiB pages of which
+    // a coordinator touches little, so every agent session cost about twice its
+    // memory (BENCHMARKS.md, "10,000 agents"). Best effort: a kernel without the
+    // prctl leaves it as it was.
+    let _ = nix::sys::prctl::set_thp_disable(true);
     let args = CoordinatorArgs::parse();
     let config = match CoordinatorConfig::load(&args) {
         Ok(config) => config,
