@@ -20,7 +20,8 @@
 //! (5), `FLOTILLA_FAILOVER_TRIALS` (20), `FLOTILLA_FAILOVER_AGENTS` (100),
 //! `FLOTILLA_FAILOVER_HOLD_MS` (300), `FLOTILLA_FAILOVER_SETTLE_MS` (3000: pause after the
 //! killed node is restarted and caught up, before the next trial); for diagnosis, `FLOTILLA_SIM_INVENTORY=0` (heartbeats
-//! never carry the inventory), `FLOTILLA_SIM_BACKOFF_MS` / `FLOTILLA_SIM_BACKOFF_MAX_MS`
+//! never carry the inventory), `FLOTILLA_SIM_SPAWN_RATE` (agents started per second,
+//! 1000), `FLOTILLA_SIM_BACKOFF_MS` / `FLOTILLA_SIM_BACKOFF_MAX_MS`
 //! (the agents' reconnect backoff), `FLOTILLA_SIM_TRACE=3,17` (print those agents'
 //! session ends) and `FLOTILLA_BENCH_LOGS=DIR` (keep the coordinators' logs). Without `--bench` (e.g. under `cargo test --all-targets`) it does nothing.
 //!
@@ -666,12 +667,17 @@ impl Agent {
 }
 
 /// Starts `n` agents, a few milliseconds apart.
+/// Starts `n` agents, `FLOTILLA_SIM_SPAWN_RATE` a second (1,000; in steps of 50, as
+/// a fleet's agents start over a while, not in one instant).
 async fn spawn_agents(sim: &Arc<Sim>, n: usize, stop: &watch::Receiver<bool>) {
+    const STEP: usize = 50;
+    let rate = env_or("FLOTILLA_SIM_SPAWN_RATE", 1_000).max(1);
+    let pause = Duration::from_secs_f64(STEP as f64 / rate as f64);
     for idx in 0..n {
         let agent = Agent::new(sim.clone(), idx, stop.clone());
         tokio::spawn(agent.run());
-        if idx % 50 == 49 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if idx % STEP == STEP - 1 {
+            tokio::time::sleep(pause).await;
         }
     }
 }
