@@ -223,32 +223,7 @@ impl fmt::Display for Label {
 }
 
 /// Why a configuration could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The config file could not be read.
-    #[error("cannot read config file {}: {source}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The config file is not valid TOML of the config's shape (unknown key, bad value).
-    #[error("config file {}: {message}", path.display())]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message, with line and column.
-        message: String,
-    },
-    /// The merged configuration breaks one or more rules.
-    #[error("invalid configuration:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
-    Invalid {
-        /// Every problem found.
-        problems: Vec<Problem>,
-    },
-}
+pub type ConfigError = flotilla_net::config::ConfigError<Problem>;
 
 /// One broken rule of a merged configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -333,14 +308,12 @@ impl AgentConfig {
 
     /// Reads a config file (not validated).
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Self::from_toml(&text, path)
+        flotilla_net::config::read(path)
     }
 
     /// Parses config TOML (not validated); `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse { path: origin.to_owned(), message: e.to_string() })
+        flotilla_net::config::parse(text, origin)
     }
 
     /// Overrides keys with the flags that were given. `--label` flags add to the
@@ -487,7 +460,7 @@ impl AgentConfig {
 
     /// The configuration as TOML (what `--check-config` prints).
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).expect("the config serializes to TOML")
+        flotilla_net::config::to_toml(self)
     }
 }
 

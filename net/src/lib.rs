@@ -1,8 +1,9 @@
 //! Flotilla's gRPC plumbing shared by the coordinator, the agent and the CLI: the
 //! cluster's certificate authority and identities, loading mutual-TLS material,
 //! building endpoints, accepting connections and judging their peers, and calls that
-//! follow the Raft leader.
+//! follow the Raft leader; and the daemons' config-file plumbing.
 
+pub mod config;
 pub mod endpoint;
 pub mod leader;
 pub mod peer;
