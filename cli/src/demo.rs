@@ -20,7 +20,7 @@ use flotilla_net::{ClientSecurity, LeaderClient, LeaderError, TlsMaterial};
 use flotilla_proto::v1;
 use flotilla_proto::v1::fleet_client::FleetClient;
 use flotilla_proto::v1::releases_client::ReleasesClient;
-use flotilla_sample_service::{Behaviour, Package};
+use flotilla_sample_service::{APP, Behaviour, Package};
 use tokio::sync::watch;
 
 use crate::Failure;
@@ -46,25 +46,6 @@ pub struct DemoArgs {
     #[arg(long)]
     keep: bool,
 }
-
-/// The sample app: name, role its hosts have, dependencies, extra spec lines.
-const APP: &[(&str, &str, &str)] = &[
-    ("db", "db", r#"hooks = { migrate = "echo migrating schema to v{V}", migrate_down = "echo reverting schema" }"#),
-    ("auth", "api", r#"provides = { "auth-api" = "{V}.0.0" }"#),
-    ("ledger", "api", r#"depends_on = [{ service = "db", kind = "data" }]"#),
-    (
-        "payments",
-        "api",
-        r#"depends_on = [{ service = "ledger", kind = "hard" }]
-requires = { "auth-api" = "^{V}" }"#,
-    ),
-    ("search", "web", ""),
-    (
-        "web",
-        "web",
-        r#"depends_on = [{ service = "payments", kind = "config" }, { service = "search", kind = "soft" }]"#,
-    ),
-];
 
 /// Runs the demo.
 pub fn run(args: &DemoArgs) -> Result<(), Failure> {

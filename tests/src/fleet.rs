@@ -44,27 +44,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 // ------------------------------------------------------------------ the sample app
 
-/// The sample app: service name, the role of its hosts, and extra spec lines (`{V}` is
-/// the major version). `db` migrates (data dependency of `ledger`), `auth` provides a
-/// contract `payments` requires, `payments` hard-depends on `ledger`, `web`
-/// config-depends on `payments` and soft-depends on `search`.
-pub const APP: &[(&str, &str, &str)] = &[
-    ("db", "db", r#"hooks = { migrate = "echo migrating schema to v{V}", migrate_down = "echo reverting schema" }"#),
-    ("auth", "api", r#"provides = { "auth-api" = "{V}.0.0" }"#),
-    ("ledger", "api", r#"depends_on = [{ service = "db", kind = "data" }]"#),
-    (
-        "payments",
-        "api",
-        r#"depends_on = [{ service = "ledger", kind = "hard" }]
-requires = { "auth-api" = "^{V}" }"#,
-    ),
-    ("search", "web", ""),
-    (
-        "web",
-        "web",
-        r#"depends_on = [{ service = "payments", kind = "config" }, { service = "search", kind = "soft" }]"#,
-    ),
-];
+pub use flotilla_sample_service::APP;
 
 /// The app's ordering edges as (dependency, dependent, kind), the contract edge included.
 pub const EDGES: &[(&str, &str, &str)] = &[

@@ -16,6 +16,29 @@ use std::process::Command;
 pub use behaviour::{Behaviour, version_matches};
 use sha2::{Digest as _, Sha256};
 
+/// The sample app that `flotilla demo` and the release tests deploy, every service of it
+/// played by this server: service name, the role of its hosts, and extra spec lines
+/// (`{V}` is the major version). `db` migrates (data dependency of `ledger`), `auth`
+/// provides a contract `payments` requires, `payments` hard-depends on `ledger`, `web`
+/// config-depends on `payments` and soft-depends on `search`.
+pub const APP: &[(&str, &str, &str)] = &[
+    ("db", "db", r#"hooks = { migrate = "echo migrating schema to v{V}", migrate_down = "echo reverting schema" }"#),
+    ("auth", "api", r#"provides = { "auth-api" = "{V}.0.0" }"#),
+    ("ledger", "api", r#"depends_on = [{ service = "db", kind = "data" }]"#),
+    (
+        "payments",
+        "api",
+        r#"depends_on = [{ service = "ledger", kind = "hard" }]
+requires = { "auth-api" = "^{V}" }"#,
+    ),
+    ("search", "web", ""),
+    (
+        "web",
+        "web",
+        r#"depends_on = [{ service = "payments", kind = "config" }, { service = "search", kind = "soft" }]"#,
+    ),
+];
+
 /// A packaged artifact.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Package {
