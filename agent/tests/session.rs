@@ -11,11 +11,12 @@ mod support;
 
 use flotilla_agent::step::{Action, RunCheck, Step};
 use flotilla_net::pki::Role;
+use flotilla_net::testing::TestCa;
 use flotilla_proto::v1 as pb;
 use flotilla_proto::v1::coordinator_message::Msg as In;
 use flotilla_sample_service::Behaviour;
 use flotilla_shared::history::HostHistoryEntry;
-use link::{AgentProcess, HOST_ID, TestCa, TestServer};
+use link::{AgentProcess, HOST_ID, TestServer};
 use support::{World, count_lines, deploy_step, local_deploy, step};
 
 /// Heartbeat interval the test server asks for.
@@ -484,9 +485,9 @@ async fn cancel_stops_a_long_deploy_and_the_host_stays_on_the_old_version() {
 async fn mutual_tls_sessions_work_and_plaintext_or_foreign_certificates_are_refused() {
     let world = World::new();
     let pki = world.dir.path().join("pki");
-    let ca = TestCa::new(&pki, "fleet");
-    let server_tls = ca.issue(Role::Coordinator, "1");
-    let agent_tls = ca.issue(Role::Agent, HOST_ID);
+    let ca = TestCa::new(&pki, "fleet").expect("a CA");
+    let server_tls = ca.issue(Role::Coordinator, "1").expect("issue");
+    let agent_tls = ca.issue(Role::Agent, HOST_ID).expect("issue");
 
     // Mutual TLS with certificates of the fleet's CA.
     let mut server = TestServer::start(Some(&server_tls));
@@ -511,8 +512,8 @@ async fn mutual_tls_sessions_work_and_plaintext_or_foreign_certificates_are_refu
 
     // A certificate from another CA is refused by the server, though it names the
     // same host.
-    let other = TestCa::new(&pki, "other");
-    let mut foreign = other.issue(Role::Agent, HOST_ID);
+    let other = TestCa::new(&pki, "other").expect("a CA");
+    let mut foreign = other.issue(Role::Agent, HOST_ID).expect("issue");
     foreign.ca.clone_from(&agent_tls.ca); // trusts the server, but is not trusted by it
     let dir3 = world.dir.path().join("agent3");
     std::fs::create_dir_all(&dir3).expect("mkdir");

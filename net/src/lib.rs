@@ -9,6 +9,8 @@ pub mod leader;
 pub mod peer;
 pub mod pin;
 pub mod pki;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tls;
 
 pub use endpoint::{ClientSecurity, Dial, channel, endpoint};

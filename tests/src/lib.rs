@@ -11,11 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use flotilla_net::pki::{
-    AGENT_LIFETIME, CA_LIFETIME, COORDINATOR_LIFETIME, ClusterCa, Issued, OPERATOR_LIFETIME, OperatorRole, Role,
-    ServerName,
-};
-use flotilla_net::{ClientSecurity, LeaderClient, TlsMaterial, channel};
+use flotilla_net::pki::Role;
+use flotilla_net::{ClientSecurity, LeaderClient, channel};
 use flotilla_proto::v1::cluster_client::ClusterClient;
 use flotilla_proto::v1::releases_client::ReleasesClient;
 use flotilla_proto::v1::{self, RaftState};
@@ -109,114 +106,7 @@ where
     }
 }
 
-/// The trust domain of the harness's certificate authorities.
-pub const TRUST_DOMAIN: &str = "flotilla";
-
-/// A cluster certificate authority ([`ClusterCa`], trust domain [`TRUST_DOMAIN`]) and
-/// the certificates it issues, written as PEM files. Every certificate names its
-/// holder (`spiffe://flotilla/ROLE/NAME`), as the coordinator requires.
-#[derive(Debug)]
-pub struct TestCa {
-    dir: PathBuf,
-    name: String,
-    ca: ClusterCa,
-}
-
-/// Paths of one party's TLS files.
-#[derive(Debug, Clone)]
-pub struct TlsPaths {
-    /// The CA certificate.
-    pub ca: PathBuf,
-    /// The party's certificate.
-    pub cert: PathBuf,
-    /// The party's key.
-    pub key: PathBuf,
-}
-
-impl TlsPaths {
-    /// Loads the files as client material.
-    pub fn security(&self) -> ClientSecurity {
-        let read = |p: &Path| std::fs::read(p).expect("a generated PEM file");
-        let material = TlsMaterial::from_pem(read(&self.ca), read(&self.cert), read(&self.key));
-        ClientSecurity::Tls(material.expect("usable generated TLS material"))
-    }
-}
-
-impl TestCa {
-    /// A new CA named `name` writing into `dir`; its certificate is `{dir}/{name}-ca.pem`
-    /// and its key `{dir}/{name}-ca.key` (mode 0600, see [`TestCa::key_file`]).
-    /// Two CAs made with this are independent, though they share the trust domain.
-    pub fn new(dir: &Path, name: &str) -> anyhow::Result<Self> {
-        let ca = ClusterCa::create(TRUST_DOMAIN, CA_LIFETIME)?;
-        std::fs::create_dir_all(dir)?;
-        let this = Self { dir: dir.to_owned(), name: name.to_owned(), ca };
-        std::fs::write(this.ca_file(), this.ca.cert_pem())?;
-        // `ClusterCa::write` is the one way to the key's PEM: it writes `ca.pem` and
-        // `ca.key` (0600) into a fresh directory, from which the key is moved.
-        let scratch = dir.join(format!(".{name}-ca-write"));
-        if scratch.exists() {
-            std::fs::remove_dir_all(&scratch)?;
-        }
-        this.ca.write(&scratch)?;
-        std::fs::rename(scratch.join(flotilla_net::pki::CA_KEY_FILE), this.key_file())?;
-        std::fs::remove_dir_all(&scratch)?;
-        Ok(this)
-    }
-
-    /// The CA certificate's file.
-    pub fn ca_file(&self) -> PathBuf {
-        self.dir.join(format!("{}-ca.pem", self.name))
-    }
-
-    /// The CA's private key (PEM, mode 0600): what a coordinator's `--tls-ca-key`
-    /// takes to enrol agents that join with a token.
-    pub fn key_file(&self) -> PathBuf {
-        self.dir.join(format!("{}-ca.key", self.name))
-    }
-
-    /// The CA itself.
-    pub fn cluster_ca(&self) -> &ClusterCa {
-        &self.ca
-    }
-
-    /// Issues a certificate naming `role` `name` (a coordinator's node id, an agent's
-    /// host id, an operator's name), written as `{dir}/{ca}-{role}-{name}.pem` and
-    /// `.key` (replacing earlier files of the same holder). A coordinator's also
-    /// answers to `127.0.0.1` and `localhost`; agents and operators only dial. An
-    /// operator is an admin: [`TestCa::issue_operator`] issues another role.
-    pub fn issue(&self, role: Role, name: &str) -> anyhow::Result<TlsPaths> {
-        let issued = match role {
-            Role::Coordinator => self.ca.issue(
-                role,
-                name,
-                &[ServerName::Ip(std::net::Ipv4Addr::LOCALHOST.into()), ServerName::Dns("localhost".to_owned())],
-                COORDINATOR_LIFETIME,
-            )?,
-            Role::Agent => self.ca.issue(role, name, &[], AGENT_LIFETIME)?,
-            Role::Operator => self.ca.issue_operator(name, OperatorRole::Admin, OPERATOR_LIFETIME)?,
-        };
-        self.write(&issued)
-    }
-
-    /// Issues the certificate of the operator `name` who may do what `role` allows,
-    /// written like [`TestCa::issue`]'s.
-    pub fn issue_operator(&self, name: &str, role: OperatorRole) -> anyhow::Result<TlsPaths> {
-        let issued = self.ca.issue_operator(name, role, OPERATOR_LIFETIME)?;
-        self.write(&issued)
-    }
-
-    fn write(&self, issued: &Issued) -> anyhow::Result<TlsPaths> {
-        let stem = format!("{}-{}", self.name, issued.identity.file_stem());
-        let paths = TlsPaths {
-            ca: self.ca_file(),
-            cert: self.dir.join(format!("{stem}.pem")),
-            key: self.dir.join(format!("{stem}.key")),
-        };
-        std::fs::write(&paths.cert, &issued.cert_pem)?;
-        std::fs::write(&paths.key, &issued.key_pem)?;
-        Ok(paths)
-    }
-}
+pub use flotilla_net::testing::{TRUST_DOMAIN, TestCa, TlsPaths};
 
 /// Options for a test cluster.
 #[derive(Debug, Clone)]

@@ -10,15 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use flotilla_net::TlsMaterial;
-use flotilla_net::pki::{
-    AGENT_LIFETIME, CA_LIFETIME, COORDINATOR_LIFETIME, ClusterCa, OPERATOR_LIFETIME, OperatorRole, Role, ServerName,
-};
 use flotilla_proto::v1 as pb;
 use flotilla_proto::v1::agent_link_server::{AgentLink, AgentLinkServer};
 use flotilla_proto::v1::agent_message::Msg as Out;
 use flotilla_proto::v1::coordinator_message::Msg as In;
-use flotilla_shared::transport::TlsFiles;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -413,60 +408,4 @@ fn signal(pid: u32, signal: nix::sys::signal::Signal) {
 
 // ---------------------------------------------------------------------- TLS
 
-/// A test certificate authority (a [`ClusterCa`] of trust domain `flotilla`) writing
-/// PEM files into a directory; every certificate names its holder.
-pub struct TestCa {
-    dir: PathBuf,
-    name: String,
-    ca: ClusterCa,
-}
-
-/// The three TLS files of one party.
-#[derive(Debug, Clone)]
-pub struct TlsPaths {
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-impl TlsPaths {
-    pub fn material(&self) -> TlsMaterial {
-        let files = TlsFiles { ca: self.ca.clone(), cert: self.cert.clone(), key: self.key.clone() };
-        TlsMaterial::load(&files).expect("usable generated TLS files")
-    }
-}
-
-impl TestCa {
-    /// A new CA named `name`; its certificate is `{dir}/{name}-ca.pem`.
-    pub fn new(dir: &Path, name: &str) -> Self {
-        let ca = ClusterCa::create("flotilla", CA_LIFETIME).expect("CA");
-        std::fs::create_dir_all(dir).expect("mkdir");
-        std::fs::write(dir.join(format!("{name}-ca.pem")), ca.cert_pem()).expect("write CA");
-        Self { dir: dir.to_owned(), name: name.to_owned(), ca }
-    }
-
-    /// A certificate naming `role` `who` (`{dir}/{ca}-{role}-{who}.pem` and `.key`); a
-    /// coordinator's also answers to 127.0.0.1 and localhost; an operator is an admin.
-    pub fn issue(&self, role: Role, who: &str) -> TlsPaths {
-        let issued = match role {
-            Role::Coordinator => self.ca.issue(
-                role,
-                who,
-                &[ServerName::Ip(std::net::Ipv4Addr::LOCALHOST.into()), ServerName::Dns("localhost".to_owned())],
-                COORDINATOR_LIFETIME,
-            ),
-            Role::Agent => self.ca.issue(role, who, &[], AGENT_LIFETIME),
-            Role::Operator => self.ca.issue_operator(who, OperatorRole::Admin, OPERATOR_LIFETIME),
-        }
-        .expect("issue");
-        let stem = format!("{}-{}", self.name, issued.identity.file_stem());
-        let paths = TlsPaths {
-            ca: self.dir.join(format!("{}-ca.pem", self.name)),
-            cert: self.dir.join(format!("{stem}.pem")),
-            key: self.dir.join(format!("{stem}.key")),
-        };
-        std::fs::write(&paths.cert, &issued.cert_pem).expect("write cert");
-        std::fs::write(&paths.key, &issued.key_pem).expect("write key");
-        paths
-    }
-}
+pub use flotilla_net::testing::TlsPaths;
