@@ -21,7 +21,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
-use super::hub::{AgentHub, AgentReport, Close, Outbound};
+use super::hub::{AgentHub, AgentReport, Close, Outbound, Queued};
 use super::model::Registration;
 use super::wire;
 use crate::auth::Caller;
@@ -73,13 +73,13 @@ impl From<SessionError> for CoordinatorError {
 
 /// The coordinator's half of a session, as a stream of messages for tonic.
 #[derive(Debug)]
-pub struct OutboundStream(mpsc::Receiver<Outbound>);
+pub struct OutboundStream(mpsc::Receiver<Queued>);
 
 impl Stream for OutboundStream {
     type Item = Outbound;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Outbound>> {
-        self.0.poll_recv(cx)
+        self.0.poll_recv(cx).map(|item| item.map(|queued| *queued))
     }
 }
 
@@ -98,12 +98,12 @@ impl AgentHub {
     }
 }
 
-fn hint(h: v1::LeaderHint) -> Outbound {
-    Ok(v1::CoordinatorMessage { msg: Some(Msg::LeaderHint(h)) })
+fn hint(h: v1::LeaderHint) -> Queued {
+    Box::new(Ok(v1::CoordinatorMessage { msg: Some(Msg::LeaderHint(h)) }))
 }
 
-fn refuse(e: impl Into<CoordinatorError>) -> Outbound {
-    Err(Status::from(e.into()))
+fn refuse(e: impl Into<CoordinatorError>) -> Queued {
+    Box::new(Err(Status::from(e.into())))
 }
 
 async fn first_register<S>(hub: &AgentHub, inbound: &mut S) -> Result<Option<v1::Register>, SessionError>
@@ -216,7 +216,7 @@ fn check_identity(
     }
 }
 
-async fn run<S>(hub: AgentHub, mut inbound: S, tx: mpsc::Sender<Outbound>, caller: Caller)
+async fn run<S>(hub: AgentHub, mut inbound: S, tx: mpsc::Sender<Queued>, caller: Caller)
 where
     S: Stream<Item = Result<v1::AgentMessage, Status>> + Send + Unpin,
 {
@@ -273,7 +273,7 @@ where
     }
     let id = hub.next_session_id();
     let (close_tx, mut close_rx) = oneshot::channel();
-    if tx.send(Ok(hub.welcome(term))).await.is_err() {
+    if tx.send(Box::new(Ok(hub.welcome(term)))).await.is_err() {
         return; // The agent hung up.
     }
     if let Err(h) = hub.attach(&host, id, term, tx.clone(), close_tx) {
@@ -296,7 +296,7 @@ where
         }
         Ok(Close::Refused(status)) => {
             tracing::info!(%host, session = id, "session ended: {}", status.message());
-            let _ = tx.try_send(Err(status));
+            let _ = tx.try_send(Box::new(Err(status)));
         }
         Ok(why) => tracing::info!(%host, session = id, ?why, "session closed by the hub"),
         Err(_) => tracing::debug!(%host, session = id, "session dropped by the hub"),
