@@ -231,17 +231,20 @@ fn open_log(path: &Path) -> Result<File, DriverError> {
         .map_err(|source| DriverError::Io { what: format!("opening log {}", path.display()), source })
 }
 
+/// The fields of `/proc/<pid>/stat` from field 3 (state) on: the text after the last
+/// `)`, since the command name (field 2) may hold spaces and parentheses.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(stat[stat.rfind(')')? + 1..].split_whitespace().map(str::to_owned).collect())
+}
+
 /// The start time (clock ticks since boot) of a live, non-zombie `pid`.
 pub fn proc_start_ticks(pid: u32) -> Option<u64> {
     if pid == 0 {
         return None;
     }
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // `pid (comm) state ...`: comm may contain spaces and parentheses; fields after the
-    // last `)` start at field 3 (state).
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    if matches!(fields.first(), Some(&"Z") | Some(&"X") | Some(&"x")) {
+    let fields = stat_fields(pid)?;
+    if matches!(fields.first().map(String::as_str), Some("Z" | "X" | "x")) {
         return None;
     }
     fields.get(19)?.parse().ok()
@@ -258,10 +261,8 @@ pub fn is_alive(pid: u32, ticks: u64) -> bool {
 /// status. `None` once it is reaped, or while it runs.
 fn zombie_exit(pid: u32, ticks: u64) -> Option<String> {
     use std::os::unix::process::ExitStatusExt;
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    if fields.first() != Some(&"Z") || fields.get(19)?.parse::<u64>().ok()? != ticks {
+    let fields = stat_fields(pid)?;
+    if fields.first().map(String::as_str) != Some("Z") || fields.get(19)?.parse::<u64>().ok()? != ticks {
         return None;
     }
     let wait_status: i32 = fields.get(49)?.parse().ok()?;
@@ -673,9 +674,7 @@ async fn restart_later(shared: Arc<Shared>, service: String) {
 
 /// Field 5 (pgrp) of `/proc/<pid>/stat`.
 fn process_group_of(pid: u32) -> Option<u32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(2)?.parse().ok()
+    stat_fields(pid)?.get(2)?.parse().ok()
 }
 
 /// The last `max` bytes of `path` written after `from`, cut at a line start.
