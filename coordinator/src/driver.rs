@@ -218,7 +218,9 @@ impl Leader {
         let node = self.node.clone();
         let built: Vec<(&Action, Option<v1::Step>)> = node.read_local(|s| {
             let rec = s.release(id);
-            let planned = Self::planned(s, id);
+            // Only a step to send needs the plan (a finished release's is built per call).
+            let planned =
+                actions.iter().any(|a| matches!(a, Action::Send { .. })).then(|| Self::planned(s, id)).flatten();
             actions
                 .iter()
                 .map(|action| {
