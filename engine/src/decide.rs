@@ -10,9 +10,9 @@ use flotilla_shared::model::{HostCount, HostId, OnFailure, RollbackScope, Servic
 use flotilla_shared::plan::{NodeId, Plan, RollbackRequest, RollbackStep, split_batches};
 
 use super::ENGINE;
-use super::event::count;
 use super::fact::{BatchSpec, CommandId, Dispatch, Fact, Outcome, RollbackAction, Terminal};
 use super::run::{GateState, HostState, Phase, Run, ServiceRun, ServiceState, StageState, StepKind};
+use super::text::count;
 
 /// What the engine works from besides the run: the release's id, its plan and the
 /// fleet it was planned against.

@@ -51,11 +51,6 @@ pub enum EventKind {
     Note,
 }
 
-/// `n` and the noun, singular for one (`1 host`, `3 hosts`), as event messages say it.
-pub(crate) fn count(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
-}
-
 /// One thing that happened to a release, with why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {

@@ -7,7 +7,7 @@ use std::fmt;
 use flotilla_shared::model::{HostId, ServiceName};
 use serde::{Deserialize, Serialize};
 
-use super::event::count;
+use super::text::count;
 
 /// The id of one command sent to one agent, unique in the cluster: the release's id
 /// and the command's number in the release, written `<release>.<n>` (the form agents,

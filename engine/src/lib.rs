@@ -22,6 +22,7 @@ mod event;
 mod fact;
 mod run;
 mod steps;
+mod text;
 
 pub use action::Action;
 pub use decide::{Context, Decision, Env, decide, rollback_decision, started_services};
@@ -31,9 +32,10 @@ pub use fact::{
 };
 pub use run::{
     Approval, Failure, GateState, HostState, Phase, Refusal, RollbackRun, Run, ServiceRun, ServiceState, StageRun,
-    StageState, Status, StepKind, StepRecord, join_hosts,
+    StageState, Status, StepKind, StepRecord,
 };
 pub use steps::Steps;
+pub use text::join_hosts;
 
 /// The actor recorded for the engine's own decisions.
 pub const ENGINE: &str = "engine";
