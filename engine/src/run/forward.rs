@@ -1,6 +1,8 @@
 //! Rolling forward: the engine's decisions that start stages, services, migrations,
 //! batches, bakes and gates, wait for approvals, and end services and stages.
 
+use std::collections::BTreeSet;
+
 use flotilla_shared::model::{HostId, ServiceName};
 
 use super::{
@@ -146,12 +148,16 @@ impl Run {
     ) -> Result<(), Refusal> {
         let stage_name = self.stage_name(stage);
         let run = self.service_mut(stage, service)?;
-        if run.state != ServiceState::Deploying || batch != run.batch || batch >= run.batches.len() {
+        if run.state != ServiceState::Deploying || batch != run.batch {
             return refuse(format!("{service} cannot start batch {batch}"));
         }
+        let Some(spec) = run.batches.get(batch) else {
+            return refuse(no_batch(service, batch, run.batches.len()));
+        };
         if dispatches.iter().map(|d| &d.host).chain(offline).any(|h| run.hosts.get(h) != Some(&HostState::Waiting)) {
             return refuse(format!("a host of batch {batch} of {service} is not waiting to deploy"));
         }
+        let batch_name = spec.name.clone();
         run.state = ServiceState::Deploying;
         run.batch = batch;
         run.deadline_unix_ms = deadline(at, run.progress_deadline_ms);
@@ -161,7 +167,6 @@ impl Run {
         for h in offline {
             run.hosts.insert(h.clone(), HostState::Failed(text::offline_host(h)));
         }
-        let batch_name = run.batches[batch].name.clone();
         let version = run.version.clone();
         self.add_steps(at, stage, dispatches, || StepKind::Deploy(service.clone()), out);
         let message = text::batch_started(service, &version, &batch_name, dispatches.iter().map(|d| &d.host), offline);
@@ -189,18 +194,27 @@ impl Run {
         out: &mut Vec<Action>,
     ) -> Result<(), Refusal> {
         let stage_name = self.stage_name(stage);
-        let run = self.service_mut(stage, service)?;
+        // Every check before the first change: a refused fact changes nothing.
+        let run = self.service_in(stage, service)?;
         if run.state != ServiceState::Deploying || run.batch != batch {
             return refuse(format!("{service} batch {batch} is not deploying"));
         }
+        let Some(spec) = run.batches.get(batch) else {
+            return refuse(no_batch(service, batch, run.batches.len()));
+        };
+        let mut baking = BTreeSet::new();
         for d in dispatches {
-            if run.hosts.get(&d.host) != Some(&HostState::Deployed) {
+            // A host sent two bake steps: the second finds it baking already.
+            if run.hosts.get(&d.host) != Some(&HostState::Deployed) || !baking.insert(&d.host) {
                 return refuse(format!("{} is not deployed", d.host));
             }
+        }
+        let batch_name = spec.name.clone();
+        let run = self.service_mut(stage, service)?;
+        for d in dispatches {
             run.hosts.insert(d.host.clone(), HostState::Baking(d.command_id.clone()));
         }
         run.state = ServiceState::Baking;
-        let batch_name = run.batches[batch].name.clone();
         let version = run.version.clone();
         self.add_steps(at, stage, dispatches, || StepKind::Bake(service.clone(), duration_ms), out);
         let e =
@@ -226,6 +240,10 @@ impl Run {
         if !matches!(run.state, ServiceState::Deploying | ServiceState::Baking) || run.batch != batch {
             return refuse(format!("{service} batch {batch} is not running"));
         }
+        let Some(spec) = run.batches.get(batch) else {
+            return refuse(no_batch(service, batch, run.batches.len()));
+        };
+        let batch_name = spec.name.clone();
         for state in run.hosts.values_mut() {
             if *state == HostState::Deployed {
                 *state = HostState::Done;
@@ -234,7 +252,6 @@ impl Run {
         run.state = ServiceState::Deploying;
         run.batch = batch + 1;
         run.deadline_unix_ms = deadline(at, run.progress_deadline_ms);
-        let batch_name = run.batches[batch].name.clone();
         let message = text::batch_done(service, &run.version, &batch_name, run.hosts_done(), run.hosts.len());
         let e = self.record(at, EventKind::BatchDone, message);
         e.stage = stage_name;
@@ -272,7 +289,10 @@ impl Run {
         reason: &str,
     ) -> Result<(), Refusal> {
         let stage_name = self.stage_name(stage);
-        let run = self.service_mut(stage, service)?;
+        let st = self.stage_mut(stage)?;
+        let Some(run) = st.services.get_mut(service) else {
+            return refuse(format!("{service} is not in stage {stage}"));
+        };
         if !matches!(run.state, ServiceState::Deploying | ServiceState::Baking | ServiceState::Migrating) {
             return refuse(format!("{service} is not running"));
         }
@@ -280,7 +300,7 @@ impl Run {
         run.finished_unix_ms = at;
         run.deadline_unix_ms = 0;
         run.reason = reason.to_owned();
-        self.stages[stage].state = StageState::Failed;
+        st.state = StageState::Failed;
         self.failure = Some(Failure { stage, services: vec![service.clone()], reason: reason.to_owned() });
         let e = self.record(at, EventKind::ServiceFailed, text::service_failed(service, &stage_name, reason));
         e.stage = stage_name;
@@ -405,4 +425,9 @@ impl Run {
         }
         Ok(())
     }
+}
+
+/// Why a fact naming batch `batch` of a service with `len` batches is refused.
+fn no_batch(service: &ServiceName, batch: usize, len: usize) -> String {
+    format!("batch {batch} of {service} does not exist ({service} has {})", count(len, "batch", "batches"))
 }

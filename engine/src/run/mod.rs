@@ -11,6 +11,11 @@
 //! - `operator`: what operators do (approve, pause, resume, abort, note);
 //! - `rollback`: a rollback decided, its actions sent and done;
 //! - `lifecycle`: the release's end and the leaders that take it over.
+//!
+//! Every replica applies the same committed log, so every handler keeps two rules for
+//! any fact, however malformed (a buggy or older leader may commit one): a refused
+//! fact changes nothing (every check comes before the first change), and no fact
+//! panics (an index or a name a fact carries is looked up, never indexed with).
 
 mod forward;
 mod lifecycle;
@@ -453,6 +458,16 @@ impl Run {
         }
     }
 
+    /// [`Run::service`], refused as [`Run::service_mut`] refuses: for the checks a
+    /// handler makes before it changes anything.
+    fn service_in(&self, stage: usize, service: &ServiceName) -> Result<&ServiceRun, Refusal> {
+        let Some(st) = self.stages.get(stage) else { return refuse(format!("stage {stage} has not started")) };
+        match st.services.get(service) {
+            Some(s) => Ok(s),
+            None => refuse(format!("{service} is not in stage {stage}")),
+        }
+    }
+
     fn stage_name(&self, stage: usize) -> String {
         self.stages.get(stage).map(|s| s.name.clone()).unwrap_or_default()
     }
@@ -478,7 +493,11 @@ impl Run {
                     cancel: false,
                 },
             );
-            self.next_command = self.next_command.max(d.command_id.number() + 1);
+            // An id the engine never hands out (`u64::MAX`) leaves the counter as it
+            // is rather than overflowing it.
+            if let Some(next) = d.command_id.number().checked_add(1) {
+                self.next_command = self.next_command.max(next);
+            }
             out.push(Action::Send { command: d.command_id.clone(), host: d.host.clone() });
         }
     }

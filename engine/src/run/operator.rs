@@ -19,16 +19,18 @@ impl Run {
         let Some(pos) = self.approvals.iter().position(|a| a.kind == kind && a.name == name) else {
             return refuse(format!("no approval of {kind} {name} is pending"));
         };
-        let approval = self.approvals.remove(pos);
-        let stage_name = self.stage_name(approval.stage);
+        // Checked before the approval is taken off: a refused fact changes nothing.
+        let stage = self.stage_mut(self.approvals[pos].stage)?;
         match kind {
             ApprovalKind::Gate => {
-                if let Some(state) = self.stage_mut(approval.stage)?.gates.get_mut(name) {
+                if let Some(state) = stage.gates.get_mut(name) {
                     *state = GateState::Passed;
                 }
             }
-            ApprovalKind::Stage => self.stage_mut(approval.stage)?.state = StageState::Done,
+            ApprovalKind::Stage => stage.state = StageState::Done,
         }
+        let approval = self.approvals.remove(pos);
+        let stage_name = self.stage_name(approval.stage);
         let e = self.record(at, EventKind::Approved, text::approved(kind, name, actor, comment));
         e.stage = stage_name;
         e.actor = actor.to_owned();

@@ -18,10 +18,21 @@ impl Run {
         outcome: Outcome,
         reason: &str,
     ) -> Result<(), Refusal> {
+        // Every check before the result is recorded: a refused report changes nothing.
+        let Some(step) = self.steps.get(command_id) else {
+            return refuse(format!("no step {command_id} in this release"));
+        };
+        if step.outcome.is_some() {
+            return refuse(format!("step {command_id} already has a result"));
+        }
+        if let StepKind::Deploy(s) | StepKind::Bake(s, _) = &step.kind {
+            // The host it ran on moves on in its service's run.
+            self.service_in(step.stage, s)?;
+        }
         let step = match self.steps.finish(command_id, outcome, reason, at) {
-            None => return refuse(format!("no step {command_id} in this release")),
-            Some(Err(())) => return refuse(format!("step {command_id} already has a result")),
             Some(Ok(step)) => step.clone(),
+            // Checked above.
+            None | Some(Err(())) => return refuse(format!("step {command_id} cannot take a result")),
         };
         let host = step.host.clone();
         let stage_name = self.stage_name(step.stage);
@@ -112,6 +123,7 @@ impl Run {
         let in_rollback = self.phase == Phase::RollingBack;
         let forward = self.phase == Phase::Forward;
         let host = &step.host;
+        // Found: `step_reported` checked it before recording the result.
         let run = self.service_mut(step.stage, service)?;
         let current = run.hosts.get(host).cloned();
         let mine = matches!(&current, Some(HostState::Deploying(c) | HostState::Baking(c)) if c == command_id);

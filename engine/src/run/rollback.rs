@@ -89,33 +89,39 @@ impl Run {
         dispatches: &[Dispatch],
         out: &mut Vec<Action>,
     ) -> Result<(), Refusal> {
+        // Every check before the first change: a refused fact changes nothing.
         let Some(rb) = self.rollback.as_mut() else { return refuse("no rollback in progress") };
-        if action != rb.position || batch != rb.batch.map_or(0, |b| b + 1) {
+        let next = match rb.batch {
+            None => Some(0),
+            Some(b) => b.checked_add(1),
+        };
+        if action != rb.position || Some(batch) != next {
             return refuse(format!("rollback action {action} batch {batch} is not next"));
         }
         if rb.dispatched.iter().any(|d| self.steps.get(&d.command_id).is_none_or(|s| s.outcome.is_none())) {
             return refuse("the previous rollback batch is still running");
         }
-        let act =
-            rb.actions.get(action).cloned().ok_or_else(|| Refusal::Invalid(format!("no rollback action {action}")))?;
+        let (service, migrate_down) = match rb.actions.get(action) {
+            None => return refuse(no_action(action, rb.actions.len())),
+            Some(RollbackAction::Pause(s, _)) => return refuse(format!("rollback action {action} ({s}) is a pause")),
+            Some(RollbackAction::Rollback(s)) => (s.clone(), false),
+            Some(RollbackAction::MigrateDown(s)) => (s.clone(), true),
+        };
         rb.batch = Some(batch);
         rb.dispatched = dispatches.to_vec();
         let stage = self.stage;
         let hosts = || dispatches.iter().map(|d| &d.host);
-        let (kind, message, service) = match &act {
-            RollbackAction::Rollback(s) => {
-                let from = self.previous_versions(s);
-                for d in dispatches {
-                    let to = StepKind::Rollback(s.clone(), from.get(&d.host).cloned().flatten());
-                    self.add_steps(at, stage, std::slice::from_ref(d), || to.clone(), out);
-                }
-                (EventKind::ServiceRollbackStarted, text::service_rollback_started(s, hosts()), s.clone())
+        let s = &service;
+        let (kind, message) = if migrate_down {
+            self.add_steps(at, stage, dispatches, || StepKind::MigrateDown(s.clone()), out);
+            (EventKind::MigrateDownStarted, text::migrate_down_started(s, hosts()))
+        } else {
+            let from = self.previous_versions(s);
+            for d in dispatches {
+                let to = StepKind::Rollback(s.clone(), from.get(&d.host).cloned().flatten());
+                self.add_steps(at, stage, std::slice::from_ref(d), || to.clone(), out);
             }
-            RollbackAction::MigrateDown(s) => {
-                self.add_steps(at, stage, dispatches, || StepKind::MigrateDown(s.clone()), out);
-                (EventKind::MigrateDownStarted, text::migrate_down_started(s, hosts()), s.clone())
-            }
-            RollbackAction::Pause(s, _) => return refuse(format!("rollback action {action} ({s}) is a pause")),
+            (EventKind::ServiceRollbackStarted, text::service_rollback_started(s, hosts()))
         };
         let e = self.record(at, kind, message);
         e.services = vec![service];
@@ -131,7 +137,10 @@ impl Run {
         if action != rb.position {
             return refuse(format!("rollback action {action} is not the current one"));
         }
-        let act = rb.actions[action].clone();
+        // Every action done (`position == actions.len()`): there is no current one.
+        let Some(act) = rb.actions.get(action).cloned() else {
+            return refuse(no_action(action, rb.actions.len()));
+        };
         rb.position += 1;
         rb.batch = None;
         rb.dispatched.clear();
@@ -155,4 +164,9 @@ impl Run {
         e.services = vec![service];
         Ok(())
     }
+}
+
+/// Why a fact naming rollback action `action` of a rollback of `len` actions is refused.
+fn no_action(action: usize, len: usize) -> String {
+    format!("rollback action {action} does not exist (the rollback has {})", text::count(len, "action", "actions"))
 }
