@@ -375,6 +375,10 @@ fn list_table(releases: &[v1::ReleaseSummary]) -> String {
             r.services_done,
             r.services_total
         ));
+        if r.compacted {
+            out.pop();
+            out.push_str(" (compacted)\n");
+        }
     }
     out
 }
@@ -386,6 +390,13 @@ fn show_text(r: &v1::Release) -> String {
         out.push_str(&format!(", submitted by {}", r.created_by));
     }
     out.push('\n');
+    if r.compacted {
+        out.push_str(&format!(
+            "  compacted: the cluster keeps only this summary ({} events, finished {})\n",
+            r.last_event_index,
+            format_unix(r.finished_unix_ms / 1_000)
+        ));
+    }
     for a in &r.approvals {
         let stage = if a.kind == v1::ApprovalKind::Gate as i32 && !a.stage.is_empty() {
             format!(" in stage {}", a.stage)

@@ -15,6 +15,9 @@
 //! agent_cert_ttl_ms = 86400000
 //! audit_max_records = 100000
 //! audit_max_age_ms = 7776000000
+//! finished_release_max_count = 100
+//! finished_release_max_age_ms = 2592000000
+//! compacted_release_max_count = 10000
 //! agent_lease_ms = 10000
 //! agent_heartbeat_ms = 2000
 //! shutdown_timeout_ms = 5000
@@ -106,6 +109,22 @@ pub struct CoordinatorArgs {
     /// [default: 7776000000, 90 days]. The leader's setting applies.
     #[arg(long, value_name = "MS")]
     pub audit_max_age_ms: Option<u64>,
+    /// How many finished releases the cluster keeps whole (spec, plan, events,
+    /// steps), the most recently finished first; older ones are compacted to a
+    /// summary (key `finished_release_max_count`) [default: 100]. The leader's
+    /// setting applies.
+    #[arg(long, value_name = "N")]
+    pub finished_release_max_count: Option<u64>,
+    /// How long a finished release is kept whole, in milliseconds; 0 keeps them by
+    /// number only (key `finished_release_max_age_ms`) [default: 2592000000, 30
+    /// days]. The leader's setting applies.
+    #[arg(long, value_name = "MS")]
+    pub finished_release_max_age_ms: Option<u64>,
+    /// How many compacted releases (summaries) the cluster keeps; the oldest go
+    /// first (key `compacted_release_max_count`) [default: 10000]. The leader's
+    /// setting applies.
+    #[arg(long, value_name = "N")]
+    pub compacted_release_max_count: Option<u64>,
     /// Serve and dial plaintext, without TLS (key `insecure`) [default: false].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub insecure: Option<bool>,
@@ -223,6 +242,16 @@ pub struct CoordinatorConfig {
     /// How long an audit record is kept, milliseconds; 0: no age limit. The leader's
     /// setting applies. Default 7776000000 (90 days).
     pub audit_max_age_ms: u64,
+    /// How many finished releases are kept whole, the most recently finished first;
+    /// older ones are compacted to a summary. At least 1. The leader's setting
+    /// applies. Default 100.
+    pub finished_release_max_count: u64,
+    /// How long a finished release is kept whole, milliseconds; 0: by number only.
+    /// The leader's setting applies. Default 2592000000 (30 days).
+    pub finished_release_max_age_ms: u64,
+    /// How many compacted releases are kept (the oldest go first). The leader's
+    /// setting applies. Default 10000.
+    pub compacted_release_max_count: u64,
     /// Plaintext gRPC, without TLS. Default `false`; required (and only allowed)
     /// when no TLS file is given.
     pub insecure: bool,
@@ -251,6 +280,17 @@ pub struct CoordinatorConfig {
     pub shutdown_timeout_ms: u64,
 }
 
+impl CoordinatorConfig {
+    /// The release history this node keeps, and proposes while it leads.
+    pub fn release_retention(&self) -> crate::state::ReleaseRetention {
+        crate::state::ReleaseRetention {
+            max_finished: self.finished_release_max_count,
+            max_age_ms: self.finished_release_max_age_ms,
+            max_compacted: self.compacted_release_max_count,
+        }
+    }
+}
+
 impl Default for CoordinatorConfig {
     fn default() -> Self {
         Self {
@@ -267,6 +307,9 @@ impl Default for CoordinatorConfig {
             agent_cert_ttl_ms: 86_400_000,
             audit_max_records: crate::state::Retention::default().max_records,
             audit_max_age_ms: crate::state::Retention::default().max_age_ms,
+            finished_release_max_count: crate::state::ReleaseRetention::default().max_finished,
+            finished_release_max_age_ms: crate::state::ReleaseRetention::default().max_age_ms,
+            compacted_release_max_count: crate::state::ReleaseRetention::default().max_compacted,
             insecure: false,
             heartbeat_ms: 50,
             election_timeout_ms: 150,
@@ -343,6 +386,11 @@ pub enum Problem {
         /// The value.
         audit_max_records: u64,
     },
+    /// No finished release kept whole.
+    #[error(
+        "finished_release_max_count is 0: keep at least the last finished release whole (its events are what a watcher reads as it ends)"
+    )]
+    FinishedReleases,
     #[error("agent_cert_ttl_ms is {agent_cert_ttl_ms}: agent certificates must live at least 1000 ms")]
     AgentCertTtl {
         /// The value given.
@@ -498,6 +546,9 @@ impl CoordinatorConfig {
             (args.agent_cert_ttl_ms, &mut self.agent_cert_ttl_ms),
             (args.audit_max_records, &mut self.audit_max_records),
             (args.audit_max_age_ms, &mut self.audit_max_age_ms),
+            (args.finished_release_max_count, &mut self.finished_release_max_count),
+            (args.finished_release_max_age_ms, &mut self.finished_release_max_age_ms),
+            (args.compacted_release_max_count, &mut self.compacted_release_max_count),
         ] {
             if let Some(value) = flag {
                 *key = value;
@@ -556,6 +607,9 @@ impl CoordinatorConfig {
         }
         if self.audit_max_records < 1_000 {
             problems.push(Problem::AuditRecords { audit_max_records: self.audit_max_records });
+        }
+        if self.finished_release_max_count < 1 {
+            problems.push(Problem::FinishedReleases);
         }
         if !problems.is_empty() {
             return Err(ConfigError::Invalid { problems });

@@ -151,7 +151,7 @@ impl Daemon {
             tracing::info!(%cluster, "cluster identity");
         }
         let hub = AgentHub::start(node.clone(), config.hub_settings());
-        let engine = driver::spawn(node.clone(), hub.clone());
+        let engine = driver::spawn(node.clone(), hub.clone(), config.release_retention());
 
         let (stop, stopped) = oneshot::channel::<()>();
         let closing = hub.clone();

@@ -22,10 +22,13 @@ use crate::fleet::{AgentHub, AgentReport};
 use crate::leadership::Leadership;
 use crate::node::{Node, now_unix_ms};
 use crate::plans::Planned;
-use crate::state::{Op, ReleaseId, Response, State};
+use crate::state::{Op, ReleaseId, ReleaseRetention, Response, State};
 
 /// How often the engine looks at its releases when nothing happens.
 const IDLE_TICK: Duration = Duration::from_secs(1);
+
+/// How often the leader checks the release history against its retention.
+const HISTORY_CHECK: Duration = Duration::from_secs(1);
 
 /// Most decision rounds per pass (a guard against a decision loop).
 const MAX_ROUNDS: usize = 256;
@@ -38,13 +41,14 @@ const CANCEL_REASON: &str = "the release is rolling back this service";
 /// costs a few round trips, not a thousand.
 const MAX_REPORTS_PER_ENTRY: usize = 512;
 
-/// Starts the engine driver: it runs whenever this node leads.
-pub fn spawn(node: Node, hub: AgentHub) -> tokio::task::JoinHandle<()> {
+/// Starts the engine driver: it runs whenever this node leads, and keeps the release
+/// history to `retention`.
+pub fn spawn(node: Node, hub: AgentHub, retention: ReleaseRetention) -> tokio::task::JoinHandle<()> {
     let reports = hub.subscribe();
-    tokio::spawn(async move { run(node, hub, reports).await })
+    tokio::spawn(async move { run(node, hub, reports, retention).await })
 }
 
-async fn run(node: Node, hub: AgentHub, mut reports: mpsc::Receiver<AgentReport>) {
+async fn run(node: Node, hub: AgentHub, mut reports: mpsc::Receiver<AgentReport>, retention: ReleaseRetention) {
     let mut metrics = node.raft().metrics();
     // Leading means leading with a quorum: a leader cut off from the others stops here.
     let mut leadership = node.leadership();
@@ -55,7 +59,7 @@ async fn run(node: Node, hub: AgentHub, mut reports: mpsc::Receiver<AgentReport>
         };
         match term {
             Some(term) => {
-                let mut leader = Leader::new(node.clone(), hub.clone(), term);
+                let mut leader = Leader::new(node.clone(), hub.clone(), term, retention);
                 match leader.lead(&mut reports, &mut metrics, &mut leadership).await {
                     Ok(()) => tracing::info!(term, "no longer the leader; the release engine stops here"),
                     Err(e) => tracing::warn!(term, error = %e, "the release engine stopped"),
@@ -88,11 +92,24 @@ struct Leader {
     /// Per release, the run version at which the engine last decided nothing, and the
     /// deadline it asked to be woken at.
     quiet: HashMap<ReleaseId, (u64, Option<i64>)>,
+    /// The release history to keep.
+    retention: ReleaseRetention,
+    /// When the history was last checked against the retention.
+    history_checked: Option<Instant>,
 }
 
 impl Leader {
-    fn new(node: Node, hub: AgentHub, term: u64) -> Self {
-        Self { node, hub, term, cancels_sent: BTreeSet::new(), last_applied: None, quiet: HashMap::new() }
+    fn new(node: Node, hub: AgentHub, term: u64, retention: ReleaseRetention) -> Self {
+        Self {
+            node,
+            hub,
+            term,
+            cancels_sent: BTreeSet::new(),
+            last_applied: None,
+            quiet: HashMap::new(),
+            retention,
+            history_checked: None,
+        }
     }
 
     fn still_leading(&self, m: &openraft::RaftMetrics<crate::raft::NodeId, openraft::BasicNode>) -> bool {
@@ -157,7 +174,7 @@ impl Leader {
 
     /// Ids of releases that have not finished.
     fn active(&self) -> Vec<ReleaseId> {
-        self.node.read_local(|s| s.active_releases().map(|r| r.id.clone()).collect())
+        self.node.read_local(|s| s.active_releases().map(|r| r.submitted.id.clone()).collect())
     }
 
     /// Ids of active releases worth deciding on now: changed since the engine last had
@@ -165,11 +182,11 @@ impl Leader {
     fn due(&self, now: i64) -> Vec<ReleaseId> {
         self.node.read_local(|s| {
             s.active_releases()
-                .filter(|r| match self.quiet.get(&r.id) {
+                .filter(|r| match self.quiet.get(&r.submitted.id) {
                     Some(&(version, wake)) => version != r.run.version || wake.is_some_and(|w| w <= now),
                     None => true,
                 })
-                .map(|r| r.id.clone())
+                .map(|r| r.submitted.id.clone())
                 .collect()
         })
     }
@@ -363,7 +380,26 @@ impl Leader {
         for id in &due {
             self.send_cancels(id);
         }
+        self.keep_history().await?;
         Ok(wake)
+    }
+
+    /// Compacts the finished releases the retention no longer keeps whole, checking at
+    /// most once per [`HISTORY_CHECK`].
+    async fn keep_history(&mut self) -> Result<(), CoordinatorError> {
+        if self.history_checked.is_some_and(|at| at.elapsed() < HISTORY_CHECK) {
+            return Ok(());
+        }
+        self.history_checked = Some(Instant::now());
+        let retention = self.retention;
+        if !self.node.read_local(|s| s.needs_compaction(now_unix_ms(), &retention)) {
+            return Ok(());
+        }
+        let response = self.node.propose(Op::CompactReleases(retention)).await?;
+        if let Response::Compacted { compacted, forgotten } = &response {
+            tracing::info!(compacted = compacted.len(), forgotten, "compacted finished releases");
+        }
+        Ok(())
     }
 
     /// Sends the cancels the release owes that this leader has not sent (a rollback an

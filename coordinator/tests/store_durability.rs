@@ -431,11 +431,11 @@ async fn data_in_the_json_format_1_is_refused_cleanly() {
 }
 
 /// A format 5 data directory kept its log in the engine: opening it moves the entries
-/// to segment files, empties the engine's copy and records format 6 — and segments a
+/// to segment files, empties the engine's copy and records the current format — and segments a
 /// migration interrupted by a crash left behind are thrown away and written again.
 #[tokio::test]
 async fn a_format_5_log_moves_from_the_engine_to_segment_files() {
-    const { assert!(store::FORMAT_VERSION == 6) };
+    const { assert!(store::FORMAT_VERSION == 7) };
     let dir = tempfile::tempdir().unwrap();
     {
         let engine = SledEngine::open(&dir.path().join(store::DB_DIR)).unwrap();
@@ -456,12 +456,30 @@ async fn a_format_5_log_moves_from_the_engine_to_segment_files() {
     assert_eq!(entries, (1..=30).map(|i| normal(3, i, audit(i))).collect::<Vec<_>>());
     assert!(log.engine().is_empty::<RaftLog>().unwrap(), "the engine's copy is gone");
     let format = log.engine().get::<Format>(&FormatKey::Version).unwrap().unwrap();
-    assert_eq!(format.version, 6);
+    assert_eq!(format.version, store::FORMAT_VERSION);
     log.blocking_append([normal(3, 31, audit(31))]).await.unwrap();
     drop((log, _sm));
 
     let (mut log, _sm) = reopen(dir.path());
     assert_eq!(all_entries(&mut log).await.len(), 31);
+}
+
+/// A format 6 data directory already keeps its log in segment files: opening it
+/// records the current format and keeps every entry where it is.
+#[tokio::test]
+async fn a_format_6_log_stays_in_its_segment_files() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _sm) = reopen(dir.path());
+        log.blocking_append((1..=20).map(|i| normal(3, i, audit(i)))).await.unwrap();
+        let v6 = FormatRecord { version: 6, written_by: "flotilla-coordinator 0.1.0".into() };
+        log.engine().put::<Format>(&FormatKey::Version, &v6).unwrap();
+        log.engine().flush().unwrap();
+    }
+    let (mut log, _sm) = reopen(dir.path());
+    assert_eq!(all_entries(&mut log).await, (1..=20).map(|i| normal(3, i, audit(i))).collect::<Vec<_>>());
+    let format = log.engine().get::<Format>(&FormatKey::Version).unwrap().unwrap();
+    assert_eq!(format.version, store::FORMAT_VERSION);
 }
 
 /// A network for a one-node cluster: there is nobody to talk to.

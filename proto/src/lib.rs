@@ -98,7 +98,10 @@ pub const MIN_PROTOCOL_VERSION: u32 = 1;
 ///   install; `RaftPeer.Probe`. Upgraded like 3.
 /// - 6: log entries may carry release notes (`Releases.Annotate`), which a revision-5
 ///   node cannot decode. Upgraded like 3.
-pub const PEER_PROTOCOL_VERSION: u32 = 6;
+/// - 7: snapshots are in on-disk format 7 (the planning fleet typed, compacted
+///   releases), and log entries submit releases in a new operation and may compact
+///   finished releases, which a revision-6 node cannot decode. Upgraded like 3.
+pub const PEER_PROTOCOL_VERSION: u32 = 7;
 
 /// The oldest peer protocol revision this build accepts from another coordinator.
 /// A revision-1 node cannot read revision-2 payloads (nor the reverse), so a cluster

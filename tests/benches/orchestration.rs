@@ -15,8 +15,15 @@
 //!   SIGTERM instead (the graceful stop that hands the leadership over), `both`
 //!   alternates the two (kill -9 on odd trials) and reports each series.
 //!
-//! `cargo bench -p flotilla-tests --bench orchestration` (both), or with one argument:
-//! `overhead` or `failover`. Knobs: `FLOTILLA_BENCH_AGENTS` (1000), `FLOTILLA_BENCH_RUNS`
+//! - `history`: many releases of the same no-op service to every simulated agent, one
+//!   after the other (`FLOTILLA_BENCH_RELEASES`, 200); after each, the leader's RSS
+//!   and the size of its newest snapshot file (the cluster snapshots every 200 log
+//!   entries here). With `FLOTILLA_BENCH_KEEP=N` the coordinators keep N finished
+//!   releases whole (`--finished-release-max-count N`) and compact the rest; unset,
+//!   their own default (a build without release retention takes no such flag).
+//!
+//! `cargo bench -p flotilla-tests --bench orchestration` (all three), or with one
+//! argument: `overhead`, `failover` or `history`. Knobs: `FLOTILLA_BENCH_AGENTS` (1000), `FLOTILLA_BENCH_RUNS`
 //! (5), `FLOTILLA_FAILOVER_TRIALS` (20), `FLOTILLA_FAILOVER_AGENTS` (100),
 //! `FLOTILLA_FAILOVER_HOLD_MS` (300), `FLOTILLA_FAILOVER_SETTLE_MS` (3000: pause after the
 //! killed node is restarted and caught up, before the next trial); for diagnosis, `FLOTILLA_SIM_INVENTORY=0` (heartbeats
@@ -981,6 +988,103 @@ async fn overhead(cluster: &TestCluster, agents: usize, runs: usize) -> anyhow::
     Ok(())
 }
 
+// ---------------------------------------------------------------- history
+
+/// The size of the newest snapshot file in `dir` (bytes), if any.
+fn newest_snapshot(dir: &std::path::Path) -> Option<u64> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| !e.file_name().to_string_lossy().ends_with(".tmp"))
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            meta.is_file().then(|| (meta.modified().ok(), meta.len()))
+        })
+        .max()
+        .map(|(_, len)| len)
+}
+
+async fn history(cluster: &TestCluster, agents: usize, releases: usize) -> anyhow::Result<()> {
+    let leader = cluster.wait_leader(Duration::from_secs(60)).await?;
+    let leader_addr = addr_of(cluster, leader)?;
+    let pid = coordinator_pid(&leader_addr).ok_or_else(|| anyhow!("no process listens on {leader_addr}"))?;
+    let snapshots = cluster.dir().join(format!("node-{leader}")).join("snapshots");
+    let sim = Sim::new(addrs(cluster), Duration::ZERO, agents);
+    let (stop_tx, stop) = watch::channel(false);
+    spawn_agents(&sim, agents, &stop).await;
+    eventually(Duration::from_secs(120), "every agent welcomed by the leader", || {
+        let n = sim.connected_to(leader);
+        async move { (n == agents).then_some(()) }
+    })
+    .await?;
+    fleet_at(&leader_addr, agents, Some(FIRST_VERSION), Duration::from_secs(60)).await?;
+    let started = Instant::now();
+    let mut rss = Vec::new();
+    let mut snap = Vec::new();
+    let mut took = Vec::new();
+    let mut previous = FIRST_VERSION.to_owned();
+    for run in 1..=releases {
+        let version = format!("1.{run}.0");
+        fleet_at(&leader_addr, agents, sim.send_inventory.then_some(previous.as_str()), Duration::from_secs(60))
+            .await?;
+        let name = format!("history-{run}");
+        let t0 = Instant::now();
+        let id = create(&leader_addr, &name, spec(&name, &version, "\"1%\"", &["10%", "100%"])).await?;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tokio::spawn(follow(vec![leader_addr.clone()], id.clone(), tx));
+        let mut last = None;
+        while let Some((e, _)) = tokio::time::timeout(Duration::from_secs(300), rx.recv()).await? {
+            let end = terminal(e.kind);
+            last = Some(e);
+            if end {
+                break;
+            }
+        }
+        let last = last.ok_or_else(|| anyhow!("no events for {id}"))?;
+        if EventKind::try_from(last.kind) != Ok(EventKind::ReleaseSucceeded) {
+            bail!("release {id} ended with {:?}: {}", EventKind::try_from(last.kind), last.message);
+        }
+        took.push(t0.elapsed().as_secs_f64() * 1e3);
+        let sample = proc_sample(pid).ok_or_else(|| anyhow!("leader pid {pid} gone"))?;
+        rss.push(sample.rss_kb as f64 / 1024.0);
+        snap.push(newest_snapshot(&snapshots).unwrap_or(0) as f64 / 1024.0);
+        if run % 10 == 0 || run == 1 {
+            report(&format!(
+                "history: {run} releases of {agents} hosts ({:.0} s): leader rss {:.1} MiB, newest snapshot {:.0} KiB, \
+                 this release {:.0} ms; loadavg {}",
+                started.elapsed().as_secs_f64(),
+                rss[run - 1],
+                snap[run - 1],
+                took[run - 1],
+                loadavg()
+            ));
+        }
+        previous = version;
+    }
+    // Flat or not: the median of the 20 releases after the first 20 beside the median
+    // of the last 20 (single samples swing with the allocator's timing).
+    let window = |v: &[f64], from: usize| {
+        let mut w: Vec<f64> = v[from.min(v.len() - 1)..(from + 20).min(v.len())].to_vec();
+        w.sort_by(f64::total_cmp);
+        w[w.len() / 2]
+    };
+    let growth = |v: &[f64]| {
+        let early = window(v, 20);
+        let late = window(v, v.len().saturating_sub(20));
+        let max = v.iter().skip(20).copied().fold(f64::MIN, f64::max);
+        format!(
+            "median of releases 21-40 {early:.1}, of the last 20 {late:.1} ({:+.1} %); highest after release 20 {max:.1}",
+            (late - early) / early * 100.0
+        )
+    };
+    report(&format!("history summary ({releases} releases of {agents} hosts each, one after the other):"));
+    report(&format!("  leader RSS (MiB) {}", growth(&rss)));
+    report(&format!("  newest snapshot (KiB) {}", growth(&snap)));
+    report(&format!("  Create -> SUCCEEDED: {}", spread(&took, "ms")));
+    let _ = stop_tx.send(true);
+    Ok(())
+}
+
 // ---------------------------------------------------------------- failover
 
 /// How the failover bench stops the leader.
@@ -1228,6 +1332,21 @@ fn main() -> anyhow::Result<()> {
             let cluster = TestCluster::start(3, ClusterOptions::default())?;
             let result = overhead(&cluster, agents, runs).await;
             keep_logs(&cluster, "overhead");
+            result?;
+        }
+        if wants("history") {
+            let agents = usize::try_from(env_or("FLOTILLA_BENCH_AGENTS", 1_000))?;
+            let releases = usize::try_from(env_or("FLOTILLA_BENCH_RELEASES", 200))?.max(1);
+            let args = match std::env::var("FLOTILLA_BENCH_KEEP") {
+                Ok(keep) if !keep.is_empty() => vec!["--finished-release-max-count".to_owned(), keep],
+                _ => Vec::new(),
+            };
+            let cluster = TestCluster::start(
+                3,
+                ClusterOptions { snapshot_logs: 200, keep_logs: 100, args, ..ClusterOptions::default() },
+            )?;
+            let result = history(&cluster, agents, releases).await;
+            keep_logs(&cluster, "history");
             result?;
         }
         if wants("failover") {

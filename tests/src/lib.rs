@@ -124,11 +124,20 @@ pub struct ClusterOptions {
     /// many milliseconds (`--tls-ca-key` with [`TestCa::key_file`],
     /// `--agent-cert-ttl-ms`). `None`: no CA key, enrolment off.
     pub agent_cert_ttl_ms: Option<u64>,
+    /// More flags for every coordinator (`--finished-release-max-count 3`, ...).
+    pub args: Vec<String>,
 }
 
 impl Default for ClusterOptions {
     fn default() -> Self {
-        Self { tls: false, snapshot_logs: 10_000, keep_logs: 1_000, http: false, agent_cert_ttl_ms: None }
+        Self {
+            tls: false,
+            snapshot_logs: 10_000,
+            keep_logs: 1_000,
+            http: false,
+            agent_cert_ttl_ms: None,
+            args: Vec::new(),
+        }
     }
 }
 
@@ -307,6 +316,7 @@ impl TestCluster {
         if let Some(http) = &node.http {
             cmd.arg("--http").arg(http);
         }
+        cmd.args(&self.opts.args);
         match &node.tls {
             Some(paths) => {
                 cmd.arg("--tls-ca").arg(&paths.ca).arg("--tls-cert").arg(&paths.cert).arg("--tls-key").arg(&paths.key);

@@ -217,10 +217,10 @@ impl StatusView {
         let mut active: Vec<ReleaseView> = state
             .active_releases()
             .map(|r| ReleaseView {
-                id: r.id.clone(),
-                name: r.name.clone(),
+                id: r.submitted.id.clone(),
+                name: r.submitted.name.clone(),
                 status: r.run.status(),
-                created_by: r.created_by.clone(),
+                created_by: r.submitted.created_by.clone(),
                 created_unix_ms: r.created_unix_ms,
             })
             .collect();

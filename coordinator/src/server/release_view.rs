@@ -1,16 +1,26 @@
 //! Releases as the wire shows them: a stored release and its run turned into
 //! `flotilla.v1` messages (state, per-stage and per-service progress, approvals,
-//! events). Pure conversions.
+//! events), and a compacted release's summary likewise. Pure conversions.
 
 use flotilla_proto::v1;
 use flotilla_shared::plan::Plan;
 
 use crate::engine::{self, ApprovalKind, Event, EventKind, GateState, HostState, Phase, Run, Status, Terminal};
-use crate::state::ReleaseRecord;
+use crate::state::{CompactedRelease, ReleaseRecord};
 
 /// The wire state of a release.
 pub fn release_state(run: &Run) -> v1::ReleaseState {
     status(run.status())
+}
+
+/// The wire state of a release that ended as `t`.
+pub fn terminal_state(t: Terminal) -> v1::ReleaseState {
+    status(match t {
+        Terminal::Succeeded => Status::Succeeded,
+        Terminal::RolledBack => Status::RolledBack,
+        Terminal::Failed => Status::Failed,
+        Terminal::Aborted => Status::Aborted,
+    })
 }
 
 fn status(s: Status) -> v1::ReleaseState {
@@ -158,13 +168,13 @@ fn stages(run: &Run, plan: Option<&Plan>) -> Vec<v1::StageStatus> {
 pub fn release(r: &ReleaseRecord, plan: Option<&Plan>) -> v1::Release {
     let run = &r.run;
     v1::Release {
-        id: r.id.clone(),
-        name: r.name.clone(),
+        id: r.submitted.id.clone(),
+        name: r.submitted.name.clone(),
         state: release_state(run) as i32,
         reason: release_reason(run),
-        spec_toml: r.spec_text.clone(),
-        file_name: r.file_name.clone(),
-        idempotency_key: r.idempotency_key.clone(),
+        spec_toml: r.submitted.spec_text.clone(),
+        file_name: r.submitted.file_name.clone(),
+        idempotency_key: r.submitted.idempotency_key.clone(),
         plan: None,
         stages: stages(run, plan),
         pending_approvals: run
@@ -197,7 +207,84 @@ pub fn release(r: &ReleaseRecord, plan: Option<&Plan>) -> v1::Release {
         updated_unix_ms: run.updated_unix_ms.max(r.created_unix_ms),
         finished_unix_ms: run.finished_unix_ms,
         last_event_index: run.last_event_index(),
-        created_by: r.created_by.clone(),
+        created_by: r.submitted.created_by.clone(),
+        compacted: false,
+    }
+}
+
+/// The wire view of a compacted release: its summary, with what each stage did to
+/// each service as its stages.
+pub fn compacted(c: &CompactedRelease) -> v1::Release {
+    let mut stages: Vec<v1::StageStatus> = Vec::new();
+    for s in &c.services {
+        if stages.last().is_none_or(|st| st.name != s.stage) {
+            stages.push(v1::StageStatus {
+                index: u32::try_from(stages.len()).unwrap_or(u32::MAX),
+                name: s.stage.clone(),
+                state: v1::StageState::Unspecified as i32,
+                services: Vec::new(),
+                gates: Vec::new(),
+            });
+        }
+        let stage = stages.last_mut().expect("pushed above");
+        stage.services.push(v1::ServiceStatus {
+            service: s.service.to_string(),
+            target_version: s.version.clone(),
+            from_versions: s.from_versions.clone(),
+            state: service_state(s.state) as i32,
+            hosts_total: s.hosts,
+            hosts_done: s.hosts_done,
+            hosts_failed: s.hosts_failed,
+            ..v1::ServiceStatus::default()
+        });
+    }
+    for stage in &mut stages {
+        let all =
+            |wanted: &[v1::ServiceState]| stage.services.iter().all(|s| wanted.iter().any(|w| *w as i32 == s.state));
+        let state = if all(&[v1::ServiceState::Done, v1::ServiceState::Skipped]) {
+            v1::StageState::Done
+        } else if stage.services.iter().any(|s| s.state == v1::ServiceState::Failed as i32) {
+            v1::StageState::Failed
+        } else {
+            v1::StageState::Cancelled
+        };
+        stage.state = state as i32;
+    }
+    v1::Release {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        state: terminal_state(c.outcome) as i32,
+        reason: c.reason.clone(),
+        file_name: c.file_name.clone(),
+        stages,
+        created_unix_ms: c.created_unix_ms,
+        updated_unix_ms: c.finished_unix_ms.max(c.created_unix_ms),
+        finished_unix_ms: c.finished_unix_ms,
+        last_event_index: c.last_event_index,
+        created_by: c.created_by.clone(),
+        compacted: true,
+        ..v1::Release::default()
+    }
+}
+
+/// A compacted release in a list.
+pub fn compacted_summary(c: &CompactedRelease) -> v1::ReleaseSummary {
+    let mut services: Vec<&str> = c.services.iter().map(|s| s.service.as_str()).collect();
+    services.sort_unstable();
+    services.dedup();
+    let done = c.services.iter().filter(|s| s.state == engine::ServiceState::Done).count();
+    v1::ReleaseSummary {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        state: terminal_state(c.outcome) as i32,
+        reason: c.reason.clone(),
+        stage: c.services.last().map(|s| s.stage.clone()).unwrap_or_default(),
+        services_total: u32::try_from(services.len()).unwrap_or(u32::MAX),
+        services_done: u32::try_from(done.min(services.len())).unwrap_or(u32::MAX),
+        created_unix_ms: c.created_unix_ms,
+        updated_unix_ms: c.finished_unix_ms.max(c.created_unix_ms),
+        finished_unix_ms: c.finished_unix_ms,
+        compacted: true,
     }
 }
 
@@ -224,8 +311,8 @@ pub fn summary(r: &ReleaseRecord, services_total: usize) -> v1::ReleaseSummary {
         }
     });
     v1::ReleaseSummary {
-        id: r.id.clone(),
-        name: r.name.clone(),
+        id: r.submitted.id.clone(),
+        name: r.submitted.name.clone(),
         state: release_state(run) as i32,
         reason: release_reason(run),
         stage: last.map(|s| s.name.clone()).unwrap_or_default(),
@@ -234,6 +321,7 @@ pub fn summary(r: &ReleaseRecord, services_total: usize) -> v1::ReleaseSummary {
         created_unix_ms: r.created_unix_ms,
         updated_unix_ms: run.updated_unix_ms.max(r.created_unix_ms),
         finished_unix_ms: run.finished_unix_ms,
+        compacted: false,
     }
 }
 

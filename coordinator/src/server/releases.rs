@@ -19,8 +19,9 @@ use crate::auth::Actor;
 use crate::engine::{self, ApprovalKind, Fact, Phase, Refusal};
 use crate::error::CoordinatorError;
 use crate::node::{Lifecycle, Node};
+use crate::plans::StoredFleet;
 use crate::server::release_view;
-use crate::state::{NewRelease, Op, ReleaseRecord, Response as Applied, State};
+use crate::state::{CompactedRelease, NewRelease, Op, ReleaseRecord, Response as Applied, State};
 
 /// Serves `Releases` for one node.
 #[derive(Debug, Clone)]
@@ -100,12 +101,32 @@ const WATCH_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
 fn view(r: &ReleaseRecord) -> v1::Release {
     let planned = r.plan().ok();
     let mut release = release_view::release(r, planned.as_ref().map(|p| &p.0));
-    release.plan = planned.map(|p| super::plan_view::plan(&p.0, &SourceFile::new(&r.file_name, &r.spec_text)));
+    release.plan =
+        planned.map(|p| super::plan_view::plan(&p.0, &SourceFile::new(&r.submitted.file_name, &r.submitted.spec_text)));
     release
 }
 
 fn get_view(s: &State, id: &str) -> Result<v1::Release, CoordinatorError> {
-    s.release(id).map(view).ok_or_else(|| CoordinatorError::no_release(id))
+    match (s.release(id), s.compacted(id)) {
+        (Some(r), _) => Ok(view(r)),
+        (None, Some(c)) => Ok(release_view::compacted(c)),
+        (None, None) => Err(CoordinatorError::no_release(id)),
+    }
+}
+
+/// The error for an action on release `id`, which `s` does not hold whole: a
+/// compacted release cannot be acted on, an unknown one is not found.
+fn not_held(s: &State, id: &str) -> CoordinatorError {
+    if s.compacted(id).is_some() {
+        CoordinatorError::precondition(
+            Reason::ReleaseStateConflict,
+            format!(
+                "release {id} finished and was compacted: the cluster keeps only its summary, which cannot be acted on"
+            ),
+        )
+    } else {
+        CoordinatorError::no_release(id)
+    }
 }
 
 /// INVALID_ARGUMENT for a request without a release id.
@@ -118,11 +139,12 @@ fn require_id(id: &str) -> Result<(), CoordinatorError> {
 /// forwarded to it otherwise), so a follower that has not applied a new release yet
 /// does not call it unknown.
 async fn known_to_cluster(node: &Node, id: &str) -> Result<bool, Status> {
-    if node.read_local(|s| s.release(id).is_some()) {
+    let known = |s: &State| s.release(id).is_some() || s.compacted(id).is_some();
+    if node.read_local(known) {
         return Ok(true);
     }
     match node.check_leader() {
-        Ok(()) => Ok(node.read(|s| s.release(id).is_some()).await?),
+        Ok(()) => Ok(node.read(known).await?),
         Err(CoordinatorError::NotLeader { leader_id, leader_addr }) => {
             let ch = node
                 .forward_channel(&leader_addr)
@@ -140,6 +162,12 @@ async fn known_to_cluster(node: &Node, id: &str) -> Result<bool, Status> {
     }
 }
 
+/// A release in a list: kept whole, or only its summary.
+enum Listed<'a> {
+    Whole(&'a ReleaseRecord),
+    Compacted(&'a CompactedRelease),
+}
+
 fn services_total(r: &ReleaseRecord) -> usize {
     r.run.stages.first().map_or_else(|| r.plan().map_or(0, |p| p.0.spec().services.len()), |st| st.services.len())
 }
@@ -147,7 +175,7 @@ fn services_total(r: &ReleaseRecord) -> usize {
 /// Commits an operator's fact and answers with the release after it.
 async fn act(node: &Node, id: &str, fact: Fact) -> Result<v1::Release, CoordinatorError> {
     require_id(id)?;
-    node.read(|s| s.release(id).map(|_| ())).await?.ok_or_else(|| CoordinatorError::no_release(id))?;
+    node.read(|s| s.release(id).map(|_| ()).ok_or_else(|| not_held(s, id))).await??;
     match node.propose(Op::Release { release: id.to_owned(), expect: None, fact }).await? {
         Applied::Applied { .. } => node.read_local(|s| get_view(s, id)),
         other => Err(fact_not_applied(id, other)),
@@ -223,7 +251,9 @@ impl Releases for ReleasesService {
                 // A key seen before answers without planning again: the same spec gets
                 // its release back, another spec is refused.
                 let seen = node
-                    .read_for_write(|s| s.release_by_key(&key).map(|r| (r.id.clone(), r.spec_text == req.spec_toml)))
+                    .read_for_write(|s| {
+                        s.release_by_key(&key).map(|r| (r.submitted.id.clone(), r.submitted.spec_text == req.spec_toml))
+                    })
                     .await?;
                 match seen {
                     _ if key.is_empty() => {}
@@ -238,15 +268,13 @@ impl Releases for ReleasesService {
                 // create itself is ordered by Raft (see `Node::read_for_write`).
                 let fleet = node.read_for_write(|s| s.fleet().planning_fleet()).await?;
                 let (_, plan) = plan_against(&req.spec_toml, &name, &fleet)?;
-                let fleet_json =
-                    serde_json::to_string(&fleet).map_err(|e| CoordinatorError::Internal(format!("fleet: {e}")))?;
                 let op = Op::CreateRelease(NewRelease {
                     id: node.next_release_id(),
                     idempotency_key: req.idempotency_key,
                     name: plan.spec().release.clone(),
                     file_name: name,
                     spec_text: req.spec_toml,
-                    fleet_json,
+                    fleet: StoredFleet::from(&fleet),
                     created_by,
                 });
                 match node.propose(op).await? {
@@ -295,20 +323,45 @@ impl Releases for ReleasesService {
                 let wanted: Vec<i32> = req.states.clone();
                 let listed = node
                     .read(|s| {
-                        // Newest first; a page starts at the release its token names.
-                        let mut all: Vec<&ReleaseRecord> = s.releases().collect();
-                        all.reverse();
+                        // Newest first, compacted ones among the others by creation; a
+                        // page starts at the release its token names.
+                        let mut all: Vec<(u64, &str, v1::ReleaseState, Listed<'_>)> = s
+                            .releases()
+                            .map(|r| {
+                                (
+                                    r.created_index,
+                                    r.submitted.id.as_str(),
+                                    release_view::release_state(&r.run),
+                                    Listed::Whole(r),
+                                )
+                            })
+                            .chain(s.history().map(|c| {
+                                (
+                                    c.created_index,
+                                    c.id.as_str(),
+                                    release_view::terminal_state(c.outcome),
+                                    Listed::Compacted(c),
+                                )
+                            }))
+                            .collect();
+                        all.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
                         let start = if req.page_token.is_empty() {
                             0
                         } else {
-                            all.iter().position(|r| r.id == req.page_token)?
+                            all.iter().position(|(_, id, _, _)| *id == req.page_token)?
                         };
-                        let mut rest = all[start..].iter().filter(|r| {
-                            wanted.is_empty() || wanted.contains(&(release_view::release_state(&r.run) as i32))
-                        });
-                        let page: Vec<v1::ReleaseSummary> =
-                            rest.by_ref().take(page).map(|r| release_view::summary(r, services_total(r))).collect();
-                        Some((page, rest.next().map(|r| r.id.clone()).unwrap_or_default()))
+                        let mut rest = all[start..]
+                            .iter()
+                            .filter(|(_, _, state, _)| wanted.is_empty() || wanted.contains(&(*state as i32)));
+                        let page: Vec<v1::ReleaseSummary> = rest
+                            .by_ref()
+                            .take(page)
+                            .map(|(_, _, _, r)| match r {
+                                Listed::Whole(r) => release_view::summary(r, services_total(r)),
+                                Listed::Compacted(c) => release_view::compacted_summary(c),
+                            })
+                            .collect();
+                        Some((page, rest.next().map(|(_, id, _, _)| (*id).to_owned()).unwrap_or_default()))
                     })
                     .await?;
                 let (releases, next) = listed.ok_or_else(|| CoordinatorError::InvalidField {
@@ -341,7 +394,7 @@ impl Releases for ReleasesService {
         // client just created it through the leader).
         let mut metrics = node.raft().metrics();
         let deadline = tokio::time::Instant::now() + WATCH_CATCH_UP;
-        while node.read_local(|s| s.release(&req.release_id).is_none()) {
+        while node.read_local(|s| s.release(&req.release_id).is_none() && s.compacted(&req.release_id).is_none()) {
             if !matches!(tokio::time::timeout_at(deadline, metrics.changed()).await, Ok(Ok(()))) {
                 return Err(CoordinatorError::Internal(format!(
                     "release {} is committed but this coordinator has not applied it within {:?}",
@@ -357,15 +410,32 @@ impl Releases for ReleasesService {
             let mut after = req.after_index;
             loop {
                 let (events, finished) = node.read_local(|s| {
-                    let Some(r) = s.release(&req.release_id) else { return (Vec::new(), true) };
+                    let Some(r) = s.release(&req.release_id) else {
+                        // Compacted, now or while it was watched: the events it had
+                        // that this stream has not sent are gone.
+                        let gone = s.compacted(&req.release_id).filter(|c| c.last_event_index > after).map(|c| {
+                            Err(CoordinatorError::precondition(
+                                Reason::ReleaseStateConflict,
+                                format!(
+                                    "release {} finished and was compacted: its events after {after} (to {}) are no \
+                                     longer kept; `Get` shows its summary",
+                                    c.id, c.last_event_index
+                                ),
+                            )
+                            .into())
+                        });
+                        return (gone.into_iter().collect(), true);
+                    };
                     let start = usize::try_from(after).unwrap_or(usize::MAX).min(r.run.events.len());
-                    let events: Vec<v1::ReleaseEvent> =
-                        r.run.events[start..].iter().map(|e| release_view::event(&r.id, e)).collect();
+                    let events: Vec<Result<v1::ReleaseEvent, Status>> =
+                        r.run.events[start..].iter().map(|e| Ok(release_view::event(&r.submitted.id, e))).collect();
                     (events, r.run.is_finished())
                 });
                 for e in events {
-                    after = e.index;
-                    if tx.send(Ok(e)).await.is_err() {
+                    if let Ok(e) = &e {
+                        after = e.index;
+                    }
+                    if tx.send(e).await.is_err() {
                         return;
                     }
                 }
@@ -399,10 +469,10 @@ impl Releases for ReleasesService {
                 let (pending, (gates, stages), author) = node
                     .read(|s| {
                         s.release(&req.release_id)
-                            .map(|r| (r.run.approvals.clone(), approvable(r), r.created_by.clone()))
+                            .map(|r| (r.run.approvals.clone(), approvable(r), r.submitted.created_by.clone()))
+                            .ok_or_else(|| not_held(s, &req.release_id))
                     })
-                    .await?
-                    .ok_or_else(|| CoordinatorError::no_release(&req.release_id))?;
+                    .await??;
                 let wanted = match &req.target {
                     Some(v1::approve_request::Target::Gate(g)) => Some((ApprovalKind::Gate, g.clone())),
                     Some(v1::approve_request::Target::Stage(st)) => Some((ApprovalKind::Stage, st.clone())),
@@ -536,12 +606,11 @@ impl Releases for ReleasesService {
                 // Decided against the run as read; retried if the engine moved it meanwhile.
                 for _ in 0..5 {
                     let decided = node
-                        .read(|s| {
-                            let r = s.release(&req.release_id)?;
-                            Some(rollback_fact(r, req.service.as_deref(), &who, &req.reason))
+                        .read(|s| match s.release(&req.release_id) {
+                            Some(r) => rollback_fact(r, req.service.as_deref(), &who, &req.reason),
+                            None => Err(not_held(s, &req.release_id)),
                         })
-                        .await?
-                        .ok_or_else(|| CoordinatorError::no_release(&req.release_id))??;
+                        .await??;
                     let (version, fact) = decided;
                     let services = match &fact {
                         Fact::RollbackDecided { members, .. } => members.iter().map(|(s, _)| s.to_string()).collect(),
@@ -644,13 +713,16 @@ fn rollback_fact(
         Phase::RollingBack => {
             return Err(CoordinatorError::precondition(
                 Reason::ReleaseStateConflict,
-                format!("release {} is already rolling back", r.id),
+                format!("release {} is already rolling back", r.submitted.id),
             ));
         }
         Phase::Finished(t) if t != engine::Terminal::Succeeded => {
             return Err(CoordinatorError::precondition(
                 Reason::ReleaseStateConflict,
-                format!("release {} ended {t:?}; only a release in progress or succeeded can be rolled back", r.id),
+                format!(
+                    "release {} ended {t:?}; only a release in progress or succeeded can be rolled back",
+                    r.submitted.id
+                ),
             ));
         }
         _ => {}
@@ -660,7 +732,11 @@ fn rollback_fact(
     let failed: Vec<flotilla_shared::model::ServiceName> = match service {
         Some(s) => {
             if plan.spec().service(s).is_none() {
-                return Err(CoordinatorError::no_part("service", s, format!("release {} has no service {s}", r.id)));
+                return Err(CoordinatorError::no_part(
+                    "service",
+                    s,
+                    format!("release {} has no service {s}", r.submitted.id),
+                ));
             }
             vec![s.into()]
         }
@@ -672,7 +748,7 @@ fn rollback_fact(
         (None, true) => "an operator rolled back the release".to_owned(),
         (None, false) => format!("an operator rolled back the release: {reason}"),
     };
-    let ctx = engine::Context { release: &r.id, plan, fleet };
+    let ctx = engine::Context { release: &r.submitted.id, plan, fleet };
     let fact = engine::rollback_decision(
         &r.run,
         ctx,

@@ -10,17 +10,25 @@
 //! - Formats 2 and 3 declared an audit list no build wrote to; format 4 replaced it
 //!   with operator tokens and the audit trail.
 //! - Format 2 had no enrolment.
+//! - Formats 2 to 6 stored the fleet a release was planned against as JSON, and kept
+//!   the submission's fields beside the run rather than the submission itself; format
+//!   7 stores the fleet typed ([`crate::plans::StoredFleet`]), keeps the submission
+//!   once, and adds the compacted releases at the end of the state. A format-6 log's
+//!   release submissions are [`NewReleaseV6`] (the first operation variant), still
+//!   applied.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{AccessState, EnrolmentState, FleetState, ReleaseId, ReleaseRecord, State, footprint_of};
+use super::{
+    AccessState, EnrolmentState, FleetState, Footprint, NewRelease, ReleaseId, ReleaseRecord, State, footprint_of,
+};
 use crate::engine::{
     Approval, CommandId, Event, EventKind, Failure, Phase, RollbackRun, Run, StageRun, Status, StepRecord,
 };
-use crate::plans::PlanCell;
+use crate::plans::{PlanCell, StoredFleet};
 use flotilla_shared::model::{HostId, ServiceName};
 
 /// A release event as formats 2 to 4 wrote it: without its term.
@@ -151,7 +159,7 @@ pub struct ReleaseRecordV4 {
     run: RunV4,
 }
 
-impl From<ReleaseRecordV4> for ReleaseRecord {
+impl From<ReleaseRecordV4> for ReleaseRecordV6 {
     fn from(old: ReleaseRecordV4) -> Self {
         let ReleaseRecordV4 {
             id,
@@ -165,9 +173,9 @@ impl From<ReleaseRecordV4> for ReleaseRecord {
             created_index,
             run,
         } = old;
+        let fleet = fleet_from_json(&id, &fleet_json);
         Self {
-            footprint: footprint_of(&crate::plans::replan(&spec_text, &file_name, &fleet_json).map(Arc::new)),
-            planned: PlanCell::default(),
+            footprint: footprint_of(&crate::plans::replan(&spec_text, &file_name, &fleet).map(Arc::new)),
             id,
             name,
             file_name,
@@ -182,8 +190,134 @@ impl From<ReleaseRecordV4> for ReleaseRecord {
     }
 }
 
-fn migrate(releases: BTreeMap<ReleaseId, ReleaseRecordV4>) -> BTreeMap<ReleaseId, ReleaseRecord> {
+fn migrate<R: Into<ReleaseRecord>>(releases: BTreeMap<ReleaseId, R>) -> BTreeMap<ReleaseId, ReleaseRecord> {
     releases.into_iter().map(|(id, r)| (id, r.into())).collect()
+}
+
+impl From<ReleaseRecordV4> for ReleaseRecord {
+    fn from(old: ReleaseRecordV4) -> Self {
+        ReleaseRecordV6::from(old).into()
+    }
+}
+
+/// The fleet a format-6-or-older release was planned against, from its JSON. The
+/// coordinator wrote that JSON itself, so it parses; were it damaged, the release is
+/// kept with no hosts (it would not have planned before either) and a warning says so.
+fn fleet_from_json(release: &str, json: &str) -> StoredFleet {
+    if json.is_empty() {
+        return StoredFleet::default();
+    }
+    match serde_json::from_str::<flotilla_shared::inventory::Fleet>(json) {
+        Ok(fleet) => StoredFleet::from(&fleet),
+        Err(e) => {
+            tracing::warn!(release, error = %e, "the stored planning fleet of a release does not parse; it is kept without hosts");
+            StoredFleet::default()
+        }
+    }
+}
+
+/// A release submission as formats 2 to 6 proposed it: the planning fleet as JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewReleaseV6 {
+    /// The id the leader chose.
+    pub id: ReleaseId,
+    /// The client's idempotency key; empty means none.
+    pub idempotency_key: String,
+    /// The release name from the spec.
+    pub name: String,
+    /// The spec's file name.
+    pub file_name: String,
+    /// The spec's text.
+    pub spec_text: String,
+    /// The planning fleet (`flotilla_shared::inventory::Fleet`) as JSON.
+    pub fleet_json: String,
+    /// Who submitted it; empty when unknown.
+    pub created_by: String,
+}
+
+impl From<&NewReleaseV6> for NewRelease {
+    fn from(old: &NewReleaseV6) -> Self {
+        Self {
+            id: old.id.clone(),
+            idempotency_key: old.idempotency_key.clone(),
+            name: old.name.clone(),
+            file_name: old.file_name.clone(),
+            spec_text: old.spec_text.clone(),
+            fleet: fleet_from_json(&old.id, &old.fleet_json),
+            created_by: old.created_by.clone(),
+        }
+    }
+}
+
+/// A release record as formats 5 and 6 wrote it (formats 2 to 4 without the footprint).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRecordV6 {
+    id: ReleaseId,
+    name: String,
+    file_name: String,
+    spec_text: String,
+    fleet_json: String,
+    idempotency_key: String,
+    created_by: String,
+    created_unix_ms: i64,
+    created_index: u64,
+    run: Run,
+    footprint: Footprint,
+}
+
+impl From<ReleaseRecordV6> for ReleaseRecord {
+    fn from(old: ReleaseRecordV6) -> Self {
+        let ReleaseRecordV6 {
+            id,
+            name,
+            file_name,
+            spec_text,
+            fleet_json,
+            idempotency_key,
+            created_by,
+            created_unix_ms,
+            created_index,
+            run,
+            footprint,
+        } = old;
+        let fleet = fleet_from_json(&id, &fleet_json);
+        Self {
+            submitted: NewRelease { id, idempotency_key, name, file_name, spec_text, fleet, created_by },
+            created_unix_ms,
+            created_index,
+            run,
+            footprint,
+            planned: PlanCell::default(),
+        }
+    }
+}
+
+/// The state as formats 5 and 6 wrote it (before compacted releases).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateV6 {
+    releases: BTreeMap<ReleaseId, ReleaseRecordV6>,
+    active: BTreeSet<ReleaseId>,
+    by_idempotency_key: BTreeMap<String, ReleaseId>,
+    fleet: FleetState,
+    enrolment: EnrolmentState,
+    access: AccessState,
+    members_seen: BTreeSet<u64>,
+}
+
+impl From<StateV6> for State {
+    fn from(old: StateV6) -> Self {
+        let StateV6 { releases, active, by_idempotency_key, fleet, enrolment, access, members_seen } = old;
+        Self {
+            releases: migrate(releases),
+            active,
+            by_idempotency_key,
+            fleet,
+            enrolment,
+            access,
+            members_seen,
+            history: BTreeMap::new(),
+        }
+    }
 }
 
 /// The state as format 4 wrote it (release events without terms).
@@ -210,6 +344,7 @@ impl From<StateV4> for State {
             enrolment,
             access,
             members_seen: BTreeSet::new(),
+            history: BTreeMap::new(),
         }
     }
 }
@@ -275,7 +410,7 @@ mod tests {
                 name: "shop".into(),
                 file_name: "shop.toml".into(),
                 spec_text: String::new(),
-                fleet_json: String::new(),
+                fleet: StoredFleet::default(),
                 idempotency_key: String::new(),
                 created_by: "ops".into(),
             }),
@@ -290,13 +425,13 @@ mod tests {
             releases: BTreeMap::from([(
                 "r-1".to_owned(),
                 ReleaseRecordV4 {
-                    id: now.id.clone(),
-                    name: now.name.clone(),
-                    file_name: now.file_name.clone(),
-                    spec_text: now.spec_text.clone(),
-                    fleet_json: now.fleet_json.clone(),
-                    idempotency_key: now.idempotency_key.clone(),
-                    created_by: now.created_by.clone(),
+                    id: now.submitted.id.clone(),
+                    name: now.submitted.name.clone(),
+                    file_name: now.submitted.file_name.clone(),
+                    spec_text: now.submitted.spec_text.clone(),
+                    fleet_json: String::new(),
+                    idempotency_key: now.submitted.idempotency_key.clone(),
+                    created_by: now.submitted.created_by.clone(),
                     created_unix_ms: now.created_unix_ms,
                     created_index: now.created_index,
                     run: RunV4 {
@@ -340,5 +475,46 @@ mod tests {
         let mut expected = now;
         expected.run.events[0].term = 0;
         assert_eq!(migrated.release("r-1"), Some(&expected));
+    }
+
+    /// A format-6 snapshot state keeps each release's planning fleet as JSON: it reads
+    /// back with the fleet typed and the same plan, and with no compacted releases.
+    #[test]
+    fn format_6_fleets_migrate_to_the_typed_form() {
+        use flotilla_shared::fixtures::{fleet, host};
+        let hosts = fleet(vec![host("h-1", &[("zone", "a")], &[("api", "1.0.0")]), host("h-2", &[], &[])]);
+        let spec = format!(
+            "release = \"shop\"\n[[service]]\nname = \"api\"\nversion = \"2.0.0\"\n\
+             artifact = {{ url = \"https://a.example/api.tar.gz\", sha256 = \"{}\" }}\n\
+             run = {{ command = \"bin/api\" }}\n",
+            "0".repeat(64)
+        );
+        let old = ReleaseRecordV6 {
+            id: "r-1".into(),
+            name: "shop".into(),
+            file_name: "shop.toml".into(),
+            spec_text: spec.clone(),
+            fleet_json: serde_json::to_string(&hosts).unwrap(),
+            idempotency_key: "k".into(),
+            created_by: "ops".into(),
+            created_unix_ms: 5,
+            created_index: 3,
+            run: Run::new(),
+            footprint: Footprint::new(),
+        };
+        let v6 = StateV6 {
+            releases: BTreeMap::from([("r-1".to_owned(), old)]),
+            active: BTreeSet::from(["r-1".to_owned()]),
+            by_idempotency_key: BTreeMap::from([("k".to_owned(), "r-1".to_owned())]),
+            ..StateV6::default()
+        };
+        let bytes = codec::encode(&v6).unwrap();
+        let state: State = codec::decode::<StateV6>(&bytes).expect("a format-6 state decodes").into();
+        let r = state.release("r-1").expect("kept");
+        assert_eq!(r.submitted.fleet.to_fleet(), Ok(hosts));
+        assert_eq!((r.submitted.spec_text.as_str(), r.created_index), (spec.as_str(), 3));
+        assert_eq!(r.plan().expect("plans").0.footprint().len(), 1, "api is deployed");
+        assert_eq!(state.release_by_key("k").map(|r| r.id().as_str()), Some("r-1"));
+        assert_eq!(state.history().count(), 0);
     }
 }

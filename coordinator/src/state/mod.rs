@@ -18,18 +18,20 @@ use serde::{Deserialize, Serialize};
 
 use flotilla_shared::model::{HostId, ServiceName};
 
-use crate::engine::{EventKind, Fact, Phase, Run, Terminal};
-use crate::plans::{PlanCell, Planned};
+use crate::engine::{EventKind, Fact, Phase, Refusal, Run, Terminal};
+use crate::plans::{PlanCell, Planned, StoredFleet};
 
 mod access;
 mod enrolment;
 mod fleet;
+mod history;
 mod legacy;
 
 pub use access::{AccessOp, AccessState, AuditBatch, AuditRecord, OperatorTokenRecord, Retention, RoleRecord};
 pub use enrolment::{EnrolmentOp, EnrolmentRefusal, EnrolmentState, HostEnrolment, JoinTokenRecord, glob_matches};
 pub use fleet::{AgentRecord, FleetEvent, FleetOp, FleetState};
-pub use legacy::{StateV2, StateV3, StateV4};
+pub use history::{CompactedRelease, ReleaseRetention, ServiceOutcome};
+pub use legacy::{NewReleaseV6, StateV2, StateV3, StateV4, StateV6};
 
 /// The id of a release, assigned by the leader (`r-…`).
 pub type ReleaseId = String;
@@ -47,10 +49,10 @@ pub struct Command {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Op {
-    /// Submit a release. A second submission with the same idempotency key and the
-    /// same spec text returns the first release instead of creating another; with
-    /// another spec it is refused ([`Response::KeyReused`]).
-    CreateRelease(NewRelease),
+    /// A release submission as formats 6 and older proposed it, with the planning
+    /// fleet as JSON: applied as [`Op::CreateRelease`] when an older log holds one;
+    /// never proposed.
+    CreateReleaseV6(NewReleaseV6),
     /// A fact about a release: an engine decision, an agent's report, an operator action.
     Release {
         /// The release.
@@ -79,9 +81,16 @@ pub enum Op {
     /// member the cluster has seen and that starts again with no Raft state lost its
     /// data, and stays out of Raft until it is removed and added again.
     MembersSeen(BTreeSet<u64>),
+    /// Submit a release. A second submission with the same idempotency key and the
+    /// same spec text returns the first release instead of creating another; with
+    /// another spec it is refused ([`Response::KeyReused`]).
+    CreateRelease(NewRelease),
+    /// Compact the finished releases this retention no longer keeps whole (and
+    /// forget the compacted ones beyond it); see [`CompactedRelease`].
+    CompactReleases(ReleaseRetention),
 }
 
-/// A release submission, as the leader proposes it.
+/// A release submission, as the leader proposes it and the state keeps it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewRelease {
     /// The id the leader chose.
@@ -94,9 +103,9 @@ pub struct NewRelease {
     pub file_name: String,
     /// The spec's text, as submitted.
     pub spec_text: String,
-    /// The fleet the release was planned against, as JSON (`flotilla_shared::inventory::Fleet`):
-    /// the plan is rebuilt from the spec and this, identically, on any leader.
-    pub fleet_json: String,
+    /// The fleet the release was planned against: the plan is rebuilt from the spec
+    /// and this, identically, on any leader.
+    pub fleet: StoredFleet,
     /// Who submitted it; empty when unknown.
     pub created_by: String,
 }
@@ -105,6 +114,13 @@ impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Op::CreateRelease(r) => write!(f, "create release {} as {}", r.name, r.id),
+            Op::CreateReleaseV6(r) => write!(f, "create release {} as {}", r.name, r.id),
+            Op::CompactReleases(retention) => write!(
+                f,
+                "compact finished releases beyond {} (or {} old)",
+                retention.max_finished,
+                flotilla_shared::model::format_duration(std::time::Duration::from_millis(retention.max_age_ms))
+            ),
             Op::Release { release, fact, .. } => write!(f, "{release}: {fact}"),
             Op::Fleet(op) => op.fmt(f),
             Op::Audit(batch) => write!(f, "{} audit records", batch.records.len()),
@@ -142,7 +158,7 @@ pub enum Response {
         actions: Vec<crate::engine::Action>,
     },
     /// A fact about a release was refused by the engine; the run did not change.
-    FactRefused(crate::engine::Refusal),
+    FactRefused(Refusal),
     /// A fact named a release this state does not hold.
     NoRelease {
         /// The release named.
@@ -168,6 +184,13 @@ pub enum Response {
     /// A release submission (or the rollback of a finished release) was refused: an
     /// unfinished release deploys one of the same services to one of the same hosts.
     ReleaseConflict(ReleaseConflict),
+    /// Finished releases were compacted (and compacted ones forgotten).
+    Compacted {
+        /// The releases compacted, oldest first.
+        compacted: Vec<ReleaseId>,
+        /// How many compacted releases were forgotten.
+        forgotten: u64,
+    },
 }
 
 impl Response {
@@ -220,20 +243,8 @@ pub(crate) fn footprint_of(planned: &Result<Planned, String>) -> Footprint {
 /// A submitted release as the state machine keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseRecord {
-    /// Its id.
-    pub id: ReleaseId,
-    /// The release name from the spec.
-    pub name: String,
-    /// The spec's file name.
-    pub file_name: String,
-    /// The spec's text.
-    pub spec_text: String,
-    /// The fleet it was planned against (JSON).
-    pub fleet_json: String,
-    /// The idempotency key it was created with; empty when none.
-    pub idempotency_key: String,
-    /// Who submitted it.
-    pub created_by: String,
+    /// The submission, as proposed (id, name, spec, planning fleet, who).
+    pub submitted: NewRelease,
     /// When it was submitted (leader's clock).
     pub created_unix_ms: i64,
     /// The Raft log index it was committed at.
@@ -255,10 +266,16 @@ impl ReleaseRecord {
     /// the release runs; a finished release's is built for each call and not kept, so
     /// history costs no memory for plans.
     pub fn plan(&self) -> Result<Planned, String> {
+        let s = &self.submitted;
         if self.run.is_finished() {
-            return crate::plans::replan(&self.spec_text, &self.file_name, &self.fleet_json).map(Arc::new);
+            return crate::plans::replan(&s.spec_text, &s.file_name, &s.fleet).map(Arc::new);
         }
-        self.planned.get(&self.spec_text, &self.file_name, &self.fleet_json)
+        self.planned.get(&s.spec_text, &s.file_name, &s.fleet)
+    }
+
+    /// Its id.
+    pub fn id(&self) -> &ReleaseId {
+        &self.submitted.id
     }
 }
 
@@ -274,6 +291,8 @@ pub struct State {
     access: AccessState,
     /// Coordinators the cluster has seen hold a log, among its current members.
     members_seen: BTreeSet<u64>,
+    /// Finished releases compacted by the retention, by id.
+    history: BTreeMap<ReleaseId, CompactedRelease>,
 }
 
 impl State {
@@ -286,61 +305,16 @@ impl State {
 
     fn apply_op(&mut self, log_index: u64, term: u64, at: i64, op: &Op) -> Response {
         match op {
-            Op::CreateRelease(new) => {
-                if !new.idempotency_key.is_empty()
-                    && let Some(existing) = self.by_idempotency_key.get(&new.idempotency_key)
-                {
-                    let same_spec = self.releases.get(existing).is_some_and(|r| r.spec_text == new.spec_text);
-                    return if same_spec {
-                        Response::Release { id: existing.clone(), created: false }
-                    } else {
-                        Response::KeyReused { id: existing.clone() }
-                    };
-                }
-                if self.releases.contains_key(&new.id) {
-                    return Response::Refused { reason: format!("release id {} is taken", new.id) };
-                }
-                let planned = crate::plans::replan(&new.spec_text, &new.file_name, &new.fleet_json).map(Arc::new);
-                let footprint = footprint_of(&planned);
-                if let Some(conflict) = self.conflict(&footprint, &new.id) {
-                    return Response::ReleaseConflict(conflict);
-                }
-                let mut run = Run::new();
-                let by = if new.created_by.is_empty() { String::new() } else { format!(" by {}", new.created_by) };
-                let e = run.record(
-                    at,
-                    EventKind::ReleaseCreated,
-                    format!("release {} ({}) submitted as {}{by}", new.name, new.file_name, new.id),
-                );
-                e.term = term;
-                if !new.created_by.is_empty() {
-                    e.actor = new.created_by.clone();
-                }
-                self.releases.insert(
-                    new.id.clone(),
-                    ReleaseRecord {
-                        id: new.id.clone(),
-                        name: new.name.clone(),
-                        file_name: new.file_name.clone(),
-                        spec_text: new.spec_text.clone(),
-                        fleet_json: new.fleet_json.clone(),
-                        idempotency_key: new.idempotency_key.clone(),
-                        created_by: new.created_by.clone(),
-                        created_unix_ms: at,
-                        created_index: log_index,
-                        run,
-                        footprint,
-                        planned: PlanCell::built(planned),
-                    },
-                );
-                if !new.idempotency_key.is_empty() {
-                    self.by_idempotency_key.insert(new.idempotency_key.clone(), new.id.clone());
-                }
-                self.active.insert(new.id.clone());
-                Response::Release { id: new.id.clone(), created: true }
-            }
+            Op::CreateReleaseV6(old) => self.create(log_index, term, at, &NewRelease::from(old)),
+            Op::CreateRelease(new) => self.create(log_index, term, at, new),
+            Op::CompactReleases(retention) => self.compact(at, retention),
             Op::Release { release, expect, fact } => {
                 let Some(record) = self.releases.get_mut(release) else {
+                    if self.history.contains_key(release) {
+                        return Response::FactRefused(Refusal::Invalid(format!(
+                            "release {release} finished and was compacted: the cluster keeps only its summary"
+                        )));
+                    }
                     return Response::NoRelease { id: release.clone() };
                 };
                 // A finished release that rolls back deploys again: not over another.
@@ -380,6 +354,111 @@ impl State {
                 Response::None
             }
         }
+    }
+
+    /// Creates release `new` (or answers with the one its idempotency key stands for).
+    fn create(&mut self, log_index: u64, term: u64, at: i64, new: &NewRelease) -> Response {
+        if !new.idempotency_key.is_empty()
+            && let Some(existing) = self.by_idempotency_key.get(&new.idempotency_key)
+        {
+            let same_spec = self.releases.get(existing).is_some_and(|r| r.submitted.spec_text == new.spec_text);
+            return if same_spec {
+                Response::Release { id: existing.clone(), created: false }
+            } else {
+                Response::KeyReused { id: existing.clone() }
+            };
+        }
+        if self.releases.contains_key(&new.id) || self.history.contains_key(&new.id) {
+            return Response::Refused { reason: format!("release id {} is taken", new.id) };
+        }
+        let planned = crate::plans::replan(&new.spec_text, &new.file_name, &new.fleet).map(Arc::new);
+        let footprint = footprint_of(&planned);
+        if let Some(conflict) = self.conflict(&footprint, &new.id) {
+            return Response::ReleaseConflict(conflict);
+        }
+        let mut run = Run::new();
+        let by = if new.created_by.is_empty() { String::new() } else { format!(" by {}", new.created_by) };
+        let e = run.record(
+            at,
+            EventKind::ReleaseCreated,
+            format!("release {} ({}) submitted as {}{by}", new.name, new.file_name, new.id),
+        );
+        e.term = term;
+        if !new.created_by.is_empty() {
+            e.actor = new.created_by.clone();
+        }
+        self.releases.insert(
+            new.id.clone(),
+            ReleaseRecord {
+                submitted: new.clone(),
+                created_unix_ms: at,
+                created_index: log_index,
+                run,
+                footprint,
+                planned: PlanCell::built(planned),
+            },
+        );
+        if !new.idempotency_key.is_empty() {
+            self.by_idempotency_key.insert(new.idempotency_key.clone(), new.id.clone());
+        }
+        self.active.insert(new.id.clone());
+        Response::Release { id: new.id.clone(), created: true }
+    }
+
+    /// Compacts the finished releases `retention` no longer keeps whole at `at`, then
+    /// forgets the compacted releases beyond it.
+    fn compact(&mut self, at: i64, retention: &ReleaseRetention) -> Response {
+        let mut compacted = Vec::new();
+        for id in self.compactable(at, retention) {
+            let Some(record) = self.releases.remove(&id) else { continue };
+            let key = &record.submitted.idempotency_key;
+            if !key.is_empty() && self.by_idempotency_key.get(key) == Some(&id) {
+                self.by_idempotency_key.remove(key);
+            }
+            self.history.insert(id.clone(), CompactedRelease::of(&record, at));
+            compacted.push((record.created_index, id));
+        }
+        compacted.sort();
+        let forgotten = history::forgotten(&self.history, retention);
+        for id in &forgotten {
+            self.history.remove(id);
+        }
+        Response::Compacted {
+            compacted: compacted.into_iter().map(|(_, id)| id).collect(),
+            forgotten: forgotten.len() as u64,
+        }
+    }
+
+    /// The finished releases `retention` no longer keeps whole at `at`: what an
+    /// [`Op::CompactReleases`] would compact now.
+    pub fn compactable(&self, at: i64, retention: &ReleaseRetention) -> Vec<ReleaseId> {
+        let finished = self
+            .releases
+            .values()
+            .filter(|r| r.run.is_finished() && !self.active.contains(r.id()))
+            .map(|r| (r.id(), r.run.finished_unix_ms, r.created_index));
+        history::beyond(finished, at, retention)
+    }
+
+    /// Whether an [`Op::CompactReleases`] with `retention` would change anything at `at`.
+    pub fn needs_compaction(&self, at: i64, retention: &ReleaseRetention) -> bool {
+        let finished = self.releases.len() - self.active.len();
+        let over_count = u64::try_from(finished).unwrap_or(u64::MAX) > retention.max_finished;
+        let over_age = retention.max_age_ms > 0 && {
+            let oldest = at.saturating_sub(i64::try_from(retention.max_age_ms).unwrap_or(i64::MAX));
+            self.releases.values().any(|r| r.run.is_finished() && r.run.finished_unix_ms < oldest)
+        };
+        over_count || over_age || u64::try_from(self.history.len()).unwrap_or(u64::MAX) > retention.max_compacted
+    }
+
+    /// A compacted release by id.
+    pub fn compacted(&self, id: &str) -> Option<&CompactedRelease> {
+        self.history.get(id)
+    }
+
+    /// Every compacted release, by id.
+    pub fn history(&self) -> impl Iterator<Item = &CompactedRelease> {
+        self.history.values()
     }
 
     /// Forgets the coordinators that are not in `members` (a membership change
@@ -494,7 +573,7 @@ mod tests {
                 name: id.to_owned(),
                 file_name: format!("{id}.toml"),
                 spec_text: spec,
-                fleet_json: serde_json::to_string(&fleet).expect("a fleet serializes"),
+                fleet: StoredFleet::from(&fleet),
                 ..NewRelease::default()
             }),
         }
@@ -567,7 +646,7 @@ mod tests {
         assert_eq!(s.apply(1, 1, &create("r-1", "k")), Response::Release { id: "r-1".into(), created: true });
         assert_eq!(s.apply(2, 1, &create("r-2", "k")), Response::Release { id: "r-1".into(), created: false });
         assert_eq!(s.releases().count(), 1);
-        assert_eq!(s.release_by_key("k").map(|r| r.id.as_str()), Some("r-1"));
+        assert_eq!(s.release_by_key("k").map(|r| r.id().as_str()), Some("r-1"));
         assert_eq!(s.apply(3, 1, &create("r-3", "")), Response::Release { id: "r-3".into(), created: true });
         assert_eq!(s.release("r-3").unwrap().created_index, 3);
     }
@@ -590,10 +669,7 @@ mod tests {
         let mut s = State::default();
         s.apply(1, 1, &create("r-1", ""));
         let pause = |expect| fact("r-1", expect, Fact::Paused { actor: "engine".into(), reason: "x".into() });
-        assert_eq!(
-            s.apply(2, 1, &pause(Some(7))),
-            Response::FactRefused(crate::engine::Refusal::Stale { expected: 7, version: 0 })
-        );
+        assert_eq!(s.apply(2, 1, &pause(Some(7))), Response::FactRefused(Refusal::Stale { expected: 7, version: 0 }));
         assert_eq!(s.release("r-1").unwrap().run.version, 0);
         assert_eq!(s.apply(3, 1, &pause(Some(0))), Response::Applied { version: 1, actions: Vec::new() });
         assert!(matches!(
@@ -630,7 +706,7 @@ mod tests {
         assert_eq!(responses.len(), 4);
         assert_eq!(responses[0], Response::Applied { version: 1, actions: Vec::new() });
         // Decided against version 0, but the abort before it in the batch moved the run on.
-        assert_eq!(responses[1], Response::FactRefused(crate::engine::Refusal::Stale { expected: 0, version: 1 }));
+        assert_eq!(responses[1], Response::FactRefused(Refusal::Stale { expected: 0, version: 1 }));
         assert_eq!(responses[2], Response::NoRelease { id: "nope".into() });
         assert_eq!(responses[3], Response::Done);
         assert_eq!(s.access().audit().count(), 1);
@@ -659,6 +735,139 @@ mod tests {
         s.apply(2, 5, &Command { at_unix_ms: 2, op: Op::Batch(vec![abort.op]) });
         let terms: Vec<u64> = s.release("r-1").unwrap().run.events.iter().map(|e| e.term).collect();
         assert_eq!(terms, [2, 5]);
+    }
+
+    /// Ends release `id` at `at` (aborted by an operator).
+    fn finish(s: &mut State, index: u64, id: &str, at: i64) {
+        let abort = Op::Release {
+            release: id.into(),
+            expect: None,
+            fact: Fact::Aborted { actor: "ops".into(), reason: "done with it".into() },
+        };
+        assert!(matches!(s.apply(index, 1, &Command { at_unix_ms: at, op: abort }), Response::Applied { .. }));
+    }
+
+    fn compact(s: &mut State, at: i64, retention: ReleaseRetention) -> Response {
+        s.apply(1_000, 1, &Command { at_unix_ms: at, op: Op::CompactReleases(retention) })
+    }
+
+    /// Finished releases beyond the retention's count are compacted, the most recently
+    /// finished kept whole; unfinished ones are never touched; the compacted ones keep
+    /// outcome, versions, timings and who, and refuse to be acted on.
+    #[test]
+    fn finished_releases_beyond_the_count_are_compacted_to_their_summary() {
+        let mut s = State::default();
+        for i in 1..=5 {
+            s.apply(i, 1, &create_on(&format!("r-{i}"), &[&format!("svc{i}=1.{i}.0")], &["h-1", "h-2"]));
+        }
+        // r-1..r-4 finish, r-2 last; r-5 keeps running.
+        for (index, (id, at)) in [("r-1", 10), ("r-3", 20), ("r-4", 30), ("r-2", 40)].into_iter().enumerate() {
+            finish(&mut s, 10 + index as u64, id, at);
+        }
+        let retention = ReleaseRetention { max_finished: 2, max_age_ms: 0, max_compacted: 100 };
+        assert!(s.needs_compaction(50, &retention));
+        assert_eq!(s.compactable(50, &retention), ["r-3", "r-1"], "all but the two most recently finished");
+        let Response::Compacted { compacted, forgotten } = compact(&mut s, 50, retention) else {
+            panic!("a compaction answers with what it compacted")
+        };
+        assert_eq!((compacted, forgotten), (vec!["r-1".to_owned(), "r-3".to_owned()], 0));
+        assert!(s.release("r-1").is_none() && s.release("r-3").is_none());
+        assert!(s.release("r-2").is_some() && s.release("r-4").is_some() && s.release("r-5").is_some());
+        assert!(!s.needs_compaction(51, &retention), "nothing more to compact");
+
+        let c = s.compacted("r-1").expect("a summary");
+        assert_eq!(
+            (c.name.as_str(), c.outcome, c.finished_unix_ms, c.created_index),
+            ("r-1", Terminal::Aborted, 10, 1)
+        );
+        assert_eq!(c.actors, ["ops"]);
+        assert_eq!(c.last_event_index, 2);
+        assert_eq!(c.compacted_unix_ms, 50);
+        assert_eq!(s.history().count(), 2);
+
+        // Acting on a compacted release is refused and changes nothing; its id stays taken.
+        let before = s.clone();
+        let resume = Op::Release {
+            release: "r-1".into(),
+            expect: None,
+            fact: Fact::Resumed { actor: "a".into(), reason: String::new() },
+        };
+        let Response::FactRefused(Refusal::Invalid(why)) = s.apply(60, 1, &Command { at_unix_ms: 60, op: resume })
+        else {
+            panic!("a compacted release cannot be acted on")
+        };
+        assert!(why.contains("release r-1 finished and was compacted"), "{why}");
+        assert!(matches!(s.apply(61, 1, &create_on("r-1", &["x=1.0.0"], &["h-9"])), Response::Refused { .. }));
+        assert_eq!(s, before);
+    }
+
+    /// Age compacts whatever the count, and the summaries themselves are bounded: the
+    /// oldest created go first.
+    #[test]
+    fn old_finished_releases_are_compacted_and_the_oldest_summaries_forgotten() {
+        let mut s = State::default();
+        for i in 1..=4 {
+            s.apply(i, 1, &create_on(&format!("r-{i}"), &[&format!("svc{i}=1.0.0")], &["h-1"]));
+            finish(&mut s, 10 + i, &format!("r-{i}"), 1_000 * i as i64);
+        }
+        let by_age = ReleaseRetention { max_finished: 100, max_age_ms: 1_500, max_compacted: 100 };
+        // At 3,600 the releases that finished before 2,100 (r-1 and r-2) are too old.
+        assert_eq!(s.compactable(3_600, &by_age), ["r-2", "r-1"]);
+        compact(&mut s, 3_600, by_age);
+        assert_eq!(s.releases().count(), 2);
+        let bounded = ReleaseRetention { max_finished: 0, max_age_ms: 0, max_compacted: 3 };
+        let Response::Compacted { compacted, forgotten } = compact(&mut s, 3_700, bounded) else { panic!() };
+        assert_eq!((compacted.len(), forgotten), (2, 1));
+        let kept: Vec<&str> = s.history().map(|c| c.id.as_str()).collect();
+        assert_eq!(kept, ["r-2", "r-3", "r-4"], "r-1, created first, is forgotten");
+    }
+
+    /// An idempotency key stands for its release while the release is kept whole; once
+    /// it is compacted the key is free again.
+    #[test]
+    fn a_compacted_release_frees_its_idempotency_key() {
+        let mut s = State::default();
+        s.apply(1, 1, &create("r-1", "k"));
+        finish(&mut s, 2, "r-1", 10);
+        compact(&mut s, 20, ReleaseRetention { max_finished: 0, max_age_ms: 0, max_compacted: 10 });
+        assert!(s.release_by_key("k").is_none());
+        assert_eq!(s.apply(3, 1, &create("r-2", "k")), Response::Release { id: "r-2".into(), created: true });
+    }
+
+    /// Every replica compacts the same releases: the result depends on the command
+    /// (its time and retention), never on the node.
+    #[test]
+    fn compaction_is_deterministic() {
+        let build = || {
+            let mut s = State::default();
+            for i in 1..=6 {
+                s.apply(i, 1, &create_on(&format!("r-{i}"), &[&format!("svc{i}=1.0.0")], &["h-1"]));
+                finish(&mut s, 10 + i, &format!("r-{i}"), 100);
+            }
+            compact(&mut s, 200, ReleaseRetention { max_finished: 3, max_age_ms: 0, max_compacted: 2 });
+            s
+        };
+        let (a, b) = (build(), build());
+        assert_eq!(a, b);
+        assert_eq!(
+            a.releases().map(|r| r.id().as_str()).collect::<Vec<_>>(),
+            ["r-4", "r-5", "r-6"],
+            "same time: newest created kept"
+        );
+    }
+
+    /// A snapshot state survives the codec with compacted releases in it.
+    #[test]
+    fn a_state_with_history_round_trips_through_the_codec() {
+        let mut s = State::default();
+        s.apply(1, 1, &create_on("r-1", &["api=2.0.0"], &["h-1", "h-2"]));
+        s.apply(2, 1, &create_on("r-2", &["web=2.0.0"], &["h-1"]));
+        finish(&mut s, 3, "r-1", 10);
+        compact(&mut s, 20, ReleaseRetention { max_finished: 0, max_age_ms: 0, max_compacted: 10 });
+        let bytes = crate::raft::codec::encode(&s).expect("encodes");
+        let back: State = crate::raft::codec::decode(&bytes).expect("decodes");
+        assert_eq!(back, s);
+        assert_eq!(back.release("r-2").unwrap().plan().unwrap().0.footprint(), s.release("r-2").unwrap().footprint);
     }
 
     #[test]

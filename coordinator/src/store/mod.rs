@@ -142,12 +142,14 @@ fn check_format<E: KvEngine>(engine: &E, data_dir: &Path, log_dir: &Path) -> Res
         Some(record) if record.version == FORMAT_VERSION => Ok(()),
         Some(record) if record.version >= spaces::MIN_READABLE_FORMAT && record.version < FORMAT_VERSION => {
             // Older log entries are valid entries of this format, and snapshots carry
-            // their own version and are migrated as they are read; the log moves from
-            // the engine to segment files, and the format record says so in the same
-            // atomic write that removes it from the engine.
-            let moved = move_log_to_segments(engine, log_dir)?;
+            // their own version and are migrated as they are read. Up to format 5 the
+            // log moves from the engine to segment files, and the format record says
+            // so in the same atomic write that removes it from the engine.
+            let moved = if record.version < SEGMENTS_FORMAT { move_log_to_segments(engine, log_dir)? } else { 0 };
             let mut batch = WriteBatch::new();
-            batch.delete_range::<RaftLog>(..);
+            if record.version < SEGMENTS_FORMAT {
+                batch.delete_range::<RaftLog>(..);
+            }
             batch.put::<Format>(&FormatKey::Version, &FormatRecord::current())?;
             engine.write(&batch)?;
             engine.flush()?;
@@ -178,6 +180,9 @@ fn check_format<E: KvEngine>(engine: &E, data_dir: &Path, log_dir: &Path) -> Res
         }
     }
 }
+
+/// The first format whose Raft log is in segment files.
+const SEGMENTS_FORMAT: u32 = 6;
 
 /// How many entries are copied from the engine to the segments per write.
 const MIGRATION_CHUNK: usize = 1024;

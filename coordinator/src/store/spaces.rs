@@ -42,7 +42,14 @@ use crate::raft::{Entry, NodeId};
 ///   engine and records format 6 (a crash before it redoes the copy). A release fact
 ///   may be an operator's note and a release event a note (variants at the end), which
 ///   format 5 builds cannot decode, in log entries and snapshots alike.
-pub const FORMAT_VERSION: u32 = 6;
+/// - 7: a release keeps its submission once, with the fleet it was planned against
+///   typed instead of as JSON, and the state ends with the compacted releases
+///   (finished releases beyond the retention, kept as summaries). A release is
+///   submitted by a new operation at the end of the log entry's operations, and
+///   finished releases are compacted by another; format 6 log entries are valid
+///   format 7 entries (their submissions still applied), and format 5 and 6 snapshot
+///   states are read as written and migrated (each fleet parsed once, no history).
+pub const FORMAT_VERSION: u32 = 7;
 
 /// The oldest format this build reads (and migrates to [`FORMAT_VERSION`]).
 pub const MIN_READABLE_FORMAT: u32 = 2;
