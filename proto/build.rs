@@ -31,7 +31,14 @@ fn main() -> Result<(), Box<dyn Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     let encoded = write_descriptor_set(&out_dir.join("flotilla_v1_descriptor.bin"), &fds)?;
 
-    tonic_prost_build::configure().build_client(true).build_server(true).build_transport(true).compile_fds(fds)?;
+    // Every client and server encodes with `codec::LeanCodec` (prost's, with small first
+    // buffers: see `src/codec.rs`).
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .build_transport(true)
+        .codec_path("crate::codec::LeanCodec")
+        .compile_fds(fds)?;
 
     // `flotilla.v1.serde.rs`: Serialize/Deserialize in the canonical proto3 JSON mapping
     // (lowerCamelCase names, enums by name, 64-bit integers as strings, bytes as base64).

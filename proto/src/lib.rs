@@ -26,6 +26,7 @@
 //! coordinator node ids are non-zero u64 (0 = none); host, release and command
 //! ids are strings.
 
+pub mod codec;
 pub mod compat;
 pub mod status;
 

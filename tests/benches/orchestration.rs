@@ -676,6 +676,24 @@ impl Agent {
 /// Starts `n` agents, a few milliseconds apart.
 /// Starts `n` agents, `FLOTILLA_SIM_SPAWN_RATE` a second (1,000; in steps of 50, as
 /// a fleet's agents start over a while, not in one instant).
+/// Starts `agents` simulated agents and waits until leader `leader` (at `addr`) has
+/// welcomed every one and its fleet shows them all at the first version.
+async fn welcome_all(
+    sim: &Arc<Sim>,
+    agents: usize,
+    stop: &watch::Receiver<bool>,
+    leader: u64,
+    addr: &str,
+) -> anyhow::Result<()> {
+    spawn_agents(sim, agents, stop).await;
+    eventually(Duration::from_secs(120), "every agent welcomed by the leader", || {
+        let n = sim.connected_to(leader);
+        async move { (n == agents).then_some(()) }
+    })
+    .await?;
+    fleet_at(addr, agents, Some(FIRST_VERSION), Duration::from_secs(60)).await
+}
+
 async fn spawn_agents(sim: &Arc<Sim>, n: usize, stop: &watch::Receiver<bool>) {
     const STEP: usize = 50;
     let rate = env_or("FLOTILLA_SIM_SPAWN_RATE", 1_000).max(1);
@@ -837,13 +855,7 @@ async fn overhead(cluster: &TestCluster, agents: usize, runs: usize) -> anyhow::
     let me = std::process::id();
     let registering = Instant::now();
     let before_reg = proc_sample(pid).unwrap_or_default();
-    spawn_agents(&sim, agents, &stop).await;
-    eventually(Duration::from_secs(120), "every agent welcomed by the leader", || {
-        let n = sim.connected_to(leader);
-        async move { (n == agents).then_some(()) }
-    })
-    .await?;
-    fleet_at(&leader_addr, agents, Some(FIRST_VERSION), Duration::from_secs(60)).await?;
+    welcome_all(&sim, agents, &stop, leader, &leader_addr).await?;
     let after_reg = proc_sample(pid).unwrap_or_default();
     report(&format!(
         "overhead: {agents} agents registered in {:.1} s (leader node {leader}, pid {pid}: cpu {:.2} s, rss {} -> {} KiB); loadavg {}",
@@ -1011,13 +1023,7 @@ async fn history(cluster: &TestCluster, agents: usize, releases: usize) -> anyho
     let snapshots = cluster.dir().join(format!("node-{leader}")).join("snapshots");
     let sim = Sim::new(addrs(cluster), Duration::ZERO, agents);
     let (stop_tx, stop) = watch::channel(false);
-    spawn_agents(&sim, agents, &stop).await;
-    eventually(Duration::from_secs(120), "every agent welcomed by the leader", || {
-        let n = sim.connected_to(leader);
-        async move { (n == agents).then_some(()) }
-    })
-    .await?;
-    fleet_at(&leader_addr, agents, Some(FIRST_VERSION), Duration::from_secs(60)).await?;
+    welcome_all(&sim, agents, &stop, leader, &leader_addr).await?;
     let started = Instant::now();
     let mut rss = Vec::new();
     let mut snap = Vec::new();
@@ -1121,13 +1127,7 @@ async fn failover(
     let all = addrs(cluster);
     let sim = Sim::new(all.clone(), hold, agents);
     let (stop_tx, stop) = watch::channel(false);
-    spawn_agents(&sim, agents, &stop).await;
-    eventually(Duration::from_secs(120), "every agent welcomed by the leader", || {
-        let n = sim.connected_to(first);
-        async move { (n == agents).then_some(()) }
-    })
-    .await?;
-    fleet_at(&addr_of(cluster, first)?, agents, Some(FIRST_VERSION), Duration::from_secs(60)).await?;
+    welcome_all(&sim, agents, &stop, first, &addr_of(cluster, first)?).await?;
 
     let batches = ["10%", "20%", "30%", "40%", "50%", "60%", "70%", "80%", "90%", "100%"];
     let kill_at_batch = 3; // the third BATCH_STARTED: canary, 10%, then 20%
