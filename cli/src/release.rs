@@ -263,7 +263,7 @@ where
     loop {
         let answer = client
             .on_leader(|ch| {
-                let fut = f(ReleasesClient::new(ch));
+                let fut = f(ReleasesClient::new(ch).max_decoding_message_size(MAX_ANSWER));
                 async move { fut.await.map(tonic::Response::into_inner) }
             })
             .await;
@@ -278,6 +278,10 @@ where
 
 /// How long a command waits for a leader to be elected before giving up.
 const ELECTION_WAIT: Duration = Duration::from_secs(10);
+
+/// The largest answer taken from a coordinator: a release carries its whole plan (a
+/// 10,000-service release's is several megabytes, over tonic's 4 MiB default).
+const MAX_ANSWER: usize = 256 * 1024 * 1024;
 
 fn fresh_key() -> String {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());

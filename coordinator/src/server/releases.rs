@@ -218,9 +218,15 @@ fn fact_not_applied(id: &str, response: Applied) -> CoordinatorError {
     }
 }
 
+/// The largest answer a forwarded call takes from the leader: a release's view
+/// carries its whole plan (a 10,000-service release's is several megabytes).
+const MAX_FORWARDED_ANSWER: usize = 256 * 1024 * 1024;
+
 macro_rules! forward {
     ($method:ident) => {
-        |ch, req| async move { ReleasesClient::new(ch).$method(req).await }
+        |ch, req| async move {
+            ReleasesClient::new(ch).max_decoding_message_size(MAX_FORWARDED_ANSWER).$method(req).await
+        }
     };
 }
 
