@@ -22,8 +22,13 @@
 //!   releases whole (`--finished-release-max-count N`) and compact the rest; unset,
 //!   their own default (a build without release retention takes no such flag).
 //!
-//! `cargo bench -p flotilla-tests --bench orchestration` (all three), or with one
-//! argument: `overhead`, `failover` or `history`. Knobs: `FLOTILLA_BENCH_AGENTS` (1000), `FLOTILLA_BENCH_RUNS`
+//! - `services`: one release of many services (`FLOTILLA_BENCH_SERVICES`, 50, in chains
+//!   of five hard dependencies, none installed before) to every simulated agent, each
+//!   canary 1 %, then 10 %, 100 %, bake 0; Create to `RELEASE_SUCCEEDED`, and the CPU
+//!   time of the leader and of each follower (`FLOTILLA_BENCH_RUNS` runs, 3).
+//!
+//! `cargo bench -p flotilla-tests --bench orchestration` (all four), or with one
+//! argument: `overhead`, `failover`, `history` or `services`. Knobs: `FLOTILLA_BENCH_AGENTS` (1000), `FLOTILLA_BENCH_RUNS`
 //! (5), `FLOTILLA_FAILOVER_TRIALS` (20), `FLOTILLA_FAILOVER_AGENTS` (100),
 //! `FLOTILLA_FAILOVER_HOLD_MS` (300), `FLOTILLA_FAILOVER_SETTLE_MS` (3000: pause after the
 //! killed node is restarted and caught up, before the next trial); for diagnosis, `FLOTILLA_SIM_INVENTORY=0` (heartbeats
@@ -1000,6 +1005,86 @@ async fn overhead(cluster: &TestCluster, agents: usize, runs: usize) -> anyhow::
     Ok(())
 }
 
+// ---------------------------------------------------------------- services
+
+/// A release of `services` no-op services (`svc-00`, ...) at `version` to every
+/// simulated host, in chains of five hard dependencies.
+fn many_services_spec(name: &str, services: usize, version: &str) -> String {
+    let mut spec = format!("release = \"{name}\"\n");
+    for i in 0..services {
+        spec.push_str(&format!(
+            "\n[[service]]\nname = \"svc-{i:02}\"\nversion = \"{version}\"\nhosts = {{ role = \"sim\" }}\n\
+             artifact = {{ url = \"file:///noop.tgz\", sha256 = \"{}\" }}\nrun = {{ command = \"bin/noop\" }}\n\
+             canary = \"1%\"\nbatches = [\"10%\", \"100%\"]\nbake = \"0s\"\n",
+            "0".repeat(64)
+        ));
+        if i % 5 != 0 {
+            spec.push_str(&format!("depends_on = [{{ service = \"svc-{:02}\", kind = \"hard\" }}]\n", i - 1));
+        }
+    }
+    spec
+}
+
+async fn many_services(cluster: &TestCluster, agents: usize, services: usize, runs: usize) -> anyhow::Result<()> {
+    let leader = cluster.wait_leader(Duration::from_secs(60)).await?;
+    let leader_addr = addr_of(cluster, leader)?;
+    let pid = coordinator_pid(&leader_addr).ok_or_else(|| anyhow!("no process listens on {leader_addr}"))?;
+    let followers: Vec<u32> =
+        addrs(cluster).iter().filter(|a| **a != leader_addr).filter_map(|a| coordinator_pid(a)).collect();
+    let tck = clock_ticks() as f64;
+    let sim = Sim::new(addrs(cluster), Duration::ZERO, agents);
+    let (stop_tx, stop) = watch::channel(false);
+    welcome_all(&sim, agents, &stop, leader, &leader_addr).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (mut totals, mut cpus, mut follower_cpus) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 1..=runs {
+        let load = loadavg();
+        let before = proc_sample(pid).ok_or_else(|| anyhow!("leader pid {pid} gone"))?;
+        let before_f: u64 = followers.iter().filter_map(|p| proc_sample(*p)).map(|s| s.cpu_ticks).sum();
+        let name = format!("services-{run}-{}", now_ms());
+        let t0 = Instant::now();
+        let id = create(&leader_addr, &name, many_services_spec(&name, services, &format!("1.{run}.0"))).await?;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tokio::spawn(follow(vec![leader_addr.clone()], id.clone(), tx));
+        let mut last = None;
+        let mut events = 0;
+        while let Some((e, _)) = tokio::time::timeout(Duration::from_secs(600), rx.recv()).await? {
+            events += 1;
+            let end = terminal(e.kind);
+            last = Some(e);
+            if end {
+                break;
+            }
+        }
+        let took = t0.elapsed();
+        let last = last.ok_or_else(|| anyhow!("no events for {id}"))?;
+        if EventKind::try_from(last.kind) != Ok(EventKind::ReleaseSucceeded) {
+            bail!("release {id} ended with {:?}: {}", EventKind::try_from(last.kind), last.message);
+        }
+        let after = proc_sample(pid).ok_or_else(|| anyhow!("leader pid {pid} gone"))?;
+        let after_f: u64 = followers.iter().filter_map(|p| proc_sample(*p)).map(|s| s.cpu_ticks).sum();
+        totals.push(took.as_secs_f64() * 1e3);
+        cpus.push((after.cpu_ticks - before.cpu_ticks) as f64 / tck);
+        follower_cpus.push((after_f - before_f) as f64 / tck / followers.len().max(1) as f64);
+        report(&format!(
+            "services run {run}: {services} services x {agents} hosts, Create -> SUCCEEDED {:.0} ms; leader cpu {:.2} s, \
+             rss {:.1} -> {:.1} MiB; followers {:.2} s cpu each; {events} events; loadavg before {load}",
+            took.as_secs_f64() * 1e3,
+            cpus[run - 1],
+            before.rss_kb as f64 / 1024.0,
+            after.rss_kb as f64 / 1024.0,
+            follower_cpus[run - 1],
+        ));
+    }
+    report(&format!("services summary ({services} services x {agents} hosts, {runs} runs):"));
+    report(&format!("  Create -> SUCCEEDED: {}", spread(&totals, "ms")));
+    report(&format!("  leader CPU time: {}", spread(&cpus, "s")));
+    report(&format!("  follower CPU time (each): {}", spread(&follower_cpus, "s")));
+    report(&format!("  agent traffic: {}", sim.traffic()));
+    let _ = stop_tx.send(true);
+    Ok(())
+}
+
 // ---------------------------------------------------------------- history
 
 /// The size of the newest snapshot file in `dir` (bytes), if any.
@@ -1332,6 +1417,15 @@ fn main() -> anyhow::Result<()> {
             let cluster = TestCluster::start(3, ClusterOptions::default())?;
             let result = overhead(&cluster, agents, runs).await;
             keep_logs(&cluster, "overhead");
+            result?;
+        }
+        if wants("services") {
+            let agents = usize::try_from(env_or("FLOTILLA_BENCH_AGENTS", 1_000))?;
+            let services = usize::try_from(env_or("FLOTILLA_BENCH_SERVICES", 50))?.max(1);
+            let runs = usize::try_from(env_or("FLOTILLA_BENCH_RUNS", 3))?.max(1);
+            let cluster = TestCluster::start(3, ClusterOptions::default())?;
+            let result = many_services(&cluster, agents, services, runs).await;
+            keep_logs(&cluster, "services");
             result?;
         }
         if wants("history") {
