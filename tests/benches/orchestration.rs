@@ -848,12 +848,19 @@ fn batch_times(sim: &Sim, events: &[v1::ReleaseEvent], base: i64) -> Vec<BatchTi
     out
 }
 
-async fn overhead(cluster: &TestCluster, agents: usize, runs: usize) -> anyhow::Result<()> {
+/// The leader once elected: its node id, address and process id, and the followers'
+/// process ids.
+async fn leader_processes(cluster: &TestCluster) -> anyhow::Result<(u64, String, u32, Vec<u32>)> {
     let leader = cluster.wait_leader(Duration::from_secs(60)).await?;
     let leader_addr = addr_of(cluster, leader)?;
     let pid = coordinator_pid(&leader_addr).ok_or_else(|| anyhow!("no process listens on {leader_addr}"))?;
     let followers: Vec<u32> =
         addrs(cluster).iter().filter(|a| **a != leader_addr).filter_map(|a| coordinator_pid(a)).collect();
+    Ok((leader, leader_addr, pid, followers))
+}
+
+async fn overhead(cluster: &TestCluster, agents: usize, runs: usize) -> anyhow::Result<()> {
+    let (leader, leader_addr, pid, followers) = leader_processes(cluster).await?;
     let tck = clock_ticks() as f64;
     let sim = Sim::new(addrs(cluster), Duration::ZERO, agents);
     let (stop_tx, stop) = watch::channel(false);
@@ -1026,11 +1033,7 @@ fn many_services_spec(name: &str, services: usize, version: &str) -> String {
 }
 
 async fn many_services(cluster: &TestCluster, agents: usize, services: usize, runs: usize) -> anyhow::Result<()> {
-    let leader = cluster.wait_leader(Duration::from_secs(60)).await?;
-    let leader_addr = addr_of(cluster, leader)?;
-    let pid = coordinator_pid(&leader_addr).ok_or_else(|| anyhow!("no process listens on {leader_addr}"))?;
-    let followers: Vec<u32> =
-        addrs(cluster).iter().filter(|a| **a != leader_addr).filter_map(|a| coordinator_pid(a)).collect();
+    let (leader, leader_addr, pid, followers) = leader_processes(cluster).await?;
     let tck = clock_ticks() as f64;
     let sim = Sim::new(addrs(cluster), Duration::ZERO, agents);
     let (stop_tx, stop) = watch::channel(false);

@@ -442,13 +442,8 @@ impl State {
 
     /// Whether an [`Op::CompactReleases`] with `retention` would change anything at `at`.
     pub fn needs_compaction(&self, at: i64, retention: &ReleaseRetention) -> bool {
-        let finished = self.releases.len() - self.active.len();
-        let over_count = u64::try_from(finished).unwrap_or(u64::MAX) > retention.max_finished;
-        let over_age = retention.max_age_ms > 0 && {
-            let oldest = at.saturating_sub(i64::try_from(retention.max_age_ms).unwrap_or(i64::MAX));
-            self.releases.values().any(|r| r.run.is_finished() && r.run.finished_unix_ms < oldest)
-        };
-        over_count || over_age || u64::try_from(self.history.len()).unwrap_or(u64::MAX) > retention.max_compacted
+        !self.compactable(at, retention).is_empty()
+            || u64::try_from(self.history.len()).unwrap_or(u64::MAX) > retention.max_compacted
     }
 
     /// A compacted release by id.
