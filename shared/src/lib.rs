@@ -3,6 +3,8 @@
 //! This crate is pure: it does no I/O, reads no clock and spawns nothing, so the
 //! coordinator's engine, the CLI and tests can all call it freely.
 
+/// Canary analysis: Mann-Whitney comparison of canary and baseline metrics, and the verdict.
+pub mod analysis;
 pub mod fixtures;
 pub mod history;
 pub mod inventory;

@@ -7,6 +7,10 @@ use flotilla_shared::spec::{SourceFile, SpecError, SpecErrors, parse};
 #[path = "spec_errors/approvals.rs"]
 mod approvals;
 
+/// Canary analysis settings and metrics, good and bad.
+#[path = "spec_errors/analysis.rs"]
+mod analysis;
+
 /// A valid artifact line (64 hex digits).
 const ARTIFACT: &str = r#"artifact = { url = "https://example.com/p.tar.gz", sha256 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" }"#;
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use semver::{Version, VersionReq};
 use serde::{Deserialize, Serialize};
 
+use crate::analysis::{Criteria, Settings};
 use crate::model::{DepKind, HostCount, LabelSelector, OnFailure, RollbackScope, ServiceName};
 use crate::spec::source::Span;
 
@@ -141,6 +142,50 @@ pub struct RolloutPolicy {
     pub healthy_deadline: Duration,
     /// Time limit for each hook.
     pub hook_timeout: Duration,
+    /// How canary analysis samples and judges.
+    pub analysis: AnalysisPolicy,
+    /// What canary analysis measures; none: batches are judged by health alone.
+    pub metrics: Vec<MetricSpec>,
+}
+
+impl RolloutPolicy {
+    /// Whether batches of the service are judged by their metrics too.
+    pub fn analyses(&self) -> bool {
+        self.analysis.enabled && !self.metrics.is_empty()
+    }
+}
+
+/// How canary analysis samples and judges a batch (`[defaults.analysis]`,
+/// `[service.analysis]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnalysisPolicy {
+    /// `false` turns analysis off even when metrics are set.
+    pub enabled: bool,
+    /// Time between samples.
+    pub interval: Duration,
+    /// Only samples this recent are judged; `None`: every sample of the batch.
+    pub lookback: Option<Duration>,
+    /// Confidence, scores, samples needed, query-error limit, outliers.
+    pub settings: Settings,
+}
+
+impl Default for AnalysisPolicy {
+    /// Sample every 10 s; judge with the defaults of [`Settings`].
+    fn default() -> Self {
+        Self { enabled: true, interval: Duration::from_secs(10), lookback: None, settings: Settings::default() }
+    }
+}
+
+/// One metric of canary analysis: a PromQL template and how to judge what it returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricSpec {
+    /// The query, with `{{service}}`, `{{version}}`, `{{hosts}}` and `{{interval}}`
+    /// filled in per side (see [`crate::analysis::query`]).
+    pub query: String,
+    /// Its name, the comparison or threshold, and how much it counts.
+    pub criteria: Criteria,
+    /// Where the `[[metric]]` table is.
+    pub span: Span,
 }
 
 impl Default for RolloutPolicy {
@@ -158,6 +203,8 @@ impl Default for RolloutPolicy {
             healthy_for: Duration::from_secs(5),
             healthy_deadline: Duration::from_secs(120),
             hook_timeout: Duration::from_secs(300),
+            analysis: AnalysisPolicy::default(),
+            metrics: Vec::new(),
         }
     }
 }

@@ -128,7 +128,80 @@ rollout_keys! {
         healthy_deadline: String,
         /// `hook_timeout = "5m"`.
         hook_timeout: String,
+        /// `[defaults.analysis]` or `[service.analysis]`: how canary analysis samples
+        /// and judges (each key overrides the one below).
+        analysis: RawAnalysis,
+        /// `[[defaults.metric]]` or `[[service.metric]]`: what canary analysis
+        /// measures (a service's metric replaces the default of the same name).
+        metric: Vec<Spanned<RawMetric>>,
     }
+}
+
+/// `[defaults.analysis]` / `[service.analysis]`: the settings of canary analysis.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table of canary analysis settings")]
+pub(crate) struct RawAnalysis {
+    /// `enabled = false` turns analysis off (for one service, say).
+    #[serde(default)]
+    pub(crate) enabled: Option<Spanned<bool>>,
+    /// `interval = "10s"`: time between samples.
+    #[serde(default)]
+    pub(crate) interval: Option<Spanned<String>>,
+    /// `lookback = "5m"`: only samples this recent are judged.
+    #[serde(default)]
+    pub(crate) lookback: Option<Spanned<String>>,
+    /// `samples = 5`: samples needed per side.
+    #[serde(default)]
+    pub(crate) samples: Option<Spanned<i64>>,
+    /// `confidence = 0.98`.
+    #[serde(default)]
+    pub(crate) confidence: Option<Spanned<f64>>,
+    /// `pass_score = 95`.
+    #[serde(default)]
+    pub(crate) pass_score: Option<Spanned<f64>>,
+    /// `marginal_score = 75`.
+    #[serde(default)]
+    pub(crate) marginal_score: Option<Spanned<f64>>,
+    /// `query_error_limit = 2`.
+    #[serde(default)]
+    pub(crate) query_error_limit: Option<Spanned<i64>>,
+    /// `outliers = 3.0`: Tukey's fence factor (none: keep every sample).
+    #[serde(default)]
+    pub(crate) outliers: Option<Spanned<f64>>,
+}
+
+/// One `[[defaults.metric]]` / `[[service.metric]]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [[metric]] table")]
+pub(crate) struct RawMetric {
+    /// `name = "error_ratio"`.
+    pub(crate) name: Spanned<String>,
+    /// `query = 'sum(rate(...{host=~"{{hosts}}"}[1m]))'`: a PromQL template.
+    pub(crate) query: Spanned<String>,
+    /// `direction = "increase"`: which change is bad.
+    #[serde(default)]
+    pub(crate) direction: Option<Spanned<String>>,
+    /// `critical = true`: failing it fails the whole analysis.
+    #[serde(default)]
+    pub(crate) critical: Option<Spanned<bool>>,
+    /// `must_have_data = true`: no data is inconclusive, never a pass.
+    #[serde(default)]
+    pub(crate) must_have_data: Option<Spanned<bool>>,
+    /// `allowed_change = 1.2`.
+    #[serde(default)]
+    pub(crate) allowed_change: Option<Spanned<f64>>,
+    /// `critical_change = 3.0`.
+    #[serde(default)]
+    pub(crate) critical_change: Option<Spanned<f64>>,
+    /// `max = 0.5`: a threshold, no baseline.
+    #[serde(default)]
+    pub(crate) max: Option<Spanned<f64>>,
+    /// `min = 10`: a threshold, no baseline.
+    #[serde(default)]
+    pub(crate) min: Option<Spanned<f64>>,
+    /// `weight = 1`.
+    #[serde(default)]
+    pub(crate) weight: Option<Spanned<i64>>,
 }
 
 /// `artifact = { url = "...", sha256 = "..." }`.
@@ -591,6 +664,25 @@ fn example(key: &str) -> Option<&'static str> {
         "timeout" => "timeout = \"500ms\"",
         "interval" => "interval = \"1s\"",
         "stop_timeout" => "stop_timeout = \"10s\"",
+        "analysis" => "[defaults.analysis]",
+        "metric" => "[[defaults.metric]]",
+        "enabled" => "enabled = true",
+        "lookback" => "lookback = \"5m\"",
+        "samples" => "samples = 5",
+        "confidence" => "confidence = 0.98",
+        "pass_score" => "pass_score = 95",
+        "marginal_score" => "marginal_score = 75",
+        "query_error_limit" => "query_error_limit = 2",
+        "outliers" => "outliers = 3.0",
+        "query" => "query = 'sum(rate(http_requests_total{host=~\"{{hosts}}\"}[1m]))'",
+        "direction" => "direction = \"increase\"",
+        "critical" => "critical = true",
+        "must_have_data" => "must_have_data = true",
+        "allowed_change" => "allowed_change = 1.2",
+        "critical_change" => "critical_change = 3.0",
+        "max" => "max = 0.5",
+        "min" => "min = 10",
+        "weight" => "weight = 1",
         _ => return None,
     })
 }

@@ -13,13 +13,15 @@ use semver::{Version, VersionReq};
 use toml::Spanned;
 
 use super::raw::{
-    self, RawApproval, RawApprovers, RawArtifact, RawCount, RawGate, RawHealth, RawHooks, RawRollout, RawRun,
-    RawService, RawSpec, RawStage, RawStringMap, closest,
+    self, RawAnalysis, RawApproval, RawApprovers, RawArtifact, RawCount, RawGate, RawHealth, RawHooks, RawMetric,
+    RawRollout, RawRun, RawService, RawSpec, RawStage, RawStringMap, closest,
 };
 use super::{
-    ApprovalRule, ApproverRole, Artifact, Dependency, Diagnostic, GateExec, GateSpec, HealthCheck, Hooks, Probe,
-    ReleaseSpec, Requirement, RolloutPolicy, RunSpec, ServiceSpec, SourceFile, Span, SpecErrors, StageSpec,
+    AnalysisPolicy, ApprovalRule, ApproverRole, Artifact, Dependency, Diagnostic, GateExec, GateSpec, HealthCheck,
+    Hooks, MetricSpec, Probe, ReleaseSpec, Requirement, RolloutPolicy, RunSpec, ServiceSpec, SourceFile, Span,
+    SpecErrors, StageSpec,
 };
+use crate::analysis::{self, Check, Criteria, Direction};
 use crate::model::{DepKind, HostCount, LabelSelector, OnFailure, RollbackScope, ServiceName};
 
 /// Parses and validates a spec file; see [`super::parse`].
@@ -253,7 +255,196 @@ impl Checker<'_> {
             duration(v, "healthy_deadline", Zero::Refused)
         });
         self.set(&mut policy.hook_timeout, keys.hook_timeout.as_ref(), |v| duration(v, "hook_timeout", Zero::Refused));
+        if let Some(analysis) = &keys.analysis {
+            self.analysis(&mut policy.analysis, analysis.get_ref());
+        }
+        if let Some(metrics) = &keys.metric {
+            self.metrics(&mut policy.metrics, metrics.get_ref());
+        }
         policy
+    }
+
+    /// `[defaults.analysis]` / `[service.analysis]`: every key it sets replaced.
+    fn analysis(&mut self, policy: &mut AnalysisPolicy, keys: &RawAnalysis) {
+        self.set(&mut policy.enabled, keys.enabled.as_ref(), |v| Ok::<_, Diagnostic>(*v.get_ref()));
+        self.set(&mut policy.interval, keys.interval.as_ref(), |v| duration(v, "interval", Zero::Refused));
+        self.set(&mut policy.lookback, keys.lookback.as_ref(), |v| duration(v, "lookback", Zero::Refused).map(Some));
+        let settings = &mut policy.settings;
+        self.set(&mut settings.samples, keys.samples.as_ref(), |v| {
+            whole(v, "samples", 1, "how many samples each side needs before judging, like samples = 5")
+        });
+        self.set(&mut settings.query_error_limit, keys.query_error_limit.as_ref(), |v| {
+            whole(
+                v,
+                "query_error_limit",
+                0,
+                "how many failed queries of a metric to tolerate, like query_error_limit = 2",
+            )
+        });
+        self.set(&mut settings.confidence, keys.confidence.as_ref(), |v| {
+            real(v, "confidence", |c| c > 0.0 && c < 1.0, "above 0 and below 1, like confidence = 0.98")
+        });
+        let score = "from 0 to 100, like pass_score = 95";
+        self.set(&mut settings.pass_score, keys.pass_score.as_ref(), |v| {
+            real(v, "pass_score", |c| (0.0..=100.0).contains(&c), score)
+        });
+        self.set(&mut settings.marginal_score, keys.marginal_score.as_ref(), |v| {
+            real(v, "marginal_score", |c| (0.0..=100.0).contains(&c), score)
+        });
+        self.set(&mut settings.outliers, keys.outliers.as_ref(), |v| {
+            real(v, "outliers", |c| c > 0.0, "a positive factor of the interquartile range, like outliers = 3.0")
+                .map(Some)
+        });
+        if settings.marginal_score > settings.pass_score {
+            let at = keys.marginal_score.as_ref().or(keys.pass_score.as_ref());
+            if let Some(at) = at {
+                self.report(
+                    Diagnostic::new(
+                        span(at),
+                        format!(
+                            "`marginal_score` ({}) is above `pass_score` ({})",
+                            settings.marginal_score, settings.pass_score
+                        ),
+                    )
+                    .with_help("a score from marginal_score up to pass_score pauses for a human; keep marginal_score at or below pass_score"),
+                );
+            }
+        }
+    }
+
+    /// `[[...metric]]` tables: each replaces the one of the same name below it, or adds
+    /// to them.
+    fn metrics(&mut self, metrics: &mut Vec<MetricSpec>, raw: &[Spanned<RawMetric>]) {
+        self.no_repeats(raw.iter().map(|m| &m.get_ref().name), |name, line| {
+            (
+                format!("duplicate metric name `{name}`"),
+                format!("the first metric `{name}` is defined on line {line}; metric names must be unique in a table"),
+            )
+        });
+        for table in raw {
+            let Some(metric) = self.metric(table) else { continue };
+            match metrics.iter_mut().find(|m| m.criteria.name == metric.criteria.name) {
+                Some(old) => *old = metric,
+                None => metrics.push(metric),
+            }
+        }
+    }
+
+    /// One `[[metric]]`: a comparison with the baseline (`direction`) or a threshold
+    /// (`max`/`min`), never both.
+    fn metric(&mut self, raw: &Spanned<RawMetric>) -> Option<MetricSpec> {
+        let m = raw.get_ref();
+        let name = self.ok(metric_name(&m.name));
+        let query = self.ok(metric_query(&m.query));
+        let threshold = m.max.as_ref().or(m.min.as_ref());
+        let comparison = [
+            &m.direction.as_ref().map(span),
+            &m.allowed_change.as_ref().map(span),
+            &m.critical_change.as_ref().map(span),
+        ]
+        .into_iter()
+        .flatten()
+        .next()
+        .copied();
+        let check = match (threshold, comparison) {
+            (Some(t), Some(c)) => {
+                let _ = t;
+                self.report(
+                    Diagnostic::new(c, format!("metric `{}` sets both a threshold and a comparison", m.name.get_ref()))
+                        .with_help("a metric is either held to `max`/`min` (no baseline) or compared with the baseline (`direction`, `allowed_change`, `critical_change`); split it into two metrics"),
+                );
+                None
+            }
+            (Some(_), None) => self.threshold(m),
+            (None, _) => self.comparison(m),
+        };
+        if threshold.is_none() && query.is_some() && !analysis::query::tells_sides_apart(m.query.get_ref()) {
+            self.report(
+                Diagnostic::new(
+                    span(&m.query),
+                    format!("the query of metric `{}` is the same for the canary and the baseline", m.name.get_ref()),
+                )
+                .with_help("select the side's hosts or version, like host=~\"{{hosts}}\" or version=~\"{{version}}\", or hold the metric to a threshold with max/min"),
+            );
+            return None;
+        }
+        let weight = self.optional(m.weight.as_ref(), 1, |v| {
+            whole(v, "weight", 1, "how much the metric counts in the score, like weight = 1")
+        });
+        let critical = m.critical.as_ref().is_some_and(|v| *v.get_ref());
+        let must_have_data = m.must_have_data.as_ref().is_some_and(|v| *v.get_ref());
+        Some(MetricSpec {
+            query: query?,
+            criteria: Criteria { name: name?, check: check?, critical, must_have_data, weight: weight? },
+            span: span(raw),
+        })
+    }
+
+    /// `max`/`min` of a threshold metric.
+    fn threshold(&mut self, m: &RawMetric) -> Option<Check> {
+        let max = m.max.as_ref().map(|v| *v.get_ref());
+        let min = m.min.as_ref().map(|v| *v.get_ref());
+        for v in [&m.max, &m.min].into_iter().flatten() {
+            if !v.get_ref().is_finite() {
+                self.report(
+                    Diagnostic::new(span(v), format!("`{}` is not a finite number", v.get_ref()))
+                        .with_help("write a number, like max = 0.5"),
+                );
+                return None;
+            }
+        }
+        if let (Some(lo), Some(hi), Some(at)) = (min, max, m.min.as_ref()) {
+            if lo > hi {
+                self.report(
+                    Diagnostic::new(span(at), format!("`min` ({lo}) is above `max` ({hi})"))
+                        .with_help("no value could pass; make min at most max"),
+                );
+                return None;
+            }
+        }
+        Some(Check::Threshold { max, min })
+    }
+
+    /// `direction`, `allowed_change`, `critical_change` of a comparison metric.
+    fn comparison(&mut self, m: &RawMetric) -> Option<Check> {
+        let directions =
+            [("increase", Direction::Increase), ("decrease", Direction::Decrease), ("either", Direction::Either)];
+        let direction =
+            self.optional(m.direction.as_ref(), Direction::Increase, |v| one_of(v, "`direction` value", &directions));
+        let factor = "a factor of at least 1 of the baseline's mean";
+        let allowed_change = self.optional(m.allowed_change.as_ref(), None, |v| {
+            real(v, "allowed_change", |c| c >= 1.0, &format!("{factor}, like allowed_change = 1.2")).map(Some)
+        });
+        let critical_change = self.optional(m.critical_change.as_ref(), None, |v| {
+            real(
+                v,
+                "critical_change",
+                |c| c > 1.0,
+                "a factor above 1 of the baseline's mean, like critical_change = 3.0",
+            )
+            .map(Some)
+        });
+        if let (Some(Some(allowed)), Some(Some(critical)), Some(at)) =
+            (allowed_change, critical_change, m.critical_change.as_ref())
+        {
+            if critical <= allowed {
+                self.report(
+                    Diagnostic::new(
+                        span(at),
+                        format!("`critical_change` ({critical}) is not above `allowed_change` ({allowed})"),
+                    )
+                    .with_help(
+                        "a change the metric allows cannot also fail the whole analysis; make critical_change larger",
+                    ),
+                );
+                return None;
+            }
+        }
+        Some(Check::Compare {
+            direction: direction?,
+            allowed_change: allowed_change?,
+            critical_change: critical_change?,
+        })
     }
 
     /// One `[[service]]`.
@@ -746,6 +937,68 @@ fn batches(raw: &Spanned<Vec<Spanned<RawCount>>>) -> Result<Vec<HostCount>, Vec<
         }
     }
     if problems.is_empty() { Ok(sizes) } else { Err(problems) }
+}
+
+/// A metric's name: `[a-z0-9_-]{1,63}` (Prometheus-style names have underscores).
+fn metric_name(raw: &Spanned<String>) -> Result<String, Diagnostic> {
+    let text = raw.get_ref();
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
+    if !text.is_empty() && text.chars().count() <= MAX_NAME_LEN && text.chars().all(allowed) {
+        return Ok(text.clone());
+    }
+    Err(Diagnostic::new(span(raw), format!("invalid metric name `{text}`; metric names must match [a-z0-9_-]{{1,63}}"))
+        .with_help("use 1 to 63 lowercase letters, digits, `_` or `-`, like \"error_ratio\""))
+}
+
+/// A metric's PromQL template: not blank, placeholders known.
+fn metric_query(raw: &Spanned<String>) -> Result<String, Diagnostic> {
+    let text = non_empty(
+        raw,
+        "`query`",
+        "give a PromQL query, like 'sum(rate(http_requests_total{host=~\"{{hosts}}\"}[1m]))'",
+    )?;
+    analysis::query::check(&text).map_err(|(range, why)| {
+        // The template's bytes start after the opening quote(s) of the TOML string.
+        let outer = raw.span();
+        let quote = raw_quote_len(outer.end - outer.start, text.len());
+        let at = Span::new(outer.start + quote + range.start, outer.start + quote + range.end);
+        Diagnostic::new(at, format!("bad placeholder in `query`: {why}")).with_help(format!(
+            "a query may use {}",
+            analysis::query::PLACEHOLDERS.map(|p| format!("{{{{{p}}}}}")).join(", ")
+        ))
+    })?;
+    Ok(text)
+}
+
+/// How many bytes of quotes open a TOML string of `span_len` bytes holding `text_len`
+/// bytes of text: 1 or 3, when the string has no escapes; 0 when it cannot be told.
+fn raw_quote_len(span_len: usize, text_len: usize) -> usize {
+    match span_len.checked_sub(text_len) {
+        Some(2) => 1,
+        Some(6) => 3,
+        _ => 0,
+    }
+}
+
+/// A whole number of at least `min` that fits a `u32`.
+fn whole(raw: &Spanned<i64>, key: &str, min: u32, help: &str) -> Result<u32, Diagnostic> {
+    match u32::try_from(*raw.get_ref()) {
+        Ok(n) if n >= min => Ok(n),
+        _ => Err(Diagnostic::new(
+            span(raw),
+            format!("`{key}` must be a whole number of at least {min}, not {}", raw.get_ref()),
+        )
+        .with_help(help.to_owned())),
+    }
+}
+
+/// A number that `ok` accepts (finite always).
+fn real(raw: &Spanned<f64>, key: &str, ok: impl Fn(f64) -> bool, help: &str) -> Result<f64, Diagnostic> {
+    let value = *raw.get_ref();
+    if value.is_finite() && ok(value) {
+        return Ok(value);
+    }
+    Err(Diagnostic::new(span(raw), format!("`{key}` cannot be {value}")).with_help(format!("write a number {help}")))
 }
 
 /// `max_failed`: a number of hosts, 0 or more.
