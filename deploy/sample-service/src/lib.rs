@@ -5,15 +5,24 @@
 //!
 //! Artifact layout: `bin/sample` (the server, mode 0755) and `behaviour.toml`; run it
 //! as `bin/sample --port N` (or with `PORT` in the environment) from the release dir.
+//!
+//! For canary analysis the server exposes Prometheus metrics at `/metrics` ([`metrics`])
+//! and sends itself steady traffic, so a version can fail by its metrics while its
+//! health check stays green: [`Behaviour::with_errors`] (a share of requests answered
+//! 500) and [`Behaviour::slow`] (extra latency) build such versions.
 
 pub mod behaviour;
+pub mod metrics;
+pub mod prometheus;
 
 use std::fs::File;
 use std::io::{self, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub use behaviour::{Behaviour, version_matches};
+pub use behaviour::{
+    Behaviour, DEFAULT_LATENCY_MS, DEFAULT_TRAFFIC_RPS, Outcome, Outcomes, parse_ratio, version_matches,
+};
 use sha2::{Digest as _, Sha256};
 
 /// The sample app that `flotilla demo` and the release tests deploy, every service of it
@@ -139,7 +148,7 @@ pub fn build_binary(scratch_dir: &Path) -> io::Result<PathBuf> {
     }
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let out = scratch_dir.join("flotilla-sample-service");
-    let newest_source = ["main.rs", "behaviour.rs"]
+    let newest_source = ["main.rs", "behaviour.rs", "metrics.rs"]
         .iter()
         .filter_map(|f| std::fs::metadata(src.join(f)).and_then(|m| m.modified()).ok())
         .max();
