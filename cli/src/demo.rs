@@ -4,8 +4,11 @@
 //! six-service sample app packaged into real tar.gz artifacts; it installs version 1
 //! everywhere, then releases version 2 across two stages with canaries, bakes, a data
 //! migration and a gate, with live progress. `--fail SERVICE` ships a broken version
-//! of one service and shows the cascading rollback; `--kill-leader` stops the leading
-//! coordinator in the middle of the release and shows it carry on.
+//! of one service and shows the cascading rollback; `--fail-metrics SERVICE` ships a
+//! version of one service that answers 5 % of its requests with errors while its health
+//! checks pass, and shows canary analysis against a local Prometheus catch it at its
+//! canary; `--kill-leader` stops the leading coordinator in the middle of the release
+//! and shows it carry on.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -37,8 +40,14 @@ pub struct DemoArgs {
     /// Ship a broken version 2 of this service (db, auth, ledger, payments, search or
     /// web): its health check fails, and the release rolls it back with everything
     /// that depends on it, dependents first.
-    #[arg(long, value_name = "SERVICE")]
+    #[arg(long, value_name = "SERVICE", conflicts_with = "fail_metrics")]
     fail: Option<String>,
+    /// Ship a version 2 of this service that answers 5 % of its requests with 500
+    /// while its health checks pass: every batch is judged by its error ratio against
+    /// the hosts still on version 1, and the analysis catches it at its canary. Needs
+    /// `prometheus` on the PATH (Debian: apt-get install prometheus); the demo runs one.
+    #[arg(long, value_name = "SERVICE")]
+    fail_metrics: Option<String>,
     /// Stop the leading coordinator while the release deploys; the new leader carries on.
     #[arg(long)]
     kill_leader: bool,
@@ -52,11 +61,19 @@ pub fn run(args: &DemoArgs) -> Result<(), Failure> {
     if args.agents < 6 {
         return Err(Failure::Usage(anyhow!("--agents must be at least 6 (two hosts per role)")));
     }
-    if let Some(f) = &args.fail
-        && !APP.iter().any(|(name, _, _)| name == f)
-    {
-        let names: Vec<&str> = APP.iter().map(|(n, _, _)| *n).collect();
-        return Err(Failure::Usage(anyhow!("--fail {f}: the demo app has {}", names.join(", "))));
+    for (flag, service) in [("--fail", &args.fail), ("--fail-metrics", &args.fail_metrics)] {
+        if let Some(f) = service
+            && !APP.iter().any(|(name, _, _)| name == f)
+        {
+            let names: Vec<&str> = APP.iter().map(|(n, _, _)| *n).collect();
+            return Err(Failure::Usage(anyhow!("{flag} {f}: the demo app has {}", names.join(", "))));
+        }
+    }
+    if args.fail_metrics.is_some() && !flotilla_sample_service::prometheus::available() {
+        return Err(Failure::Usage(anyhow!(
+            "--fail-metrics needs `prometheus` on the PATH to judge the release by its metrics \
+             (Debian: apt-get install prometheus)"
+        )));
     }
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Failure::Operational(e.into()))?;
@@ -149,6 +166,9 @@ async fn demo(args: &DemoArgs, dir: &Path) -> Result<(), Failure> {
                 // main stage fails after dependents started, so the rollback cascades.
                 behaviour.unhealthy_on = (4..=args.agents).map(|i| format!("host-{i}")).collect();
             }
+            if version == 2 && args.fail_metrics.as_deref() == Some(*name) {
+                behaviour = behaviour.with_error_ratio(0.05);
+            }
             let pkg = flotilla_sample_service::package(
                 &dir.join("artifacts").join(name),
                 &binary,
@@ -159,6 +179,23 @@ async fn demo(args: &DemoArgs, dir: &Path) -> Result<(), Failure> {
             artifacts.insert(((*name).to_owned(), version), pkg);
         }
     }
+
+    let prometheus = match &args.fail_metrics {
+        Some(_) => {
+            say("starting Prometheus, scraping every sample service once a second")?;
+            let port = free_port().map_err(op)?;
+            let p = flotilla_sample_service::prometheus::LocalPrometheus::start(
+                &dir.join("prometheus"),
+                port,
+                Duration::from_secs(30),
+            )
+            .map_err(|e| op(anyhow!("starting prometheus: {e}")))?;
+            Some(p)
+        }
+        None => None,
+    };
+    let sd_dir = prometheus.as_ref().map(flotilla_sample_service::prometheus::LocalPrometheus::sd_dir);
+    let prometheus_key = prometheus.as_ref().map(|p| format!("prometheus_url = \"{}\"\n", p.url())).unwrap_or_default();
 
     let pki_dir = dir.join("pki");
     say(&format!("making a cluster CA and certificates for every process in {}", pki_dir.display()))?;
@@ -172,7 +209,7 @@ async fn demo(args: &DemoArgs, dir: &Path) -> Result<(), Failure> {
     for (i, addr) in addrs.iter().enumerate() {
         let data = dir.join(format!("coordinator-{}", i + 1));
         let text = format!(
-            "node_id = {}\ndata_dir = {:?}\nlisten = \"{addr}\"\nbootstrap = [{bootstrap}]\n{}agent_lease_ms = 3000\nagent_heartbeat_ms = 500\n",
+            "node_id = {}\ndata_dir = {:?}\nlisten = \"{addr}\"\nbootstrap = [{bootstrap}]\n{}{prometheus_key}agent_lease_ms = 3000\nagent_heartbeat_ms = 500\n",
             i + 1,
             data.display().to_string(),
             tls.config_keys(Role::Coordinator, &(i + 1).to_string()),
@@ -211,15 +248,21 @@ async fn demo(args: &DemoArgs, dir: &Path) -> Result<(), Failure> {
     wait_for_agents(&client, hosts).await.map_err(op)?;
 
     say("installing version 1 of every service everywhere")?;
-    let v1_id = submit(&client, "shop.toml", &spec(1, &artifacts)).await?;
+    let v1_id = submit(&client, "shop.toml", &spec(1, &artifacts, sd_dir.as_deref())).await?;
     watch_quietly(&client, &v1_id).await?;
 
-    let title = match &args.fail {
-        Some(f) => format!("releasing version 2 (with a broken {f}): stages canary then main, canaries, bakes, a gate"),
-        None => "releasing version 2: stages canary then main, canaries, bakes, a migration and a gate".to_owned(),
+    let title = match (&args.fail, &args.fail_metrics) {
+        (Some(f), _) => {
+            format!("releasing version 2 (with a broken {f}): stages canary then main, canaries, bakes, a gate")
+        }
+        (_, Some(f)) => format!(
+            "releasing version 2 (with a {f} answering 5% of requests with errors, health green): \
+             each batch judged by its error ratio against the hosts still on version 1"
+        ),
+        _ => "releasing version 2: stages canary then main, canaries, bakes, a migration and a gate".to_owned(),
     };
     say(&title)?;
-    let id = submit(&client, "shop.toml", &spec(2, &artifacts)).await?;
+    let id = submit(&client, "shop.toml", &spec(2, &artifacts, sd_dir.as_deref())).await?;
     let killer = args.kill_leader.then(|| {
         let client = LeaderClient::new(addrs.clone(), tls.operator.clone());
         let id = id.clone();
@@ -249,8 +292,13 @@ async fn demo(args: &DemoArgs, dir: &Path) -> Result<(), Failure> {
     for d in daemons.into_iter().flatten() {
         let _ = d.stop().await;
     }
-    match (&args.fail, watched) {
+    drop(prometheus);
+    let failing = args.fail.as_ref().or(args.fail_metrics.as_ref());
+    match (failing, watched) {
         (None, Ok(())) => say("the release succeeded"),
+        (Some(f), Err(Failure::NotSucceeded(_))) if args.fail_metrics.is_some() => say(&format!(
+            "as expected, canary analysis caught the errors of {f} at its canary, with its health checks green, and rolled it back"
+        )),
         (Some(f), Err(Failure::NotSucceeded(_))) => {
             say(&format!("as expected, the broken {f} was caught and rolled back with its dependents"))
         }
@@ -382,8 +430,12 @@ async fn kill_leader(daemons: &mut [Option<Daemon>]) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The release spec of version `v` of the app.
-fn spec(v: u32, artifacts: &BTreeMap<(String, u32), Package>) -> String {
+/// The error ratio per host of a side of a batch, over 5 s, of the sample service.
+const ERROR_RATIO: &str = r#"sum by (host) (rate(flotilla_sample_requests_total{service="{{service}}",version=~"{{version}}",host=~"{{hosts}}",code="500"}[5s])) / sum by (host) (rate(flotilla_sample_requests_total{service="{{service}}",version=~"{{version}}",host=~"{{hosts}}"}[5s]))"#;
+
+/// The release spec of version `v` of the app; with `sd_dir`, every service announces
+/// itself to Prometheus there, and version 2's batches are judged by their error ratio.
+fn spec(v: u32, artifacts: &BTreeMap<(String, u32), Package>, sd_dir: Option<&Path>) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "release = \"shop-v{v}\"\n");
     let _ = writeln!(s, "[defaults]");
@@ -405,12 +457,23 @@ fn spec(v: u32, artifacts: &BTreeMap<(String, u32), Package>) -> String {
             s,
             "[[gate]]\nname = \"smoke\"\nafter = [\"payments\"]\nexec = {{ command = \"echo smoke test passed\", on = {{ role = \"web\" }}, timeout = \"30s\" }}\n"
         );
+        if sd_dir.is_some() {
+            let _ = writeln!(s, "[defaults.analysis]\ninterval = \"2s\"\nsamples = 5\n");
+            let _ = writeln!(
+                s,
+                "[[defaults.metric]]\nname = \"error_ratio\"\nquery = '{ERROR_RATIO}'\ncritical = true\nmust_have_data = true\n"
+            );
+        }
     }
+    let sd_args = sd_dir.map(|d| format!(", \"--prometheus-sd\", {:?}", d.display().to_string())).unwrap_or_default();
     for (name, role, extra) in APP {
         let pkg = &artifacts[&((*name).to_owned(), v)];
         let _ = writeln!(s, "[[service]]\nname = \"{name}\"\nversion = \"{v}.0.0\"\nhosts = {{ role = \"{role}\" }}");
         let _ = writeln!(s, "artifact = {{ url = \"{}\", sha256 = \"{}\" }}", pkg.file_url(), pkg.sha256);
-        let _ = writeln!(s, "run = {{ command = \"bin/sample\", args = [\"--port\", \"0\"], stop_timeout = \"2s\" }}");
+        let _ = writeln!(
+            s,
+            "run = {{ command = \"bin/sample\", args = [\"--port\", \"0\"{sd_args}], stop_timeout = \"2s\" }}"
+        );
         let _ = writeln!(s, "health = [{{ exec = \"bin/sample --check\", interval = \"200ms\", timeout = \"2s\" }}]");
         if !extra.is_empty() {
             let _ = writeln!(s, "{}", extra.replace("{V}", &v.to_string()));

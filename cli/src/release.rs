@@ -447,6 +447,40 @@ fn show_text(r: &v1::Release) -> String {
             out.push_str(&format!("    gate {:<15} {gs}{}\n", g.gate, reason_suffix(&g.reason)));
         }
     }
+    for a in &r.analyses {
+        out.push_str(&analysis_text(a));
+    }
+    out
+}
+
+/// A batch's canary analysis: where it stands or its verdict, then each metric's result.
+fn analysis_text(a: &v1::CanaryAnalysis) -> String {
+    let sides = format!(
+        "{} canary vs {} baseline {}",
+        a.canary_hosts.len(),
+        a.baseline_hosts.len(),
+        if a.baseline_hosts.len() == 1 { "host" } else { "hosts" }
+    );
+    let mut out = format!("  analysis of {} {} in stage {} ({sides}): ", a.service, a.batch, a.stage);
+    match v1::AnalysisVerdict::try_from(a.verdict).unwrap_or(v1::AnalysisVerdict::Unspecified) {
+        v1::AnalysisVerdict::Unspecified => out.push_str(&format!(
+            "sampling {}, {} {} taken ({} complete)\n",
+            a.metrics.join(", "),
+            a.rounds,
+            if a.rounds == 1 { "round" } else { "rounds" },
+            a.complete_rounds
+        )),
+        _ => {
+            out.push_str(&a.reason);
+            if !a.accepted_by.is_empty() {
+                out.push_str(&format!(" (resumed past by {})", a.accepted_by));
+            }
+            out.push('\n');
+        }
+    }
+    for m in &a.results {
+        out.push_str(&format!("    {}\n", m.explanation));
+    }
     out
 }
 
@@ -657,5 +691,52 @@ mod tests {
             "  waits for approval of stage eu, from someone other than the release's author (flotilla release approve r-0001)"
         );
         assert_eq!(lines[5], "  waits for approval of gate db (flotilla release approve r-0001)");
+    }
+
+    #[test]
+    fn show_lists_each_analysis_with_its_verdict_and_every_metric_explained() {
+        let judged = v1::CanaryAnalysis {
+            stage: "main".into(),
+            service: "payments".into(),
+            batch: "canary".into(),
+            canary_hosts: vec!["h1".into()],
+            baseline_hosts: vec!["h2".into(), "h3".into()],
+            verdict: v1::AnalysisVerdict::Fail as i32,
+            reason: "failed analysis: score 0 (pass 95, marginal 75); critical metric error_ratio failed".into(),
+            results: vec![v1::MetricResult {
+                explanation: "error_ratio canary 0.05 vs baseline 0 (U=25, p=0.004): higher, failed (critical)".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let sampling = v1::CanaryAnalysis {
+            stage: "main".into(),
+            service: "web".into(),
+            batch: "50%".into(),
+            canary_hosts: vec!["h4".into(), "h5".into()],
+            baseline_hosts: vec!["h6".into()],
+            metrics: vec!["error_ratio".into(), "p99".into()],
+            rounds: 3,
+            complete_rounds: 2,
+            ..Default::default()
+        };
+        let accepted = v1::CanaryAnalysis {
+            verdict: v1::AnalysisVerdict::Inconclusive as i32,
+            reason: "inconclusive analysis".into(),
+            accepted_by: "operator alice".into(),
+            ..sampling.clone()
+        };
+        let r = v1::Release { id: "r-1".into(), analyses: vec![judged, sampling, accepted], ..Default::default() };
+        let text = show_text(&r);
+        let lines: Vec<&str> = text.lines().skip(2).collect();
+        assert_eq!(
+            lines,
+            [
+                "  analysis of payments canary in stage main (1 canary vs 2 baseline hosts): failed analysis: score 0 (pass 95, marginal 75); critical metric error_ratio failed",
+                "    error_ratio canary 0.05 vs baseline 0 (U=25, p=0.004): higher, failed (critical)",
+                "  analysis of web 50% in stage main (2 canary vs 1 baseline host): sampling error_ratio, p99, 3 rounds taken (2 complete)",
+                "  analysis of web 50% in stage main (2 canary vs 1 baseline host): inconclusive analysis (resumed past by operator alice)",
+            ]
+        );
     }
 }

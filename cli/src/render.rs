@@ -73,7 +73,15 @@ pub fn table(plan: &Plan, source: &SourceFile) -> String {
         let _ = writeln!(w, "  stage {}:", stage.name);
         for (v, svc) in spec.services.iter().enumerate() {
             let policy = &svc.policy;
-            let bake = humantime::format_duration(policy.bake);
+            let mut bake = humantime::format_duration(policy.bake).to_string();
+            if policy.analyses() {
+                let names: Vec<&str> = policy.metrics.iter().map(|m| m.criteria.name.as_str()).collect();
+                bake.push_str(&format!(
+                    "; analysis of {} every {}",
+                    names.join(", "),
+                    humantime::format_duration(policy.analysis.interval)
+                ));
+            }
             if !plan.fleet_known() {
                 let _ = writeln!(
                     w,

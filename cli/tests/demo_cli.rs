@@ -182,3 +182,42 @@ fn a_demo_stopped_with_sigterm_leaves_no_process_and_no_directory_behind() {
     let left = processes_under(&dir);
     assert!(left.is_empty(), "processes left under {}: {left:?}", dir.display());
 }
+
+/// The README's `demo --fail-metrics payments`: payments 2.0.0 answers 5 % of its
+/// requests with 500 while its health checks pass; canary analysis against the demo's
+/// Prometheus fails it at its canary (in the canary cell, against the hosts the next
+/// stage would deploy to), and it rolls back before any other host gets it. Needs
+/// `prometheus` on the PATH: without one the test passes with a note, unless
+/// `FLOTILLA_REQUIRE_PROMETHEUS=1` (as CI sets).
+#[test]
+#[allow(clippy::print_stderr, reason = "a skipped test must say so where the test runner shows it")]
+fn a_version_failing_only_by_its_metrics_is_caught_at_its_canary_and_rolled_back() {
+    if !flotilla_sample_service::prometheus::available() {
+        assert!(
+            std::env::var("FLOTILLA_REQUIRE_PROMETHEUS").as_deref() != Ok("1"),
+            "FLOTILLA_REQUIRE_PROMETHEUS=1 but no `prometheus` is on the PATH"
+        );
+        eprintln!("no prometheus on the PATH: skipping the --fail-metrics demo");
+        return;
+    }
+    let (code, out) = demo(&["--agents", "6", "--fail-metrics", "payments"]);
+    assert_eq!(code, 0, "{out}");
+    let healthy = position(&out, "[canary] payments 2.0.0 deployed and healthy on host-2");
+    let started = position(&out, "[canary] payments canary analysis started: 1 metric (error_ratio)");
+    let failed = position(&out, "[canary] payments canary failed analysis");
+    let back = position(&out, "payments is back at 1.0.0");
+    assert!(healthy < started && started < failed && failed < back, "{out}");
+    position(&out, "critical metric error_ratio failed: error_ratio canary 0.05 vs baseline 0 (");
+    assert!(!out.contains("[main]"), "no host past the canary cell got the version: {out}");
+    position(&out, "==> as expected, canary analysis caught the errors of payments at its canary");
+}
+
+#[test]
+fn the_failing_flags_name_a_service_of_the_app_and_exclude_each_other() {
+    let (code, out) = demo(&["--fail-metrics", "nope"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("--fail-metrics nope: the demo app has db, auth, ledger, payments, search, web"), "{out}");
+    let (code, out) = demo(&["--fail", "web", "--fail-metrics", "db"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("cannot be used with"), "{out}");
+}

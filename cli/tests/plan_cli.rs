@@ -53,6 +53,23 @@ fn the_example_plans_against_an_inventory_with_hosts_per_batch() {
     assert!(text.contains("already at 1.4.2: api-c1"), "notifications is already at target on api-c1:\n{text}");
 }
 
+/// docs/canary-analysis.md's command: the canary example plans against the inventory
+/// and says which metrics judge each service's batches.
+#[test]
+fn the_canary_example_plans_and_shows_what_each_batch_is_judged_by() {
+    let out = flotilla(&["plan", "deploy/examples/canary.toml", "--hosts", HOSTS]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for needle in [
+        "payments  canary [api-1] -> 50% [api-2] -> 100% [api-3, api-4]  (bake 2m; analysis of error_ratio, p99_latency, p99_ceiling every 10s)",
+        "checkout  canary [web-1] -> 50% [web-2] -> 100% [web-3, web-4]  (bake 2m; analysis of error_ratio, p99_latency every 10s)",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    let doc = std::fs::read_to_string(repo().join("docs/canary-analysis.md")).expect("the doc");
+    assert!(doc.contains("plan deploy/examples/canary.toml --hosts deploy/examples/shop-hosts.toml"));
+}
+
 /// `--output json` prints the `flotilla.v1.Plan` message (format 2) in the canonical
 /// protobuf JSON mapping, as docs/plan-json.md documents it.
 #[test]

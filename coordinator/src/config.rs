@@ -18,6 +18,8 @@
 //! finished_release_max_count = 100
 //! finished_release_max_age_ms = 2592000000
 //! compacted_release_max_count = 10000
+//! prometheus_url = "http://prometheus.internal:9090"
+//! prometheus_timeout_ms = 5000
 //! agent_lease_ms = 10000
 //! agent_heartbeat_ms = 2000
 //! shutdown_timeout_ms = 5000
@@ -125,6 +127,19 @@ pub struct CoordinatorArgs {
     /// setting applies.
     #[arg(long, value_name = "N")]
     pub compacted_release_max_count: Option<u64>,
+    /// The Prometheus server canary analysis queries, `http://` or `https://` (key
+    /// `prometheus_url`) [default: none: a release whose spec has metrics pauses
+    /// with its analysis inconclusive]. The leader's setting applies.
+    #[arg(long, value_name = "URL")]
+    pub prometheus_url: Option<String>,
+    /// A CA certificate (PEM) to trust for an `https` Prometheus, besides the
+    /// system's (key `prometheus_ca`) [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub prometheus_ca: Option<PathBuf>,
+    /// The limit of one Prometheus query, in milliseconds (key
+    /// `prometheus_timeout_ms`) [default: 5000].
+    #[arg(long, value_name = "MS")]
+    pub prometheus_timeout_ms: Option<u64>,
     /// Serve and dial plaintext, without TLS (key `insecure`) [default: false].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub insecure: Option<bool>,
@@ -252,6 +267,15 @@ pub struct CoordinatorConfig {
     /// How many compacted releases are kept (the oldest go first). The leader's
     /// setting applies. Default 10000.
     pub compacted_release_max_count: u64,
+    /// The Prometheus server canary analysis queries (`http://` or `https://`).
+    /// Default: none (an analysis then finds every query failing, and pauses).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prometheus_url: Option<String>,
+    /// A CA (PEM) to trust for an `https` Prometheus. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prometheus_ca: Option<PathBuf>,
+    /// The limit of one Prometheus query, milliseconds. Above 0. Default 5000.
+    pub prometheus_timeout_ms: u64,
     /// Plaintext gRPC, without TLS. Default `false`; required (and only allowed)
     /// when no TLS file is given.
     pub insecure: bool,
@@ -310,6 +334,9 @@ impl Default for CoordinatorConfig {
             finished_release_max_count: crate::state::ReleaseRetention::default().max_finished,
             finished_release_max_age_ms: crate::state::ReleaseRetention::default().max_age_ms,
             compacted_release_max_count: crate::state::ReleaseRetention::default().max_compacted,
+            prometheus_url: None,
+            prometheus_ca: None,
+            prometheus_timeout_ms: 5_000,
             insecure: false,
             heartbeat_ms: 50,
             election_timeout_ms: 150,
@@ -391,6 +418,18 @@ pub enum Problem {
         "finished_release_max_count is 0: keep at least the last finished release whole (its events are what a watcher reads as it ends)"
     )]
     FinishedReleases,
+    /// A Prometheus URL that is not one.
+    #[error("prometheus_url `{url}` is not an http:// or https:// URL with a host, like http://prometheus:9090")]
+    PrometheusUrl {
+        /// The value given.
+        url: String,
+    },
+    /// A Prometheus CA without an https URL.
+    #[error("prometheus_ca is set but prometheus_url is not an https:// URL: the CA would never be used")]
+    PrometheusCaWithoutHttps,
+    /// A zero query limit.
+    #[error("prometheus_timeout_ms is 0: give a query limit above 0, like 5000")]
+    PrometheusTimeout,
     #[error("agent_cert_ttl_ms is {agent_cert_ttl_ms}: agent certificates must live at least 1000 ms")]
     AgentCertTtl {
         /// The value given.
@@ -535,6 +574,12 @@ impl CoordinatorConfig {
         if let Some(insecure) = args.insecure {
             self.insecure = insecure;
         }
+        if let Some(url) = &args.prometheus_url {
+            self.prometheus_url = Some(url.clone());
+        }
+        if let Some(ca) = &args.prometheus_ca {
+            self.prometheus_ca = Some(ca.clone());
+        }
         for (flag, key) in [
             (args.heartbeat_ms, &mut self.heartbeat_ms),
             (args.election_timeout_ms, &mut self.election_timeout_ms),
@@ -549,6 +594,7 @@ impl CoordinatorConfig {
             (args.finished_release_max_count, &mut self.finished_release_max_count),
             (args.finished_release_max_age_ms, &mut self.finished_release_max_age_ms),
             (args.compacted_release_max_count, &mut self.compacted_release_max_count),
+            (args.prometheus_timeout_ms, &mut self.prometheus_timeout_ms),
         ] {
             if let Some(value) = flag {
                 *key = value;
@@ -611,6 +657,7 @@ impl CoordinatorConfig {
         if self.finished_release_max_count < 1 {
             problems.push(Problem::FinishedReleases);
         }
+        problems.extend(self.prometheus_problems());
         if !problems.is_empty() {
             return Err(ConfigError::Invalid { problems });
         }
@@ -618,6 +665,34 @@ impl CoordinatorConfig {
             self.advertise = Some(self.listen.to_string());
         }
         Ok(self)
+    }
+
+    /// What is wrong with the Prometheus settings.
+    fn prometheus_problems(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        if let Some(url) = &self.prometheus_url {
+            let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+            let host = url.split_once("://").map_or("", |(_, rest)| rest);
+            if !scheme_ok || host.is_empty() || host.starts_with('/') {
+                problems.push(Problem::PrometheusUrl { url: url.clone() });
+            }
+        }
+        if self.prometheus_ca.is_some() && !self.prometheus_url.as_deref().is_some_and(|u| u.starts_with("https://")) {
+            problems.push(Problem::PrometheusCaWithoutHttps);
+        }
+        if self.prometheus_timeout_ms == 0 {
+            problems.push(Problem::PrometheusTimeout);
+        }
+        problems
+    }
+
+    /// The Prometheus server canary analysis queries, when one is configured.
+    pub fn prometheus(&self) -> Option<crate::prometheus::PrometheusSettings> {
+        self.prometheus_url.as_ref().map(|url| crate::prometheus::PrometheusSettings {
+            url: url.clone(),
+            ca: self.prometheus_ca.clone(),
+            timeout: std::time::Duration::from_millis(self.prometheus_timeout_ms),
+        })
     }
 
     /// The address this node is reached at: `advertise`, or the listen address.
@@ -871,6 +946,47 @@ tls_key = "/etc/flotilla/c1.key"
         );
         // The same entry twice is harmless.
         load(&["--node-id", "1", "--insecure", "--bootstrap", "1=a:1,1=a:1"]).expect("valid");
+    }
+
+    #[test]
+    fn the_prometheus_settings_are_checked_and_become_the_client_settings() {
+        let config = load(&[
+            "--node-id",
+            "1",
+            "--insecure",
+            "--prometheus-url",
+            "https://prom.internal:9090/prefix",
+            "--prometheus-ca",
+            "/etc/ca.pem",
+            "--prometheus-timeout-ms",
+            "2500",
+        ])
+        .expect("valid");
+        let p = config.prometheus().expect("configured");
+        assert_eq!(
+            (p.url.as_str(), p.timeout),
+            ("https://prom.internal:9090/prefix", std::time::Duration::from_millis(2500))
+        );
+        assert_eq!(p.ca.as_deref(), Some(Path::new("/etc/ca.pem")));
+        assert!(load(&["--node-id", "1", "--insecure"]).expect("valid").prometheus().is_none(), "none by default");
+        assert_eq!(
+            problems(load(&["--node-id", "1", "--insecure", "--prometheus-url", "prom:9090"])),
+            vec![Problem::PrometheusUrl { url: "prom:9090".to_owned() }]
+        );
+        assert_eq!(
+            problems(load(&[
+                "--node-id",
+                "1",
+                "--insecure",
+                "--prometheus-url",
+                "http://prom:9090",
+                "--prometheus-ca",
+                "/ca.pem",
+                "--prometheus-timeout-ms",
+                "0"
+            ])),
+            vec![Problem::PrometheusCaWithoutHttps, Problem::PrometheusTimeout]
+        );
     }
 
     #[test]

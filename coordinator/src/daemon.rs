@@ -151,7 +151,9 @@ impl Daemon {
             tracing::info!(%cluster, "cluster identity");
         }
         let hub = AgentHub::start(node.clone(), config.hub_settings());
-        let engine = driver::spawn(node.clone(), hub.clone(), config.release_retention());
+        let prometheus = crate::prometheus::Prometheus::new(config.prometheus().as_ref(), config.node_id)
+            .map_err(CoordinatorError::Internal)?;
+        let engine = driver::spawn(node.clone(), hub.clone(), config.release_retention(), prometheus);
 
         let (stop, stopped) = oneshot::channel::<()>();
         let closing = hub.clone();

@@ -8,20 +8,21 @@
 //! All state lives in the replicated state machine; this task keeps only caches
 //! (which cancels it has sent) and can be restarted at any time.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use flotilla_proto::v1;
-use flotilla_shared::model::HostId;
+use flotilla_shared::model::{HostId, ServiceName};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::engine::{self, Action, CommandId, Context, Env, Fact, Outcome};
+use crate::engine::{self, Action, CommandId, Context, Env, Fact, Outcome, Sample, SampleRequest};
 use crate::error::CoordinatorError;
 use crate::fleet::{AgentHub, AgentReport};
 use crate::leadership::Leadership;
 use crate::node::{Node, now_unix_ms};
 use crate::plans::Planned;
+use crate::prometheus::Prometheus;
 use crate::state::{Op, ReleaseId, ReleaseRetention, Response, State};
 
 /// How often the engine looks at its releases when nothing happens.
@@ -43,12 +44,23 @@ const MAX_REPORTS_PER_ENTRY: usize = 512;
 
 /// Starts the engine driver: it runs whenever this node leads, and keeps the release
 /// history to `retention`.
-pub fn spawn(node: Node, hub: AgentHub, retention: ReleaseRetention) -> tokio::task::JoinHandle<()> {
+pub fn spawn(
+    node: Node,
+    hub: AgentHub,
+    retention: ReleaseRetention,
+    prometheus: Prometheus,
+) -> tokio::task::JoinHandle<()> {
     let reports = hub.subscribe();
-    tokio::spawn(async move { run(node, hub, reports, retention).await })
+    tokio::spawn(async move { run(node, hub, reports, retention, prometheus).await })
 }
 
-async fn run(node: Node, hub: AgentHub, mut reports: mpsc::Receiver<AgentReport>, retention: ReleaseRetention) {
+async fn run(
+    node: Node,
+    hub: AgentHub,
+    mut reports: mpsc::Receiver<AgentReport>,
+    retention: ReleaseRetention,
+    prometheus: Prometheus,
+) {
     let mut metrics = node.raft().metrics();
     // Leading means leading with a quorum: a leader cut off from the others stops here.
     let mut leadership = node.leadership();
@@ -59,7 +71,7 @@ async fn run(node: Node, hub: AgentHub, mut reports: mpsc::Receiver<AgentReport>
         };
         match term {
             Some(term) => {
-                let mut leader = Leader::new(node.clone(), hub.clone(), term, retention);
+                let mut leader = Leader::new(node.clone(), hub.clone(), term, retention, prometheus.clone());
                 match leader.lead(&mut reports, &mut metrics, &mut leadership).await {
                     Ok(()) => tracing::info!(term, "no longer the leader; the release engine stops here"),
                     Err(e) => tracing::warn!(term, error = %e, "the release engine stopped"),
@@ -96,11 +108,30 @@ struct Leader {
     retention: ReleaseRetention,
     /// When the history was last checked against the retention.
     history_checked: Option<Instant>,
+    /// Where canary analyses' queries go.
+    prometheus: Prometheus,
+    /// Rounds of analysis queries running, so a round is queried once.
+    sampling: HashSet<Sampling>,
+    /// Rounds whose queries answered, to commit.
+    sampled: (mpsc::UnboundedSender<Sampled>, mpsc::UnboundedReceiver<Sampled>),
+}
+
+/// A round of a batch's analysis: release, stage, service, batch, round.
+type Sampling = (ReleaseId, usize, ServiceName, usize, usize);
+
+/// What a round's queries returned.
+struct Sampled {
+    id: ReleaseId,
+    request: SampleRequest,
+    samples: Vec<Sample>,
 }
 
 impl Leader {
-    fn new(node: Node, hub: AgentHub, term: u64, retention: ReleaseRetention) -> Self {
+    fn new(node: Node, hub: AgentHub, term: u64, retention: ReleaseRetention, prometheus: Prometheus) -> Self {
         Self {
+            prometheus,
+            sampling: HashSet::new(),
+            sampled: mpsc::unbounded_channel(),
             node,
             hub,
             term,
@@ -167,6 +198,7 @@ impl Leader {
                         return Ok(());
                     }
                 }
+                Some(sampled) = self.sampled.1.recv() => self.on_sampled(sampled).await?,
                 () = tokio::time::sleep_until(Instant::now() + sleep) => {}
             }
         }
@@ -361,7 +393,10 @@ impl Leader {
                     let ctx = Context { release: &id, plan: &p.0, fleet: &p.1 };
                     Some((rec.run.version, engine::decide(&rec.run, ctx, &Env { now_unix_ms: now, online: &online })))
                 });
-                let Some((version, decision)) = decided else { continue };
+                let Some((version, mut decision)) = decided else { continue };
+                for request in std::mem::take(&mut decision.samples) {
+                    self.sample(&id, request);
+                }
                 if decision.facts.is_empty() {
                     if let Some(at) = decision.wake_at {
                         wake = Some(wake.map_or(at, |w| w.min(at)));
@@ -382,6 +417,33 @@ impl Leader {
         }
         self.keep_history().await?;
         Ok(wake)
+    }
+
+    /// Runs a round of analysis queries in the background, unless it runs already; its
+    /// answers come back through `sampled`.
+    fn sample(&mut self, id: &ReleaseId, request: SampleRequest) {
+        let key = (id.clone(), request.stage, request.service.clone(), request.batch, request.round);
+        if !self.sampling.insert(key) {
+            return;
+        }
+        let (prometheus, tx, id) = (self.prometheus.clone(), self.sampled.0.clone(), id.clone());
+        tokio::spawn(async move {
+            let samples = prometheus.sample(&request, now_unix_ms()).await;
+            let _ = tx.send(Sampled { id, request, samples });
+        });
+    }
+
+    /// Commits a round of analysis samples (refused harmlessly if the analysis moved on).
+    async fn on_sampled(&mut self, sampled: Sampled) -> Result<(), CoordinatorError> {
+        let Sampled { id, request, samples } = sampled;
+        let SampleRequest { stage, service, batch, round, .. } = request;
+        self.sampling.remove(&(id.clone(), stage, service.clone(), batch, round));
+        let errors = samples.iter().filter(|s| s.error.is_some()).count();
+        if errors > 0 {
+            tracing::warn!(release = id, %service, batch, round, errors, "canary analysis queries failed");
+        }
+        self.propose(&id, None, Fact::AnalysisSampled { stage, service, batch, round, samples }).await?;
+        Ok(())
     }
 
     /// Compacts the finished releases the retention no longer keeps whole, checking at

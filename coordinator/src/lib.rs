@@ -16,6 +16,7 @@ pub mod http;
 pub mod leadership;
 pub mod node;
 pub mod plans;
+pub mod prometheus;
 pub mod raft;
 pub mod server;
 pub mod state;

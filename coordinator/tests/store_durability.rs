@@ -435,7 +435,7 @@ async fn data_in_the_json_format_1_is_refused_cleanly() {
 /// migration interrupted by a crash left behind are thrown away and written again.
 #[tokio::test]
 async fn a_format_5_log_moves_from_the_engine_to_segment_files() {
-    const { assert!(store::FORMAT_VERSION == 7) };
+    const { assert!(store::FORMAT_VERSION == 8) };
     let dir = tempfile::tempdir().unwrap();
     {
         let engine = SledEngine::open(&dir.path().join(store::DB_DIR)).unwrap();
@@ -464,22 +464,24 @@ async fn a_format_5_log_moves_from_the_engine_to_segment_files() {
     assert_eq!(all_entries(&mut log).await.len(), 31);
 }
 
-/// A format 6 data directory already keeps its log in segment files: opening it
+/// A format 6 or 7 data directory already keeps its log in segment files: opening it
 /// records the current format and keeps every entry where it is.
 #[tokio::test]
-async fn a_format_6_log_stays_in_its_segment_files() {
-    let dir = tempfile::tempdir().unwrap();
-    {
+async fn a_format_6_or_7_log_stays_in_its_segment_files() {
+    for version in [6, 7] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut log, _sm) = reopen(dir.path());
+            log.blocking_append((1..=20).map(|i| normal(3, i, audit(i)))).await.unwrap();
+            let old = FormatRecord { version, written_by: "flotilla-coordinator 0.1.0".into() };
+            log.engine().put::<Format>(&FormatKey::Version, &old).unwrap();
+            log.engine().flush().unwrap();
+        }
         let (mut log, _sm) = reopen(dir.path());
-        log.blocking_append((1..=20).map(|i| normal(3, i, audit(i)))).await.unwrap();
-        let v6 = FormatRecord { version: 6, written_by: "flotilla-coordinator 0.1.0".into() };
-        log.engine().put::<Format>(&FormatKey::Version, &v6).unwrap();
-        log.engine().flush().unwrap();
+        assert_eq!(all_entries(&mut log).await, (1..=20).map(|i| normal(3, i, audit(i))).collect::<Vec<_>>());
+        let format = log.engine().get::<Format>(&FormatKey::Version).unwrap().unwrap();
+        assert_eq!(format.version, store::FORMAT_VERSION, "format {version}");
     }
-    let (mut log, _sm) = reopen(dir.path());
-    assert_eq!(all_entries(&mut log).await, (1..=20).map(|i| normal(3, i, audit(i))).collect::<Vec<_>>());
-    let format = log.engine().get::<Format>(&FormatKey::Version).unwrap().unwrap();
-    assert_eq!(format.version, store::FORMAT_VERSION);
 }
 
 /// A network for a one-node cluster: there is nobody to talk to.

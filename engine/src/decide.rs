@@ -5,14 +5,16 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use flotilla_shared::analysis::Verdict;
 use flotilla_shared::inventory::Fleet;
 use flotilla_shared::model::{HostCount, HostId, OnFailure, RollbackScope, ServiceName};
 use flotilla_shared::plan::{NodeId, Plan, RollbackRequest, RollbackStep, split_batches};
 
 use super::ENGINE;
+use super::analysis::{self, Next, SampleRequest};
 use super::fact::{BatchSpec, CommandId, Dispatch, Fact, Outcome, RollbackAction, Terminal};
 use super::run::{GateState, HostState, Phase, Run, ServiceRun, ServiceState, StageState, StepKind};
-use super::text::count;
+use super::text::{self, count};
 
 /// What the engine works from besides the run: the release's id, its plan and the
 /// fleet it was planned against.
@@ -47,6 +49,9 @@ pub struct Decision {
     pub facts: Vec<Fact>,
     /// The earliest deadline that would change the decision (ms since the epoch).
     pub wake_at: Option<i64>,
+    /// Rounds of canary analysis queries due: the leader runs them and commits what
+    /// they return as [`Fact::AnalysisSampled`].
+    pub samples: Vec<SampleRequest>,
 }
 
 struct Decider<'a, 'r> {
@@ -257,8 +262,8 @@ impl Decider<'_, '_> {
                 ServiceState::Baking => self.baking(stage, v, svc),
                 _ => {}
             }
-            // A failure is decided alone: the reaction to it comes next.
-            if let Some(Fact::ServiceFailed { .. }) = self.out.facts.get(before) {
+            // A failure (or a pause) is decided alone: the reaction to it comes next.
+            if let Some(Fact::ServiceFailed { .. } | Fact::Paused { .. }) = self.out.facts.get(before) {
                 let failed = self.out.facts.remove(before);
                 self.out.facts = vec![failed];
                 return;
@@ -425,11 +430,20 @@ impl Decider<'_, '_> {
             let dispatches = deployed.into_iter().map(|h| self.dispatch(h)).collect();
             self.push(Fact::BakeStarted {
                 stage,
-                service: name,
+                service: name.clone(),
                 batch: k,
                 duration_ms: millis_u64(spec.policy.bake),
                 dispatches,
             });
+            // The analysis samples while the batch bakes.
+            if self.run.analysis(stage, &name, k).is_none()
+                && let Some(start) = self.analysis_start(stage, v, svc)
+            {
+                self.push(start);
+            }
+            return;
+        }
+        if !self.analysed(stage, v, svc, true) {
             return;
         }
         self.push(Fact::BatchDone { stage, service: name, batch: k });
@@ -439,13 +453,124 @@ impl Decider<'_, '_> {
         let spec = &self.ctx.plan.spec().services[v];
         let name = spec.name.clone();
         if svc.hosts.values().any(|s| matches!(s, HostState::Baking(_))) {
-            self.past_deadline(stage, svc, &name);
+            if !self.past_deadline(stage, svc, &name) {
+                self.analysed(stage, v, svc, false);
+            }
             return;
         }
         if self.too_many_failed(stage, &name, svc, spec.policy.max_failed) {
             return;
         }
+        if !self.analysed(stage, v, svc, true) {
+            return;
+        }
         self.push(Fact::BatchDone { stage, service: name, batch: svc.batch });
+    }
+
+    // ------------------------------------------------------------------ canary analysis
+
+    /// The analysis of the service's current batch, when the spec asks for one and the
+    /// batch has something to judge (see [`analysis::sides`]).
+    fn analysis_start(&self, stage: usize, v: NodeId, svc: &ServiceRun) -> Option<Fact> {
+        let spec = &self.ctx.plan.spec().services[v];
+        let k = svc.batch;
+        let state = |h: &HostId| svc.hosts.get(h).cloned().unwrap_or(HostState::Waiting);
+        let canary: Vec<HostId> = svc
+            .batches
+            .get(..=k)?
+            .iter()
+            .flat_map(|b| b.hosts.iter())
+            .filter(|h| matches!(state(h), HostState::Deployed | HostState::Baking(_) | HostState::Done))
+            .cloned()
+            .collect();
+        let mut baseline: Vec<(HostId, String)> = svc
+            .batches
+            .get(k + 1..)
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|b| b.hosts.iter())
+            .filter(|h| state(h) == HostState::Waiting)
+            .filter_map(|h| svc.from.get(h).cloned().flatten().map(|v| (h.clone(), v)))
+            .collect();
+        // No host of the stage is left on the old version (a canary cell of one host per
+        // service, or the last batch): the hosts later stages will deploy to still run
+        // it, serving at the same time.
+        if baseline.is_empty() {
+            let plan = self.ctx.plan;
+            let target = spec.version.to_string();
+            baseline = (stage + 1..plan.stages().len())
+                .filter_map(|later| plan.rollout(later, v))
+                .flat_map(|r| r.batches.iter().flat_map(|b| b.hosts.iter()))
+                .filter_map(|h| self.installed_version(h, &spec.name).filter(|v| *v != target).map(|v| (h.clone(), v)))
+                .collect();
+        }
+        let sides = analysis::sides(spec, canary, baseline)?;
+        Some(Fact::AnalysisStarted {
+            stage,
+            service: spec.name.clone(),
+            batch: k,
+            metrics: sides.metrics,
+            canary: sides.canary,
+            baseline: sides.baseline,
+            baseline_versions: sides.baseline_versions,
+            interval_ms: millis_u64(spec.policy.analysis.interval).max(1),
+        })
+    }
+
+    /// Whether the batch's analysis lets the batch finish: the service has none at this
+    /// batch, or it passed, or a human accepted its marginal or inconclusive verdict.
+    /// Otherwise decides what the analysis needs next: to start (again, after a human
+    /// resumed past a failed one), a round of queries, its judgement, or the reaction
+    /// to its verdict (a failed service, or a pause for a human).
+    fn analysed(&mut self, stage: usize, v: NodeId, svc: &ServiceRun, bake_over: bool) -> bool {
+        let spec = &self.ctx.plan.spec().services[v];
+        if !spec.policy.analyses() {
+            return true;
+        }
+        let Some(a) = self.run.analysis(stage, &spec.name, svc.batch) else {
+            return match self.analysis_start(stage, v, svc) {
+                Some(start) => {
+                    self.push(start);
+                    false
+                }
+                None => true,
+            };
+        };
+        let Some(report) = &a.report else {
+            let now = self.env.now_unix_ms;
+            match analysis::next(spec, a, now, bake_over) {
+                Next::Judge(report) => {
+                    self.push(Fact::AnalysisJudged { stage, service: spec.name.clone(), batch: svc.batch, report })
+                }
+                Next::Sample(request) => {
+                    // Looked at again when the round is committed, or an interval on.
+                    self.wake(now.saturating_add(i64::try_from(a.interval_ms).unwrap_or(i64::MAX)));
+                    self.out.samples.push(request);
+                }
+                Next::WaitUntil(at) => self.wake(at),
+            }
+            return false;
+        };
+        match (report.verdict, a.accepted_by.is_some()) {
+            (Verdict::Pass, _) | (Verdict::Marginal | Verdict::Inconclusive, true) => true,
+            (Verdict::Fail, true) => match self.analysis_start(stage, v, svc) {
+                Some(start) => {
+                    self.push(start);
+                    false
+                }
+                None => true,
+            },
+            (Verdict::Fail, false) => {
+                let reason = text::analysis_failure(&a.batch_name, report);
+                self.push(Fact::ServiceFailed { stage, service: spec.name.clone(), reason });
+                false
+            }
+            (Verdict::Marginal | Verdict::Inconclusive, false) => {
+                let reason = text::analysis_pause(&spec.name, &a.batch_name, report);
+                self.push(Fact::Paused { actor: ENGINE.to_owned(), reason });
+                false
+            }
+        }
     }
 
     fn too_many_failed(&mut self, stage: usize, name: &ServiceName, svc: &ServiceRun, max_failed: u32) -> bool {

@@ -49,6 +49,17 @@ pub enum EventKind {
     HostBaked,
     /// An operator's note (appended, as above).
     Note,
+    /// A batch's canary analysis started (appended, as above).
+    AnalysisStarted,
+    /// A round of an analysis's queries failed (appended, as above).
+    AnalysisQueryFailed,
+    /// A batch passed its canary analysis (appended, as above).
+    AnalysisPassed,
+    /// A batch's canary analysis was marginal or inconclusive: a human decides
+    /// (appended, as above).
+    AnalysisInconclusive,
+    /// A batch failed its canary analysis (appended, as above).
+    AnalysisFailed,
 }
 
 /// One thing that happened to a release, with why.

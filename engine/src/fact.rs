@@ -4,9 +4,11 @@
 
 use std::fmt;
 
+use flotilla_shared::analysis::Report;
 use flotilla_shared::model::{HostId, ServiceName};
 use serde::{Deserialize, Serialize};
 
+use super::analysis::Sample;
 use super::text::count;
 
 /// The id of one command sent to one agent, unique in the cluster: the release's id
@@ -182,7 +184,7 @@ pub enum Terminal {
 }
 
 /// A committed fact about one release. Stages are indexes into the plan's stages.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Fact {
     /// A stage starts (the first one starts the release).
     StageStarted {
@@ -403,7 +405,56 @@ pub enum Fact {
         /// The note.
         text: String,
     },
+    /// A batch's canary analysis starts: its metrics are sampled on both sides every
+    /// interval until they are judged. (Appended, as above.)
+    AnalysisStarted {
+        /// The stage.
+        stage: usize,
+        /// The service.
+        service: ServiceName,
+        /// The batch's position.
+        batch: usize,
+        /// The metrics judged at this batch.
+        metrics: Vec<String>,
+        /// Hosts running the new version.
+        canary: Vec<HostId>,
+        /// Hosts of the stage still running the version it replaces.
+        baseline: Vec<HostId>,
+        /// The versions the baseline runs.
+        baseline_versions: Vec<String>,
+        /// Time between rounds, in ms.
+        interval_ms: u64,
+    },
+    /// One round of an analysis's queries, as Prometheus answered the leader: an input,
+    /// like an agent's report. (Appended, as above.)
+    AnalysisSampled {
+        /// The stage.
+        stage: usize,
+        /// The service.
+        service: ServiceName,
+        /// The batch's position.
+        batch: usize,
+        /// The round's position (a round committed twice is refused).
+        round: usize,
+        /// Per metric.
+        samples: Vec<Sample>,
+    },
+    /// An analysis was judged from its committed rounds. (Appended, as above.)
+    AnalysisJudged {
+        /// The stage.
+        stage: usize,
+        /// The service.
+        service: ServiceName,
+        /// The batch's position.
+        batch: usize,
+        /// The verdict, the score and every metric's result.
+        report: Report,
+    },
 }
+
+// Samples and scores are finite numbers (the driver drops NaN and infinities before
+// committing samples, and the judgement makes none), so equality is an equivalence.
+impl Eq for Fact {}
 
 impl Fact {
     /// Whether the fact is the engine's own decision (proposed with the run version it
@@ -418,6 +469,7 @@ impl Fact {
                 | Fact::Aborted { .. }
                 | Fact::LeaderChanged { .. }
                 | Fact::Noted { .. }
+                | Fact::AnalysisSampled { .. }
         ) && !matches!(self, Fact::Paused { actor, .. } | Fact::RollbackDecided { actor, .. } if actor != super::ENGINE)
     }
 }
@@ -458,6 +510,13 @@ impl fmt::Display for Fact {
                 write!(f, "leader {node} took over, {} to send again", count(resent.len(), "step", "steps"))
             }
             Fact::Noted { actor, .. } => write!(f, "note by {actor}"),
+            Fact::AnalysisStarted { service, batch, .. } => write!(f, "{service} batch {batch} analysis started"),
+            Fact::AnalysisSampled { service, batch, round, .. } => {
+                write!(f, "{service} batch {batch} analysis round {round} sampled")
+            }
+            Fact::AnalysisJudged { service, batch, report, .. } => {
+                write!(f, "{service} batch {batch} analysis judged: {:?}", report.verdict)
+            }
         }
     }
 }

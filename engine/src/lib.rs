@@ -17,6 +17,7 @@
 //! start the same batch.
 
 mod action;
+mod analysis;
 mod decide;
 mod event;
 mod fact;
@@ -25,6 +26,7 @@ mod steps;
 mod text;
 
 pub use action::Action;
+pub use analysis::{Analysis, MetricQuery, Round, Sample, SampleRequest};
 pub use decide::{Context, Decision, Env, decide, rollback_decision, started_services};
 pub use event::{Event, EventKind};
 pub use fact::{

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use flotilla_shared::analysis::{Outcome as MetricOutcome, Report, Verdict};
 use flotilla_shared::model::{HostId, ServiceName, format_duration};
 
 use super::fact::{ApprovalKind, BatchSpec, MAX_ATTEMPTS, Outcome};
@@ -367,4 +368,85 @@ pub(crate) fn leader_changed(node: u64, resent: usize) -> String {
             if n == 1 { "is" } else { "are" }
         ),
     }
+}
+
+// Canary analysis.
+
+/// A batch's analysis started.
+pub(crate) fn analysis_started(
+    service: &ServiceName,
+    batch: &str,
+    metrics: &[String],
+    interval_ms: u64,
+    canary: usize,
+    baseline: usize,
+    baseline_versions: &[String],
+) -> String {
+    let mut msg = format!(
+        "{service} {batch} analysis started: {} ({}) every {}, {} vs ",
+        count(metrics.len(), "metric", "metrics"),
+        metrics.join(", "),
+        format_duration(Duration::from_millis(interval_ms)),
+        count(canary, "canary host", "canary hosts"),
+    );
+    if baseline == 0 {
+        msg.push_str("no baseline (no host of the stage is left on the old version; thresholds only)");
+    } else {
+        msg.push_str(&format!(
+            "{} on {}",
+            count(baseline, "baseline host", "baseline hosts"),
+            baseline_versions.join(", ")
+        ));
+    }
+    msg
+}
+
+/// Queries of an analysis round failed: `errors` is (metric, why) of each.
+pub(crate) fn analysis_query_failed(service: &ServiceName, batch: &str, errors: &[(&str, &str)]) -> String {
+    let (metric, why) = errors.first().copied().unwrap_or_default();
+    let mut msg = format!("{service} {batch} analysis: query of {metric} failed: {why}");
+    if errors.len() > 1 {
+        msg.push_str(&format!(" (and {} more)", count(errors.len() - 1, "metric", "metrics")));
+    }
+    msg
+}
+
+/// A batch's analysis was judged: the verdict and score, then the metrics that did not
+/// pass, each explained.
+pub(crate) fn analysis_judged(service: &ServiceName, batch: &str, report: &Report) -> String {
+    let mut msg = format!("{service} {batch} {}", report.reason);
+    let explained: Vec<&str> =
+        report.metrics.iter().filter(|m| m.outcome != MetricOutcome::Pass).map(|m| m.explanation.as_str()).collect();
+    if !explained.is_empty() {
+        msg.push_str(": ");
+        msg.push_str(&explained.join("; "));
+    }
+    msg
+}
+
+/// Why a service failed its batch's analysis (the service's reason).
+pub(crate) fn analysis_failure(batch: &str, report: &Report) -> String {
+    let failed: Vec<&str> =
+        report.metrics.iter().filter(|m| m.outcome == MetricOutcome::Fail).map(|m| m.explanation.as_str()).collect();
+    let mut msg = format!("{batch} {}", report.reason);
+    if !failed.is_empty() {
+        msg.push_str(": ");
+        msg.push_str(&failed.join("; "));
+    }
+    msg
+}
+
+/// Why the engine paused for a marginal or inconclusive analysis.
+pub(crate) fn analysis_pause(service: &ServiceName, batch: &str, report: &Report) -> String {
+    let verdict = if report.verdict == Verdict::Marginal { "marginal" } else { "inconclusive" };
+    format!(
+        "{}; the {verdict} analysis needs a human: resume to accept the batch and go on, or roll back, or abort",
+        analysis_judged(service, batch, report)
+    )
+}
+
+/// Analyses an operator resumed past: accepted when marginal or inconclusive, run
+/// again (with the retried service) when failed.
+pub(crate) fn analyses_accepted(which: &[String]) -> String {
+    format!("resumes past the analysis of {}", which.join(", "))
 }

@@ -102,7 +102,10 @@ pub const MIN_PROTOCOL_VERSION: u32 = 1;
 /// - 7: snapshots are in on-disk format 7 (the planning fleet typed, compacted
 ///   releases), and log entries submit releases in a new operation and may compact
 ///   finished releases, which a revision-6 node cannot decode. Upgraded like 3.
-pub const PEER_PROTOCOL_VERSION: u32 = 7;
+/// - 8: snapshots are in on-disk format 8 (canary analyses in a release's run), and log
+///   entries may carry canary analysis facts, which a revision-7 node cannot decode.
+///   Upgraded like 3.
+pub const PEER_PROTOCOL_VERSION: u32 = 8;
 
 /// The oldest peer protocol revision this build accepts from another coordinator.
 /// A revision-1 node cannot read revision-2 payloads (nor the reverse), so a cluster

@@ -474,6 +474,8 @@ pub struct TestFleet {
     addrs: Vec<String>,
     client: LeaderClient,
     security: FleetSecurity,
+    /// Extra flags every coordinator is started with.
+    coordinator_args: Vec<String>,
     dir: Option<tempfile::TempDir>,
     path: PathBuf,
     _serial: tokio::sync::MutexGuard<'static, ()>,
@@ -483,7 +485,13 @@ impl TestFleet {
     /// Starts `coordinators` coordinators forming one cluster (plaintext, agent lease
     /// [`AGENT_LEASE_MS`]), then one agent per host, and waits until every host is online.
     pub async fn start(coordinators: u64, hosts: &[HostSpec]) -> anyhow::Result<Self> {
-        Self::start_with(coordinators, hosts, None).await
+        Self::start_with(coordinators, hosts, None, Vec::new()).await
+    }
+
+    /// As [`TestFleet::start`], every coordinator started with these extra flags too
+    /// (`--prometheus-url URL`).
+    pub async fn start_with_args(coordinators: u64, hosts: &[HostSpec], args: &[String]) -> anyhow::Result<Self> {
+        Self::start_with(coordinators, hosts, None, args.to_vec()).await
     }
 
     /// As [`TestFleet::start`], over mutual TLS under a cluster CA the coordinators hold
@@ -495,10 +503,15 @@ impl TestFleet {
         hosts: &[HostSpec],
         agent_cert_ttl: Duration,
     ) -> anyhow::Result<Self> {
-        Self::start_with(coordinators, hosts, Some(agent_cert_ttl)).await
+        Self::start_with(coordinators, hosts, Some(agent_cert_ttl), Vec::new()).await
     }
 
-    async fn start_with(coordinators: u64, hosts: &[HostSpec], enrolled: Option<Duration>) -> anyhow::Result<Self> {
+    async fn start_with(
+        coordinators: u64,
+        hosts: &[HostSpec],
+        enrolled: Option<Duration>,
+        coordinator_args: Vec<String>,
+    ) -> anyhow::Result<Self> {
         let serial = SERIAL.lock().await;
         // Build (or check) the binaries before anything starts.
         tokio::task::spawn_blocking(|| {
@@ -528,6 +541,7 @@ impl TestFleet {
             security,
             dir: Some(dir),
             path,
+            coordinator_args,
             _serial: serial,
         };
         for (i, addr) in addrs.iter().enumerate() {
@@ -625,6 +639,7 @@ impl TestFleet {
             .arg(AGENT_LEASE_MS.to_string())
             .arg("--agent-heartbeat-ms")
             .arg(AGENT_HEARTBEAT_MS.to_string())
+            .args(&self.coordinator_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

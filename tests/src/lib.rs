@@ -636,3 +636,4 @@ pub mod chaos;
 pub mod compose;
 pub mod fleet;
 pub mod host;
+pub mod prometheus;

@@ -3,6 +3,7 @@
 //! events), and a compacted release's summary likewise. Pure conversions.
 
 use flotilla_proto::v1;
+use flotilla_shared::analysis::{Change, MetricReport, Outcome as MetricOutcome, Verdict};
 use flotilla_shared::plan::Plan;
 
 use crate::engine::{self, ApprovalKind, Event, EventKind, GateState, HostState, Phase, Run, Status, Terminal};
@@ -209,6 +210,74 @@ pub fn release(r: &ReleaseRecord, plan: Option<&Plan>) -> v1::Release {
         last_event_index: run.last_event_index(),
         created_by: r.submitted.created_by.clone(),
         compacted: false,
+        analyses: run.analyses.iter().map(|a| analysis(run, a)).collect(),
+    }
+}
+
+/// The wire view of a batch's canary analysis.
+fn analysis(run: &Run, a: &engine::Analysis) -> v1::CanaryAnalysis {
+    let report = a.report.as_ref();
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    v1::CanaryAnalysis {
+        stage: run.stages.get(a.stage).map(|s| s.name.clone()).unwrap_or_default(),
+        service: a.service.to_string(),
+        batch: a.batch_name.clone(),
+        canary_hosts: a.canary.iter().map(ToString::to_string).collect(),
+        baseline_hosts: a.baseline.iter().map(ToString::to_string).collect(),
+        version: a.version.clone(),
+        baseline_versions: a.baseline_versions.clone(),
+        metrics: a.metrics.clone(),
+        started_unix_ms: a.started_unix_ms,
+        rounds: count(a.rounds.len()),
+        complete_rounds: count(a.complete_rounds()),
+        verdict: report.map_or(v1::AnalysisVerdict::Unspecified, |r| match r.verdict {
+            Verdict::Pass => v1::AnalysisVerdict::Pass,
+            Verdict::Marginal => v1::AnalysisVerdict::Marginal,
+            Verdict::Fail => v1::AnalysisVerdict::Fail,
+            Verdict::Inconclusive => v1::AnalysisVerdict::Inconclusive,
+        }) as i32,
+        score: report.map_or(0.0, |r| r.score),
+        reason: report.map(|r| r.reason.clone()).unwrap_or_default(),
+        results: report.map(|r| r.metrics.iter().map(metric_result).collect()).unwrap_or_default(),
+        judged_unix_ms: a.judged_unix_ms,
+        accepted_by: a.accepted_by.clone().unwrap_or_default(),
+    }
+}
+
+/// The wire view of one metric's result.
+fn metric_result(m: &MetricReport) -> v1::MetricResult {
+    let test = m.test.as_ref();
+    v1::MetricResult {
+        name: m.name.clone(),
+        outcome: match m.outcome {
+            MetricOutcome::Pass => v1::MetricOutcome::Pass,
+            MetricOutcome::Fail => v1::MetricOutcome::Fail,
+            MetricOutcome::NoData => v1::MetricOutcome::NoData,
+            MetricOutcome::QueryErrors => v1::MetricOutcome::QueryErrors,
+        } as i32,
+        change: match m.change {
+            Change::None => v1::MetricChange::None,
+            Change::Higher => v1::MetricChange::Higher,
+            Change::Lower => v1::MetricChange::Lower,
+        } as i32,
+        critical: m.critical,
+        critical_failure: m.critical_failure,
+        weight: m.weight,
+        canary_count: m.canary.count,
+        canary_mean: m.canary.mean,
+        canary_median: m.canary.median,
+        baseline_count: m.baseline.count,
+        baseline_mean: m.baseline.mean,
+        baseline_median: m.baseline.median,
+        tested: test.is_some(),
+        u: test.map_or(0.0, |t| t.u),
+        p_value: test.map_or(0.0, |t| t.p_value),
+        shift: test.map_or(0.0, |t| t.shift),
+        shift_low: test.map_or(0.0, |t| t.low),
+        shift_high: test.map_or(0.0, |t| t.high),
+        ratio: m.ratio,
+        query_errors: m.query_errors,
+        explanation: m.explanation.clone(),
     }
 }
 
@@ -363,6 +432,11 @@ fn event_kind(k: EventKind) -> v1::EventKind {
         EventKind::ReleaseAborted => W::ReleaseAborted,
         EventKind::HostBaked => W::HostBaked,
         EventKind::Note => W::Note,
+        EventKind::AnalysisStarted => W::AnalysisStarted,
+        EventKind::AnalysisQueryFailed => W::AnalysisQueryFailed,
+        EventKind::AnalysisPassed => W::AnalysisPassed,
+        EventKind::AnalysisInconclusive => W::AnalysisInconclusive,
+        EventKind::AnalysisFailed => W::AnalysisFailed,
     }
 }
 

@@ -16,6 +16,8 @@
 //!   once, and adds the compacted releases at the end of the state. A format-6 log's
 //!   release submissions are [`NewReleaseV6`] (the first operation variant), still
 //!   applied.
+//! - Formats 2 to 7 had no canary analyses in a release's run ([`RunV7`]); format 8
+//!   adds them at the end of the run.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -23,10 +25,11 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AccessState, EnrolmentState, FleetState, Footprint, NewRelease, ReleaseId, ReleaseRecord, State, footprint_of,
+    AccessState, CompactedRelease, EnrolmentState, FleetState, Footprint, NewRelease, ReleaseId, ReleaseRecord, State,
+    footprint_of,
 };
 use crate::engine::{
-    Approval, CommandId, Event, EventKind, Failure, Phase, RollbackRun, Run, StageRun, Status, StepRecord,
+    Approval, CommandId, Event, EventKind, Failure, Phase, RollbackRun, Run, StageRun, Status, StepRecord, Steps,
 };
 use crate::plans::{PlanCell, StoredFleet};
 use flotilla_shared::model::{HostId, ServiceName};
@@ -105,7 +108,7 @@ pub struct RunV4 {
     finished_unix_ms: i64,
 }
 
-impl From<RunV4> for Run {
+impl From<RunV4> for RunV7 {
     fn from(old: RunV4) -> Self {
         let RunV4 {
             version,
@@ -140,6 +143,109 @@ impl From<RunV4> for Run {
             events: events.into_iter().map(Event::from).collect(),
             updated_unix_ms,
             finished_unix_ms,
+        }
+    }
+}
+
+/// A release's run as formats 2 to 7 wrote it (formats 2 to 4 see [`RunV4`]): before
+/// canary analyses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunV7 {
+    version: u64,
+    next_command: u64,
+    phase: Phase,
+    paused: Option<String>,
+    reason: String,
+    stage: usize,
+    stages: Vec<StageRun>,
+    steps: Steps,
+    migrated: Vec<ServiceName>,
+    approvals: Vec<Approval>,
+    failure: Option<Failure>,
+    rollback: Option<RollbackRun>,
+    events: Vec<Event>,
+    updated_unix_ms: i64,
+    finished_unix_ms: i64,
+}
+
+/// A current run as format 7 wrote it: without its analyses (for tests of migrations).
+#[cfg(test)]
+impl From<Run> for RunV7 {
+    fn from(run: Run) -> Self {
+        let Run {
+            version,
+            next_command,
+            phase,
+            paused,
+            reason,
+            stage,
+            stages,
+            steps,
+            migrated,
+            approvals,
+            failure,
+            rollback,
+            events,
+            updated_unix_ms,
+            finished_unix_ms,
+            analyses: _,
+        } = run;
+        Self {
+            version,
+            next_command,
+            phase,
+            paused,
+            reason,
+            stage,
+            stages,
+            steps,
+            migrated,
+            approvals,
+            failure,
+            rollback,
+            events,
+            updated_unix_ms,
+            finished_unix_ms,
+        }
+    }
+}
+
+impl From<RunV7> for Run {
+    fn from(old: RunV7) -> Self {
+        let RunV7 {
+            version,
+            next_command,
+            phase,
+            paused,
+            reason,
+            stage,
+            stages,
+            steps,
+            migrated,
+            approvals,
+            failure,
+            rollback,
+            events,
+            updated_unix_ms,
+            finished_unix_ms,
+        } = old;
+        Self {
+            version,
+            next_command,
+            phase,
+            paused,
+            reason,
+            stage,
+            stages,
+            steps,
+            migrated,
+            approvals,
+            failure,
+            rollback,
+            events,
+            updated_unix_ms,
+            finished_unix_ms,
+            analyses: Vec::new(),
         }
     }
 }
@@ -261,7 +367,7 @@ pub struct ReleaseRecordV6 {
     created_by: String,
     created_unix_ms: i64,
     created_index: u64,
-    run: Run,
+    run: RunV7,
     footprint: Footprint,
 }
 
@@ -285,9 +391,55 @@ impl From<ReleaseRecordV6> for ReleaseRecord {
             submitted: NewRelease { id, idempotency_key, name, file_name, spec_text, fleet, created_by },
             created_unix_ms,
             created_index,
-            run,
+            run: run.into(),
             footprint,
             planned: PlanCell::default(),
+        }
+    }
+}
+
+/// A release record as format 7 wrote it (its run before canary analyses).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRecordV7 {
+    submitted: NewRelease,
+    created_unix_ms: i64,
+    created_index: u64,
+    run: RunV7,
+    footprint: Footprint,
+}
+
+impl From<ReleaseRecordV7> for ReleaseRecord {
+    fn from(old: ReleaseRecordV7) -> Self {
+        let ReleaseRecordV7 { submitted, created_unix_ms, created_index, run, footprint } = old;
+        Self { submitted, created_unix_ms, created_index, run: run.into(), footprint, planned: PlanCell::default() }
+    }
+}
+
+/// The state as format 7 wrote it (runs before canary analyses).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateV7 {
+    releases: BTreeMap<ReleaseId, ReleaseRecordV7>,
+    active: BTreeSet<ReleaseId>,
+    by_idempotency_key: BTreeMap<String, ReleaseId>,
+    fleet: FleetState,
+    enrolment: EnrolmentState,
+    access: AccessState,
+    members_seen: BTreeSet<u64>,
+    history: BTreeMap<ReleaseId, CompactedRelease>,
+}
+
+impl From<StateV7> for State {
+    fn from(old: StateV7) -> Self {
+        let StateV7 { releases, active, by_idempotency_key, fleet, enrolment, access, members_seen, history } = old;
+        Self {
+            releases: migrate(releases),
+            active,
+            by_idempotency_key,
+            fleet,
+            enrolment,
+            access,
+            members_seen,
+            history,
         }
     }
 }
@@ -499,7 +651,7 @@ mod tests {
             created_by: "ops".into(),
             created_unix_ms: 5,
             created_index: 3,
-            run: Run::new(),
+            run: Run::new().into(),
             footprint: Footprint::new(),
         };
         let v6 = StateV6 {
@@ -516,5 +668,53 @@ mod tests {
         assert_eq!(r.plan().expect("plans").0.footprint().len(), 1, "api is deployed");
         assert_eq!(state.release_by_key("k").map(|r| r.id().as_str()), Some("r-1"));
         assert_eq!(state.history().count(), 0);
+    }
+
+    /// A format-7 snapshot state (runs without canary analyses) reads back as the same
+    /// state, every run with no analyses.
+    #[test]
+    fn format_7_runs_migrate_with_no_analyses() {
+        let mut now = State::default();
+        let create = Command {
+            at_unix_ms: 10,
+            op: Op::CreateRelease(NewRelease {
+                id: "r-1".into(),
+                name: "shop".into(),
+                file_name: "shop.toml".into(),
+                spec_text: String::new(),
+                fleet: StoredFleet::default(),
+                idempotency_key: "k".into(),
+                created_by: "ops".into(),
+            }),
+        };
+        now.apply(1, 7, &create);
+        let v7 = StateV7 {
+            releases: now
+                .releases
+                .iter()
+                .map(|(id, r)| {
+                    let old = ReleaseRecordV7 {
+                        submitted: r.submitted.clone(),
+                        created_unix_ms: r.created_unix_ms,
+                        created_index: r.created_index,
+                        run: r.run.clone().into(),
+                        footprint: r.footprint.clone(),
+                    };
+                    (id.clone(), old)
+                })
+                .collect(),
+            active: now.active.clone(),
+            by_idempotency_key: now.by_idempotency_key.clone(),
+            fleet: now.fleet.clone(),
+            enrolment: now.enrolment.clone(),
+            access: now.access.clone(),
+            members_seen: now.members_seen.clone(),
+            history: now.history.clone(),
+        };
+        let bytes = codec::encode(&v7).unwrap();
+        let back: State = codec::decode::<StateV7>(&bytes).expect("a format-7 state decodes").into();
+        assert_eq!(back, now);
+        assert!(back.release("r-1").expect("kept").run.analyses.is_empty());
+        assert!(codec::decode::<State>(&bytes).is_err(), "format 7 is not the current layout");
     }
 }

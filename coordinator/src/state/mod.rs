@@ -31,7 +31,7 @@ pub use access::{AccessOp, AccessState, AuditBatch, AuditRecord, OperatorTokenRe
 pub use enrolment::{EnrolmentOp, EnrolmentRefusal, EnrolmentState, HostEnrolment, JoinTokenRecord, glob_matches};
 pub use fleet::{AgentRecord, FleetEvent, FleetOp, FleetState};
 pub use history::{CompactedRelease, ReleaseRetention, ServiceOutcome};
-pub use legacy::{NewReleaseV6, StateV2, StateV3, StateV4, StateV6};
+pub use legacy::{NewReleaseV6, StateV2, StateV3, StateV4, StateV6, StateV7};
 
 /// The id of a release, assigned by the leader (`r-…`).
 pub type ReleaseId = String;

@@ -49,7 +49,12 @@ use crate::raft::{Entry, NodeId};
 ///   finished releases are compacted by another; format 6 log entries are valid
 ///   format 7 entries (their submissions still applied), and format 5 and 6 snapshot
 ///   states are read as written and migrated (each fleet parsed once, no history).
-pub const FORMAT_VERSION: u32 = 7;
+/// - 8: a release's run ends with its canary analyses (each batch's sides, rounds of
+///   samples and verdict), and release facts and events have analysis variants at the
+///   end, which format 7 builds cannot decode. Format 7 log entries are valid format 8
+///   entries; format 2 to 7 snapshot states are read as written and migrated (no
+///   analyses).
+pub const FORMAT_VERSION: u32 = 8;
 
 /// The oldest format this build reads (and migrates to [`FORMAT_VERSION`]).
 pub const MIN_READABLE_FORMAT: u32 = 2;

@@ -10,13 +10,15 @@
 //! - `reports`: agents' reports of how their steps ended;
 //! - `operator`: what operators do (approve, pause, resume, abort, note);
 //! - `rollback`: a rollback decided, its actions sent and done;
-//! - `lifecycle`: the release's end and the leaders that take it over.
+//! - `lifecycle`: the release's end and the leaders that take it over;
+//! - `analysis`: canary analyses started, sampled and judged.
 //!
 //! Every replica applies the same committed log, so every handler keeps two rules for
 //! any fact, however malformed (a buggy or older leader may commit one): a refused
 //! fact changes nothing (every check comes before the first change), and no fact
 //! panics (an index or a name a fact carries is looked up, never indexed with).
 
+mod analysis;
 mod forward;
 mod lifecycle;
 mod operator;
@@ -29,6 +31,7 @@ use flotilla_shared::model::{HostId, ServiceName};
 use serde::{Deserialize, Serialize};
 
 use super::action::Action;
+use super::analysis::Analysis;
 use super::event::{Event, EventKind};
 use super::fact::{ApprovalKind, BatchSpec, CommandId, Dispatch, Fact, Outcome, RollbackAction, Terminal};
 use super::steps::Steps;
@@ -336,6 +339,8 @@ pub struct Run {
     pub updated_unix_ms: i64,
     /// When it ended; 0 while it runs.
     pub finished_unix_ms: i64,
+    /// The canary analyses of its batches, in the order they started.
+    pub analyses: Vec<Analysis>,
 }
 
 /// Why a fact was not applied. A refused fact changes nothing.
@@ -394,7 +399,13 @@ impl Run {
             events: Vec::new(),
             updated_unix_ms: 0,
             finished_unix_ms: 0,
+            analyses: Vec::new(),
         }
+    }
+
+    /// The canary analysis of a batch, if it has one.
+    pub fn analysis(&self, stage: usize, service: &ServiceName, batch: usize) -> Option<&Analysis> {
+        self.analyses.iter().rev().find(|a| a.stage == stage && a.batch == batch && &a.service == service)
     }
 
     /// Whether the release has ended.
@@ -610,6 +621,33 @@ impl Run {
             // The release's end and its leaders (`lifecycle`).
             Fact::Finished { terminal, reason } => self.finished(at, *terminal, reason),
             Fact::LeaderChanged { node, resent } => self.leader_changed(at, *node, resent),
+            // Canary analysis (`analysis`).
+            Fact::AnalysisStarted {
+                stage,
+                service,
+                batch,
+                metrics,
+                canary,
+                baseline,
+                baseline_versions,
+                interval_ms,
+            } => self.analysis_started(
+                at,
+                *stage,
+                service,
+                *batch,
+                metrics,
+                canary,
+                baseline,
+                baseline_versions,
+                *interval_ms,
+            ),
+            Fact::AnalysisSampled { stage, service, batch, round, samples } => {
+                self.analysis_sampled(at, *stage, service, *batch, *round, samples)
+            }
+            Fact::AnalysisJudged { stage, service, batch, report } => {
+                self.analysis_judged(at, *stage, service, *batch, report)
+            }
         }
     }
 

@@ -62,7 +62,12 @@ impl Run {
         }
         self.paused = None;
         self.resume(at);
-        let e = self.record(at, EventKind::Resumed, text::resumed(actor, reason));
+        let accepted = self.accept_analyses(actor);
+        let mut message = text::resumed(actor, reason);
+        if !accepted.is_empty() {
+            message = format!("{message}; {}", text::analyses_accepted(&accepted));
+        }
+        let e = self.record(at, EventKind::Resumed, message);
         e.actor = actor.to_owned();
         Ok(())
     }
