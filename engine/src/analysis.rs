@@ -110,7 +110,7 @@ impl Analysis {
     pub fn judge(&self, spec: &ServiceSpec, since: i64) -> Report {
         let policy = &spec.policy;
         let rounds: Vec<&Round> = self.rounds.iter().filter(|r| r.at_unix_ms >= since).collect();
-        let mut columns: Vec<(Criteria, Vec<f64>, Vec<f64>, u32)> = Vec::new();
+        let mut columns: Vec<(&Criteria, Vec<f64>, Vec<f64>, u32)> = Vec::new();
         for name in &self.metrics {
             let Some(metric) = policy.metrics.iter().find(|m| &m.criteria.name == name) else { continue };
             let (mut canary, mut baseline, mut errors) = (Vec::new(), Vec::new(), 0u32);
@@ -121,12 +121,12 @@ impl Analysis {
                 canary.extend_from_slice(&sample.canary);
                 baseline.extend_from_slice(&sample.baseline);
             }
-            columns.push((metric.criteria.clone(), canary, baseline, errors));
+            columns.push((&metric.criteria, canary, baseline, errors));
         }
         let inputs: Vec<(Criteria, Samples<'_>)> = columns
             .iter()
             .map(|(criteria, canary, baseline, errors)| {
-                (criteria.clone(), Samples { canary, baseline, query_errors: *errors })
+                ((*criteria).clone(), Samples { canary, baseline, query_errors: *errors })
             })
             .collect();
         judge(&policy.analysis.settings, &inputs)
