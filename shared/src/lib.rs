@@ -1,7 +1,9 @@
 //! Flotilla's domain model, release spec and dependency-aware planner.
 //!
-//! This crate is pure: it does no I/O, reads no clock and spawns nothing, so the
-//! coordinator's engine, the CLI and tests can all call it freely.
+//! This crate is pure: it does no I/O, reads no clock and spawns no tasks, so the
+//! coordinator's engine, the CLI and tests can all call it freely. (One exception to
+//! "single-threaded": an analysis judgement of very many samples spreads its metrics
+//! over scoped threads joined before it returns; its result does not depend on them.)
 
 /// Canary analysis: Mann-Whitney comparison of canary and baseline metrics, and the verdict.
 pub mod analysis;

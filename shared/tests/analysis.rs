@@ -629,6 +629,41 @@ fn explanation_of_a_comparison() {
     );
 }
 
+/// A judgement large enough to spread over threads gives, metric by metric and in order,
+/// what judging each metric alone (on the calling thread) gives.
+#[test]
+fn a_large_judgement_equals_its_metrics_judged_one_by_one() {
+    let sample = |seed: u64, n: usize, scale: f64| -> Vec<f64> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (100.0 + (s >> 40) as f64 / (1u64 << 24) as f64 * 10.0) * scale
+            })
+            .collect()
+    };
+    let data: Vec<(Criteria, Vec<f64>, Vec<f64>)> = (0..12u32)
+        .map(|i| {
+            let criteria = Criteria::compare(format!("m{i}"), Direction::Increase).with_weight(1 + i);
+            let scale = if i % 4 == 0 { 1.05 } else { 1.0 };
+            (criteria, sample(u64::from(i) * 2 + 1, 6_000, scale), sample(u64::from(i) * 2 + 2, 6_000, 1.0))
+        })
+        .collect();
+    let metrics: Vec<(Criteria, Samples<'_>)> = data.iter().map(|(c, a, b)| (c.clone(), Samples::new(a, b))).collect();
+    let settings = Settings { pass_score: 60.0, marginal_score: 50.0, ..Settings::default() };
+    let whole = judge(&settings, &metrics);
+    assert_eq!(whole.metrics.len(), metrics.len());
+    for (metric, report) in metrics.iter().zip(&whole.metrics) {
+        let alone = judge(&settings, std::slice::from_ref(metric));
+        assert_eq!(report, &alone.metrics[0]);
+    }
+    let failed: Vec<&str> =
+        whole.metrics.iter().filter(|m| m.outcome == Outcome::Fail).map(|m| m.name.as_str()).collect();
+    assert_eq!(failed, ["m0", "m4", "m8"]);
+}
+
 #[test]
 fn invalid_settings_are_inconclusive() {
     let b = base();

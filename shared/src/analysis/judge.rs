@@ -355,8 +355,56 @@ pub fn judge(settings: &Settings, metrics: &[(Criteria, Samples<'_>)]) -> Report
             reason: format!("inconclusive analysis: invalid settings: {e}"),
         };
     }
-    let reports = metrics.iter().map(|(criteria, samples)| judge_metric(settings, criteria, samples)).collect();
-    combine(settings, reports)
+    combine(settings, judge_metrics(settings, metrics))
+}
+
+/// Below this many samples in all (both sides of every metric), a judgement runs on the
+/// calling thread alone: a real batch's few hundred samples a metric take microseconds.
+const PARALLEL_SAMPLES: usize = 100_000;
+
+/// Each metric judged, in the order given. Large judgements (at least [`PARALLEL_SAMPLES`]
+/// samples) spread their metrics over up to `available_parallelism` threads — the calling
+/// one and scoped ones, all joined before this returns — taking the next metric as each
+/// finishes one. Each report depends on its own metric only, so the result is the same
+/// whatever the threads and their timing.
+fn judge_metrics(settings: &Settings, metrics: &[(Criteria, Samples<'_>)]) -> Vec<MetricReport> {
+    let judge_one = |(criteria, samples): &(Criteria, Samples<'_>)| judge_metric(settings, criteria, samples);
+    let samples: usize = metrics.iter().map(|(_, s)| s.canary.len().saturating_add(s.baseline.len())).sum();
+    let threads = if samples < PARALLEL_SAMPLES {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(metrics.len())
+    };
+    if threads <= 1 {
+        return metrics.iter().map(judge_one).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(metric) = metrics.get(i) else { return done };
+            done.push((i, judge_one(metric)));
+        }
+    };
+    let mut slots: Vec<Option<MetricReport>> = metrics.iter().map(|_| None).collect();
+    std::thread::scope(|scope| {
+        // A thread the system refuses is simply not there: the others take its share.
+        let helpers: Vec<_> = (1..threads)
+            .filter_map(|_| std::thread::Builder::new().name("judge".into()).spawn_scoped(scope, work).ok())
+            .collect();
+        let mut done = work();
+        for helper in helpers {
+            match helper.join() {
+                Ok(theirs) => done.extend(theirs),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        for (i, report) in done {
+            slots[i] = Some(report);
+        }
+    });
+    slots.into_iter().flatten().collect()
 }
 
 /// One side's cleaned, sorted values, outliers excluded from `start..end`.
