@@ -128,8 +128,8 @@ pub struct CoordinatorArgs {
     #[arg(long, value_name = "N")]
     pub compacted_release_max_count: Option<u64>,
     /// The Prometheus server canary analysis queries, `http://` or `https://` (key
-    /// `prometheus_url`) [default: none: a release whose spec has metrics pauses
-    /// with its analysis inconclusive]. The leader's setting applies.
+    /// `prometheus_url`) [default: none: a release whose spec has metrics is
+    /// refused]. The leader's setting applies.
     #[arg(long, value_name = "URL")]
     pub prometheus_url: Option<String>,
     /// A CA certificate (PEM) to trust for an `https` Prometheus, besides the

@@ -171,7 +171,7 @@ impl Daemon {
             listener,
             tls.clone(),
             enroller.clone(),
-            (auditor.clone(), retention),
+            server::ServeOptions { auditor: auditor.clone(), retention, prometheus: config.prometheus_url.is_some() },
             shutdown,
         ));
         let mut files: Vec<PathBuf> = match &transport {

@@ -105,8 +105,12 @@ impl Cluster {
             let listener = tokio::net::TcpListener::bind(addr.as_str()).await.expect("the address is free");
             let enroller = flotilla_coordinator::enrolment::Enroller::disabled();
             let (auditor, _queue) = flotilla_coordinator::audit::Auditor::new();
-            let audit = (auditor, flotilla_coordinator::state::Retention::default());
-            tokio::spawn(server::serve(node.clone(), hub.clone(), listener, None, enroller, audit, async move {
+            let options = server::ServeOptions {
+                auditor,
+                retention: flotilla_coordinator::state::Retention::default(),
+                prometheus: false,
+            };
+            tokio::spawn(server::serve(node.clone(), hub.clone(), listener, None, enroller, options, async move {
                 let _ = stopped.await;
             }));
             nodes.push(Coordinator { node, hub, addr: addr.clone(), stop: Some(stop), _dir: dir });

@@ -128,6 +128,22 @@ async fn errors_carry_the_richer_error_model_and_requests_are_checked() {
         (Code::NotFound, "RELEASE_PART_NOT_FOUND", "smoke")
     );
     assert!(status.message().contains("no gate smoke"), "{}", status.message());
+
+    // A release judged by its metrics, on a cluster started without Prometheus: refused
+    // at once, naming the services measured and the setting, and nothing created.
+    let before = cluster.release_ids().await.unwrap();
+    let measured = format!(
+        "{}\n[[service.metric]]\nname = \"errors\"\nquery = 'sum(rate(errors{{host=~\"{{{{hosts}}}}\"}}[1m]))'\n",
+        held_spec("measured", "2.0.0").split("\n\n[[service]]\nname = \"gated\"").next().unwrap()
+    );
+    let status = client.create(create(&measured, "")).await.unwrap_err();
+    assert_eq!((status.code(), reason(&status).0.as_str()), (Code::FailedPrecondition, "STATE_CONFLICT"), "{status:?}");
+    let message = status.message();
+    assert!(
+        message.contains("canary analysis of svc needs Prometheus") && message.contains("prometheus_url"),
+        "{message}"
+    );
+    assert_eq!(cluster.release_ids().await.unwrap(), before, "nothing was created");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,18 +52,29 @@ pub const FORWARDED: &str = "x-flotilla-forwarded-by";
 /// Largest client request (a release spec).
 const MAX_CLIENT_MESSAGE: usize = 16 * 1024 * 1024;
 
+/// What the services need of the coordinator besides its node and agent hub.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Audit records go to this auditor.
+    pub auditor: Auditor,
+    /// Audit records followers send this node as leader are committed keeping this.
+    pub retention: Retention,
+    /// Whether this coordinator can query Prometheus (`prometheus_url`): without it a
+    /// release whose spec measures metrics is refused when it is submitted here.
+    pub prometheus: bool,
+}
+
 /// Serves every service of `node` on `listener` until `shutdown` completes; agent
 /// sessions go to `hub` (call [`AgentHub::shutdown`] when shutting down, or the open
 /// agent streams keep the server from stopping); agent certificates are signed by
-/// `enroller`; audit records go to `audit`'s auditor, and those followers send this
-/// node as leader are committed keeping its retention.
+/// `enroller`.
 pub async fn serve(
     node: Node,
     hub: AgentHub,
     listener: tokio::net::TcpListener,
     tls: Option<TlsMaterial>,
     enroller: Enroller,
-    audit: (Auditor, Retention),
+    options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -89,7 +100,7 @@ pub async fn serve(
     let node_for_enrolment = node.clone();
     let trust_domain = tls.as_ref().and_then(TlsMaterial::identity).map(|id| id.trust_domain);
     let incoming = flotilla_net::incoming(listener, tls);
-    let (auditor, retention) = audit;
+    let ServeOptions { auditor, retention, prometheus } = options;
     Server::builder()
         .layer(AuthLayer::new(trust_domain).with_cluster(node.clone(), auditor.clone()))
         .add_service(
@@ -101,7 +112,8 @@ pub async fn serve(
         )
         .add_service(ClusterServer::new(ClusterService::new(node.clone())))
         .add_service(
-            ReleasesServer::new(ReleasesService::new(node.clone())).max_decoding_message_size(MAX_CLIENT_MESSAGE),
+            ReleasesServer::new(ReleasesService::new(node.clone()).with_prometheus(prometheus))
+                .max_decoding_message_size(MAX_CLIENT_MESSAGE),
         )
         .add_service(AgentLinkServer::new(AgentLinkService::new(hub.clone())))
         .add_service(FleetServer::new(FleetService::new(hub, enroller.clone())))

@@ -27,13 +27,46 @@ use crate::state::{CompactedRelease, NewRelease, Op, ReleaseRecord, Response as 
 #[derive(Debug, Clone)]
 pub struct ReleasesService {
     node: Node,
+    /// Whether this coordinator can query Prometheus for canary analysis.
+    prometheus: bool,
 }
 
 impl ReleasesService {
-    /// The service of `node`.
+    /// The service of `node`, which has no Prometheus to query.
     pub fn new(node: Node) -> Self {
-        Self { node }
+        Self { node, prometheus: false }
     }
+
+    /// The same service, able (or not) to query Prometheus.
+    #[must_use]
+    pub fn with_prometheus(mut self, configured: bool) -> Self {
+        self.prometheus = configured;
+        self
+    }
+}
+
+/// A release whose services are judged by their metrics needs a Prometheus to query:
+/// refused on a leader without one, naming those services, rather than created and
+/// paused at its first canary. (Leadership may still move to a coordinator without one
+/// later; its analyses then pause saying so.)
+fn require_prometheus(plan: &Plan, configured: bool) -> Result<(), CoordinatorError> {
+    if configured {
+        return Ok(());
+    }
+    let measured: Vec<&str> =
+        plan.spec().services.iter().filter(|s| s.policy.analyses()).map(|s| s.name.as_str()).collect();
+    if measured.is_empty() {
+        return Ok(());
+    }
+    Err(CoordinatorError::precondition(
+        Reason::StateConflict,
+        format!(
+            "canary analysis of {} needs Prometheus, and this coordinator has none configured: set \
+             prometheus_url in its configuration (or --prometheus-url), or turn analysis off with \
+             `enabled = false` under [defaults.analysis]",
+            measured.join(", ")
+        ),
+    ))
 }
 
 /// A spec's file name as errors show it.
@@ -246,6 +279,7 @@ impl Releases for ReleasesService {
 
     async fn create(&self, request: Request<v1::CreateRequest>) -> Result<Response<v1::CreateResponse>, Status> {
         let node = self.node.clone();
+        let prometheus = self.prometheus;
         let created_by = Actor::of(&request).name;
         let note = AuditNote::of(&request);
         let created = on_leader(
@@ -274,6 +308,7 @@ impl Releases for ReleasesService {
                 // create itself is ordered by Raft (see `Node::read_for_write`).
                 let fleet = node.read_for_write(|s| s.fleet().planning_fleet()).await?;
                 let (_, plan) = plan_against(&req.spec_toml, &name, &fleet)?;
+                require_prometheus(&plan, prometheus)?;
                 let op = Op::CreateRelease(NewRelease {
                     id: node.next_release_id(),
                     idempotency_key: req.idempotency_key,
