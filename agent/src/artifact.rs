@@ -250,7 +250,7 @@ async fn download(
     limits: &ArtifactLimits,
 ) -> Result<Fetched, ArtifactError> {
     let fetch_err = |reason: String| ArtifactError::Fetch { url: url.to_owned(), reason };
-    let mut response = client.get(url).send().await.map_err(|e| fetch_err(error_chain(&e)))?;
+    let mut response = client.get(url).send().await.map_err(|e| fetch_err(flotilla_net::errors::chain(&e)))?;
     let status = response.status();
     if !status.is_success() {
         return Err(fetch_err(format!("HTTP status {status}")));
@@ -274,7 +274,10 @@ async fn download(
                 {
                     return Err(ArtifactError::Truncated { url: url.to_owned(), got: size, expected });
                 }
-                return Err(fetch_err(format!("download broke after {size} bytes: {}", error_chain(&e))));
+                return Err(fetch_err(format!(
+                    "download broke after {size} bytes: {}",
+                    flotilla_net::errors::chain(&e)
+                )));
             }
         };
         size += chunk.len() as u64;
@@ -292,21 +295,6 @@ async fn download(
     output.flush().await.map_err(ArtifactError::io(format!("writing {}", dest.display())))?;
     output.get_ref().sync_all().await.map_err(ArtifactError::io(format!("syncing {}", dest.display())))?;
     Ok(Fetched { path: dest.to_owned(), size, sha256: hex(&hasher.finalize()) })
-}
-
-/// An error and its causes, `a: b: c`.
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// Unpacks the tar or tar.gz `archive` into a fresh temporary directory inside
@@ -355,7 +343,7 @@ fn unpack_entries(reader: Box<dyn Read>, root: &Path, max_unpacked_bytes: u64) -
     let mut links = Vec::new();
     let entries = archive.entries().map_err(|e| ArtifactError::Unpack(e.to_string()))?;
     for entry in entries {
-        let mut entry = entry.map_err(|e| ArtifactError::Unpack(error_chain(&e)))?;
+        let mut entry = entry.map_err(|e| ArtifactError::Unpack(flotilla_net::errors::chain(&e)))?;
         let raw = entry.path_bytes();
         let shown = String::from_utf8_lossy(&raw).into_owned();
         let unsafe_entry = |reason: String| ArtifactError::UnsafeEntry { entry: shown.clone(), reason };
@@ -382,7 +370,9 @@ fn unpack_entries(reader: Box<dyn Read>, root: &Path, max_unpacked_bytes: u64) -
                     )));
                 }
                 prepare_dest(root, &rel).map_err(&unsafe_entry)?;
-                entry.unpack(&dest).map_err(|e| unsafe_entry(format!("cannot unpack: {}", error_chain(&e))))?;
+                entry
+                    .unpack(&dest)
+                    .map_err(|e| unsafe_entry(format!("cannot unpack: {}", flotilla_net::errors::chain(&e))))?;
             }
             tar::EntryType::Symlink => {
                 let target = entry

@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::artifact::error_chain;
 use crate::step::{HealthCheck, HealthCheckKind, HealthCheckReport, Probe};
 
 /// How many latencies per check are kept for percentiles (the most recent).
@@ -356,15 +355,7 @@ impl Drop for GroupKiller {
 }
 
 fn describe_http_error(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        return "timed out".to_owned();
-    }
-    // The innermost cause is the useful part (`Connection refused (os error 111)`).
-    let mut inner: &dyn std::error::Error = e;
-    while let Some(source) = inner.source() {
-        inner = source;
-    }
-    if e.is_connect() { format!("connect: {inner}") } else { error_chain(e) }
+    flotilla_net::errors::describe_request(e, e.is_timeout(), e.is_connect())
 }
 
 fn reports(stats: &[CheckStats]) -> Vec<HealthCheckReport> {

@@ -95,25 +95,10 @@ fn failed(metric: &str, error: String) -> Sample {
     Sample { metric: metric.to_owned(), canary: Vec::new(), baseline: Vec::new(), error: Some(error) }
 }
 
-/// A reqwest error in one line, with its cause (`connection refused`, `timed out`).
+/// A reqwest error in one line, with its cause (`connect: Connection refused`, `timed
+/// out`).
 fn describe(e: &reqwest::Error) -> String {
-    let mut out = if e.is_timeout() {
-        "timed out".to_owned()
-    } else if e.is_connect() {
-        "cannot connect".to_owned()
-    } else {
-        e.to_string()
-    };
-    let mut source = std::error::Error::source(e);
-    let mut last = String::new();
-    while let Some(s) = source {
-        last = s.to_string();
-        source = s.source();
-    }
-    if !last.is_empty() && !out.contains(&last) {
-        out = format!("{out}: {last}");
-    }
-    out
+    flotilla_net::errors::describe_request(e, e.is_timeout(), e.is_connect())
 }
 
 /// The body of `/api/v1/query`.

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod endpoint;
+pub mod errors;
 pub mod leader;
 pub mod peer;
 pub mod pin;
