@@ -104,12 +104,61 @@ async fn three_nodes_serve_metrics_probes_and_a_page(tls: bool) -> TestCluster {
     }
 
     let follower = ids.iter().copied().find(|&id| id != leader).expect("a follower");
+    dashboard_pages_and_events(&cluster, leader, follower).await;
     cluster.kill9(follower);
     let gone = cluster.http_get(follower, "/healthz").await;
     assert!(gone.is_err(), "a killed node's endpoint is gone, not {gone:?}");
     let (status, body) = cluster.http_get(leader, "/readyz").await.unwrap();
     assert_eq!(status, 200, "the leader still has a quorum and stays ready: {body}");
     cluster
+}
+
+/// The dashboard on the leader and on a follower: a release in the list, its page with
+/// the graph, its events streamed from the first (as a browser's `EventSource` gets
+/// them), the fleet with the stand-in host and the cluster with every member.
+async fn dashboard_pages_and_events(cluster: &TestCluster, leader: u64, follower: u64) {
+    let id = cluster.write("dashboard").await.expect("a release");
+    for node in [leader, follower] {
+        let page = eventually(ELECTION, "the release on the dashboard's list", || async {
+            let (status, page) = cluster.http_get(node, "/ui?state=all").await.ok()?;
+            (status == 200 && page.contains(&format!("/ui/releases/{id}"))).then_some(page)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("node {node}: {e}"));
+        assert!(page.contains("<table class=\"releases\">"), "{page}");
+        let (status, page) = cluster.http_get(node, &format!("/ui/releases/{id}")).await.unwrap();
+        assert_eq!(status, 200, "{page}");
+        assert!(page.contains("<svg class=\"graph\"") && page.contains("data-service=\"svc\""), "{page}");
+        let (status, live) = cluster.http_get(node, &format!("/ui/releases/{id}?part=live")).await.unwrap();
+        assert!(status == 200 && !live.contains("<html") && live.contains("Stages"), "{live}");
+        let (status, _) = cluster.http_get(node, "/ui/releases/r-nope").await.unwrap();
+        assert_eq!(status, 404, "an unknown release is not found");
+        let (status, fleet) = cluster.http_get(node, "/ui/fleet").await.unwrap();
+        assert!(status == 200 && fleet.contains("data-host=\"test-host\""), "{fleet}");
+        let (status, members) = cluster.http_get(node, "/ui/cluster").await.unwrap();
+        assert_eq!(status, 200);
+        for m in cluster.nodes.keys() {
+            assert!(members.contains(&format!("data-node=\"{m}\"")), "member {m} listed: {members}");
+        }
+
+        // The first events, as server-sent events, in order and numbered.
+        let url = cluster.http_url(node, &format!("/ui/releases/{id}/events")).unwrap();
+        let mut stream = cluster.http_client().unwrap().get(&url).send().await.unwrap();
+        let kind = stream.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        assert_eq!(kind, "text/event-stream");
+        let mut text = String::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !text.contains("id: 2\n") {
+            let chunk = tokio::time::timeout_at(deadline, stream.chunk()).await;
+            match chunk {
+                Ok(Ok(Some(bytes))) => text.push_str(&String::from_utf8_lossy(&bytes)),
+                other => panic!("node {node}: the stream stopped before its second event ({other:?}):\n{text}"),
+            }
+        }
+        let first = text.find("id: 1\nevent: release\ndata: {").unwrap_or_else(|| panic!("{text}"));
+        assert!(first < text.find("id: 2\n").unwrap(), "{text}");
+        assert!(text.contains("submitted as"), "the first event says the release was submitted: {text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@
 //!   be committed (or is the leader), else 503 (also while it shuts down); the body
 //!   says why in one line.
 //! - `GET /` — the status page ([`render_page`]).
+//! - `GET /ui` and below — the web dashboard (see the `ui` module).
 //!
 //! Nothing polls in the background: each request reads a [`StatusView`] from the node
 //! and renders it. The listener is tokio-rustls and hyper (HTTP/1.1 and HTTP/2, chosen
@@ -15,6 +16,7 @@
 //! away HTTP/1.1 scrapers.
 
 mod render;
+mod ui;
 mod view;
 
 use std::net::SocketAddr;
@@ -159,6 +161,7 @@ fn router(endpoints: Endpoints) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(ui::routes())
         .with_state(endpoints)
 }
 

@@ -12,7 +12,7 @@ mod enrolment;
 mod fleet;
 pub mod plan_view;
 mod raft_peer;
-mod release_view;
+pub(crate) mod release_view;
 mod releases;
 
 use std::future::Future;
@@ -35,6 +35,9 @@ pub use enrolment::EnrolmentService;
 pub use fleet::FleetService;
 pub use raft_peer::RaftPeerService;
 pub use releases::ReleasesService;
+// The dashboard shows what the API answers.
+pub(crate) use cluster::status as cluster_status;
+pub(crate) use releases::{services_total, view as release_page_view};
 
 use crate::audit::Auditor;
 use crate::auth::AuthLayer;

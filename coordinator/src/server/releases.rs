@@ -131,7 +131,7 @@ async fn closing(life: &mut tokio::sync::watch::Receiver<Lifecycle>) {
 /// node's applied state (it is committed, so this is replication lag).
 const WATCH_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
 
-fn view(r: &ReleaseRecord) -> v1::Release {
+pub(crate) fn view(r: &ReleaseRecord) -> v1::Release {
     let planned = r.plan().ok();
     let mut release = release_view::release(r, planned.as_ref().map(|p| &p.0));
     release.plan =
@@ -201,7 +201,7 @@ enum Listed<'a> {
     Compacted(&'a CompactedRelease),
 }
 
-fn services_total(r: &ReleaseRecord) -> usize {
+pub(crate) fn services_total(r: &ReleaseRecord) -> usize {
     r.run.stages.first().map_or_else(|| r.plan().map_or(0, |p| p.0.spec().services.len()), |st| st.services.len())
 }
 

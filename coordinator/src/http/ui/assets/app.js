@@ -1,0 +1,70 @@
+// Flotilla's dashboard: keeps a release page live from its server-sent event stream.
+// New events are appended as they come; the page's changing parts (#live) are fetched
+// again from the server, which renders and escapes them. No framework, no other origin.
+"use strict";
+
+(function () {
+  const live = document.getElementById("live");
+  const list = document.getElementById("events");
+  const status = document.getElementById("stream-state");
+  if (!live || !list) {
+    return;
+  }
+  const release = live.dataset.release;
+  const base = "/ui/releases/" + encodeURIComponent(release);
+  let refreshing = false;
+  let again = false;
+
+  // Fetches the live parts again; one fetch at a time, one more if events came meanwhile.
+  async function refresh() {
+    if (refreshing) {
+      again = true;
+      return;
+    }
+    refreshing = true;
+    try {
+      do {
+        again = false;
+        const answer = await fetch(base + "?part=live", { cache: "no-store", credentials: "same-origin" });
+        if (answer.ok) {
+          live.innerHTML = await answer.text();
+        }
+      } while (again);
+    } catch (e) {
+      say("could not refresh: " + e);
+    } finally {
+      refreshing = false;
+    }
+  }
+
+  function say(text) {
+    if (status) {
+      status.textContent = text;
+    }
+  }
+
+  if (live.dataset.finished === "true") {
+    say("The release has finished.");
+    return;
+  }
+  // Resumes after the last event the page was rendered with; a reconnecting
+  // EventSource sends Last-Event-ID itself.
+  const source = new EventSource(base + "/events?after=" + (list.dataset.after || "0"));
+  source.addEventListener("open", function () { say("Live."); });
+  source.addEventListener("error", function () { say("Connection lost; reconnecting…"); });
+  source.addEventListener("release", function (message) {
+    const event = JSON.parse(message.data);
+    if (list.querySelector('li[data-index="' + event.index + '"]')) {
+      return;
+    }
+    // The server rendered and escaped the row.
+    list.insertAdjacentHTML("beforeend", event.html);
+    list.dataset.after = String(event.index);
+    refresh();
+  });
+  source.addEventListener("end", function () {
+    source.close();
+    say("The release has finished.");
+    refresh();
+  });
+})();

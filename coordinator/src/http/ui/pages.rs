@@ -1,0 +1,524 @@
+//! The dashboard's pages, rendered on the server from the same views the gRPC API
+//! answers with (`Releases.Get`, `Fleet.ListAgents`, `Cluster.Status`). Every value is
+//! interpolated through maud, which escapes it; the SVG graph escapes its own text.
+//! Pure: the handlers read the node and give these functions the views and the time.
+
+use std::collections::BTreeMap;
+
+use flotilla_proto::v1;
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+
+use super::graph;
+use crate::http::escape_html;
+
+/// `text` escaped for HTML text and attribute values.
+pub(crate) fn escape(text: &str) -> String {
+    escape_html(text)
+}
+
+/// Which page the navigation marks as the current one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Nav {
+    Releases,
+    Fleet,
+    Cluster,
+}
+
+/// A whole page: the shared head, navigation and footer around `body`.
+pub(crate) fn layout(title: &str, nav: Nav, node_id: u64, body: &Markup) -> String {
+    let link = |href: &str, name: &str, this: Nav| {
+        html! {
+            a href=(href) aria-current=[(nav == this).then_some("page")] { (name) }
+        }
+    };
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Flotilla" }
+                link rel="stylesheet" href="/ui/assets/style.css";
+                script src="/ui/assets/app.js" defer {}
+            }
+            body {
+                header.top {
+                    nav aria-label="Sections" {
+                        span.brand { "Flotilla" }
+                        (link("/ui", "Releases", Nav::Releases))
+                        (link("/ui/fleet", "Fleet", Nav::Fleet))
+                        (link("/ui/cluster", "Cluster", Nav::Cluster))
+                    }
+                    span.node { "served by coordinator " (node_id) }
+                }
+                main { (body) }
+            }
+        }
+    }
+    .into_string()
+}
+
+/// The lower-case name of a release state.
+pub(crate) fn release_state(state: i32) -> &'static str {
+    match v1::ReleaseState::try_from(state) {
+        Ok(v1::ReleaseState::Pending) => "pending",
+        Ok(v1::ReleaseState::Running) => "running",
+        Ok(v1::ReleaseState::AwaitingApproval) => "awaiting approval",
+        Ok(v1::ReleaseState::Paused) => "paused",
+        Ok(v1::ReleaseState::RollingBack) => "rolling back",
+        Ok(v1::ReleaseState::Succeeded) => "succeeded",
+        Ok(v1::ReleaseState::RolledBack) => "rolled back",
+        Ok(v1::ReleaseState::Failed) => "failed",
+        Ok(v1::ReleaseState::Aborted) => "aborted",
+        _ => "unknown",
+    }
+}
+
+/// The filter names of the releases list, each with its states.
+pub(crate) const FILTERS: [(&str, &[v1::ReleaseState]); 4] = [
+    ("all", &[]),
+    (
+        "active",
+        &[
+            v1::ReleaseState::Pending,
+            v1::ReleaseState::Running,
+            v1::ReleaseState::AwaitingApproval,
+            v1::ReleaseState::Paused,
+            v1::ReleaseState::RollingBack,
+        ],
+    ),
+    ("succeeded", &[v1::ReleaseState::Succeeded]),
+    ("failed", &[v1::ReleaseState::RolledBack, v1::ReleaseState::Failed, v1::ReleaseState::Aborted]),
+];
+
+/// The CSS class and the words of a service state.
+pub(crate) fn state_class(state: v1::ServiceState) -> (&'static str, &'static str) {
+    match state {
+        v1::ServiceState::Waiting | v1::ServiceState::Unspecified => ("st-waiting", "waiting"),
+        v1::ServiceState::Migrating => ("st-active", "migrating"),
+        v1::ServiceState::Deploying => ("st-active", "deploying"),
+        v1::ServiceState::Baking => ("st-active", "baking"),
+        v1::ServiceState::Done => ("st-done", "done"),
+        v1::ServiceState::Failed => ("st-failed", "failed"),
+        v1::ServiceState::RollingBack => ("st-failed", "rolling back"),
+        v1::ServiceState::RolledBack => ("st-back", "rolled back"),
+        v1::ServiceState::Cancelled => ("st-cancelled", "cancelled"),
+        v1::ServiceState::Skipped => ("st-done", "skipped"),
+    }
+}
+
+fn service_state(state: i32) -> (&'static str, &'static str) {
+    state_class(v1::ServiceState::try_from(state).unwrap_or(v1::ServiceState::Unspecified))
+}
+
+fn stage_state(state: i32) -> &'static str {
+    match v1::StageState::try_from(state) {
+        Ok(v1::StageState::Pending) => "pending",
+        Ok(v1::StageState::Running) => "running",
+        Ok(v1::StageState::AwaitingApproval) => "awaiting approval",
+        Ok(v1::StageState::Done) => "done",
+        Ok(v1::StageState::Failed) => "failed",
+        Ok(v1::StageState::Cancelled) => "cancelled",
+        _ => "unknown",
+    }
+}
+
+fn gate_state(state: i32) -> &'static str {
+    match v1::GateState::try_from(state) {
+        Ok(v1::GateState::Pending) => "pending",
+        Ok(v1::GateState::Running) => "running",
+        Ok(v1::GateState::AwaitingApproval) => "awaiting approval",
+        Ok(v1::GateState::Passed) => "passed",
+        Ok(v1::GateState::Failed) => "failed",
+        Ok(v1::GateState::Cancelled) => "cancelled",
+        _ => "unknown",
+    }
+}
+
+/// `unix_ms` as UTC `YYYY-MM-DD HH:MM:SS` in a `<time>` element; nothing for 0.
+fn time(unix_ms: i64) -> Markup {
+    if unix_ms <= 0 {
+        return html! { "–" };
+    }
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(unix_ms).unwrap_or(0));
+    let text = humantime::format_rfc3339_seconds(at).to_string();
+    html! { time datetime=(text) { (text.replace('T', " ").trim_end_matches('Z')) } }
+}
+
+/// How long ago `unix_ms` was, in words (`3m`, `2h 5m`).
+fn age(unix_ms: i64, now_ms: i64) -> String {
+    if unix_ms <= 0 {
+        return "–".to_owned();
+    }
+    let seconds = u64::try_from(now_ms.saturating_sub(unix_ms) / 1000).unwrap_or(0);
+    let (d, h, m, s) = (seconds / 86_400, seconds / 3600 % 24, seconds / 60 % 60, seconds % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+/// The releases list, newest first, each with who created it; `filter` is one of
+/// [`FILTERS`]' names.
+pub(crate) fn releases(list: &[(v1::ReleaseSummary, String)], filter: &str, node_id: u64, now_ms: i64) -> String {
+    let body = html! {
+        h1 { "Releases" }
+        nav.filters aria-label="Filter by state" {
+            @for (name, _) in FILTERS {
+                a href={ "/ui?state=" (name) } aria-current=[(name == filter).then_some("true")] { (name) }
+            }
+        }
+        @if list.is_empty() {
+            p.empty { "No releases here." }
+        } @else {
+            table.releases {
+                thead { tr {
+                    th scope="col" { "Release" } th scope="col" { "State" } th scope="col" { "Progress" }
+                    th scope="col" { "Stage" } th scope="col" { "Started by" } th scope="col" { "Age" }
+                } }
+                tbody {
+                    @for (r, by) in list {
+                        @let state = release_state(r.state);
+                        tr {
+                            td {
+                                a href={ "/ui/releases/" (r.id) } { (r.name) }
+                                " " span.id { (r.id) }
+                                @if r.compacted { " " span.tag { "compacted" } }
+                            }
+                            td { span class={ "badge rs-" (state.replace(' ', "-")) } { (state) } }
+                            td {
+                                progress max=(r.services_total.max(1)) value=(r.services_done)
+                                    aria-label={ (r.services_done) " of " (r.services_total) " services done" } {}
+                                " " (r.services_done) "/" (r.services_total)
+                            }
+                            td { (r.stage) }
+                            td { (by) }
+                            td title={ "created " (r.created_unix_ms) } { (age(r.created_unix_ms, now_ms)) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    layout("Releases", Nav::Releases, node_id, &body)
+}
+
+/// One host of a service in a stage, as the release page lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HostRow {
+    pub host: String,
+    /// `waiting`, `deploying`, `done`, `failed: why`, ...
+    pub state: String,
+    pub class: &'static str,
+    /// The version it had before the release, if any.
+    pub from: Option<String>,
+}
+
+/// One batch of a service in a stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BatchRow {
+    pub name: String,
+    pub hosts: Vec<HostRow>,
+}
+
+/// Everything the release page shows besides the API's view of the release: per stage
+/// and service, its batches and hosts; and the decided rollback.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ReleaseExtra {
+    /// `(stage index, service)` → batches.
+    pub batches: BTreeMap<(u32, String), Vec<BatchRow>>,
+    /// The services rolled back, each with why.
+    pub rollback_members: Vec<(String, String)>,
+    /// The rollback's actions in order, and how many are done.
+    pub rollback_actions: Vec<String>,
+    pub rollback_done: usize,
+}
+
+/// The stage the graph colours: the last one started (the one running, or where the
+/// release stopped), else the first.
+fn current_stage(release: &v1::Release) -> Option<&v1::StageStatus> {
+    release.stages.iter().rev().find(|s| !s.services.is_empty()).or_else(|| release.stages.first())
+}
+
+/// The parts of the release page that change as it runs (refreshed in place).
+pub(crate) fn live(release: &v1::Release, extra: &ReleaseExtra) -> Markup {
+    let state = release_state(release.state);
+    let stage = current_stage(release);
+    let states: BTreeMap<String, v1::ServiceState> = stage
+        .map(|s| {
+            s.services
+                .iter()
+                .map(|x| (x.service.clone(), v1::ServiceState::try_from(x.state).unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    html! {
+        section.summary aria-label="Release state" {
+            p {
+                span class={ "badge rs-" (state.replace(' ', "-")) } data-release-state=(state) { (state) }
+                @if !release.reason.is_empty() { " " span.reason { (release.reason) } }
+            }
+            p.updated { "Updated " (time(release.updated_unix_ms)) " · last event " (release.last_event_index) }
+        }
+        @if !release.pending_approvals.is_empty() {
+            section.approvals aria-labelledby="approvals-title" {
+                h2 #approvals-title { "Waiting for approval" }
+                ul {
+                    @for a in &release.pending_approvals {
+                        li data-approval=(a.name) {
+                            @let kind = if a.kind == v1::ApprovalKind::Stage as i32 { "stage" } else { "gate" };
+                            strong { (kind) " " (a.name) }
+                            @if !a.stage.is_empty() && kind == "gate" { " in stage " (a.stage) }
+                            " since " (time(a.since_unix_ms))
+                            @if !a.approvers.is_empty() { " · approvers: " (a.approvers) }
+                        }
+                    }
+                }
+            }
+        }
+        @if let Some(plan) = &release.plan {
+            section.graph-box aria-labelledby="graph-heading" {
+                h2 #graph-heading {
+                    "Dependency graph"
+                    @if let Some(s) = stage { " · stage " (s.name) }
+                }
+                div.graph-scroll { (PreEscaped(graph::svg(plan, &states))) }
+                (legend())
+                details.deps {
+                    summary { "Dependencies as a table" }
+                    table {
+                        thead { tr { th scope="col" { "Service" } th scope="col" { "Needs" } th scope="col" { "Kind" } th scope="col" { "State" } } }
+                        tbody {
+                            @for e in &plan.edges {
+                                tr {
+                                    td { (e.dependent) } td { (e.dependency) }
+                                    td { (graph::edge_kind(e.kind).1) @if !e.contract.is_empty() { " (" (e.contract) ")" } }
+                                    td { (state_class(states.get(&e.dependent).copied().unwrap_or_default()).1) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if !extra.rollback_members.is_empty() {
+            section.rollback aria-labelledby="rollback-title" {
+                h2 #rollback-title { "Rollback" }
+                p { "Rolled back, with why:" }
+                ul { @for (s, why) in &extra.rollback_members { li { strong { (s) } ": " (why) } } }
+                p { "In this order (" (extra.rollback_done) " of " (extra.rollback_actions.len()) " done):" }
+                ol {
+                    @for (i, a) in extra.rollback_actions.iter().enumerate() {
+                        li class=(if i < extra.rollback_done { "done" } else { "todo" }) { (a) }
+                    }
+                }
+            }
+        }
+        section.stages aria-labelledby="stages-title" {
+            h2 #stages-title { "Stages" }
+            @for stage in &release.stages {
+                article.stage data-stage=(stage.name) {
+                    h3 { "Stage " (stage.name) " " span.badge { (stage_state(stage.state)) } }
+                    @if !stage.services.is_empty() {
+                        table.services {
+                            thead { tr {
+                                th scope="col" { "Service" } th scope="col" { "Version" } th scope="col" { "State" }
+                                th scope="col" { "Batch" } th scope="col" { "Hosts done / failed / total" } th scope="col" { "Why" }
+                            } }
+                            tbody {
+                                @for s in &stage.services {
+                                    @let (class, words) = service_state(s.state);
+                                    tr class=(class) data-service=(s.service) data-state=(words) {
+                                        th scope="row" { (s.service) }
+                                        td { @if !s.from_versions.is_empty() { (s.from_versions.join(", ")) " → " } (s.target_version) }
+                                        td { span class={ "badge " (class) } { (words) } }
+                                        td { (s.batch + u32::from(s.batches_total > 0)) " of " (s.batches_total) }
+                                        td { (s.hosts_done) " / " (s.hosts_failed) " / " (s.hosts_total) }
+                                        td { (s.reason) }
+                                    }
+                                    @if let Some(batches) = extra.batches.get(&(stage.index, s.service.clone())) {
+                                        tr.hosts { td colspan="6" {
+                                            details {
+                                                summary { "Batches and hosts of " (s.service) }
+                                                @for b in batches {
+                                                    div.batch {
+                                                        span.batch-name { (b.name) }
+                                                        ul.hosts {
+                                                            @for h in &b.hosts {
+                                                                li class=(h.class) data-host=(h.host) {
+                                                                    (h.host) ": " (h.state)
+                                                                    @if let Some(from) = &h.from { " (was " (from) ")" }
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                        } }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    @if !stage.gates.is_empty() {
+                        ul.gates {
+                            @for g in &stage.gates {
+                                li { "gate " strong { (g.gate) } ": " (gate_state(g.state)) @if !g.reason.is_empty() { " — " (g.reason) } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if !release.analyses.is_empty() {
+            section.analyses aria-labelledby="analyses-title" {
+                h2 #analyses-title { "Canary analysis" }
+                ul {
+                    @for a in &release.analyses {
+                        li { strong { (a.service) " " (a.batch) } " in stage " (a.stage) ": "
+                            @if a.reason.is_empty() { (a.complete_rounds) " of its rounds in" } @else { (a.reason) } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A key to the graph's colours and lines.
+fn legend() -> Markup {
+    html! {
+        ul.legend aria-label="Legend" {
+            @for (class, words) in [("st-waiting", "waiting"), ("st-active", "deploying or baking"), ("st-done", "done"), ("st-failed", "failed or rolling back"), ("st-back", "rolled back"), ("st-cancelled", "cancelled")] {
+                li { span class={ "swatch " (class) } {} (words) }
+            }
+            @for kind in [v1::EdgeKind::Hard, v1::EdgeKind::Data, v1::EdgeKind::Config, v1::EdgeKind::Soft, v1::EdgeKind::Contract] {
+                @let (class, words) = graph::edge_kind(kind as i32);
+                li { svg.line width="28" height="8" aria-hidden="true" { line class={ "edge " (class) } x1="0" y1="4" x2="28" y2="4" {} } (words) }
+            }
+        }
+    }
+}
+
+/// One event in the event list.
+pub(crate) fn event(e: &v1::ReleaseEvent) -> Markup {
+    html! {
+        li data-index=(e.index) { (time(e.at_unix_ms)) " " span.message { (e.message) } }
+    }
+}
+
+/// The release page: header, the live parts and the event list, which the page's
+/// script keeps up to date from the event stream.
+pub(crate) fn release(
+    release: &v1::Release,
+    extra: &ReleaseExtra,
+    events: &[v1::ReleaseEvent],
+    node_id: u64,
+) -> String {
+    let body = html! {
+        h1 { (release.name) " " span.id { (release.id) } }
+        p.meta {
+            "Started by " (release.created_by) " at " (time(release.created_unix_ms))
+            " from " code { (release.file_name) }
+            @if release.finished_unix_ms > 0 { " · finished " (time(release.finished_unix_ms)) }
+        }
+        div #live data-release=(release.id) data-finished=(release.finished_unix_ms > 0) { (live(release, extra)) }
+        section.events aria-labelledby="events-title" {
+            h2 #events-title { "Events" }
+            p.stream #stream-state aria-live="polite" {}
+            ol #events data-after=(events.last().map_or(0, |e| e.index)) {
+                @for e in events { (event(e)) }
+            }
+        }
+    };
+    layout(&release.name, Nav::Releases, node_id, &body)
+}
+
+/// The fleet page: every host the cluster knows, with its services.
+pub(crate) fn fleet(hosts: &[v1::Host], node_id: u64, now_ms: i64) -> String {
+    let body = html! {
+        h1 { "Fleet" }
+        p { (hosts.len()) " hosts, " (hosts.iter().filter(|h| h.state == v1::HostState::Online as i32).count()) " online." }
+        table.fleet {
+            thead { tr {
+                th scope="col" { "Host" } th scope="col" { "State" } th scope="col" { "Labels" }
+                th scope="col" { "Agent" } th scope="col" { "Services" } th scope="col" { "Last seen" }
+            } }
+            tbody {
+                @for h in hosts {
+                    @let online = h.state == v1::HostState::Online as i32;
+                    tr data-host=(h.host_id) {
+                        th scope="row" { (h.host_id) }
+                        td { span class={ "badge " (if online { "st-done" } else { "st-failed" }) } { (if online { "online" } else { "lost" }) }
+                            @if h.drained { " " span.tag { "drained" } @if !h.drain_reason.is_empty() { " " (h.drain_reason) } } }
+                        td { @for (k, v) in sorted(&h.labels) { span.label { (k) "=" (v) } " " } }
+                        td { (h.agent_version.as_ref().map_or("", |v| v.software_version.as_str())) }
+                        td { @for s in &h.services { span.svc { (s.service) " " (s.version) } " " } }
+                        td { (age(h.last_seen_unix_ms, now_ms)) " ago" }
+                    }
+                }
+            }
+        }
+    };
+    layout("Fleet", Nav::Fleet, node_id, &body)
+}
+
+fn sorted(map: &std::collections::HashMap<String, String>) -> Vec<(&String, &String)> {
+    let mut v: Vec<_> = map.iter().collect();
+    v.sort();
+    v
+}
+
+/// The cluster page: members, leader, term and indexes as this node sees them.
+pub(crate) fn cluster(status: &v1::ClusterStatus) -> String {
+    let body = html! {
+        h1 { "Cluster" }
+        p {
+            "Leader: " @if status.leader_id == 0 { "none known" } @else { "coordinator " (status.leader_id) " at " code { (status.leader_addr) } }
+            " · term " (status.term) " · applied index " (status.committed_index)
+            @if status.membership_changing { " · " strong { "membership changing" } }
+        }
+        table.members {
+            thead { tr {
+                th scope="col" { "Node" } th scope="col" { "Address" } th scope="col" { "Role" } th scope="col" { "State" }
+                th scope="col" { "Log index" } th scope="col" { "Applied" } th scope="col" { "Matched" } th scope="col" { "Lag" } th scope="col" { "Reachable" }
+            } }
+            tbody {
+                @for m in &status.members {
+                    @let lag = m.matched_index.map(|i| status.committed_index.saturating_sub(i));
+                    tr data-node=(m.node_id) {
+                        th scope="row" { (m.node_id) @if m.node_id == status.node_id { " (this one)" } }
+                        td { code { (m.addr) } }
+                        td { (if m.role == v1::MemberRole::Voter as i32 { "voter" } else { "learner" }) }
+                        td { (raft_state(m.state)) }
+                        td { (opt(m.last_log_index)) } td { (opt(m.applied_index)) } td { (opt(m.matched_index)) }
+                        td { (opt(lag)) }
+                        td { (if m.reachable { "yes" } else { "no" }) }
+                    }
+                }
+            }
+        }
+    };
+    layout("Cluster", Nav::Cluster, status.node_id, &body)
+}
+
+fn raft_state(state: i32) -> &'static str {
+    match v1::RaftState::try_from(state) {
+        Ok(v1::RaftState::Leader) => "leader",
+        Ok(v1::RaftState::Follower) => "follower",
+        Ok(v1::RaftState::Candidate) => "candidate",
+        Ok(v1::RaftState::Learner) => "learner",
+        Ok(v1::RaftState::Shutdown) => "shut down",
+        _ => "–",
+    }
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or_else(|| "–".to_owned(), |v| v.to_string())
+}
+
+/// A page saying what is not there (an unknown release), with its status code's text.
+pub(crate) fn missing(what: &str, node_id: u64) -> String {
+    layout("Not found", Nav::Releases, node_id, &html! { h1 { "Not found" } p { (what) } })
+}
