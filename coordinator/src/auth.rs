@@ -419,18 +419,32 @@ pub struct Auth<S> {
     cluster: Option<(Node, Auditor)>,
 }
 
+/// Decides a call to `path` from `peer` presenting `presented`, with the operator tokens
+/// and cluster id of `node`'s applied state (none: tokens are unknown) and identities
+/// checked against `trust_domain`. The gRPC layer and the HTTP listener's dashboard
+/// both decide through this.
+pub fn decide_on(
+    node: Option<&Node>,
+    trust_domain: Option<&str>,
+    path: &str,
+    peer: &Peer,
+    presented: Presented<'_>,
+) -> Decision {
+    let cluster_id = node.and_then(|node| node.identity().current()).map(|c| c.id);
+    let token = |id: &str| node.and_then(|node| node.read_local(|s| s.access().token(id).cloned()));
+    let checks = Checks {
+        trust_domain,
+        cluster_id: cluster_id.as_deref(),
+        token: &token,
+        now_unix_ms: crate::node::now_unix_ms(),
+    };
+    decide(path, peer, presented, &checks)
+}
+
 impl<S> Auth<S> {
     fn decide(&self, path: &str, peer: &Peer, headers: &HeaderMap) -> Decision {
-        let cluster_id = self.cluster.as_ref().and_then(|(node, _)| node.identity().current()).map(|c| c.id);
-        let token =
-            |id: &str| self.cluster.as_ref().and_then(|(node, _)| node.read_local(|s| s.access().token(id).cloned()));
-        let checks = Checks {
-            trust_domain: self.trust_domain.as_deref(),
-            cluster_id: cluster_id.as_deref(),
-            token: &token,
-            now_unix_ms: crate::node::now_unix_ms(),
-        };
-        decide(path, peer, Presented::of(headers), &checks)
+        let node = self.cluster.as_ref().map(|(node, _)| node);
+        decide_on(node, self.trust_domain.as_deref(), path, peer, Presented::of(headers))
     }
 
     /// The token of `headers` this node does not know yet and may still learn: it is

@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
@@ -170,7 +171,14 @@ pub fn incoming(listener: TcpListener, tls: Option<TlsMaterial>) -> ReceiverStre
 
 async fn handshake(tcp: TcpStream, remote: SocketAddr, tls: &TlsMaterial) -> io::Result<ServerConn> {
     let stream = TlsAcceptor::from(tls.rustls_server()).accept(tcp).await?;
-    let peer = match stream.get_ref().1.peer_certificates() {
+    let peer = judge(tls, stream.get_ref().1.peer_certificates());
+    Ok(ServerConn { io: Io::Tls(Box::new(stream)), info: PeerInfo { remote: Some(remote), peer } })
+}
+
+/// Judges the certificate chain a TLS client presented (none: anonymous) against the
+/// CA of the moment.
+pub fn judge(tls: &TlsMaterial, presented: Option<&[CertificateDer<'_>]>) -> Peer {
+    match presented {
         None | Some([]) => Peer::Anonymous,
         Some(chain) => {
             let chain: Vec<_> = chain.iter().map(|c| c.clone().into_owned()).collect();
@@ -179,6 +187,5 @@ async fn handshake(tcp: TcpStream, remote: SocketAddr, tls: &TlsMaterial) -> io:
                 PeerVerdict::Refused(why) => Peer::Refused(why),
             }
         }
-    };
-    Ok(ServerConn { io: Io::Tls(Box::new(stream)), info: PeerInfo { remote: Some(remote), peer } })
+    }
 }

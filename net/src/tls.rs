@@ -89,8 +89,8 @@ struct Loaded {
     /// The leaf certificate, read back.
     own: CertInfo,
     server: Arc<ServerConfig>,
-    /// For HTTP listeners: a client certificate of the CA required in the handshake,
-    /// `h2` and `http/1.1`.
+    /// For HTTP listeners: as `server` (a client certificate asked for, judged per
+    /// connection), `h2` and `http/1.1`.
     http_server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
     /// The CA's real client-certificate check, run once per connection.
@@ -175,8 +175,10 @@ impl TlsMaterial {
         self.current().server.clone()
     }
 
-    /// The rustls server config of the moment for an HTTP listener: the handshake
-    /// requires a client certificate of the CA; `h2` and `http/1.1`.
+    /// The rustls server config of the moment for an HTTP listener: like
+    /// [`TlsMaterial::rustls_server`] it asks for a client certificate without requiring
+    /// one (a browser signs in with an operator token instead) and leaves the verdict to
+    /// [`crate::peer::judge`]; `h2` and `http/1.1`.
     pub fn rustls_http_server(&self) -> Arc<ServerConfig> {
         self.current().http_server.clone()
     }
@@ -347,13 +349,10 @@ fn build(ca: Vec<u8>, cert: Vec<u8>, key: Vec<u8>) -> Result<Loaded, NetError> {
         .map_err(|e| unusable("certificate and key", &e))?;
     server.alpn_protocols = vec![b"h2".to_vec()];
 
-    let required = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-        .build()
-        .map_err(|e| unusable("CA certificate", &e))?;
     let mut http_server = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| unusable("TLS versions", &e))?
-        .with_client_cert_verifier(required)
+        .with_client_cert_verifier(Arc::new(JudgedLater(verifier.clone())))
         .with_single_cert(chain.clone(), private()?)
         .map_err(|e| unusable("certificate and key", &e))?;
     http_server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

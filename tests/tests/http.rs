@@ -1,7 +1,8 @@
 //! The coordinator's `--http` listener on real processes: metrics that name exactly one
-//! leader, agreeing terms, readiness on every node, the status page, an endpoint that
-//! goes away with its process, mutual TLS like the gRPC port (or plaintext with
-//! `--insecure`), and a clear start failure when the address is taken.
+//! leader, agreeing terms, readiness on every node, the status page and the dashboard,
+//! an endpoint that goes away with its process, the cluster's credentials like the gRPC
+//! port (or plaintext with `--insecure`), and a clear start failure when the address is
+//! taken.
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -172,16 +173,27 @@ async fn http_endpoints_over_mutual_tls_report_one_leader_and_refuse_strangers()
     let trusting_no_cert = reqwest::Client::builder()
         .use_rustls_tls()
         .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca_file).unwrap()).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca_file).unwrap()).unwrap())
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let refused = http_get(&trusting_no_cert, &url).await;
-    assert!(refused.is_err(), "a client without a certificate is refused, not {refused:?}");
+    // The handshake asks for a certificate without requiring one (a browser signs in to
+    // the dashboard with a token instead); the request is then refused.
+    let (status, body) = http_get(&trusting_no_cert, &url).await.unwrap();
+    assert_eq!(status, 401, "a client without a certificate is refused: {body}");
+    assert!(body.contains("needs a client certificate from the cluster's CA or an operator token"), "{body}");
+    let (status, _) = http_get(&trusting_no_cert, &url.replace("/healthz", "/metrics")).await.unwrap();
+    assert_eq!(status, 401, "the metrics too");
+    let (status, page) = http_get(&trusting_no_cert, &url.replace("/healthz", "/ui")).await.unwrap();
+    assert!(status == 200 && page.contains("Sign in"), "the dashboard sends a stranger to sign in: {page}");
 
-    let rogue = TestCa::new(&cluster.dir().join("rogue"), "rogue").unwrap().issue(Role::Operator, "intruder").unwrap();
-    let refused = http_get(&http_client(Some(&rogue)).unwrap(), &url).await;
-    assert!(refused.is_err(), "a client with another CA's certificate is refused, not {refused:?}");
+    // A client that trusts the cluster's CA but presents another CA's certificate.
+    let mut rogue =
+        TestCa::new(&cluster.dir().join("rogue"), "rogue").unwrap().issue(Role::Operator, "intruder").unwrap();
+    rogue.ca = ca_file.clone();
+    let (status, body) = http_get(&http_client(Some(&rogue)).unwrap(), &url).await.unwrap();
+    assert_eq!(status, 401, "a client with another CA's certificate is refused: {body}");
+    assert!(body.contains("refused"), "{body}");
 
     let plaintext = url.replacen("https://", "http://", 1);
     let refused = http_get(&http_client(None).unwrap(), &plaintext).await;

@@ -1,6 +1,9 @@
 //! The coordinator's HTTP listener (`--http`): Prometheus metrics, liveness and
-//! readiness probes and a plain HTML status page, read from the live node at request
-//! time, over the same mutual TLS as the gRPC port unless `--insecure`.
+//! readiness probes, a plain HTML status page and the web dashboard, read from the live
+//! node at request time, over TLS unless `--insecure`. Like the gRPC port, the handshake
+//! asks for a client certificate without requiring one; every request then needs a
+//! credential of the cluster: a certificate of its CA, or (for a browser) the operator
+//! token of a dashboard session. Without one it is refused with 401.
 //!
 //! - `GET /metrics` — OpenMetrics text ([`render_metrics`]).
 //! - `GET /healthz` — 200 while the process serves.
@@ -23,12 +26,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use flotilla_net::TlsMaterial;
+use flotilla_net::peer::Peer;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -56,9 +61,10 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause after a failed `accept` (out of file descriptors, say) before the next one.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// The HTTP listener's TLS: the node's certificate, and a client certificate from the
-/// cluster's CA required of every client (as on the gRPC port). It takes the material of
-/// the moment at each handshake, so reloaded certificates serve here too.
+/// The HTTP listener's TLS: the node's certificate; a client certificate is asked for
+/// and judged against the cluster's CA per connection (requests without one need a
+/// dashboard session). It takes the material of the moment at each handshake, so
+/// reloaded certificates serve here too.
 #[derive(Debug, Clone)]
 pub struct HttpTls {
     material: TlsMaterial,
@@ -105,7 +111,16 @@ impl HttpListener {
         let addr = self.addr;
         tracing::info!(%addr, tls = self.tls.is_some(), "serving metrics, probes and the status page over HTTP");
         let (stop, stopped) = watch::channel(false);
-        let app = router(Endpoints { node, hub, audit });
+        let trust_domain = self.tls.as_ref().and_then(|t| t.material.identity()).map(|i| i.trust_domain);
+        let mut form_key = [0u8; 32];
+        if let Err(e) = getrandom::fill(&mut form_key) {
+            // Forms then carry tokens anyone could compute; refuse every form instead.
+            tracing::error!(error = %e, "no randomness for the dashboard's form key: its actions are refused");
+            form_key = [0; 32];
+        }
+        let endpoints =
+            Endpoints { node, hub, audit, trust_domain, tls: self.tls.is_some(), form_key: Arc::new(form_key) };
+        let app = router(endpoints);
         let task = tokio::spawn(accept_loop(self.listener, self.tls, app, stopped));
         HttpServer { addr, stop, task }
     }
@@ -144,6 +159,12 @@ struct Endpoints {
     node: Node,
     hub: AgentHub,
     audit: Arc<crate::audit::Counts>,
+    /// The cluster's trust domain (from this node's certificate); `None` without TLS.
+    trust_domain: Option<String>,
+    /// Whether the listener is TLS (its session cookies are then `Secure`).
+    tls: bool,
+    /// This process's key for the dashboard's form tokens (see `ui::session`).
+    form_key: Arc<[u8; 32]>,
 }
 
 impl Endpoints {
@@ -169,21 +190,49 @@ fn text(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
 
-async fn metrics(State(e): State<Endpoints>) -> Response {
+/// The connection's peer as the listener judged it (plaintext when the router is used
+/// without the listener).
+type ConnPeer = Option<Extension<Peer>>;
+
+fn peer_of(peer: ConnPeer) -> Peer {
+    peer.map_or(Peer::Plaintext, |Extension(p)| p)
+}
+
+/// Lets a request for the metrics, the probes and the status page through when it
+/// comes with any credential of the cluster: a certificate of its CA (Prometheus and
+/// load balancers use one) or a dashboard session's operator token.
+fn any_identity(e: &Endpoints, peer: ConnPeer, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let visitor = ui::session::visitor(e, &peer_of(peer), headers, "/flotilla.v1.Access/WhoAmI");
+    visitor.verdict.map_err(|refusal| Box::new(text(StatusCode::UNAUTHORIZED, format!("{refusal}\n"))))
+}
+
+async fn metrics(State(e): State<Endpoints>, peer: ConnPeer, headers: HeaderMap) -> Response {
+    if let Err(refused) = any_identity(&e, peer, &headers) {
+        return *refused;
+    }
     let view = e.view().await;
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], render_metrics(&view)).into_response()
 }
 
-async fn page(State(e): State<Endpoints>) -> Response {
+async fn page(State(e): State<Endpoints>, peer: ConnPeer, headers: HeaderMap) -> Response {
+    if let Err(refused) = any_identity(&e, peer, &headers) {
+        return *refused;
+    }
     let view = e.view().await;
     ([(header::CONTENT_TYPE, PAGE_CONTENT_TYPE)], render_page(&view)).into_response()
 }
 
-async fn healthz() -> Response {
+async fn healthz(State(e): State<Endpoints>, peer: ConnPeer, headers: HeaderMap) -> Response {
+    if let Err(refused) = any_identity(&e, peer, &headers) {
+        return *refused;
+    }
     text(StatusCode::OK, "ok\n".to_owned())
 }
 
-async fn readyz(State(e): State<Endpoints>) -> Response {
+async fn readyz(State(e): State<Endpoints>, peer: ConnPeer, headers: HeaderMap) -> Response {
+    if let Err(refused) = any_identity(&e, peer, &headers) {
+        return *refused;
+    }
     if e.node.lifecycle() != crate::node::Lifecycle::Serving {
         return text(StatusCode::SERVICE_UNAVAILABLE, "not ready: shutting down\n".to_owned());
     }
@@ -237,10 +286,14 @@ async fn connection(
 ) {
     let _ = tcp.set_nodelay(true);
     let Some(tls) = tls else {
-        return serve_connection(tcp, peer, app, stopped).await;
+        return serve_connection(tcp, peer, app.layer(Extension(Peer::Plaintext)), stopped).await;
     };
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(tcp)).await {
-        Ok(Ok(stream)) => serve_connection(stream, peer, app, stopped).await,
+        Ok(Ok(stream)) => {
+            // Judged once per connection, like the gRPC port's.
+            let judged = flotilla_net::peer::judge(&tls.material, stream.get_ref().1.peer_certificates());
+            serve_connection(stream, peer, app.layer(Extension(judged)), stopped).await;
+        }
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "HTTP TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "HTTP TLS handshake timed out"),
     }

@@ -11,11 +11,23 @@
 //!   `?after=N`): a reconnecting browser resumes where it stopped. The stream ends
 //!   (`event: end`) once the release has finished and every event is sent.
 //! - `GET /ui/fleet`, `GET /ui/cluster`.
+//! - `POST /ui/releases/{id}/act` — approve, pause, resume, abort or roll back, as the
+//!   visitor: the dashboard makes the same gRPC call the CLI would, to its own
+//!   coordinator, with the visitor's token (or, for a certificate, on their behalf the
+//!   way a follower forwards a call), so the roles, the approval rules, the audit trail
+//!   and the forwarding to the leader are the API's own. Refusals are shown with the
+//!   server's message.
+//! - `GET`/`POST /ui/login`, `POST /ui/logout` — a session from an operator token
+//!   ([`session`]).
 //! - `GET /ui/assets/{style.css,app.js}` — embedded in the binary; no framework, no
 //!   network.
+//!
+//! Pages need the viewer role (any operator); a visitor without a credential is sent to
+//! the sign-in page. Action buttons are shown to deployers and admins only.
 
 mod graph;
 mod pages;
+pub(super) mod session;
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -25,15 +37,21 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
+use axum::{Extension, Form};
 use flotilla_engine::HostState;
 use flotilla_proto::v1;
 use serde::Deserialize;
 
+use flotilla_net::peer::Peer;
+use flotilla_proto::v1::releases_client::ReleasesClient;
+
 use super::Endpoints;
+use crate::error::CoordinatorError;
 use crate::node::Node;
 use crate::server::release_view;
 use crate::state::{ReleaseRecord, State as ClusterState};
+use session::Visitor;
 
 const STYLE: &str = include_str!("assets/style.css");
 const SCRIPT: &str = include_str!("assets/app.js");
@@ -48,6 +66,9 @@ pub(super) fn routes() -> Router<Endpoints> {
         .route("/ui/", get(releases))
         .route("/ui/releases/{id}", get(release))
         .route("/ui/releases/{id}/events", get(events))
+        .route("/ui/releases/{id}/act", post(act))
+        .route("/ui/login", get(sign_in_page).post(sign_in))
+        .route("/ui/logout", post(sign_out))
         .route("/ui/fleet", get(fleet))
         .route("/ui/cluster", get(cluster))
         .route("/ui/assets/{name}", get(asset))
@@ -78,19 +99,67 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// The gRPC method a page stands for: every page only reads.
+const READ: &str = "/flotilla.v1.Releases/Get";
+
+/// The connection's peer as the listener judged it (plaintext when the router is used
+/// without the listener).
+type ConnPeer = Option<Extension<Peer>>;
+
+fn peer_of(peer: ConnPeer) -> Peer {
+    peer.map_or(Peer::Plaintext, |Extension(p)| p)
+}
+
+/// The header's part for `visitor`.
+fn chrome(e: &Endpoints, visitor: &Visitor) -> pages::Chrome {
+    pages::Chrome {
+        node_id: e.node.id(),
+        who: (visitor.verdict.is_ok() || visitor.token.is_some()).then(|| visitor.describe()),
+        sign_out: visitor.token.is_some().then(|| session::form_token(e, visitor)),
+    }
+}
+
+fn redirect(to: &str) -> Response {
+    (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_owned()), (header::CACHE_CONTROL, "no-store".to_owned())])
+        .into_response()
+}
+
+/// The visitor of a page when they may read; otherwise the answer: the sign-in page for
+/// someone without a credential, a refusal for a credential without an operator role.
+fn reader(e: &Endpoints, peer: ConnPeer, headers: &HeaderMap) -> Result<(Visitor, pages::Chrome), Box<Response>> {
+    let visitor = session::visitor(e, &peer_of(peer), headers, READ);
+    let chrome = chrome(e, &visitor);
+    match &visitor.verdict {
+        Ok(()) => Ok((visitor, chrome)),
+        Err(CoordinatorError::Denied { code: tonic::Code::Unauthenticated, .. }) if visitor.token.is_none() => {
+            Err(Box::new(redirect("/ui/login")))
+        }
+        Err(refusal) => {
+            Err(Box::new(html(StatusCode::FORBIDDEN, pages::problem("Not allowed", &refusal.to_string(), &chrome))))
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct ListQuery {
     state: Option<String>,
 }
 
-async fn releases(State(e): State<Endpoints>, Query(q): Query<ListQuery>) -> Response {
+async fn releases(
+    State(e): State<Endpoints>,
+    peer: ConnPeer,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let (_, chrome) = match reader(&e, peer, &headers) {
+        Ok(v) => v,
+        Err(answer) => return *answer,
+    };
     let filter = q.state.as_deref().unwrap_or("all");
     let Some((_, states)) = pages::FILTERS.iter().find(|(name, _)| *name == filter) else {
         let names: Vec<&str> = pages::FILTERS.iter().map(|f| f.0).collect();
-        return html(
-            StatusCode::BAD_REQUEST,
-            pages::missing(&format!("no filter {filter}: the filters are {}", names.join(", ")), e.node.id()),
-        );
+        let why = format!("There is no filter {filter}: the filters are {}.", names.join(", "));
+        return html(StatusCode::BAD_REQUEST, pages::problem("No such filter", &why, &chrome));
     };
     let wanted = |state: v1::ReleaseState| states.is_empty() || states.contains(&state);
     let mut list: Vec<(u64, v1::ReleaseSummary, String)> = e.node.read_local(|s| {
@@ -105,7 +174,7 @@ async fn releases(State(e): State<Endpoints>, Query(q): Query<ListQuery>) -> Res
     });
     list.sort_by(|a, b| (b.0, &b.1.id).cmp(&(a.0, &a.1.id)));
     let rows: Vec<(v1::ReleaseSummary, String)> = list.into_iter().map(|(_, s, by)| (s, by)).collect();
-    html(StatusCode::OK, pages::releases(&rows, filter, e.node.id(), now_ms()))
+    html(StatusCode::OK, pages::releases(&rows, filter, &chrome, now_ms()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,19 +239,218 @@ fn extra(r: &ReleaseRecord) -> pages::ReleaseExtra {
     out
 }
 
-async fn release(State(e): State<Endpoints>, Path(id): Path<String>, Query(q): Query<ReleaseQuery>) -> Response {
-    let node_id = e.node.id();
-    let Some((view, extra, events)) = e.node.read_local(|s| read_release(s, &id)) else {
-        return html(StatusCode::NOT_FOUND, pages::missing(&format!("No release {id} on this coordinator."), node_id));
+/// The release page for `visitor` (with their actions when they may act), or its live
+/// part; `notice` is an action's refusal.
+fn release_answer(
+    e: &Endpoints,
+    id: &str,
+    visitor: &Visitor,
+    chrome: &pages::Chrome,
+    part: Option<&str>,
+    notice: Option<(StatusCode, &str)>,
+) -> Response {
+    let Some((view, extra, events)) = e.node.read_local(|s| read_release(s, id)) else {
+        let why = format!("This coordinator has no release {id}.");
+        return html(StatusCode::NOT_FOUND, pages::problem("No such release", &why, chrome));
     };
-    match q.part.as_deref() {
-        Some("live") => html(StatusCode::OK, pages::live(&view, &extra).into_string()),
-        Some(other) => html(
-            StatusCode::BAD_REQUEST,
-            pages::missing(&format!("no part {other} of a release page: the one part is live"), node_id),
-        ),
-        None => html(StatusCode::OK, pages::release(&view, &extra, &events, node_id)),
+    let controls = visitor.may_act().then(|| pages::Controls { form_token: session::form_token(e, visitor) });
+    match part {
+        Some("live") => html(StatusCode::OK, pages::live(&view, &extra, controls.as_ref()).into_string()),
+        Some(other) => {
+            let why = format!("A release page has no part {other}; its one part is live.");
+            html(StatusCode::BAD_REQUEST, pages::problem("No such part", &why, chrome))
+        }
+        None => {
+            let status = notice.map_or(StatusCode::OK, |n| n.0);
+            let page = pages::release(&view, &extra, &events, chrome, controls.as_ref(), notice.map(|n| n.1));
+            html(status, page)
+        }
     }
+}
+
+async fn release(
+    State(e): State<Endpoints>,
+    peer: ConnPeer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<ReleaseQuery>,
+) -> Response {
+    match reader(&e, peer, &headers) {
+        Ok((visitor, chrome)) => release_answer(&e, &id, &visitor, &chrome, q.part.as_deref(), None),
+        Err(answer) => *answer,
+    }
+}
+
+/// An action's form.
+#[derive(Debug, Deserialize)]
+struct ActForm {
+    #[serde(default)]
+    form_token: String,
+    action: String,
+    /// `stage:NAME` or `gate:NAME` to approve; a service to roll back alone.
+    #[serde(default)]
+    target: String,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn act(
+    State(e): State<Endpoints>,
+    peer: ConnPeer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<ActForm>,
+) -> Response {
+    let method = match form.action.as_str() {
+        "approve" => "Approve",
+        "pause" => "Pause",
+        "resume" => "Resume",
+        "abort" => "Abort",
+        "rollback" => "Rollback",
+        other => {
+            let visitor = session::visitor(&e, &peer_of(peer), &headers, READ);
+            let why = format!("There is no action {other}: approve, pause, resume, abort and rollback are.");
+            return html(StatusCode::BAD_REQUEST, pages::problem("No such action", &why, &chrome(&e, &visitor)));
+        }
+    };
+    let visitor = session::visitor(&e, &peer_of(peer), &headers, &format!("/flotilla.v1.Releases/{method}"));
+    let chrome = chrome(&e, &visitor);
+    if !session::form_token_matches(&e, &visitor, &form.form_token) {
+        let why = "This form is stale or was not made by this dashboard for you: reload the page and try again.";
+        return html(StatusCode::FORBIDDEN, pages::problem("Refused", why, &chrome));
+    }
+    if let Err(refusal) = &visitor.verdict {
+        let why = refusal.to_string();
+        return release_answer(&e, &id, &visitor, &chrome, None, Some((StatusCode::FORBIDDEN, &why)));
+    }
+    match call(&e, &visitor, &id, &form).await {
+        Ok(()) => redirect(&format!("/ui/releases/{id}")),
+        Err(status) => {
+            tracing::info!(release = %id, action = %form.action, actor = %visitor.actor.name, "dashboard action refused: {}", status.message());
+            let why = format!("{} refused: {}", form.action, status.message());
+            release_answer(&e, &id, &visitor, &chrome, None, Some((StatusCode::CONFLICT, &why)))
+        }
+    }
+}
+
+/// Makes the action's gRPC call to this coordinator as the visitor.
+async fn call(e: &Endpoints, visitor: &Visitor, id: &str, form: &ActForm) -> Result<(), tonic::Status> {
+    let channel = flotilla_net::channel(e.node.advertise(), e.node.security())
+        .map_err(|err| tonic::Status::unavailable(format!("cannot reach this coordinator's API: {err}")))?;
+    let mut client = ReleasesClient::new(channel);
+    let release_id = id.to_owned();
+    let reason = form.reason.trim().to_owned();
+    match form.action.as_str() {
+        "approve" => {
+            let target = match form.target.split_once(':') {
+                Some(("stage", name)) => v1::approve_request::Target::Stage(name.to_owned()),
+                Some(("gate", name)) => v1::approve_request::Target::Gate(name.to_owned()),
+                _ => {
+                    return Err(tonic::Status::invalid_argument(format!(
+                        "`{}` is not stage:NAME or gate:NAME",
+                        form.target
+                    )));
+                }
+            };
+            client
+                .approve(as_visitor(visitor, v1::ApproveRequest { release_id, target: Some(target), comment: reason })?)
+                .await?;
+        }
+        "pause" => {
+            client.pause(as_visitor(visitor, v1::PauseRequest { release_id, reason })?).await?;
+        }
+        "resume" => {
+            client.resume(as_visitor(visitor, v1::ResumeRequest { release_id, reason })?).await?;
+        }
+        "abort" => {
+            client.abort(as_visitor(visitor, v1::AbortRequest { release_id, reason })?).await?;
+        }
+        _ => {
+            let service = (!form.target.is_empty()).then(|| form.target.clone());
+            client.rollback(as_visitor(visitor, v1::RollbackRequest { release_id, service, reason })?).await?;
+        }
+    }
+    Ok(())
+}
+
+/// `message` as a call by `visitor`: with their session's token, or, for a visitor
+/// known by their certificate, on their behalf the way a follower forwards a call (the
+/// receiving coordinator checks their role again).
+fn as_visitor<T>(visitor: &Visitor, message: T) -> Result<tonic::Request<T>, tonic::Status> {
+    let bad = |_| tonic::Status::invalid_argument("the credential cannot be sent as gRPC metadata");
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = &visitor.token {
+        request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().map_err(bad)?);
+    } else if let Some(operator) = visitor.actor.forwarded() {
+        request.metadata_mut().insert(crate::auth::ON_BEHALF_OF, operator.parse().map_err(bad)?);
+    }
+    request.set_timeout(ACTION_TIMEOUT);
+    Ok(request)
+}
+
+/// How long an action's call may take (the leader commits it through Raft).
+const ACTION_TIMEOUT: Duration = Duration::from_secs(15);
+
+async fn sign_in_page(State(e): State<Endpoints>, peer: ConnPeer, headers: HeaderMap) -> Response {
+    let visitor = session::visitor(&e, &peer_of(peer), &headers, READ);
+    if visitor.verdict.is_ok() && !visitor.actor.is_insecure() && visitor.token.is_some() {
+        return redirect("/ui");
+    }
+    html(StatusCode::OK, pages::sign_in(&chrome(&e, &visitor), None))
+}
+
+#[derive(Debug, Deserialize)]
+struct SignInForm {
+    token: String,
+}
+
+async fn sign_in(State(e): State<Endpoints>, peer: ConnPeer, Form(form): Form<SignInForm>) -> Response {
+    let token = form.token.trim().to_owned();
+    let visitor = session::visitor_with(&e, &peer_of(peer), Some(token.clone()), READ);
+    if let Err(refusal) = &visitor.verdict {
+        let chrome = pages::Chrome { node_id: e.node.id(), ..pages::Chrome::default() };
+        return html(StatusCode::UNAUTHORIZED, pages::sign_in(&chrome, Some(&refusal.to_string())));
+    }
+    let left_s = (visitor.actor.expires_unix_ms > 0).then(|| (visitor.actor.expires_unix_ms - now_ms()) / 1000);
+    let max_age = left_s.map_or(session::SESSION_MAX_AGE_S, |s| s.clamp(0, session::SESSION_MAX_AGE_S));
+    tracing::info!(actor = %visitor.actor.name, "dashboard session started");
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::SET_COOKIE, session::start_cookie(&token, e.tls, max_age)),
+            (header::LOCATION, "/ui".to_owned()),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+    )
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct SignOutForm {
+    #[serde(default)]
+    form_token: String,
+}
+
+async fn sign_out(
+    State(e): State<Endpoints>,
+    peer: ConnPeer,
+    headers: HeaderMap,
+    Form(form): Form<SignOutForm>,
+) -> Response {
+    let visitor = session::visitor(&e, &peer_of(peer), &headers, READ);
+    if !session::form_token_matches(&e, &visitor, &form.form_token) {
+        let why = "This form is stale or was not made by this dashboard for you: reload the page and try again.";
+        return html(StatusCode::FORBIDDEN, pages::problem("Refused", why, &chrome(&e, &visitor)));
+    }
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::SET_COOKIE, session::end_cookie(e.tls)),
+            (header::LOCATION, "/ui/login".to_owned()),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+    )
+        .into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -216,18 +484,21 @@ fn events_after(node: &Node, id: &str, after: u64) -> Option<(Vec<v1::ReleaseEve
 
 async fn events(
     State(e): State<Endpoints>,
+    peer: ConnPeer,
     Path(id): Path<String>,
     Query(q): Query<EventsQuery>,
     headers: HeaderMap,
 ) -> Response {
+    let chrome = match reader(&e, peer, &headers) {
+        Ok((_, chrome)) => chrome,
+        Err(answer) => return *answer,
+    };
     let resumed = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
     let mut after: u64 = resumed.or(q.after).unwrap_or(0);
     let node = e.node;
     if events_after(&node, &id, after).is_none() {
-        return html(
-            StatusCode::NOT_FOUND,
-            pages::missing(&format!("No release {id} on this coordinator."), node.id()),
-        );
+        let why = format!("This coordinator has no release {id}.");
+        return html(StatusCode::NOT_FOUND, pages::problem("No such release", &why, &chrome));
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, Infallible>>(64);
     tokio::spawn(async move {
@@ -277,7 +548,11 @@ async fn events(
         .into_response()
 }
 
-async fn fleet(State(e): State<Endpoints>) -> Response {
+async fn fleet(State(e): State<Endpoints>, peer: ConnPeer, headers: HeaderMap) -> Response {
+    let chrome = match reader(&e, peer, &headers) {
+        Ok((_, chrome)) => chrome,
+        Err(answer) => return *answer,
+    };
     let hosts = e.node.read_local(|s| {
         s.fleet()
             .agents()
@@ -285,11 +560,15 @@ async fn fleet(State(e): State<Endpoints>) -> Response {
             .map(|(id, a)| crate::fleet::wire::host(id, a, e.hub.liveness(id, a.online), s.enrolment().host(id)))
             .collect::<Vec<_>>()
     });
-    html(StatusCode::OK, pages::fleet(&hosts, e.node.id(), now_ms()))
+    html(StatusCode::OK, pages::fleet(&hosts, &chrome, now_ms()))
 }
 
-async fn cluster(State(e): State<Endpoints>) -> Response {
-    html(StatusCode::OK, pages::cluster(&crate::server::cluster_status(&e.node)))
+async fn cluster(State(e): State<Endpoints>, peer: ConnPeer, headers: HeaderMap) -> Response {
+    let chrome = match reader(&e, peer, &headers) {
+        Ok((_, chrome)) => chrome,
+        Err(answer) => return *answer,
+    };
+    html(StatusCode::OK, pages::cluster(&crate::server::cluster_status(&e.node), &chrome))
 }
 
 async fn asset(Path(name): Path<String>) -> Response {

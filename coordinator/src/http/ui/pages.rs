@@ -24,8 +24,19 @@ pub(crate) enum Nav {
     Cluster,
 }
 
+/// What every page's header shows besides the navigation.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Chrome {
+    /// The coordinator serving the page.
+    pub node_id: u64,
+    /// Who is looking (`operator alice (deployer)`), when known.
+    pub who: Option<String>,
+    /// The form token for signing out, when the visitor has a session to end.
+    pub sign_out: Option<String>,
+}
+
 /// A whole page: the shared head, navigation and footer around `body`.
-pub(crate) fn layout(title: &str, nav: Nav, node_id: u64, body: &Markup) -> String {
+pub(crate) fn layout(title: &str, nav: Nav, chrome: &Chrome, body: &Markup) -> String {
     let link = |href: &str, name: &str, this: Nav| {
         html! {
             a href=(href) aria-current=[(nav == this).then_some("page")] { (name) }
@@ -49,7 +60,16 @@ pub(crate) fn layout(title: &str, nav: Nav, node_id: u64, body: &Markup) -> Stri
                         (link("/ui/fleet", "Fleet", Nav::Fleet))
                         (link("/ui/cluster", "Cluster", Nav::Cluster))
                     }
-                    span.node { "served by coordinator " (node_id) }
+                    span.node {
+                        "coordinator " (chrome.node_id)
+                        @if let Some(who) = &chrome.who { " · " span #who { (who) } }
+                        @if let Some(token) = &chrome.sign_out {
+                            form.inline method="post" action="/ui/logout" {
+                                input type="hidden" name="form_token" value=(token);
+                                button type="submit" { "Sign out" }
+                            }
+                        }
+                    }
                 }
                 main { (body) }
             }
@@ -162,7 +182,7 @@ fn age(unix_ms: i64, now_ms: i64) -> String {
 
 /// The releases list, newest first, each with who created it; `filter` is one of
 /// [`FILTERS`]' names.
-pub(crate) fn releases(list: &[(v1::ReleaseSummary, String)], filter: &str, node_id: u64, now_ms: i64) -> String {
+pub(crate) fn releases(list: &[(v1::ReleaseSummary, String)], filter: &str, chrome: &Chrome, now_ms: i64) -> String {
     let body = html! {
         h1 { "Releases" }
         nav.filters aria-label="Filter by state" {
@@ -202,7 +222,7 @@ pub(crate) fn releases(list: &[(v1::ReleaseSummary, String)], filter: &str, node
             }
         }
     };
-    layout("Releases", Nav::Releases, node_id, &body)
+    layout("Releases", Nav::Releases, chrome, &body)
 }
 
 /// One host of a service in a stage, as the release page lists it.
@@ -243,7 +263,8 @@ fn current_stage(release: &v1::Release) -> Option<&v1::StageStatus> {
 }
 
 /// The parts of the release page that change as it runs (refreshed in place).
-pub(crate) fn live(release: &v1::Release, extra: &ReleaseExtra) -> Markup {
+/// `controls` (for visitors who may act) adds the actions the release's state allows.
+pub(crate) fn live(release: &v1::Release, extra: &ReleaseExtra, controls: Option<&Controls>) -> Markup {
     let state = release_state(release.state);
     let stage = current_stage(release);
     let states: BTreeMap<String, v1::ServiceState> = stage
@@ -262,6 +283,7 @@ pub(crate) fn live(release: &v1::Release, extra: &ReleaseExtra) -> Markup {
             }
             p.updated { "Updated " (time(release.updated_unix_ms)) " · last event " (release.last_event_index) }
         }
+        @if let Some(controls) = controls { (release_controls(release, controls)) }
         @if !release.pending_approvals.is_empty() {
             section.approvals aria-labelledby="approvals-title" {
                 h2 #approvals-title { "Waiting for approval" }
@@ -273,6 +295,9 @@ pub(crate) fn live(release: &v1::Release, extra: &ReleaseExtra) -> Markup {
                             @if !a.stage.is_empty() && kind == "gate" { " in stage " (a.stage) }
                             " since " (time(a.since_unix_ms))
                             @if !a.approvers.is_empty() { " · approvers: " (a.approvers) }
+                            @if let Some(controls) = controls {
+                                (action_form(&release.id, controls, "approve", &format!("{kind}:{}", a.name), &format!("Approve {kind} {}", a.name), &format!("Approve {kind} {} of release {}?", a.name, release.name), false))
+                            }
                         }
                     }
                 }
@@ -410,20 +435,24 @@ pub(crate) fn event(e: &v1::ReleaseEvent) -> Markup {
 
 /// The release page: header, the live parts and the event list, which the page's
 /// script keeps up to date from the event stream.
+/// `notice` is the refusal of an action just tried, shown above everything else.
 pub(crate) fn release(
     release: &v1::Release,
     extra: &ReleaseExtra,
     events: &[v1::ReleaseEvent],
-    node_id: u64,
+    chrome: &Chrome,
+    controls: Option<&Controls>,
+    notice: Option<&str>,
 ) -> String {
     let body = html! {
         h1 { (release.name) " " span.id { (release.id) } }
+        @if let Some(notice) = notice { p.error #notice role="alert" { (notice) } }
         p.meta {
             "Started by " (release.created_by) " at " (time(release.created_unix_ms))
             " from " code { (release.file_name) }
             @if release.finished_unix_ms > 0 { " · finished " (time(release.finished_unix_ms)) }
         }
-        div #live data-release=(release.id) data-finished=(release.finished_unix_ms > 0) { (live(release, extra)) }
+        div #live data-release=(release.id) data-finished=(release.finished_unix_ms > 0) { (live(release, extra, controls)) }
         section.events aria-labelledby="events-title" {
             h2 #events-title { "Events" }
             p.stream #stream-state aria-live="polite" {}
@@ -432,11 +461,11 @@ pub(crate) fn release(
             }
         }
     };
-    layout(&release.name, Nav::Releases, node_id, &body)
+    layout(&release.name, Nav::Releases, chrome, &body)
 }
 
 /// The fleet page: every host the cluster knows, with its services.
-pub(crate) fn fleet(hosts: &[v1::Host], node_id: u64, now_ms: i64) -> String {
+pub(crate) fn fleet(hosts: &[v1::Host], chrome: &Chrome, now_ms: i64) -> String {
     let body = html! {
         h1 { "Fleet" }
         p { (hosts.len()) " hosts, " (hosts.iter().filter(|h| h.state == v1::HostState::Online as i32).count()) " online." }
@@ -461,7 +490,7 @@ pub(crate) fn fleet(hosts: &[v1::Host], node_id: u64, now_ms: i64) -> String {
             }
         }
     };
-    layout("Fleet", Nav::Fleet, node_id, &body)
+    layout("Fleet", Nav::Fleet, chrome, &body)
 }
 
 fn sorted(map: &std::collections::HashMap<String, String>) -> Vec<(&String, &String)> {
@@ -471,7 +500,7 @@ fn sorted(map: &std::collections::HashMap<String, String>) -> Vec<(&String, &Str
 }
 
 /// The cluster page: members, leader, term and indexes as this node sees them.
-pub(crate) fn cluster(status: &v1::ClusterStatus) -> String {
+pub(crate) fn cluster(status: &v1::ClusterStatus, chrome: &Chrome) -> String {
     let body = html! {
         h1 { "Cluster" }
         p {
@@ -500,7 +529,7 @@ pub(crate) fn cluster(status: &v1::ClusterStatus) -> String {
             }
         }
     };
-    layout("Cluster", Nav::Cluster, status.node_id, &body)
+    layout("Cluster", Nav::Cluster, chrome, &body)
 }
 
 fn raft_state(state: i32) -> &'static str {
@@ -518,7 +547,84 @@ fn opt(v: Option<u64>) -> String {
     v.map_or_else(|| "–".to_owned(), |v| v.to_string())
 }
 
-/// A page saying what is not there (an unknown release), with its status code's text.
-pub(crate) fn missing(what: &str, node_id: u64) -> String {
-    layout("Not found", Nav::Releases, node_id, &html! { h1 { "Not found" } p { (what) } })
+/// A page saying what went wrong (an unknown release, a refusal).
+pub(crate) fn problem(title: &str, what: &str, chrome: &Chrome) -> String {
+    layout(title, Nav::Releases, chrome, &html! { h1 { (title) } p role="alert" { (what) } })
+}
+
+/// The sign-in page: an operator token makes a session; `problem` says why the last
+/// try failed.
+pub(crate) fn sign_in(chrome: &Chrome, problem: Option<&str>) -> String {
+    let body = html! {
+        h1 { "Sign in" }
+        @if let Some(problem) = problem { p.error role="alert" { (problem) } }
+        p { "Sign in with an operator token (" code { "flotilla tokens create NAME --role ROLE" } "), or use a client certificate of the cluster's CA in your browser." }
+        form.signin method="post" action="/ui/login" {
+            label for="token" { "Operator token" }
+            input #token type="password" name="token" autocomplete="off" required;
+            button type="submit" { "Sign in" }
+        }
+    };
+    layout("Sign in", Nav::Releases, chrome, &body)
+}
+
+/// What a visitor who may act gets on a release page: the form token its forms carry.
+#[derive(Debug, Clone)]
+pub(crate) struct Controls {
+    pub form_token: String,
+}
+
+/// One action's form: a button that posts `action` (with `target`) after the browser
+/// confirms `confirm`, and an optional reason field.
+fn action_form(
+    release: &str,
+    controls: &Controls,
+    action: &str,
+    target: &str,
+    label: &str,
+    confirm: &str,
+    reason: bool,
+) -> Markup {
+    html! {
+        form.action method="post" action={ "/ui/releases/" (release) "/act" } data-confirm=(confirm) {
+            input type="hidden" name="form_token" value=(controls.form_token);
+            input type="hidden" name="action" value=(action);
+            input type="hidden" name="target" value=(target);
+            @if reason {
+                input type="text" name="reason" placeholder="reason (optional)" aria-label={ (label) ": reason" };
+            }
+            button type="submit" data-action=(action) data-target=(target) { (label) }
+        }
+    }
+}
+
+/// The release-wide actions its state allows.
+fn release_controls(release: &v1::Release, controls: &Controls) -> Markup {
+    use v1::ReleaseState as S;
+    let state = v1::ReleaseState::try_from(release.state).unwrap_or_default();
+    let finished = matches!(state, S::Succeeded | S::RolledBack | S::Failed | S::Aborted) || release.compacted;
+    let id = &release.id;
+    let services: Vec<&str> =
+        release.plan.as_ref().map(|p| p.services.iter().map(|s| s.name.as_str()).collect()).unwrap_or_default();
+    html! {
+        @if !finished {
+            section.controls aria-label="Actions" {
+                @if state == S::Paused {
+                    (action_form(id, controls, "resume", "", "Resume", &format!("Resume release {}?", release.name), true))
+                } @else if state != S::RollingBack {
+                    (action_form(id, controls, "pause", "", "Pause", &format!("Pause release {}?", release.name), true))
+                }
+                @if state != S::RollingBack {
+                    (action_form(id, controls, "rollback", "", "Roll back the release", &format!("Roll back every service of release {}?", release.name), true))
+                    details.more {
+                        summary { "Roll back one service" }
+                        @for s in &services {
+                            (action_form(id, controls, "rollback", s, &format!("Roll back {s}"), &format!("Roll back {s} (and what depends on it)?"), false))
+                        }
+                    }
+                }
+                (action_form(id, controls, "abort", "", "Abort", &format!("Abort release {}? It stops where it is.", release.name), true))
+            }
+        }
+    }
 }

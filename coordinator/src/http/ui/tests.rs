@@ -2,7 +2,7 @@
 
 use flotilla_proto::v1;
 
-use super::pages::{self, BatchRow, HostRow, ReleaseExtra};
+use super::pages::{self, BatchRow, Chrome, Controls, HostRow, ReleaseExtra};
 use super::{extra, read_release, sse};
 use crate::state::{Command, NewRelease, Op, State};
 
@@ -98,14 +98,38 @@ fn evil_event(index: u64) -> v1::ReleaseEvent {
 
 #[test]
 fn ui_release_page_shows_names_and_messages_as_text() {
-    let page = pages::release(&evil_release(), &evil_extra(), &[evil_event(1), evil_event(2)], 3);
+    let chrome = Chrome { node_id: 3, who: Some(format!("operator {EVIL} (viewer)")), sign_out: None };
+    let page =
+        pages::release(&evil_release(), &evil_extra(), &[evil_event(1), evil_event(2)], &chrome, None, Some(EVIL));
     assert_inert(&page);
     assert!(page.starts_with("<!DOCTYPE html>"), "{page}");
     assert!(page.contains(r#"<ol id="events" data-after="2">"#), "the stream resumes after the last event shown");
     assert!(page.contains("Waiting for approval"), "{page}");
     assert!(page.contains("Rollback"), "{page}");
     assert!(page.contains("<svg class=\"graph\""), "{page}");
-    assert_inert(&pages::live(&evil_release(), &evil_extra()).into_string());
+    assert!(!page.contains("<form"), "a viewer gets no action: {page}");
+    assert_inert(&pages::live(&evil_release(), &evil_extra(), None).into_string());
+}
+
+#[test]
+fn ui_actions_are_offered_to_those_who_may_act_with_their_form_token() {
+    let controls = Controls { form_token: "f00d".into() };
+    let live = pages::live(&evil_release(), &evil_extra(), Some(&controls)).into_string();
+    assert_inert(&live);
+    // The pending stage approval, and what an awaiting release allows.
+    let approve = live.find(r#"name="action" value="approve""#).unwrap_or_else(|| panic!("{live}"));
+    assert!(live[approve..].contains(r#"name="target" value="stage:&quot;'&gt;&lt;script&gt;"#), "{live}");
+    for action in ["pause", "rollback", "abort"] {
+        assert!(live.contains(&format!(r#"data-action="{action}""#)), "{action}: {live}");
+    }
+    assert!(!live.contains(r#"data-action="resume""#), "only a paused release resumes");
+    assert_eq!(live.matches(r#"name="form_token" value="f00d""#).count(), live.matches("<form").count());
+    assert!(live.contains("data-confirm="), "every action asks first");
+    let mut done = evil_release();
+    done.state = v1::ReleaseState::Succeeded as i32;
+    done.pending_approvals.clear();
+    let live = pages::live(&done, &ReleaseExtra::default(), Some(&controls)).into_string();
+    assert!(!live.contains("<form"), "a finished release has no actions: {live}");
 }
 
 #[test]
@@ -119,7 +143,8 @@ fn ui_lists_and_fleet_and_cluster_show_names_as_text() {
         services_done: 1,
         ..Default::default()
     };
-    let list = pages::releases(&[(summary, format!("operator {EVIL}"))], "all", 1, 1_700_000_000_000);
+    let chrome = Chrome { node_id: 1, who: None, sign_out: Some(EVIL.into()) };
+    let list = pages::releases(&[(summary, format!("operator {EVIL}"))], "all", &chrome, 1_700_000_000_000);
     assert_inert(&list);
     assert!(list.contains(r#"value="1""#) && list.contains("1/3"), "{list}");
 
@@ -132,7 +157,7 @@ fn ui_lists_and_fleet_and_cluster_show_names_as_text() {
         services: vec![v1::ServiceInstance { service: EVIL.into(), version: "1.0.0".into(), ..Default::default() }],
         ..Default::default()
     };
-    let fleet = pages::fleet(&[host], 1, 1_700_000_000_000);
+    let fleet = pages::fleet(&[host], &chrome, 1_700_000_000_000);
     assert_inert(&fleet);
     assert!(fleet.contains("1 hosts, 1 online"), "{fleet}");
 
@@ -151,7 +176,7 @@ fn ui_lists_and_fleet_and_cluster_show_names_as_text() {
         }],
         ..Default::default()
     };
-    let cluster = pages::cluster(&status);
+    let cluster = pages::cluster(&status, &chrome);
     assert_inert(&cluster);
     assert!(cluster.contains("<td>3</td>"), "the lag is committed minus matched: {cluster}");
 }
@@ -188,5 +213,5 @@ fn ui_a_release_is_read_from_the_applied_state() {
     assert!(more.rollback_members.is_empty());
     assert_eq!(extra(state.release("r-a").unwrap()).batches.len(), 0, "no stage started");
     assert!(read_release(&state, "r-nope").is_none());
-    assert_inert(&pages::release(&view, &more, &events, 1));
+    assert_inert(&pages::release(&view, &more, &events, &Chrome::default(), None, None));
 }

@@ -68,3 +68,11 @@
     refresh();
   });
 })();
+
+// Every action form asks before it posts (forms swapped in by a refresh too).
+document.addEventListener("submit", function (event) {
+  const form = event.target;
+  if (form instanceof HTMLFormElement && form.dataset.confirm && !window.confirm(form.dataset.confirm)) {
+    event.preventDefault();
+  }
+});
