@@ -282,6 +282,8 @@ impl AppSpec {
 #[derive(Debug)]
 struct CoordinatorProc {
     addr: String,
+    /// Its `--http` address, when the fleet serves HTTP.
+    http: Option<String>,
     data_dir: PathBuf,
     log: PathBuf,
     child: Mutex<Option<Child>>,
@@ -506,11 +508,28 @@ impl TestFleet {
         Self::start_with(coordinators, hosts, Some(agent_cert_ttl), Vec::new()).await
     }
 
+    /// As [`TestFleet::start_enrolled`] (agent certificates living an hour), every
+    /// coordinator also serving HTTP (`--http`: metrics, probes, the dashboard) on a port
+    /// of its own; see [`TestFleet::http_url`].
+    pub async fn start_with_dashboard(coordinators: u64, hosts: &[HostSpec]) -> anyhow::Result<Self> {
+        Self::start_with_http(coordinators, hosts, Some(Duration::from_secs(3_600)), Vec::new(), true).await
+    }
+
     async fn start_with(
         coordinators: u64,
         hosts: &[HostSpec],
         enrolled: Option<Duration>,
         coordinator_args: Vec<String>,
+    ) -> anyhow::Result<Self> {
+        Self::start_with_http(coordinators, hosts, enrolled, coordinator_args, false).await
+    }
+
+    async fn start_with_http(
+        coordinators: u64,
+        hosts: &[HostSpec],
+        enrolled: Option<Duration>,
+        coordinator_args: Vec<String>,
+        http: bool,
     ) -> anyhow::Result<Self> {
         let serial = SERIAL.lock().await;
         // Build (or check) the binaries before anything starts.
@@ -548,6 +567,7 @@ impl TestFleet {
             let id = i as u64 + 1;
             let node = CoordinatorProc {
                 addr: addr.clone(),
+                http: http.then(|| format!("127.0.0.1:{}", free_port())),
                 data_dir: fleet.path.join(format!("coordinator-{id}")),
                 log: fleet.path.join(format!("coordinator-{id}.log")),
                 child: Mutex::new(None),
@@ -588,6 +608,14 @@ impl TestFleet {
     /// The coordinators' addresses.
     pub fn addrs(&self) -> &[String] {
         &self.addrs
+    }
+
+    /// `path` on coordinator `id`'s HTTP listener (`https://` in an enrolled fleet), if
+    /// the fleet serves HTTP.
+    pub fn http_url(&self, id: u64, path: &str) -> Option<String> {
+        let addr = self.coordinators.get(&id)?.http.as_ref()?;
+        let scheme = if matches!(self.security, FleetSecurity::Insecure) { "http" } else { "https" };
+        Some(format!("{scheme}://{addr}{path}"))
     }
 
     /// A client of the coordinators that follows the leader.
@@ -640,6 +668,7 @@ impl TestFleet {
             .arg("--agent-heartbeat-ms")
             .arg(AGENT_HEARTBEAT_MS.to_string())
             .args(&self.coordinator_args)
+            .args(node.http.iter().flat_map(|addr| ["--http", addr.as_str()]))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -311,7 +311,7 @@ pub(crate) fn live(release: &v1::Release, extra: &ReleaseExtra, controls: Option
                 }
                 div.graph-scroll { (PreEscaped(graph::svg(plan, &states))) }
                 (legend())
-                details.deps {
+                details.deps data-key="deps" {
                     summary { "Dependencies as a table" }
                     table {
                         thead { tr { th scope="col" { "Service" } th scope="col" { "Needs" } th scope="col" { "Kind" } th scope="col" { "State" } } }
@@ -365,7 +365,7 @@ pub(crate) fn live(release: &v1::Release, extra: &ReleaseExtra, controls: Option
                                     }
                                     @if let Some(batches) = extra.batches.get(&(stage.index, s.service.clone())) {
                                         tr.hosts { td colspan="6" {
-                                            details {
+                                            details data-key={ "hosts " (stage.index) " " (s.service) } {
                                                 summary { "Batches and hosts of " (s.service) }
                                                 @for b in batches {
                                                     div.batch {
@@ -558,7 +558,7 @@ pub(crate) fn sign_in(chrome: &Chrome, problem: Option<&str>) -> String {
     let body = html! {
         h1 { "Sign in" }
         @if let Some(problem) = problem { p.error role="alert" { (problem) } }
-        p { "Sign in with an operator token (" code { "flotilla tokens create NAME --role ROLE" } "), or use a client certificate of the cluster's CA in your browser." }
+        p { "Sign in with an operator token (" code { "flotilla tokens create --role ROLE --name NAME" } "), or use a client certificate of the cluster's CA in your browser." }
         form.signin method="post" action="/ui/login" {
             label for="token" { "Operator token" }
             input #token type="password" name="token" autocomplete="off" required;
@@ -616,7 +616,7 @@ fn release_controls(release: &v1::Release, controls: &Controls) -> Markup {
                 }
                 @if state != S::RollingBack {
                     (action_form(id, controls, "rollback", "", "Roll back the release", &format!("Roll back every service of release {}?", release.name), true))
-                    details.more {
+                    details.more data-key="rollback-one" {
                         summary { "Roll back one service" }
                         @for s in &services {
                             (action_form(id, controls, "rollback", s, &format!("Roll back {s}"), &format!("Roll back {s} (and what depends on it)?"), false))

@@ -27,7 +27,10 @@
         again = false;
         const answer = await fetch(base + "?part=live", { cache: "no-store", credentials: "same-origin" });
         if (answer.ok) {
+          // What the reader opened stays open.
+          const open = new Set(Array.from(live.querySelectorAll("details[open][data-key]"), d => d.dataset.key));
           live.innerHTML = await answer.text();
+          live.querySelectorAll("details[data-key]").forEach(d => { d.open = open.has(d.dataset.key); });
         }
       } while (again);
     } catch (e) {
