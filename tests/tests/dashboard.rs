@@ -5,7 +5,8 @@
 //! being reloaded, the canary stage's approval appears; a viewer signed in meanwhile
 //! sees it with no action button, and an approval posted in their name is refused with
 //! the server's message; clicking Approve (and confirming) as the deployer starts the
-//! main stage. The fleet page lists every agent.
+//! main stage, where a service breaks and the page shows the cascading rollback, its
+//! members and its order, dependents first. The fleet page lists every agent.
 //!
 //! Screenshots are kept in `target/tmp/dashboard/` for a person to look at. Without
 //! `chromium` and `chromedriver` on the PATH the test passes with a note, unless
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use flotilla_proto::v1::ReleaseState;
+use flotilla_sample_service::Behaviour;
 use flotilla_tests::fleet::{AppSpec, TestFleet, describe, shop_hosts};
 use flotilla_tests::{eventually, free_port};
 
@@ -145,8 +147,14 @@ async fn a_deployer_follows_a_release_live_and_approves_its_next_stage_in_a_brow
     let who = sign_in(&client, &base, &alice).await;
     assert_eq!(who, "token alice (deployer)");
 
-    // Version 2 in two stages; the canary stage waits for an approval before main.
-    let spec = fleet.ok(AppSpec::staged(2).canary_approval().toml());
+    // Version 2 in two stages; the canary stage waits for an approval before main, where
+    // ledger turns out broken: a cascading rollback follows.
+    let hosts = shop_hosts(6);
+    let broken = Behaviour {
+        unhealthy_on: hosts.iter().filter(|h| h.label("cell") != "canary").map(|h| h.id.clone()).collect(),
+        ..Behaviour::default()
+    };
+    let spec = fleet.ok(AppSpec::staged(2).canary_approval().behaviour("ledger", broken).toml());
     let id = fleet.ok(fleet.submit("shop-v2.toml", &spec).await);
     client.goto(&format!("{base}/ui/releases/{id}")).await.unwrap();
     client.wait().at_most(PAGE).for_element(Locator::Css("svg.graph g.node")).await.expect("the graph");
@@ -231,10 +239,36 @@ async fn a_deployer_follows_a_release_live_and_approves_its_next_stage_in_a_brow
         .expect("the page showing the main stage's services");
     screenshot(&client, "4-main-stage-approved").await;
 
+    // ledger fails in main: the page shows the cascading rollback, its members and order,
+    // as it happens.
+    let done = fleet.ok(fleet.wait_finished(&id, RELEASE).await);
+    assert_eq!(done.state, ReleaseState::RolledBack as i32, "{}\n{}", describe(&done), fleet.logs());
+    let state = "span[data-release-state]";
+    eventually(PAGE, "the page saying the release rolled back", || async {
+        (attr(&client, state, "data-release-state").await? == "rolled back").then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let kept = client.execute("return window.__notReloaded === true;", vec![]).await.unwrap();
+    assert_eq!(kept, serde_json::Value::Bool(false), "the approval's form post loaded the page once");
+    let members =
+        client.find(Locator::Css("section.rollback")).await.expect("the rollback section").text().await.unwrap();
+    assert!(members.contains("ledger") && members.contains("web"), "ledger and its dependents: {members}");
+    let order = client.find_all(Locator::Css("section.rollback ol li")).await.unwrap();
+    let mut steps = Vec::new();
+    for li in &order {
+        steps.push(li.text().await.unwrap());
+    }
+    let at = |name: &str| steps.iter().position(|s| s == &format!("roll back {name}"));
+    assert!(at("web") < at("ledger") && at("web").is_some(), "dependents first: {steps:?}");
+    let ledger = attr(&client, "svg.graph g.node[data-service=\"ledger\"]", "data-state").await;
+    assert_eq!(ledger.as_deref(), Some("rolled back"), "{steps:?}");
+    screenshot(&client, "5-rolled-back").await;
+
     // Every agent on the fleet page.
     client.goto(&format!("{base}/ui/fleet")).await.unwrap();
     let hosts = client.find_all(Locator::Css("table.fleet tr[data-host]")).await.unwrap();
     assert_eq!(hosts.len(), 6, "every agent listed");
-    screenshot(&client, "5-fleet").await;
+    screenshot(&client, "7-fleet").await;
     client.close().await.unwrap();
 }
