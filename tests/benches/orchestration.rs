@@ -27,8 +27,15 @@
 //!   canary 1 %, then 10 %, 100 %, bake 0; Create to `RELEASE_SUCCEEDED`, and the CPU
 //!   time of the leader and of each follower (`FLOTILLA_BENCH_RUNS` runs, 3).
 //!
-//! `cargo bench -p flotilla-tests --bench orchestration` (all four), or with one
-//! argument: `overhead`, `failover`, `history` or `services`. Knobs: `FLOTILLA_BENCH_AGENTS` (1000), `FLOTILLA_BENCH_RUNS`
+//! - `dashboard`: the web dashboard (coordinators with `--http`): the page of a finished
+//!   `services` × agents release (and its live part) fetched 20 times from the leader and
+//!   from a follower, time and bytes; then releases watched by `FLOTILLA_BENCH_VIEWERS`
+//!   (20) simulated browsers (the event stream, and the live part fetched again on new
+//!   events as `app.js` does: at most every 2 s) alternating with unwatched ones, and the CPU time of the
+//!   coordinator watched, leader then follower (`FLOTILLA_BENCH_RUNS` pairs, 2).
+//!
+//! `cargo bench -p flotilla-tests --bench orchestration` (all five), or with one
+//! argument: `overhead`, `failover`, `history`, `services` or `dashboard`. Knobs: `FLOTILLA_BENCH_AGENTS` (1000), `FLOTILLA_BENCH_RUNS`
 //! (5), `FLOTILLA_FAILOVER_TRIALS` (20), `FLOTILLA_FAILOVER_AGENTS` (100),
 //! `FLOTILLA_FAILOVER_HOLD_MS` (300), `FLOTILLA_FAILOVER_SETTLE_MS` (3000: pause after the
 //! killed node is restarted and caught up, before the next trial); for diagnosis, `FLOTILLA_SIM_INVENTORY=0` (heartbeats
@@ -1088,6 +1095,186 @@ async fn many_services(cluster: &TestCluster, agents: usize, services: usize, ru
     Ok(())
 }
 
+// ---------------------------------------------------------------- dashboard
+
+/// `GET url` `n` times, one after the other: each answer's time (ms) and the bytes of
+/// the last.
+async fn fetch_times(client: &reqwest::Client, url: &str, n: usize) -> anyhow::Result<(Vec<f64>, usize)> {
+    let (mut times, mut bytes) = (Vec::new(), 0);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        let resp = client.get(url).send().await?;
+        if !resp.status().is_success() {
+            bail!("GET {url}: {}", resp.status());
+        }
+        bytes = resp.bytes().await?.len();
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((times, bytes))
+}
+
+/// A browser on a release page, as `app.js` behaves: follows the event stream and, on
+/// each batch of events, fetches the live part again (one fetch at a time, one more if
+/// events came meanwhile). Counts the fetches and their bytes until `stop`.
+async fn viewer(
+    client: reqwest::Client,
+    base: String,
+    id: String,
+    fetches: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+    stop: watch::Receiver<bool>,
+) {
+    let Ok(mut stream) = client.get(format!("{base}/ui/releases/{id}/events")).send().await else { return };
+    let pending = Arc::new(tokio::sync::Notify::new());
+    let refresher = {
+        let (client, pending, fetches, bytes, mut stop) =
+            (client.clone(), pending.clone(), fetches.clone(), bytes.clone(), stop.clone());
+        let url = format!("{base}/ui/releases/{id}?part=live");
+        tokio::spawn(async move {
+            // As app.js: at most every 2 s, and no more often than ten times as long as
+            // the last fetch took.
+            let mut gap = Duration::ZERO;
+            loop {
+                tokio::select! {
+                    () = pending.notified() => {}
+                    _ = stop.changed() => return,
+                }
+                tokio::time::sleep(gap).await;
+                let t0 = Instant::now();
+                if let Ok(resp) = client.get(&url).send().await
+                    && let Ok(body) = resp.bytes().await
+                {
+                    fetches.fetch_add(1, Ordering::Relaxed);
+                    bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+                }
+                gap = (t0.elapsed() * 10).max(Duration::from_secs(2));
+            }
+        })
+    };
+    let mut stop = stop;
+    loop {
+        tokio::select! {
+            chunk = stream.chunk() => match chunk {
+                Ok(Some(c)) if c.windows(14).any(|w| w == b"event: release") => pending.notify_one(),
+                Ok(Some(_)) => {}
+                _ => break,
+            },
+            _ = stop.changed() => break,
+        }
+    }
+    refresher.abort();
+}
+
+/// The dashboard: the release page of a `services` × `agents` release (render time and
+/// bytes, on the leader and a follower), and what each connected viewer costs the
+/// coordinator it watches on during such a release (its CPU time with `viewers` browsers
+/// on it against none, alternating).
+async fn dashboard(
+    cluster: &TestCluster,
+    agents: usize,
+    services: usize,
+    viewers: usize,
+    runs: usize,
+) -> anyhow::Result<()> {
+    let (leader, leader_addr, leader_pid, _) = leader_processes(cluster).await?;
+    let follower = cluster.nodes.keys().copied().find(|&id| id != leader).ok_or_else(|| anyhow!("no follower"))?;
+    let follower_pid = coordinator_pid(&addr_of(cluster, follower)?).ok_or_else(|| anyhow!("no follower process"))?;
+    let tck = clock_ticks() as f64;
+    let sim = Sim::new(addrs(cluster), Duration::ZERO, agents);
+    let (stop_tx, stop) = watch::channel(false);
+    welcome_all(&sim, agents, &stop, leader, &leader_addr).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
+    let release = |version: String| {
+        let name = format!("dashboard-{}-{}", version.replace('.', "-"), now_ms());
+        let spec = many_services_spec(&name, services, &version);
+        let addr = leader_addr.clone();
+        async move { create(&addr, &name, spec).await }
+    };
+    let finish = |id: String| {
+        let addr = leader_addr.clone();
+        async move {
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            tokio::spawn(follow(vec![addr], id.clone(), tx));
+            while let Some((e, _)) = tokio::time::timeout(Duration::from_secs(600), rx.recv()).await? {
+                if terminal(e.kind) {
+                    return if EventKind::try_from(e.kind) == Ok(EventKind::ReleaseSucceeded) {
+                        Ok(())
+                    } else {
+                        Err(anyhow!("release {id} ended: {}", e.message))
+                    };
+                }
+            }
+            Err(anyhow!("release {id}: its events stopped"))
+        }
+    };
+
+    // The page of a finished release, every host of every service on it.
+    let id = release("1.1.0".into()).await?;
+    finish(id.clone()).await?;
+    for (node, name) in [(leader, "leader"), (follower, "follower")] {
+        let url = cluster.http_url(node, &format!("/ui/releases/{id}")).ok_or_else(|| anyhow!("no --http"))?;
+        fetch_times(&http, &url, 3).await?; // warm
+        let (page, bytes) = fetch_times(&http, &url, 20).await?;
+        let (live, live_bytes) = fetch_times(&http, &format!("{url}?part=live"), 20).await?;
+        report(&format!(
+            "dashboard page on the {name} ({services} services x {agents} hosts): {}, {:.0} kB; live part: {}, {:.0} kB",
+            spread(&page, "ms"),
+            bytes as f64 / 1024.0,
+            spread(&live, "ms"),
+            live_bytes as f64 / 1024.0
+        ));
+    }
+
+    // Viewers during a release: the watched coordinator's CPU with them against none.
+    for (node, name, pid) in [(leader, "leader", leader_pid), (follower, "follower", follower_pid)] {
+        let base = cluster.http_url(node, "").ok_or_else(|| anyhow!("no --http"))?;
+        let (mut with, mut without, mut fetched) = (Vec::new(), Vec::new(), Vec::new());
+        for run in 0..runs * 2 {
+            let watched = run % 2 == 1;
+            let id = release(format!("2.{}.{run}", node)).await?;
+            let (fetches, bytes) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+            let (viewers_stop, viewers_stopped) = watch::channel(false);
+            let before = proc_sample(pid).ok_or_else(|| anyhow!("pid {pid} gone"))?;
+            if watched {
+                for _ in 0..viewers {
+                    let args = (http.clone(), base.clone(), id.clone(), fetches.clone(), bytes.clone());
+                    tokio::spawn(viewer(args.0, args.1, args.2, args.3, args.4, viewers_stopped.clone()));
+                }
+            }
+            finish(id).await?;
+            // The viewers' last refreshes after the end.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let _ = viewers_stop.send(true);
+            let after = proc_sample(pid).ok_or_else(|| anyhow!("pid {pid} gone"))?;
+            let cpu = (after.cpu_ticks - before.cpu_ticks) as f64 / tck;
+            if watched {
+                with.push(cpu);
+                let n = fetches.load(Ordering::Relaxed);
+                fetched.push(n as f64 / viewers as f64);
+                report(&format!(
+                    "dashboard {name} run {run}: {viewers} viewers, cpu {cpu:.2} s, {n} live fetches ({:.0} kB)",
+                    bytes.load(Ordering::Relaxed) as f64 / 1024.0
+                ));
+            } else {
+                without.push(cpu);
+                report(&format!("dashboard {name} run {run}: no viewer, cpu {cpu:.2} s"));
+            }
+        }
+        let per = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        report(&format!(
+            "dashboard summary on the {name}: release cpu with {viewers} viewers {}, without {}; about {:.1} ms of cpu per viewer per release, {:.1} live fetches each",
+            spread(&with, "s"),
+            spread(&without, "s"),
+            (per(&with) - per(&without)) * 1e3 / viewers as f64,
+            per(&fetched),
+        ));
+    }
+    let _ = stop_tx.send(true);
+    Ok(())
+}
+
 // ---------------------------------------------------------------- history
 
 /// The size of the newest snapshot file in `dir` (bytes), if any.
@@ -1429,6 +1616,16 @@ fn main() -> anyhow::Result<()> {
             let cluster = TestCluster::start(3, ClusterOptions::default())?;
             let result = many_services(&cluster, agents, services, runs).await;
             keep_logs(&cluster, "services");
+            result?;
+        }
+        if wants("dashboard") {
+            let agents = usize::try_from(env_or("FLOTILLA_BENCH_AGENTS", 1_000))?;
+            let services = usize::try_from(env_or("FLOTILLA_BENCH_SERVICES", 50))?.max(1);
+            let viewers = usize::try_from(env_or("FLOTILLA_BENCH_VIEWERS", 20))?.max(1);
+            let runs = usize::try_from(env_or("FLOTILLA_BENCH_RUNS", 2))?.max(1);
+            let cluster = TestCluster::start(3, ClusterOptions { http: true, ..ClusterOptions::default() })?;
+            let result = dashboard(&cluster, agents, services, viewers, runs).await;
+            keep_logs(&cluster, "dashboard");
             result?;
         }
         if wants("history") {

@@ -6,6 +6,8 @@
 //! - `GET /ui` — releases, newest first (`?state=all|active|succeeded|failed`).
 //! - `GET /ui/releases/{id}` — a release; `?part=live` only its changing parts (what
 //!   the page's script swaps in as events arrive).
+//! - `GET /ui/releases/{id}/hosts/{stage}/{service}` — every host of a service in a
+//!   stage (the release page lists a dozen of each batch, failed ones first).
 //! - `GET /ui/releases/{id}/events` — its events as server-sent events (`text/event-stream`),
 //!   from the same event log `Releases.Watch` streams, after `Last-Event-ID` (or
 //!   `?after=N`): a reconnecting browser resumes where it stopped. The stream ends
@@ -67,6 +69,7 @@ pub(super) fn routes() -> Router<Endpoints> {
         .route("/ui/releases/{id}", get(release))
         .route("/ui/releases/{id}/events", get(events))
         .route("/ui/releases/{id}/act", post(act))
+        .route("/ui/releases/{id}/hosts/{stage}/{service}", get(service_hosts))
         .route("/ui/login", get(sign_in_page).post(sign_in))
         .route("/ui/logout", post(sign_out))
         .route("/ui/fleet", get(fleet))
@@ -182,52 +185,48 @@ struct ReleaseQuery {
     part: Option<String>,
 }
 
-/// The release's view as `Releases.Get` answers it, what the page adds, and its events.
+/// The newest events a release page shows; the stream carries on after them.
+const EVENTS_SHOWN: usize = 200;
+
+/// Hosts a batch lists by name on the release page (all of them on its service's
+/// hosts page).
+const HOSTS_SHOWN: usize = 12;
+
+/// The release's view as `Releases.Get` answers it, what the page adds, and its newest
+/// events.
 fn read_release(s: &ClusterState, id: &str) -> Option<(v1::Release, pages::ReleaseExtra, Vec<v1::ReleaseEvent>)> {
     if let Some(r) = s.release(id) {
-        let events = r.run.events.iter().map(|ev| release_view::event(id, ev)).collect();
-        return Some((crate::server::release_page_view(r), extra(r), events));
+        let newest = r.run.events.len().saturating_sub(EVENTS_SHOWN);
+        let events = r.run.events[newest..].iter().map(|ev| release_view::event(id, ev)).collect();
+        return Some((crate::server::release_page_view(r), extra(r, Some(HOSTS_SHOWN)), events));
     }
     s.compacted(id).map(|c| (release_view::compacted(c), pages::ReleaseExtra::default(), Vec::new()))
 }
 
-/// Per stage and service its batches and hosts, and the decided rollback.
-fn extra(r: &ReleaseRecord) -> pages::ReleaseExtra {
+/// One host's state as the page words it, with its CSS class and its order in a short
+/// list (failed hosts first, then those at work).
+fn host_state(state: Option<&HostState>) -> (&'static str, String, u8) {
+    match state {
+        None | Some(HostState::Waiting) => ("st-waiting", "waiting".to_owned(), 2),
+        Some(HostState::Skipped) => ("st-done", "already at the version".to_owned(), 3),
+        Some(HostState::Deploying(_)) => ("st-active", "deploying".to_owned(), 1),
+        Some(HostState::Deployed) => ("st-active", "deployed, waiting to bake".to_owned(), 1),
+        Some(HostState::Baking(_)) => ("st-active", "baking".to_owned(), 1),
+        Some(HostState::Done) => ("st-done", "done".to_owned(), 3),
+        Some(HostState::Failed(why)) => ("st-failed", format!("failed: {why}"), 0),
+        Some(HostState::Cancelled) => ("st-cancelled", "cancelled".to_owned(), 3),
+    }
+}
+
+/// Per stage and service its batches (each host listed, or at most `shown` of each
+/// batch), and the decided rollback.
+fn extra(r: &ReleaseRecord, shown: Option<usize>) -> pages::ReleaseExtra {
     let run = &r.run;
     let mut out = pages::ReleaseExtra::default();
     for (index, stage) in run.stages.iter().enumerate() {
         let index = u32::try_from(index).unwrap_or(u32::MAX);
         for (name, service) in &stage.services {
-            let batches = service
-                .batches
-                .iter()
-                .map(|b| pages::BatchRow {
-                    name: b.name.clone(),
-                    hosts: b
-                        .hosts
-                        .iter()
-                        .map(|h| {
-                            let state = service.hosts.get(h);
-                            let (class, words) = match state {
-                                None | Some(HostState::Waiting) => ("st-waiting", "waiting".to_owned()),
-                                Some(HostState::Skipped) => ("st-done", "already at the version".to_owned()),
-                                Some(HostState::Deploying(_)) => ("st-active", "deploying".to_owned()),
-                                Some(HostState::Deployed) => ("st-active", "deployed, waiting to bake".to_owned()),
-                                Some(HostState::Baking(_)) => ("st-active", "baking".to_owned()),
-                                Some(HostState::Done) => ("st-done", "done".to_owned()),
-                                Some(HostState::Failed(why)) => ("st-failed", format!("failed: {why}")),
-                                Some(HostState::Cancelled) => ("st-cancelled", "cancelled".to_owned()),
-                            };
-                            pages::HostRow {
-                                host: h.to_string(),
-                                state: words,
-                                class,
-                                from: service.from.get(h).cloned().flatten(),
-                            }
-                        })
-                        .collect(),
-                })
-                .collect();
+            let batches = service.batches.iter().map(|b| batch_row(service, b, shown)).collect();
             out.batches.insert((index, name.to_string()), batches);
         }
     }
@@ -237,6 +236,38 @@ fn extra(r: &ReleaseRecord) -> pages::ReleaseExtra {
         out.rollback_done = rollback.position.min(rollback.actions.len());
     }
     out
+}
+
+fn batch_row(
+    service: &flotilla_engine::ServiceRun,
+    b: &flotilla_engine::BatchSpec,
+    shown: Option<usize>,
+) -> pages::BatchRow {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    let mut rows: Vec<(u8, pages::HostRow)> = b
+        .hosts
+        .iter()
+        .map(|h| {
+            let (class, words, rank) = host_state(service.hosts.get(h));
+            let counted = words.split(':').next().unwrap_or_default().to_owned();
+            match counts.iter_mut().find(|(w, _)| *w == counted) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((counted, 1)),
+            }
+            let from = service.from.get(h).cloned().flatten();
+            (rank, pages::HostRow { host: h.to_string(), state: words, class, from })
+        })
+        .collect();
+    if let Some(limit) = shown.filter(|&l| rows.len() > l) {
+        rows.sort_by_key(|(rank, _)| *rank);
+        rows.truncate(limit);
+    }
+    pages::BatchRow {
+        name: b.name.clone(),
+        total: b.hosts.len(),
+        counts,
+        hosts: rows.into_iter().map(|r| r.1).collect(),
+    }
 }
 
 /// The release page for `visitor` (with their actions when they may act), or its live
@@ -278,6 +309,34 @@ async fn release(
     match reader(&e, peer, &headers) {
         Ok((visitor, chrome)) => release_answer(&e, &id, &visitor, &chrome, q.part.as_deref(), None),
         Err(answer) => *answer,
+    }
+}
+
+async fn service_hosts(
+    State(e): State<Endpoints>,
+    peer: ConnPeer,
+    headers: HeaderMap,
+    Path((id, stage, service)): Path<(String, u32, String)>,
+) -> Response {
+    let chrome = match reader(&e, peer, &headers) {
+        Ok((_, chrome)) => chrome,
+        Err(answer) => return *answer,
+    };
+    let found = e.node.read_local(|s| {
+        let r = s.release(&id)?;
+        let run = r.run.stages.get(usize::try_from(stage).ok()?)?;
+        let svc = run.services.iter().find(|(name, _)| name.as_str() == service)?.1;
+        let batches: Vec<pages::BatchRow> = svc.batches.iter().map(|b| batch_row(svc, b, None)).collect();
+        Some((crate::server::release_page_view(r), run.name.clone(), batches))
+    });
+    match found {
+        Some((view, stage_name, batches)) => {
+            html(StatusCode::OK, pages::hosts(&view, &stage_name, &service, &batches, &chrome))
+        }
+        None => {
+            let why = format!("Release {id} has no service {service} in a stage numbered {stage} here.");
+            html(StatusCode::NOT_FOUND, pages::problem("No such service", &why, &chrome))
+        }
     }
 }
 

@@ -236,10 +236,16 @@ pub(crate) struct HostRow {
     pub from: Option<String>,
 }
 
-/// One batch of a service in a stage.
+/// One batch of a service in a stage: its hosts counted by state, and some of them by
+/// name (failed ones first, then those at work) when the batch is large.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct BatchRow {
     pub name: String,
+    /// How many hosts the batch has.
+    pub total: usize,
+    /// Hosts by state (`done`, `deploying`, ...), in the order first seen.
+    pub counts: Vec<(String, usize)>,
+    /// The hosts listed.
     pub hosts: Vec<HostRow>,
 }
 
@@ -370,12 +376,21 @@ pub(crate) fn live(release: &v1::Release, extra: &ReleaseExtra, controls: Option
                                                 @for b in batches {
                                                     div.batch {
                                                         span.batch-name { (b.name) }
+                                                        " " span.counts {
+                                                            (b.total) " hosts: "
+                                                            (b.counts.iter().map(|(state, n)| format!("{n} {state}")).collect::<Vec<_>>().join(", "))
+                                                        }
                                                         ul.hosts {
                                                             @for h in &b.hosts {
                                                                 li class=(h.class) data-host=(h.host) {
                                                                     (h.host) ": " (h.state)
                                                                     @if let Some(from) = &h.from { " (was " (from) ")" }
                                                                 }
+                                                            }
+                                                        }
+                                                        @if b.hosts.len() < b.total {
+                                                            a href={ "/ui/releases/" (release.id) "/hosts/" (stage.index) "/" (s.service) } {
+                                                                "and " (b.total - b.hosts.len()) " more: every host of " (s.service) " in stage " (stage.name)
                                                             }
                                                         }
                                                     }
@@ -456,7 +471,11 @@ pub(crate) fn release(
         section.events aria-labelledby="events-title" {
             h2 #events-title { "Events" }
             p.stream #stream-state aria-live="polite" {}
-            ol #events data-after=(events.last().map_or(0, |e| e.index)) {
+            @let first = events.first().map_or(1, |e| e.index);
+            @if first > 1 {
+                p.earlier { "The " (first - 1) " earlier events are not shown here; " code { "flotilla release watch " (release.id) } " has them all." }
+            }
+            ol #events start=(first) data-after=(events.last().map_or(0, |e| e.index)) {
                 @for e in events { (event(e)) }
             }
         }
@@ -627,4 +646,32 @@ fn release_controls(release: &v1::Release, controls: &Controls) -> Markup {
             }
         }
     }
+}
+
+/// Every host of one service in one stage of a release.
+pub(crate) fn hosts(
+    release: &v1::Release,
+    stage: &str,
+    service: &str,
+    batches: &[BatchRow],
+    chrome: &Chrome,
+) -> String {
+    let body = html! {
+        h1 { (service) " in stage " (stage) }
+        p { a href={ "/ui/releases/" (release.id) } { "Back to release " (release.name) } }
+        @for b in batches {
+            h2 { "Batch " (b.name) " · " (b.total) " hosts" }
+            table.hosts-all {
+                thead { tr { th scope="col" { "Host" } th scope="col" { "State" } th scope="col" { "Had" } } }
+                tbody {
+                    @for h in &b.hosts {
+                        tr class=(h.class) data-host=(h.host) {
+                            th scope="row" { (h.host) } td { (h.state) } td { (h.from.as_deref().unwrap_or("–")) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    layout(&format!("{service} in {stage}"), Nav::Releases, chrome, &body)
 }

@@ -79,6 +79,8 @@ fn evil_extra() -> ReleaseExtra {
         (0, EVIL.to_owned()),
         vec![BatchRow {
             name: EVIL.into(),
+            total: 1,
+            counts: vec![("failed".into(), 1)],
             hosts: vec![HostRow {
                 host: EVIL.into(),
                 state: format!("failed: {EVIL}"),
@@ -103,7 +105,10 @@ fn ui_release_page_shows_names_and_messages_as_text() {
         pages::release(&evil_release(), &evil_extra(), &[evil_event(1), evil_event(2)], &chrome, None, Some(EVIL));
     assert_inert(&page);
     assert!(page.starts_with("<!DOCTYPE html>"), "{page}");
-    assert!(page.contains(r#"<ol id="events" data-after="2">"#), "the stream resumes after the last event shown");
+    assert!(
+        page.contains(r#"<ol id="events" start="1" data-after="2">"#),
+        "the stream resumes after the last event shown: {page}"
+    );
     assert!(page.contains("Waiting for approval"), "{page}");
     assert!(page.contains("Rollback"), "{page}");
     assert!(page.contains("<svg class=\"graph\""), "{page}");
@@ -211,7 +216,7 @@ fn ui_a_release_is_read_from_the_applied_state() {
     assert_eq!((view.id.as_str(), view.name.as_str(), view.created_by.as_str()), ("r-a", EVIL, "operator ops"));
     assert_eq!(events.len(), view.last_event_index as usize, "every event of the run");
     assert!(more.rollback_members.is_empty());
-    assert_eq!(extra(state.release("r-a").unwrap()).batches.len(), 0, "no stage started");
+    assert_eq!(extra(state.release("r-a").unwrap(), None).batches.len(), 0, "no stage started");
     assert!(read_release(&state, "r-nope").is_none());
     assert_inert(&pages::release(&view, &more, &events, &Chrome::default(), None, None));
 }
