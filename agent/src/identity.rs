@@ -234,7 +234,7 @@ fn definitive(code: Code) -> bool {
 
 /// A failed call in words, with the transport's reason (a pin mismatch shows there).
 fn describe(status: &tonic::Status) -> String {
-    format!("{:?}: {}", status.code(), crate::session::chain(status))
+    format!("{:?}: {}", status.code(), flotilla_net::errors::chain(status))
 }
 
 /// When to renew a certificate valid from `not_before` to `not_after` (Unix seconds):

@@ -231,21 +231,6 @@ fn status_end(status: &Status, welcomed: bool) -> SessionEnd {
     ended(welcomed, format!("{:?}: {}", status.code(), status.message()))
 }
 
-/// An error with its sources (`transport error: tcp connect error: Connection refused`).
-pub(crate) fn chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        let text = e.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = e.source();
-    }
-    out
-}
-
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     // An error means the sender is gone: stop too.
     let _ = shutdown.wait_for(|stop| *stop).await;
@@ -412,7 +397,7 @@ impl<D: Driver> Link<D> {
         tracing::debug!(coordinator = %addr, "dialling");
         let channel = match self.drive(endpoint.connect()).await {
             None => return SessionEnd::Shutdown,
-            Some(Err(e)) => return ended(false, format!("connecting: {}", chain(&e))),
+            Some(Err(e)) => return ended(false, format!("connecting: {}", flotilla_net::errors::chain(&e))),
             Some(Ok(channel)) => channel,
         };
         self.sessions += 1;

@@ -340,6 +340,9 @@ async fn service_hosts(
     }
 }
 
+/// The refusal of a form whose token is not the visitor's.
+const STALE_FORM: &str = "This form is stale or was not made by this dashboard for you: reload the page and try again.";
+
 /// An action's form.
 #[derive(Debug, Deserialize)]
 struct ActForm {
@@ -375,8 +378,7 @@ async fn act(
     let visitor = session::visitor(&e, &peer_of(peer), &headers, &format!("/flotilla.v1.Releases/{method}"));
     let chrome = chrome(&e, &visitor);
     if !session::form_token_matches(&e, &visitor, &form.form_token) {
-        let why = "This form is stale or was not made by this dashboard for you: reload the page and try again.";
-        return html(StatusCode::FORBIDDEN, pages::problem("Refused", why, &chrome));
+        return html(StatusCode::FORBIDDEN, pages::problem("Refused", STALE_FORM, &chrome));
     }
     if let Err(refusal) = &visitor.verdict {
         let why = refusal.to_string();
@@ -498,8 +500,7 @@ async fn sign_out(
 ) -> Response {
     let visitor = session::visitor(&e, &peer_of(peer), &headers, READ);
     if !session::form_token_matches(&e, &visitor, &form.form_token) {
-        let why = "This form is stale or was not made by this dashboard for you: reload the page and try again.";
-        return html(StatusCode::FORBIDDEN, pages::problem("Refused", why, &chrome(&e, &visitor)));
+        return html(StatusCode::FORBIDDEN, pages::problem("Refused", STALE_FORM, &chrome(&e, &visitor)));
     }
     (
         StatusCode::SEE_OTHER,
