@@ -112,14 +112,16 @@ impl HttpListener {
         tracing::info!(%addr, tls = self.tls.is_some(), "serving metrics, probes and the status page over HTTP");
         let (stop, stopped) = watch::channel(false);
         let trust_domain = self.tls.as_ref().and_then(|t| t.material.identity()).map(|i| i.trust_domain);
-        let mut form_key = [0u8; 32];
-        if let Err(e) = getrandom::fill(&mut form_key) {
-            // Forms then carry tokens anyone could compute; refuse every form instead.
-            tracing::error!(error = %e, "no randomness for the dashboard's form key: its actions are refused");
-            form_key = [0; 32];
-        }
-        let endpoints =
-            Endpoints { node, hub, audit, trust_domain, tls: self.tls.is_some(), form_key: Arc::new(form_key) };
+        let mut key = [0u8; 32];
+        let form_key = match getrandom::fill(&mut key) {
+            Ok(()) => Some(Arc::new(key)),
+            Err(e) => {
+                // Form tokens anyone could compute would protect nothing.
+                tracing::error!(error = %e, "no randomness for the dashboard's form key: its forms are refused");
+                None
+            }
+        };
+        let endpoints = Endpoints { node, hub, audit, trust_domain, tls: self.tls.is_some(), form_key };
         let app = router(endpoints);
         let task = tokio::spawn(accept_loop(self.listener, self.tls, app, stopped));
         HttpServer { addr, stop, task }
@@ -163,8 +165,9 @@ struct Endpoints {
     trust_domain: Option<String>,
     /// Whether the listener is TLS (its session cookies are then `Secure`).
     tls: bool,
-    /// This process's key for the dashboard's form tokens (see `ui::session`).
-    form_key: Arc<[u8; 32]>,
+    /// This process's key for the dashboard's form tokens (see `ui::session`); `None`
+    /// when the system gave no randomness, and then every form is refused.
+    form_key: Option<Arc<[u8; 32]>>,
 }
 
 impl Endpoints {

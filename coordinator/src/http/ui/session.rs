@@ -87,15 +87,19 @@ pub(crate) fn visitor_with(e: &Endpoints, peer: &Peer, token: Option<String>, pa
 pub(crate) fn form_token(e: &Endpoints, visitor: &Visitor) -> String {
     let mut h = Sha256::new();
     h.update(b"flotilla dashboard form v1\0");
-    h.update(e.form_key.as_slice());
+    h.update(e.form_key.as_deref().map_or(&[][..], |k| k.as_slice()));
     h.update(visitor.actor.name.as_bytes());
     h.update([0]);
     h.update(visitor.token.as_deref().unwrap_or_default().as_bytes());
     h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
-/// Whether `given` is the visitor's form token (compared in constant time).
+/// Whether `given` is the visitor's form token (compared in constant time); never
+/// without a key.
 pub(crate) fn form_token_matches(e: &Endpoints, visitor: &Visitor, given: &str) -> bool {
+    if e.form_key.is_none() {
+        return false;
+    }
     let want = form_token(e, visitor);
     want.len() == given.len() && want.bytes().zip(given.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
