@@ -8,34 +8,12 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use flotilla_shared::analysis::{Criteria, Direction, Samples, Settings, judge, mann_whitney};
-
-/// A deterministic xorshift generator, so every run judges the same data.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// Uniform in `(0, 1)`.
-    fn uniform(&mut self) -> f64 {
-        ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    /// Standard normal (Box-Muller).
-    fn normal(&mut self) -> f64 {
-        let (u, v) = (self.uniform(), self.uniform());
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
-}
+use flotilla_shared::fixtures::XorShift;
 
 /// `n` samples of metric `kind` (0..4): latencies (log-normal around 20 ms, rounded to
 /// 0.1 ms, so ties occur), error ratios that are mostly exactly zero, request rates
 /// (continuous), and CPU percentages rounded to 0.5; `shift` scales the canary's.
-fn metric(rng: &mut Rng, kind: usize, n: usize, shift: f64) -> Vec<f64> {
+fn metric(rng: &mut XorShift, kind: usize, n: usize, shift: f64) -> Vec<f64> {
     (0..n)
         .map(|_| match kind {
             0 => (20.0 * shift * (0.3 * rng.normal()).exp() * 10.0).round() / 10.0,
@@ -53,7 +31,7 @@ fn metric(rng: &mut Rng, kind: usize, n: usize, shift: f64) -> Vec<f64> {
 }
 
 fn analysis(c: &mut Criterion) {
-    let mut rng = Rng(0x5eed_ca9a_11e5);
+    let mut rng = XorShift(0x5eed_ca9a_11e5);
     let n = 10_000;
     let data: Vec<(Criteria, Vec<f64>, Vec<f64>)> = (0..20)
         .map(|i| {

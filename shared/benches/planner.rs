@@ -9,29 +9,13 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use flotilla_shared::DepKind;
 use flotilla_shared::ReleaseSpec;
-use flotilla_shared::fixtures::{fleet, host, release, service};
+use flotilla_shared::fixtures::{XorShift, fleet, host, release, service};
 use flotilla_shared::plan::Plan;
-
-/// A deterministic xorshift generator, so every run plans the same graph.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 /// `services` services and `edges` distinct edges, each from a later service to an
 /// earlier one (acyclic), kinds mixed.
 fn big_spec(services: usize, edges: usize) -> ReleaseSpec {
-    let mut rng = Rng(0x5eed_f107_111a);
+    let mut rng = XorShift(0x5eed_f107_111a);
     let mut deps: Vec<Vec<(usize, DepKind)>> = vec![Vec::new(); services];
     let mut seen = std::collections::HashSet::new();
     while seen.len() < edges {

@@ -159,3 +159,34 @@ pub fn host(id: &str, labels: &[(&str, &str)], services: &[(&str, &str)]) -> Hos
 pub fn fleet(hosts: Vec<Host>) -> Fleet {
     Fleet { hosts }
 }
+
+/// A deterministic xorshift64 generator, so every run of a test or benchmark draws the
+/// same values from the same seed (not for anything that needs real randomness).
+#[derive(Debug, Clone)]
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    /// The next 64 bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Uniform in `0..n` (`n` at least 1; slightly biased for huge `n`).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// Uniform in `(0, 1)`.
+    pub fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
+    /// Standard normal (Box-Muller).
+    pub fn normal(&mut self) -> f64 {
+        let (u, v) = (self.uniform(), self.uniform());
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+}

@@ -634,15 +634,8 @@ fn explanation_of_a_comparison() {
 #[test]
 fn a_large_judgement_equals_its_metrics_judged_one_by_one() {
     let sample = |seed: u64, n: usize, scale: f64| -> Vec<f64> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (100.0 + (s >> 40) as f64 / (1u64 << 24) as f64 * 10.0) * scale
-            })
-            .collect()
+        let mut rng = flotilla_shared::fixtures::XorShift(seed);
+        (0..n).map(|_| (100.0 + (rng.next_u64() >> 40) as f64 / (1u64 << 24) as f64 * 10.0) * scale).collect()
     };
     let data: Vec<(Criteria, Vec<f64>, Vec<f64>)> = (0..12u32)
         .map(|i| {

@@ -909,13 +909,11 @@ mod tests {
 
     /// A deterministic generator for the larger cases.
     fn series(n: usize, seed: u64, f: impl Fn(f64, u64) -> f64) -> Vec<f64> {
-        let mut s = seed;
+        let mut rng = crate::fixtures::XorShift(seed);
         sorted(
             (0..n)
                 .map(|_| {
-                    s ^= s << 13;
-                    s ^= s >> 7;
-                    s ^= s << 17;
+                    let s = rng.next_u64();
                     f((s >> 11) as f64 / (1u64 << 53) as f64, s)
                 })
                 .collect(),

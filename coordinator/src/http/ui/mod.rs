@@ -34,21 +34,20 @@ pub(super) mod session;
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::Form;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Form};
 use flotilla_engine::HostState;
 use flotilla_proto::v1;
 use serde::Deserialize;
 
-use flotilla_net::peer::Peer;
 use flotilla_proto::v1::releases_client::ReleasesClient;
 
-use super::Endpoints;
+use super::{ConnPeer, Endpoints, peer_of};
 use crate::error::CoordinatorError;
 use crate::node::Node;
 use crate::server::release_view;
@@ -104,14 +103,6 @@ fn now_ms() -> i64 {
 
 /// The gRPC method a page stands for: every page only reads.
 const READ: &str = "/flotilla.v1.Releases/Get";
-
-/// The connection's peer as the listener judged it (plaintext when the router is used
-/// without the listener).
-type ConnPeer = Option<Extension<Peer>>;
-
-fn peer_of(peer: ConnPeer) -> Peer {
-    peer.map_or(Peer::Plaintext, |Extension(p)| p)
-}
 
 /// The header's part for `visitor`.
 fn chrome(e: &Endpoints, visitor: &Visitor) -> pages::Chrome {
