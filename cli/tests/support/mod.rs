@@ -17,7 +17,9 @@ use tonic::codegen::tokio_stream::{self, StreamExt as _};
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
 /// The coordinator binary, built once per test process first (cargo does nothing when
-/// it is up to date).
+/// it is up to date). It is built with the workspace's features, as `cargo test
+/// --workspace` builds it, so that no dependency is compiled a second time with
+/// another feature set.
 fn coordinator_binary() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT.get_or_init(build_coordinator).clone()
@@ -28,7 +30,7 @@ fn build_coordinator() -> PathBuf {
     let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut build = Command::new(cargo);
-    build.args(["build", "--quiet", "-p", "flotilla-coordinator", "--bin", "flotilla-coordinator"]);
+    build.args(["build", "--quiet", "--workspace", "--bin", "flotilla-coordinator"]);
     if profile_dir.ends_with("release") {
         build.arg("--release");
     }
