@@ -215,6 +215,19 @@ async fn a_deployer_follows_a_release_live_and_approves_its_next_stage_in_a_brow
     assert!(page.contains("may not call flotilla.v1.Releases/Approve: it needs the deployer role"), "{page}");
     let still = fleet.ok(fleet.release(&id).await);
     assert_eq!((still.pending_approvals.len(), still.approvals.len()), (1, 0), "{}", describe(&still));
+    // Once bob's token is revoked, his session ends: the next page is the sign-in form,
+    // saying why.
+    let bob_id = bob.split('.').nth(2).expect("FORMAT.CLUSTER.ID.SECRET");
+    fleet.ok(fleet.cli(&["tokens", "revoke", bob_id]).await);
+    let ended = eventually(PAGE, "the viewer's session ended", || async {
+        viewer.goto(&format!("{base}/ui")).await.ok()?;
+        let text = viewer.find(Locator::Css("main")).await.ok()?.text().await.ok()?;
+        text.contains("Your session has ended").then_some(text)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(ended.contains("revoked"), "{ended}");
+    viewer.find(Locator::Css("form.signin #token")).await.expect("the sign-in form");
     viewer.close().await.unwrap();
 
     // The live part is swapped in as events arrive: find the button again if it went.
@@ -269,6 +282,30 @@ async fn a_deployer_follows_a_release_live_and_approves_its_next_stage_in_a_brow
     client.goto(&format!("{base}/ui/fleet")).await.unwrap();
     let hosts = client.find_all(Locator::Css("table.fleet tr[data-host]")).await.unwrap();
     assert_eq!(hosts.len(), 6, "every agent listed");
+    for row in &hosts {
+        let last = row.find(Locator::Css("td[data-last-step]")).await.ok();
+        assert!(last.is_some(), "each host's newest step: {}", row.text().await.unwrap());
+    }
     screenshot(&client, "7-fleet").await;
+    // A host's page lists its steps of this release.
+    let host = &shop_hosts(6)[0].id;
+    client.find(Locator::Css(&format!("tr[data-host=\"{host}\"] a"))).await.unwrap().click().await.unwrap();
+    client.wait().at_most(PAGE).for_element(Locator::Css("table.steps tr[data-command]")).await.unwrap();
+    let steps = client.find(Locator::Css("table.steps")).await.unwrap().text().await.unwrap();
+    assert!(steps.contains(&id) && steps.contains("deploy"), "{steps}");
+    screenshot(&client, "8-host").await;
+
+    // On a phone's screen the release page fits its width: wide tables and the graph
+    // scroll inside themselves.
+    client.set_window_size(390, 844).await.unwrap();
+    client.goto(&format!("{base}/ui/releases/{id}")).await.unwrap();
+    client.wait().at_most(PAGE).for_element(Locator::Css("svg.graph g.node")).await.unwrap();
+    let widths = client
+        .execute("return [document.documentElement.scrollWidth, document.documentElement.clientWidth];", vec![])
+        .await
+        .unwrap();
+    let (scrolled, width) = (widths[0].as_u64().unwrap_or(u64::MAX), widths[1].as_u64().unwrap_or(0));
+    assert!(scrolled <= width, "the page is {scrolled}px wide on a {width}px screen");
+    screenshot(&client, "9-phone").await;
     client.close().await.unwrap();
 }

@@ -136,6 +136,10 @@ async fn dashboard_pages_and_events(cluster: &TestCluster, leader: u64, follower
         assert_eq!(status, 404, "an unknown release is not found");
         let (status, fleet) = cluster.http_get(node, "/ui/fleet").await.unwrap();
         assert!(status == 200 && fleet.contains("data-host=\"test-host\""), "{fleet}");
+        let (status, host) = cluster.http_get(node, "/ui/fleet/test-host").await.unwrap();
+        assert!(status == 200 && host.contains("Host test-host") && host.contains("Recent steps"), "{host}");
+        let (status, _) = cluster.http_get(node, "/ui/fleet/no-such-host").await.unwrap();
+        assert_eq!(status, 404, "an unknown host is not found");
         let (status, members) = cluster.http_get(node, "/ui/cluster").await.unwrap();
         assert_eq!(status, 200);
         for m in cluster.nodes.keys() {

@@ -16,7 +16,7 @@ use crate::enrolment::{Enroller, TokenRequest, refusal};
 use crate::error::CoordinatorError;
 use crate::fleet::{AgentHub, wire};
 use crate::node::Node;
-use crate::state::{AgentRecord, EnrolmentOp, FleetOp, HostEnrolment, Op, Response as Applied};
+use crate::state::{AgentRecord, EnrolmentOp, FleetOp, HostEnrolment, Op, Response as Applied, State};
 
 /// Serves `Fleet` for one node.
 #[derive(Debug, Clone)]
@@ -48,6 +48,21 @@ impl FleetService {
             .map(|(record, enrolment)| self.host(id, &record, enrolment.as_ref()))
             .ok_or_else(|| CoordinatorError::no_host(id, format!("no host {id} has registered")))
     }
+}
+
+/// A host's steps across the releases `state` holds: the `limit` most recently sent,
+/// newest first, and the command ids of every one still waiting for a result.
+pub(crate) fn host_history(state: &State, host: &HostId, limit: usize) -> (Vec<v1::HostStep>, Vec<String>) {
+    let mut steps: Vec<v1::HostStep> =
+        state.releases().flat_map(|r| r.run.steps.on_host(host).map(|(id, st)| host_step(id, st))).collect();
+    let pending = steps
+        .iter()
+        .filter(|st| st.outcome == v1::StepOutcome::Unspecified as i32)
+        .map(|st| st.command_id.clone())
+        .collect();
+    steps.sort_by_key(|st| std::cmp::Reverse(st.sent_unix_ms));
+    steps.truncate(limit);
+    (steps, pending)
 }
 
 /// A release step as a host's history shows it.
@@ -116,16 +131,8 @@ impl Fleet for FleetService {
         let mut host = self.read_host(&req.host_id)?;
         let limit = if req.recent_steps == 0 { 20 } else { req.recent_steps.min(1_000) } as usize;
         let host_id = HostId::new(req.host_id.as_str());
-        let mut steps: Vec<v1::HostStep> = self.node.read_local(|s| {
-            s.releases().flat_map(|r| r.run.steps.on_host(&host_id).map(|(id, st)| host_step(id, st))).collect()
-        });
-        host.pending_command_ids = steps
-            .iter()
-            .filter(|st| st.outcome == v1::StepOutcome::Unspecified as i32)
-            .map(|st| st.command_id.clone())
-            .collect();
-        steps.sort_by_key(|st| std::cmp::Reverse(st.sent_unix_ms));
-        steps.truncate(limit);
+        let (steps, pending) = self.node.read_local(|s| host_history(s, &host_id, limit));
+        host.pending_command_ids = pending;
         Ok(Response::new(v1::GetHostResponse { host: Some(host), recent_steps: steps }))
     }
 

@@ -9,7 +9,7 @@ mod access;
 mod agent_link;
 mod cluster;
 mod enrolment;
-mod fleet;
+pub(crate) mod fleet;
 pub mod plan_view;
 mod raft_peer;
 pub(crate) mod release_view;

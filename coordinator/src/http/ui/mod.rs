@@ -12,7 +12,9 @@
 //!   from the same event log `Releases.Watch` streams, after `Last-Event-ID` (or
 //!   `?after=N`): a reconnecting browser resumes where it stopped. The stream ends
 //!   (`event: end`) once the release has finished and every event is sent.
-//! - `GET /ui/fleet`, `GET /ui/cluster`.
+//! - `GET /ui/fleet` — every host with its newest step; `GET /ui/fleet/{host}` — one
+//!   host with its recent steps across releases (what `Fleet.GetHost` answers).
+//! - `GET /ui/cluster` — members, leader, term, indexes and lag.
 //! - `POST /ui/releases/{id}/act` — approve, pause, resume, abort or roll back, as the
 //!   visitor: the dashboard makes the same gRPC call the CLI would, to its own
 //!   coordinator, with the visitor's token (or, for a certificate, on their behalf the
@@ -43,6 +45,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use flotilla_engine::HostState;
 use flotilla_proto::v1;
+use flotilla_shared::model::HostId;
 use serde::Deserialize;
 
 use flotilla_proto::v1::releases_client::ReleasesClient;
@@ -50,6 +53,7 @@ use flotilla_proto::v1::releases_client::ReleasesClient;
 use super::{ConnPeer, Endpoints, peer_of};
 use crate::error::CoordinatorError;
 use crate::node::Node;
+use crate::server::fleet::host_history;
 use crate::server::release_view;
 use crate::state::{ReleaseRecord, State as ClusterState};
 use session::Visitor;
@@ -72,6 +76,7 @@ pub(super) fn routes() -> Router<Endpoints> {
         .route("/ui/login", get(sign_in_page).post(sign_in))
         .route("/ui/logout", post(sign_out))
         .route("/ui/fleet", get(fleet))
+        .route("/ui/fleet/{host}", get(host))
         .route("/ui/cluster", get(cluster))
         .route("/ui/assets/{name}", get(asset))
 }
@@ -119,7 +124,8 @@ fn redirect(to: &str) -> Response {
 }
 
 /// The visitor of a page when they may read; otherwise the answer: the sign-in page for
-/// someone without a credential, a refusal for a credential without an operator role.
+/// someone without a credential or whose session's token no longer works (the session
+/// ends), a refusal for a credential without an operator role.
 fn reader(e: &Endpoints, peer: ConnPeer, headers: &HeaderMap) -> Result<(Visitor, pages::Chrome), Box<Response>> {
     let visitor = session::visitor(e, &peer_of(peer), headers, READ);
     let chrome = chrome(e, &visitor);
@@ -127,6 +133,16 @@ fn reader(e: &Endpoints, peer: ConnPeer, headers: &HeaderMap) -> Result<(Visitor
         Ok(()) => Ok((visitor, chrome)),
         Err(CoordinatorError::Denied { code: tonic::Code::Unauthenticated, .. }) if visitor.token.is_none() => {
             Err(Box::new(redirect("/ui/login")))
+        }
+        Err(refusal @ CoordinatorError::Denied { code: tonic::Code::Unauthenticated, .. }) => {
+            // A session whose token no longer works (expired, revoked, or unknown to
+            // this cluster) ends here: the visitor signs in again.
+            let why = format!("Your session has ended: {refusal}");
+            let mut answer = html(StatusCode::UNAUTHORIZED, pages::sign_in(&chrome, Some(&why)));
+            if let Ok(cookie) = header::HeaderValue::from_str(&session::end_cookie(e.tls)) {
+                answer.headers_mut().insert(header::SET_COOKIE, cookie);
+            }
+            Err(Box::new(answer))
         }
         Err(refusal) => {
             Err(Box::new(html(StatusCode::FORBIDDEN, pages::problem("Not allowed", &refusal.to_string(), &chrome))))
@@ -608,10 +624,38 @@ async fn fleet(State(e): State<Endpoints>, peer: ConnPeer, headers: HeaderMap) -
         s.fleet()
             .agents()
             .iter()
-            .map(|(id, a)| crate::fleet::wire::host(id, a, e.hub.liveness(id, a.online), s.enrolment().host(id)))
+            .map(|(id, a)| {
+                let host = crate::fleet::wire::host(id, a, e.hub.liveness(id, a.online), s.enrolment().host(id));
+                let (mut last, _) = host_history(s, &HostId::new(id.as_str()), 1);
+                (host, last.pop())
+            })
             .collect::<Vec<_>>()
     });
     html(StatusCode::OK, pages::fleet(&hosts, &chrome, now_ms()))
+}
+
+/// How many of a host's steps its page lists.
+const HOST_STEPS_SHOWN: usize = 50;
+
+async fn host(State(e): State<Endpoints>, peer: ConnPeer, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let chrome = match reader(&e, peer, &headers) {
+        Ok((_, chrome)) => chrome,
+        Err(answer) => return *answer,
+    };
+    let found = e.node.read_local(|s| {
+        let a = s.fleet().agent(&id)?;
+        let host = crate::fleet::wire::host(&id, a, e.hub.liveness(&id, a.online), s.enrolment().host(&id));
+        Some((host, host_history(s, &HostId::new(id.as_str()), HOST_STEPS_SHOWN)))
+    });
+    match found {
+        Some((host, (steps, pending))) => {
+            html(StatusCode::OK, pages::host(&host, &steps, pending.len(), &chrome, now_ms()))
+        }
+        None => html(
+            StatusCode::NOT_FOUND,
+            pages::problem("No such host", &format!("No host {id} has registered."), &chrome),
+        ),
+    }
 }
 
 async fn cluster(State(e): State<Endpoints>, peer: ConnPeer, headers: HeaderMap) -> Response {

@@ -165,6 +165,11 @@ fn time(unix_ms: i64) -> Markup {
     html! { time datetime=(text) { (text.replace('T', " ").trim_end_matches('Z')) } }
 }
 
+/// How long ago `unix_ms` was, in words (`3m ago`); `–` for 0 (not known here).
+fn ago(unix_ms: i64, now_ms: i64) -> String {
+    if unix_ms <= 0 { "–".to_owned() } else { format!("{} ago", age(unix_ms, now_ms)) }
+}
+
 /// How long ago `unix_ms` was, in words (`3m`, `2h 5m`).
 fn age(unix_ms: i64, now_ms: i64) -> String {
     if unix_ms <= 0 {
@@ -281,6 +286,13 @@ pub(crate) fn live(release: &v1::Release, extra: &ReleaseExtra, controls: Option
                 .collect()
         })
         .unwrap_or_default();
+    // Each service's wave (the stages run their services wave by wave).
+    let waves: BTreeMap<&str, u32> = release
+        .plan
+        .iter()
+        .flat_map(|p| &p.waves)
+        .flat_map(|w| w.services.iter().map(move |s| (s.as_str(), w.wave)))
+        .collect();
     html! {
         section.summary aria-label="Release state" {
             p {
@@ -359,7 +371,11 @@ pub(crate) fn live(release: &v1::Release, extra: &ReleaseExtra, controls: Option
                                 th scope="col" { "Batch" } th scope="col" { "Hosts done / failed / total" } th scope="col" { "Why" }
                             } }
                             tbody {
-                                @for s in &stage.services {
+                                @for (i, s) in stage.services.iter().enumerate() {
+                                    @let wave = waves.get(s.service.as_str()).copied();
+                                    @if wave.is_some() && (i == 0 || wave != waves.get(stage.services[i - 1].service.as_str()).copied()) {
+                                        tr.wave { th colspan="6" scope="rowgroup" { "Wave " (wave.unwrap_or_default()) } }
+                                    }
                                     @let (class, words) = service_state(s.state);
                                     tr class=(class) data-service=(s.service) data-state=(words) {
                                         th scope="row" { (s.service) }
@@ -483,33 +499,109 @@ pub(crate) fn release(
     layout(&release.name, Nav::Releases, chrome, &body)
 }
 
-/// The fleet page: every host the cluster knows, with its services.
-pub(crate) fn fleet(hosts: &[v1::Host], chrome: &Chrome, now_ms: i64) -> String {
+/// The fleet page: every host that ever registered, each with its newest step.
+pub(crate) fn fleet(hosts: &[(v1::Host, Option<v1::HostStep>)], chrome: &Chrome, now_ms: i64) -> String {
+    let online = hosts.iter().filter(|(h, _)| h.state == v1::HostState::Online as i32).count();
     let body = html! {
         h1 { "Fleet" }
-        p { (hosts.len()) " hosts, " (hosts.iter().filter(|h| h.state == v1::HostState::Online as i32).count()) " online." }
+        p { (hosts.len()) " hosts, " (online) " online." }
         table.fleet {
             thead { tr {
                 th scope="col" { "Host" } th scope="col" { "State" } th scope="col" { "Labels" }
-                th scope="col" { "Agent" } th scope="col" { "Services" } th scope="col" { "Last seen" }
+                th scope="col" { "Agent" } th scope="col" { "Services" } th scope="col" { "Last step" } th scope="col" { "Last seen" }
             } }
             tbody {
-                @for h in hosts {
-                    @let online = h.state == v1::HostState::Online as i32;
+                @for (h, last) in hosts {
                     tr data-host=(h.host_id) {
-                        th scope="row" { (h.host_id) }
-                        td { span class={ "badge " (if online { "st-done" } else { "st-failed" }) } { (if online { "online" } else { "lost" }) }
-                            @if h.drained { " " span.tag { "drained" } @if !h.drain_reason.is_empty() { " " (h.drain_reason) } } }
+                        th scope="row" { a href={ "/ui/fleet/" (h.host_id) } { (h.host_id) } }
+                        td { (host_state(h)) }
                         td { @for (k, v) in sorted(&h.labels) { span.label { (k) "=" (v) } " " } }
                         td { (h.agent_version.as_ref().map_or("", |v| v.software_version.as_str())) }
                         td { @for s in &h.services { span.svc { (s.service) " " (s.version) } " " } }
-                        td { (age(h.last_seen_unix_ms, now_ms)) " ago" }
+                        td data-last-step=[last.as_ref().map(|st| &st.command_id)] {
+                            @if let Some(st) = last { (step_words(st)) " · " (ago(st.sent_unix_ms, now_ms)) } @else { "–" }
+                        }
+                        td title="as the leader heard it" { (ago(h.last_seen_unix_ms, now_ms)) }
                     }
                 }
             }
         }
     };
     layout("Fleet", Nav::Fleet, chrome, &body)
+}
+
+/// A host's state as a badge, with its drain mark.
+fn host_state(h: &v1::Host) -> Markup {
+    let online = h.state == v1::HostState::Online as i32;
+    html! {
+        span class={ "badge " (if online { "st-done" } else { "st-failed" }) } { (if online { "online" } else { "lost" }) }
+        @if h.drained { " " span.tag { "drained" } @if !h.drain_reason.is_empty() { " " (h.drain_reason) } }
+    }
+}
+
+/// A step in a few words: `deploy api 2.0.0: failed`.
+fn step_words(st: &v1::HostStep) -> Markup {
+    let (outcome, failed) = step_outcome(st.outcome);
+    html! {
+        (st.action) @if !st.service.is_empty() { " " (st.service) } @if !st.version.is_empty() { " " (st.version) } ": "
+        span class=(if failed { "step-failed" } else { "" }) { (outcome) }
+    }
+}
+
+/// A step's outcome in words, and whether it is a failure.
+fn step_outcome(outcome: i32) -> (&'static str, bool) {
+    match v1::StepOutcome::try_from(outcome).unwrap_or_default() {
+        v1::StepOutcome::Unspecified => ("pending", false),
+        v1::StepOutcome::Succeeded => ("succeeded", false),
+        v1::StepOutcome::Failed => ("failed", true),
+        v1::StepOutcome::Cancelled => ("cancelled", false),
+        v1::StepOutcome::Refused => ("refused", true),
+        v1::StepOutcome::Skipped => ("skipped", false),
+    }
+}
+
+/// One host: its labels, agent, services and versions, and its most recent steps
+/// across releases (`pending` of them still waiting for a result).
+pub(crate) fn host(h: &v1::Host, steps: &[v1::HostStep], pending: usize, chrome: &Chrome, now_ms: i64) -> String {
+    let body = html! {
+        p.meta { a href="/ui/fleet" { "Fleet" } " ›" }
+        h1 { "Host " (h.host_id) }
+        dl.facts {
+            dt { "State" } dd { (host_state(h)) @if h.last_seen_unix_ms > 0 { " · last heard from " (ago(h.last_seen_unix_ms, now_ms)) } }
+            dt { "Labels" } dd { @for (k, v) in sorted(&h.labels) { span.label { (k) "=" (v) } " " } @if h.labels.is_empty() { "none" } }
+            dt { "Agent" } dd { (h.agent_version.as_ref().map_or("unknown", |v| v.software_version.as_str())) }
+            dt { "Services" } dd {
+                @for s in &h.services { span.svc { (s.service) " " (s.version) } " " }
+                @if h.services.is_empty() { "none" }
+            }
+            dt { "Steps waiting for a result" } dd { (pending) }
+        }
+        h2 { "Recent steps" }
+        @if steps.is_empty() {
+            p { "No release has sent this host a step that is still kept." }
+        } @else {
+            table.steps {
+                thead { tr {
+                    th scope="col" { "Sent" } th scope="col" { "Release" } th scope="col" { "Step" }
+                    th scope="col" { "Outcome" } th scope="col" { "Finished" } th scope="col" { "Why" }
+                } }
+                tbody {
+                    @for st in steps {
+                        @let (outcome, failed) = step_outcome(st.outcome);
+                        tr data-command=(st.command_id) {
+                            td { (time(st.sent_unix_ms)) }
+                            td { @if st.release_id.is_empty() { "–" } @else { a href={ "/ui/releases/" (st.release_id) } { (st.release_id) } } }
+                            td { (st.action) @if !st.service.is_empty() { " " (st.service) } @if !st.version.is_empty() { " " (st.version) } }
+                            td { span class=(if failed { "step-failed" } else { "" }) { (outcome) } }
+                            td { (time(st.finished_unix_ms)) }
+                            td { (st.reason) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    layout(&format!("Host {}", h.host_id), Nav::Fleet, chrome, &body)
 }
 
 fn sorted(map: &std::collections::HashMap<String, String>) -> Vec<(&String, &String)> {

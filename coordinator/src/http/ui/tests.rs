@@ -32,6 +32,10 @@ fn evil_release() -> v1::Release {
         file_name: format!("{EVIL}.toml"),
         plan: Some(v1::Plan {
             services: vec![service(EVIL), service("web")],
+            waves: vec![
+                v1::PlanWave { wave: 1, services: vec![EVIL.into()] },
+                v1::PlanWave { wave: 2, services: vec!["web".into()] },
+            ],
             edges: vec![v1::PlanEdge {
                 dependency: EVIL.into(),
                 dependent: "web".into(),
@@ -112,6 +116,7 @@ fn ui_release_page_shows_names_and_messages_as_text() {
     assert!(page.contains("Waiting for approval"), "{page}");
     assert!(page.contains("Rollback"), "{page}");
     assert!(page.contains("<svg class=\"graph\""), "{page}");
+    assert!(page.contains(r#"<tr class="wave"><th colspan="6" scope="rowgroup">Wave 1</th></tr>"#), "{page}");
     assert!(!page.contains("<form"), "a viewer gets no action: {page}");
     assert_inert(&pages::live(&evil_release(), &evil_extra(), None).into_string());
 }
@@ -162,9 +167,25 @@ fn ui_lists_and_fleet_and_cluster_show_names_as_text() {
         services: vec![v1::ServiceInstance { service: EVIL.into(), version: "1.0.0".into(), ..Default::default() }],
         ..Default::default()
     };
-    let fleet = pages::fleet(&[host], &chrome, 1_700_000_000_000);
+    let step = v1::HostStep {
+        command_id: format!("c-{EVIL}"),
+        release_id: format!("r-{EVIL}"),
+        service: EVIL.into(),
+        action: "deploy".into(),
+        version: "2.0.0".into(),
+        outcome: v1::StepOutcome::Failed as i32,
+        reason: format!("health check said {EVIL}"),
+        sent_unix_ms: 1_699_999_940_000,
+        finished_unix_ms: 1_699_999_950_000,
+    };
+    let fleet = pages::fleet(&[(host.clone(), Some(step.clone()))], &chrome, 1_700_000_000_000);
     assert_inert(&fleet);
     assert!(fleet.contains("1 hosts, 1 online"), "{fleet}");
+    assert!(fleet.contains(r#"<span class="step-failed">failed</span> · 1m ago"#), "the newest step: {fleet}");
+
+    let page = pages::host(&host, &[step], 0, &chrome, 1_700_000_000_000);
+    assert_inert(&page);
+    assert!(page.contains("2023-11-14 22:12:20") && page.contains("deploy"), "the step is listed: {page}");
 
     let status = v1::ClusterStatus {
         node_id: 2,
