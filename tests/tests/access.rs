@@ -51,9 +51,22 @@ async fn recorded(
         .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
+/// How many releases the node at `addr` lists; an election under way (UNAVAILABLE,
+/// "retry shortly") is waited out.
 async fn release_count(addr: &str, security: &ClientSecurity) -> usize {
-    let mut c = ReleasesClient::new(channel(addr, security).unwrap());
-    c.list(v1::ListRequest::default()).await.unwrap().into_inner().releases.len()
+    let c = ReleasesClient::new(channel(addr, security).unwrap());
+    eventually(Duration::from_secs(15), "the release list", || {
+        let mut c = c.clone();
+        async move {
+            match c.list(v1::ListRequest::default()).await {
+                Ok(list) => Some(list.into_inner().releases.len()),
+                Err(status) if status.code() == Code::Unavailable => None,
+                Err(status) => panic!("listing releases: {status}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
