@@ -121,7 +121,8 @@ impl HttpListener {
                 None
             }
         };
-        let endpoints = Endpoints { node, hub, audit, trust_domain, tls: self.tls.is_some(), form_key };
+        let (frames, live) = (Arc::default(), Arc::default());
+        let endpoints = Endpoints { node, hub, audit, trust_domain, tls: self.tls.is_some(), form_key, frames, live };
         let app = router(endpoints);
         let task = tokio::spawn(accept_loop(self.listener, self.tls, app, stopped));
         HttpServer { addr, stop, task }
@@ -168,6 +169,10 @@ struct Endpoints {
     /// This process's key for the dashboard's form tokens (see `ui::session`); `None`
     /// when the system gave no randomness, and then every form is refused.
     form_key: Option<Arc<[u8; 32]>>,
+    /// The release pages' event streams, rendered once for every viewer.
+    frames: Arc<ui::EventFrames>,
+    /// The release pages' live parts, shared by their viewers while nothing happens.
+    live: Arc<ui::LiveParts>,
 }
 
 impl Endpoints {

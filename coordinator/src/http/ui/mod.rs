@@ -32,13 +32,14 @@
 mod graph;
 mod pages;
 pub(super) mod session;
+mod shared;
 
 use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Form;
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -50,9 +51,10 @@ use serde::Deserialize;
 
 use flotilla_proto::v1::releases_client::ReleasesClient;
 
+pub(super) use shared::{EventFrames, LiveParts};
+
 use super::{ConnPeer, Endpoints, peer_of};
 use crate::error::CoordinatorError;
-use crate::node::Node;
 use crate::server::fleet::host_history;
 use crate::server::release_view;
 use crate::state::{ReleaseRecord, State as ClusterState};
@@ -63,6 +65,11 @@ const SCRIPT: &str = include_str!("assets/app.js");
 
 /// How often an idle event stream sends a comment, so proxies and the browser keep it.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// How long an event stream waits after the node applies an entry before it looks for
+/// new events: a release applies entries in bursts, and each viewer looks once per
+/// burst rather than once per entry.
+const COALESCE: Duration = Duration::from_millis(100);
 
 /// The dashboard's routes.
 pub(super) fn routes() -> Router<Endpoints> {
@@ -287,13 +294,30 @@ fn release_answer(
     part: Option<&str>,
     notice: Option<(StatusCode, &str)>,
 ) -> Response {
+    let may_act = visitor.may_act();
+    let form_token = if may_act { session::form_token(e, visitor) } else { String::new() };
+    if part == Some("live") {
+        // The viewers of a release share its live part while nothing happened.
+        let events = e.node.read_local(|s| s.release(id).map(|r| r.run.events.len()));
+        let shared = events.and_then(|n| e.live.get(id, may_act, u64::try_from(n).ok()?, &form_token));
+        if let Some(part) = shared {
+            return html(StatusCode::OK, part);
+        }
+    }
     let Some((view, extra, events)) = e.node.read_local(|s| read_release(s, id)) else {
         let why = format!("This coordinator has no release {id}.");
         return html(StatusCode::NOT_FOUND, pages::problem("No such release", &why, chrome));
     };
-    let controls = visitor.may_act().then(|| pages::Controls { form_token: session::form_token(e, visitor) });
+    let controls = may_act.then(|| pages::Controls { form_token: form_token.clone() });
     match part {
-        Some("live") => html(StatusCode::OK, pages::live(&view, &extra, controls.as_ref()).into_string()),
+        Some("live") if view.compacted => {
+            html(StatusCode::OK, pages::live(&view, &extra, controls.as_ref()).into_string())
+        }
+        Some("live") => {
+            let slot = may_act.then(|| pages::Controls { form_token: shared::FORM_TOKEN_SLOT.to_owned() });
+            let part = pages::live(&view, &extra, slot.as_ref()).into_string();
+            html(StatusCode::OK, e.live.put(id, may_act, view.last_event_index, part, &form_token))
+        }
         Some(other) => {
             let why = format!("A release page has no part {other}; its one part is live.");
             html(StatusCode::BAD_REQUEST, pages::problem("No such part", &why, chrome))
@@ -525,30 +549,6 @@ struct EventsQuery {
     after: Option<u64>,
 }
 
-/// One server-sent event: its id (the event's index), type and JSON data.
-fn sse(e: &v1::ReleaseEvent) -> String {
-    let data = serde_json::json!({
-        "index": e.index,
-        "at_unix_ms": e.at_unix_ms,
-        "message": e.message,
-        "html": pages::event(e).into_string(),
-    });
-    format!("id: {}\nevent: release\ndata: {data}\n\n", e.index)
-}
-
-/// What one look at the release gives the stream: events after the last sent, whether
-/// it has finished, and whether it is there at all.
-fn events_after(node: &Node, id: &str, after: u64) -> Option<(Vec<v1::ReleaseEvent>, bool)> {
-    node.read_local(|s| {
-        if let Some(r) = s.release(id) {
-            let start = usize::try_from(after).unwrap_or(usize::MAX).min(r.run.events.len());
-            let events = r.run.events[start..].iter().map(|ev| release_view::event(id, ev)).collect();
-            return Some((events, r.run.is_finished()));
-        }
-        s.compacted(id).map(|_| (Vec::new(), true))
-    })
-}
-
 async fn events(
     State(e): State<Endpoints>,
     peer: ConnPeer,
@@ -562,39 +562,45 @@ async fn events(
     };
     let resumed = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
     let mut after: u64 = resumed.or(q.after).unwrap_or(0);
-    let node = e.node;
-    if events_after(&node, &id, after).is_none() {
+    let (node, frames) = (e.node, e.frames);
+    if frames.after(&node, &id, after).is_none() {
         let why = format!("This coordinator has no release {id}.");
         return html(StatusCode::NOT_FOUND, pages::problem("No such release", &why, &chrome));
     }
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, Infallible>>(64);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(64);
     tokio::spawn(async move {
         let mut metrics = node.raft().metrics();
         let mut life = node.lifecycle_changes();
         // Tells the browser how long to wait before reconnecting.
-        if tx.send(Ok("retry: 2000\n\n".to_owned())).await.is_err() {
+        if tx.send(Ok(Bytes::from_static(b"retry: 2000\n\n"))).await.is_err() {
             return;
         }
         loop {
-            let Some((events, finished)) = events_after(&node, &id, after) else { return };
-            for ev in &events {
-                after = ev.index;
-                if tx.send(Ok(sse(ev))).await.is_err() {
+            let Some(look) = frames.after(&node, &id, after) else { return };
+            after = look.last;
+            for frame in look.frames {
+                if tx.send(Ok(frame)).await.is_err() {
                     return;
                 }
             }
-            if finished {
-                let _ = tx.send(Ok("event: end\ndata: {}\n\n".to_owned())).await;
+            if look.finished {
+                let _ = tx.send(Ok(Bytes::from_static(b"event: end\ndata: {}\n\n"))).await;
                 return;
             }
             if node.lifecycle() != crate::node::Lifecycle::Serving {
                 return;
             }
             tokio::select! {
-                changed = metrics.changed() => if changed.is_err() { return },
+                changed = metrics.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    // A release applies many entries in a burst: look once per burst.
+                    tokio::time::sleep(COALESCE).await;
+                }
                 _ = life.changed() => {}
                 () = tokio::time::sleep(KEEP_ALIVE) => {
-                    if tx.send(Ok(": keep-alive\n\n".to_owned())).await.is_err() {
+                    if tx.send(Ok(Bytes::from_static(b": keep-alive\n\n"))).await.is_err() {
                         return;
                     }
                 }

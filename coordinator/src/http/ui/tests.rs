@@ -3,7 +3,8 @@
 use flotilla_proto::v1;
 
 use super::pages::{self, BatchRow, Chrome, Controls, HostRow, ReleaseExtra};
-use super::{extra, read_release, sse};
+use super::shared::frame;
+use super::{extra, read_release};
 use crate::state::{Command, NewRelease, Op, State};
 
 /// Markup that would close an attribute and open a script element.
@@ -209,7 +210,7 @@ fn ui_lists_and_fleet_and_cluster_show_names_as_text() {
 
 #[test]
 fn ui_events_are_sent_with_their_index_and_escaped_markup() {
-    let text = sse(&evil_event(7));
+    let text = frame(&evil_event(7));
     assert!(text.starts_with("id: 7\nevent: release\ndata: {"), "{text}");
     assert!(text.ends_with("}\n\n") && text.matches('\n').count() == 4, "one data line: {text}");
     let data: serde_json::Value =
@@ -240,4 +241,24 @@ fn ui_a_release_is_read_from_the_applied_state() {
     assert_eq!(extra(state.release("r-a").unwrap(), None).batches.len(), 0, "no stage started");
     assert!(read_release(&state, "r-nope").is_none());
     assert_inert(&pages::release(&view, &more, &events, &Chrome::default(), None, None));
+}
+
+#[test]
+fn ui_a_live_part_is_shared_until_the_next_event_each_viewer_with_their_own_form_token() {
+    use super::shared::{FORM_TOKEN_SLOT, LiveParts};
+    let parts = LiveParts::default();
+    let release = evil_release();
+    let slot = Controls { form_token: FORM_TOKEN_SLOT.to_owned() };
+    let made = pages::live(&release, &evil_extra(), Some(&slot)).into_string();
+    assert!(made.contains(FORM_TOKEN_SLOT), "{made}");
+    assert_eq!(parts.get("r-1", true, 5, "alice-token"), None, "nothing made yet");
+    let alice = parts.put("r-1", true, 5, made, "alice-token");
+    assert!(alice.contains(r#"value="alice-token""#) && !alice.contains(FORM_TOKEN_SLOT), "{alice}");
+    let carol = parts.get("r-1", true, 5, "carol-token").expect("shared at the same event");
+    assert_eq!(carol, alice.replace("alice-token", "carol-token"), "the same part with carol's token");
+    assert_eq!(parts.get("r-1", true, 6, "carol-token"), None, "a new event: made again");
+    assert_eq!(parts.get("r-1", false, 5, ""), None, "viewers who may not act have their own");
+    let viewers = parts.put("r-1", false, 5, pages::live(&release, &evil_extra(), None).into_string(), "");
+    assert!(!viewers.contains("<form"), "{viewers}");
+    assert!(parts.get("r-1", true, 5, "carol-token").is_some(), "the deployers' part stays");
 }
