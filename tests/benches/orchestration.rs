@@ -1184,6 +1184,8 @@ async fn dashboard(
     let sim = Sim::new(addrs(cluster), Duration::ZERO, agents);
     let (stop_tx, stop) = watch::channel(false);
     welcome_all(&sim, agents, &stop, leader, &leader_addr).await?;
+    // Settle time: the registrations' burst of entries is applied and snapshotted
+    // before anything is measured.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
     let release = |version: String| {

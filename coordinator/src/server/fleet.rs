@@ -65,6 +65,15 @@ pub(crate) fn host_history(state: &State, host: &HostId, limit: usize) -> (Vec<v
     (steps, pending)
 }
 
+/// A host's most recently sent step across the releases `state` holds, if any.
+pub(crate) fn newest_step(state: &State, host: &HostId) -> Option<v1::HostStep> {
+    state
+        .releases()
+        .flat_map(|r| r.run.steps.on_host(host))
+        .min_by_key(|(_, st)| std::cmp::Reverse(st.sent_unix_ms))
+        .map(|(id, st)| host_step(id, st))
+}
+
 /// A release step as a host's history shows it.
 fn host_step(command_id: &CommandId, st: &StepRecord) -> v1::HostStep {
     let (action, service, version) = match &st.kind {

@@ -55,7 +55,7 @@ pub(super) use shared::{EventFrames, LiveParts};
 
 use super::{ConnPeer, Endpoints, peer_of};
 use crate::error::CoordinatorError;
-use crate::server::fleet::host_history;
+use crate::server::fleet::{host_history, newest_step};
 use crate::server::release_view;
 use crate::state::{ReleaseRecord, State as ClusterState};
 use session::Visitor;
@@ -632,8 +632,7 @@ async fn fleet(State(e): State<Endpoints>, peer: ConnPeer, headers: HeaderMap) -
             .iter()
             .map(|(id, a)| {
                 let host = crate::fleet::wire::host(id, a, e.hub.liveness(id, a.online), s.enrolment().host(id));
-                let (mut last, _) = host_history(s, &HostId::new(id.as_str()), 1);
-                (host, last.pop())
+                (host, newest_step(s, &HostId::new(id.as_str())))
             })
             .collect::<Vec<_>>()
     });

@@ -541,11 +541,18 @@ fn host_state(h: &v1::Host) -> Markup {
 
 /// A step in a few words: `deploy api 2.0.0: failed`.
 fn step_words(st: &v1::HostStep) -> Markup {
+    html! { (step_name(st)) ": " (step_result(st)) }
+}
+
+/// What a step did: `deploy api 2.0.0`.
+fn step_name(st: &v1::HostStep) -> Markup {
+    html! { (st.action) @if !st.service.is_empty() { " " (st.service) } @if !st.version.is_empty() { " " (st.version) } }
+}
+
+/// A step's outcome, marked when it is a failure.
+fn step_result(st: &v1::HostStep) -> Markup {
     let (outcome, failed) = step_outcome(st.outcome);
-    html! {
-        (st.action) @if !st.service.is_empty() { " " (st.service) } @if !st.version.is_empty() { " " (st.version) } ": "
-        span class=(if failed { "step-failed" } else { "" }) { (outcome) }
-    }
+    html! { span class=(if failed { "step-failed" } else { "" }) { (outcome) } }
 }
 
 /// A step's outcome in words, and whether it is a failure.
@@ -587,12 +594,11 @@ pub(crate) fn host(h: &v1::Host, steps: &[v1::HostStep], pending: usize, chrome:
                 } }
                 tbody {
                     @for st in steps {
-                        @let (outcome, failed) = step_outcome(st.outcome);
                         tr data-command=(st.command_id) {
                             td { (time(st.sent_unix_ms)) }
                             td { @if st.release_id.is_empty() { "–" } @else { a href={ "/ui/releases/" (st.release_id) } { (st.release_id) } } }
-                            td { (st.action) @if !st.service.is_empty() { " " (st.service) } @if !st.version.is_empty() { " " (st.version) } }
-                            td { span class=(if failed { "step-failed" } else { "" }) { (outcome) } }
+                            td { (step_name(st)) }
+                            td { (step_result(st)) }
                             td { (time(st.finished_unix_ms)) }
                             td { (st.reason) }
                         }
