@@ -501,6 +501,24 @@ fn final_versions_flags_a_host_left_on_the_old_version_of_a_succeeded_release() 
 }
 
 #[test]
+fn final_versions_leaves_a_host_an_operator_excluded_on_what_it_ran() {
+    let h = support::excluded();
+    let report = run(&h);
+    assert!(findings(&report, Rule::FinalVersions, Severity::Violation).is_empty(), "{report}");
+    // ... and still holds it to what it ran: app-3 may not run web 2.0.0 unannounced.
+    let mut h = h;
+    support::inventory(&mut h, "app-3", "web").version = "2.0.0".to_owned();
+    let report = run(&h);
+    let found = violations(&report, Rule::FinalVersions);
+    assert!(
+        found
+            .iter()
+            .any(|f| f.message.contains("app-3 runs web 2.0.0") && f.message.contains("excluded by an operator")),
+        "{report}"
+    );
+}
+
+#[test]
 fn final_versions_flags_a_new_service_still_running_after_its_rollback() {
     let mut h = support::rolled_back();
     support::inventory(&mut h, "app-1", "worker").state = v1::ServiceRunState::Running as i32;

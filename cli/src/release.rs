@@ -88,6 +88,31 @@ pub enum ReleaseCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Deploy a host the paused release failed on again, in every service it failed in
+    /// in the current stage; the release goes on (guided failure).
+    Retry {
+        /// The release id.
+        id: String,
+        /// The host that failed.
+        #[arg(long)]
+        host: String,
+        /// Why, recorded in the event.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Exclude a host the paused release failed on from the rest of the release: nothing
+    /// more of the rollout goes to it, it counts against each of its services'
+    /// max_failed, and the release goes on (guided failure).
+    Exclude {
+        /// The release id.
+        id: String,
+        /// The host that failed.
+        #[arg(long)]
+        host: String,
+        /// Why, recorded in the event and with the host's exclusion.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Stop the release for good; hosts stay as they are.
     Abort {
         /// The release id.
@@ -216,6 +241,24 @@ pub fn run(conn: &Connection, cmd: &ReleaseCommand, json_out: bool) -> Result<()
                 .await?;
                 after_action(&resp, resp.release.as_ref(), "resumed", json_out)
             }
+            ReleaseCommand::Retry { id, host, reason } => {
+                let req = v1::RetryHostRequest { release_id: id.clone(), host: host.clone(), reason: reason.clone() };
+                let resp = call(&client, move |mut c| {
+                    let req = req.clone();
+                    async move { c.retry_host(req).await }
+                })
+                .await?;
+                host_action(&resp, resp.release.as_ref(), &format!("{host} deploys again"), json_out)
+            }
+            ReleaseCommand::Exclude { id, host, reason } => {
+                let req = v1::ExcludeHostRequest { release_id: id.clone(), host: host.clone(), reason: reason.clone() };
+                let resp = call(&client, move |mut c| {
+                    let req = req.clone();
+                    async move { c.exclude_host(req).await }
+                })
+                .await?;
+                host_action(&resp, resp.release.as_ref(), &format!("{host} is excluded"), json_out)
+            }
             ReleaseCommand::Abort { id, reason } => {
                 let req = v1::AbortRequest { release_id: id.clone(), reason: reason.clone() };
                 let resp = call(&client, move |mut c| {
@@ -318,6 +361,20 @@ fn after_action<T: Serialize>(
     }
     let r = release.cloned().unwrap_or_default();
     print(&format!("release {} {verb}; now {}{}\n", r.id, state_name(r.state), reason_suffix(&r.reason)))
+}
+
+/// Prints the answer of a guided-failure action on a host: `release ID: WHAT; now STATE`.
+fn host_action<T: Serialize>(
+    resp: &T,
+    release: Option<&v1::Release>,
+    what: &str,
+    json_out: bool,
+) -> Result<(), Failure> {
+    if json_out {
+        return print(&json::pretty(resp)?);
+    }
+    let r = release.cloned().unwrap_or_default();
+    print(&format!("release {}: {what}; now {}{}\n", r.id, state_name(r.state), reason_suffix(&r.reason)))
 }
 
 fn reason_suffix(reason: &str) -> String {
@@ -440,6 +497,18 @@ fn show_text(r: &v1::Release) -> String {
                 x.hosts_skipped,
                 reason_suffix(&x.reason)
             ));
+            let paused = r.state == ReleaseState::Paused as i32;
+            for f in &x.failed_hosts {
+                let hint = if paused {
+                    format!(" (flotilla release retry|exclude {} --host {})", r.id, f.host)
+                } else {
+                    String::new()
+                };
+                out.push_str(&format!("      failed on {}: {}{hint}\n", f.host, f.reason));
+            }
+            if !x.excluded_hosts.is_empty() {
+                out.push_str(&format!("      excluded: {}\n", x.excluded_hosts.join(", ")));
+            }
         }
         for g in &s.gates {
             let gs =

@@ -171,7 +171,10 @@ fn need(path: &str) -> (Need, bool) {
         | ("flotilla.v1.Fleet", "ListAgents" | "GetHost" | "ListJoinTokens")
         | ("flotilla.v1.Cluster", "Status")
         | ("flotilla.v1.Access", "ListTokens" | "ListAudit") => (Need::Operator(Viewer), false),
-        ("flotilla.v1.Releases", "Create" | "Approve" | "Pause" | "Resume" | "Abort" | "Rollback" | "Annotate")
+        (
+            "flotilla.v1.Releases",
+            "Create" | "Approve" | "Pause" | "Resume" | "Abort" | "Rollback" | "Annotate" | "RetryHost" | "ExcludeHost",
+        )
         | ("flotilla.v1.Fleet", "Drain") => (Need::Operator(Deployer), true),
         // Everything else of the operators' services, including methods added later
         // without an entry here, is for admins.

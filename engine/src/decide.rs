@@ -573,16 +573,28 @@ impl Decider<'_, '_> {
         }
     }
 
+    /// Whether the service has more failed hosts than `max_failed` allows, deciding its
+    /// failure if so. Hosts an operator excluded count as failed, and the operator's
+    /// exclusions widen the allowance to their number: with `max_failed = 0` and one
+    /// host excluded, the next failed host fails the service; with `max_failed = 2`, the
+    /// exclusion used one of the two.
     fn too_many_failed(&mut self, stage: usize, name: &ServiceName, svc: &ServiceRun, max_failed: u32) -> bool {
         let failed: Vec<(&HostId, &str)> = svc.failed_hosts().collect();
-        if failed.len() <= max_failed as usize {
+        let excluded = svc.excluded_hosts().count();
+        if failed.len() + excluded <= (max_failed as usize).max(excluded) {
             return false;
         }
         let (host, why) = failed[0];
         let batch =
             svc.batches.iter().find(|b| b.hosts.contains(host)).map_or_else(|| "a".to_owned(), |b| b.name.clone());
         let mut reason = format!("{batch} host {host} failed: {why}");
-        if failed.len() > 1 {
+        if excluded > 0 {
+            reason.push_str(&format!(
+                " ({} failed, {} excluded, max_failed is {max_failed})",
+                count(failed.len(), "host", "hosts"),
+                count(excluded, "host", "hosts")
+            ));
+        } else if failed.len() > 1 {
             reason.push_str(&format!(" ({} failed, max_failed is {max_failed})", count(failed.len(), "host", "hosts")));
         }
         self.push(Fact::ServiceFailed { stage, service: name.clone(), reason });
@@ -610,6 +622,7 @@ impl Decider<'_, '_> {
                                 .iter()
                                 .filter(|h| exec.on.matches(&h.labels))
                                 .map(|h| h.id.clone())
+                                .filter(|h| self.run.exclusion(h).is_none())
                                 .find(|h| self.online(h));
                             match host {
                                 Some(h) => {

@@ -60,6 +60,10 @@ pub enum EventKind {
     AnalysisInconclusive,
     /// A batch failed its canary analysis (appended, as above).
     AnalysisFailed,
+    /// An operator had a failed host tried again (appended, as above).
+    HostRetried,
+    /// An operator excluded a host from the rest of the release (appended, as above).
+    HostExcluded,
 }
 
 /// One thing that happened to a release, with why.

@@ -450,6 +450,29 @@ pub enum Fact {
         /// The verdict, the score and every metric's result.
         report: Report,
     },
+    /// An operator has a host that failed in the current stage tried again: its
+    /// failed services deploy it again, and the paused release goes on. (Appended, as
+    /// above.)
+    HostRetried {
+        /// The host.
+        host: HostId,
+        /// Who.
+        actor: String,
+        /// Why.
+        reason: String,
+    },
+    /// An operator excludes a host that failed in the current stage from the rest of
+    /// the release: nothing more of the release is sent to it, it counts against each
+    /// of its services' `max_failed`, and the paused release goes on. (Appended, as
+    /// above.)
+    HostExcluded {
+        /// The host.
+        host: HostId,
+        /// Who.
+        actor: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 // Samples and scores are finite numbers (the driver drops NaN and infinities before
@@ -470,6 +493,8 @@ impl Fact {
                 | Fact::LeaderChanged { .. }
                 | Fact::Noted { .. }
                 | Fact::AnalysisSampled { .. }
+                | Fact::HostRetried { .. }
+                | Fact::HostExcluded { .. }
         ) && !matches!(self, Fact::Paused { actor, .. } | Fact::RollbackDecided { actor, .. } if actor != super::ENGINE)
     }
 }
@@ -517,6 +542,8 @@ impl fmt::Display for Fact {
             Fact::AnalysisJudged { service, batch, report, .. } => {
                 write!(f, "{service} batch {batch} analysis judged: {:?}", report.verdict)
             }
+            Fact::HostRetried { host, actor, .. } => write!(f, "{host} retried by {actor}"),
+            Fact::HostExcluded { host, actor, .. } => write!(f, "{host} excluded by {actor}"),
         }
     }
 }

@@ -335,6 +335,33 @@ pub(crate) fn resumed(actor: &str, reason: &str) -> String {
     format!("resumed by {actor}{}", suffix(reason))
 }
 
+/// An operator had a failed host tried again in its failed services; the release goes
+/// on.
+pub(crate) fn host_retried(host: &HostId, services: &[ServiceName], stage: &str, actor: &str, reason: &str) -> String {
+    let names: Vec<&str> = services.iter().map(ServiceName::as_str).collect();
+    format!(
+        "{host} retried by {actor}{}: {} deploy it again in stage {stage}; the release goes on",
+        suffix(reason),
+        names.join(", ")
+    )
+}
+
+/// Why a host is excluded: who excluded it, and their reason (the host's state's text).
+pub(crate) fn exclusion(actor: &str, reason: &str) -> String {
+    format!("excluded by {actor}{}", suffix(reason))
+}
+
+/// An operator excluded a failed host from the rest of the release; the release goes
+/// on without it.
+pub(crate) fn host_excluded(host: &HostId, services: &[ServiceName], stage: &str, why: &str) -> String {
+    let names: Vec<&str> = services.iter().map(ServiceName::as_str).collect();
+    format!(
+        "{host} {why}: the rest of the release goes on without it ({} in stage {stage}; counted against \
+         max_failed)",
+        names.join(", ")
+    )
+}
+
 /// An operator aborted the release (also the release's reason).
 pub(crate) fn aborted(actor: &str, reason: &str) -> String {
     format!("aborted by {actor}{}", suffix(reason))

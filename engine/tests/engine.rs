@@ -965,3 +965,124 @@ fn steps_asked_to_stop_are_owed_their_cancel_and_never_sent_again() {
     sim.operator(cancelled);
     assert_eq!(sim.run.cancels().collect::<Vec<_>>(), cancels[1..], "a step with a result is owed nothing");
 }
+
+/// Deploy steps sent to `host`.
+fn deploys_to(sim: &Sim, host: &str) -> usize {
+    sim.run.steps.values().filter(|s| s.host.as_str() == host && matches!(s.kind, StepKind::Deploy(_))).count()
+}
+
+#[test]
+fn retry_deploys_only_the_named_failed_host_again_and_exclude_lets_the_release_go_on_without_another() {
+    let mut web = quick(service("web", "2.0.0"));
+    web.policy.on_failure = OnFailure::Pause;
+    web.policy.canary = HostCount::Hosts(0);
+    let mut sim = Sim::new(&release("r").with(web), fleet(hosts(4, &[], &[]))).failing(|h, k| {
+        (matches!(h.as_str(), "h2" | "h3") && matches!(k, StepKind::Deploy(_))).then(|| "disk full".to_owned())
+    });
+    sim.settle();
+    assert!(sim.run.paused.as_deref().is_some_and(|p| p.contains("host h2 failed")), "{:?}", sim.run.paused);
+
+    // h2's disk is cleaned: retrying it deploys h2 again and nothing else.
+    sim.failing =
+        Box::new(|h, k| (h.as_str() == "h3" && matches!(k, StepKind::Deploy(_))).then(|| "disk full".to_owned()));
+    sim.operator(Fact::HostRetried { host: "h2".into(), actor: "ops".into(), reason: "disk cleaned".into() });
+    assert_eq!(sim.run.paused, None, "a retry goes on");
+    sim.settle();
+    assert_eq!((deploys_to(&sim, "h2"), deploys_to(&sim, "h3")), (2, 1), "only the retried host is deployed again");
+    // h3 is still failed, so the service fails again, naming it.
+    let paused = sim.run.paused.clone().expect("h3 still failed");
+    assert!(paused.contains("host h3 failed: deploy failed: disk full"), "{paused}");
+    assert_eq!(
+        sim.events(EventKind::HostRetried),
+        ["h2 retried by ops: disk cleaned: web deploy it again in stage all; the release goes on"]
+    );
+
+    // h3 is excluded: the service finishes without it, and nothing more goes to it.
+    sim.operator(Fact::HostExcluded { host: "h3".into(), actor: "ops".into(), reason: "hardware fault".into() });
+    sim.settle();
+    assert_eq!(sim.terminal(), Some(Terminal::Succeeded));
+    assert_eq!(deploys_to(&sim, "h3"), 1);
+    let run = sim.run.service(0, &"web".into()).unwrap();
+    assert_eq!(run.excluded_hosts().map(HostId::as_str).collect::<Vec<_>>(), ["h3"]);
+    assert_eq!(sim.run.exclusion(&"h3".into()), Some("excluded by ops: hardware fault"));
+    let excluded = sim.events(EventKind::HostExcluded);
+    assert_eq!(
+        excluded,
+        ["h3 excluded by ops: hardware fault: the rest of the release goes on without it (web in stage all; counted \
+          against max_failed)"]
+    );
+}
+
+#[test]
+fn an_excluded_host_is_left_out_of_services_that_start_later_and_counts_against_max_failed() {
+    let mut api = quick(service("api", "2.0.0"));
+    api.policy.on_failure = OnFailure::Pause;
+    let mut web = quick(service("web", "2.0.0").depends("api", DepKind::Hard));
+    web.policy.on_failure = OnFailure::Pause;
+    let spec = release("r").with(api).with(web);
+    let mut sim = Sim::new(&spec, fleet(hosts(3, &[], &[]))).failing(|h, k| {
+        (h.as_str() == "h2" && matches!(k, StepKind::Deploy(s) if s.as_str() == "api")).then(|| "bad NIC".to_owned())
+    });
+    sim.settle();
+    assert_eq!(sim.state(0, "web"), ServiceState::Waiting, "web waits for api");
+    sim.operator(Fact::HostExcluded { host: "h2".into(), actor: "ops".into(), reason: String::new() });
+    // web, which started after the exclusion, fails on h3: with h2 excluded, no
+    // failure is left in max_failed = 0.
+    sim.failing = Box::new(|h, k| {
+        (h.as_str() == "h3" && matches!(k, StepKind::Deploy(s) if s.as_str() == "web")).then(|| "crashed".to_owned())
+    });
+    sim.settle();
+    let web = sim.run.service(0, &"web".into()).unwrap();
+    assert_eq!(
+        web.hosts.get(&HostId::from("h2")),
+        Some(&flotilla_engine::HostState::Excluded("excluded by ops".into()))
+    );
+    assert!(
+        !sim.run
+            .steps
+            .values()
+            .any(|s| s.host.as_str() == "h2" && matches!(&s.kind, StepKind::Deploy(x) if x.as_str() == "web")),
+        "nothing of web is sent to the excluded host"
+    );
+    let paused = sim.run.paused.clone().expect("web fails on h3");
+    assert!(
+        paused.contains("host h3 failed: deploy failed: crashed (1 host failed, 1 host excluded, max_failed is 0)"),
+        "{paused}"
+    );
+}
+
+#[test]
+fn retry_and_exclude_are_refused_unless_the_release_is_paused_on_that_host_and_change_nothing() {
+    let mut web = quick(service("web", "2.0.0"));
+    web.policy.on_failure = OnFailure::Pause;
+    let mut sim = Sim::new(&release("r").with(web), fleet(hosts(3, &[], &[])));
+    sim.held.insert("web".into());
+    sim.settle();
+    let refused = |sim: &mut Sim, fact: Fact| {
+        let before = sim.run.clone();
+        let why = sim.run.apply(sim.now, &fact).expect_err("refused").to_string();
+        assert_eq!(sim.run, before, "a refused {fact} changes nothing");
+        why
+    };
+    let retry = |host: &str| Fact::HostRetried { host: host.into(), actor: "ops".into(), reason: String::new() };
+    let exclude = |host: &str| Fact::HostExcluded { host: host.into(), actor: "ops".into(), reason: String::new() };
+    assert!(refused(&mut sim, retry("h1")).contains("the release is not paused"));
+
+    sim.held.clear();
+    sim.failing = Box::new(|h, k| (h.as_str() == "h1" && matches!(k, StepKind::Deploy(_))).then(|| "no".to_owned()));
+    sim.settle();
+    assert!(sim.run.paused.is_some());
+    assert_eq!(refused(&mut sim, exclude("h3")), "host h3 has not failed in stage all (failed there: h1)");
+    assert_eq!(refused(&mut sim, retry("nowhere")), "host nowhere has not failed in stage all (failed there: h1)");
+
+    sim.operator(rollback_decision(
+        &sim.run,
+        sim.ctx(),
+        sim.now,
+        &["web".into()],
+        RollbackScope::Service,
+        "ops",
+        "enough".into(),
+    ));
+    assert!(refused(&mut sim, exclude("h1")).contains("not rolling forward"));
+}

@@ -465,13 +465,12 @@ fn any_fact(g: &mut Gen, p: &Pool) -> Fact {
         },
         22 => Fact::RollbackActionDone { action: g.pick(&p.indexes) },
         23 => Fact::Finished { terminal: g.pick(&terminals), reason: "the end".into() },
-        _ => {
-            if g.coin() {
-                Fact::LeaderChanged { node: g.next(), resent: vec![g.pick(&p.ids)] }
-            } else {
-                Fact::Noted { actor, text: "a note".into() }
-            }
-        }
+        _ => match g.below(4) {
+            0 => Fact::LeaderChanged { node: g.next(), resent: vec![g.pick(&p.ids)] },
+            1 => Fact::Noted { actor, text: "a note".into() },
+            2 => Fact::HostRetried { host: g.pick(&p.hosts), actor, reason: "try again".into() },
+            _ => Fact::HostExcluded { host: g.pick(&p.hosts), actor, reason: "bad disk".into() },
+        },
     }
 }
 

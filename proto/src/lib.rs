@@ -105,7 +105,10 @@ pub const MIN_PROTOCOL_VERSION: u32 = 1;
 /// - 8: snapshots are in on-disk format 8 (canary analyses in a release's run), and log
 ///   entries may carry canary analysis facts, which a revision-7 node cannot decode.
 ///   Upgraded like 3.
-pub const PEER_PROTOCOL_VERSION: u32 = 8;
+/// - 9: snapshots are in on-disk format 9, and log entries may carry guided-failure
+///   facts (a host retried or excluded), which a revision-8 node cannot decode.
+///   Upgraded like 3.
+pub const PEER_PROTOCOL_VERSION: u32 = 9;
 
 /// The oldest peer protocol revision this build accepts from another coordinator.
 /// A revision-1 node cannot read revision-2 payloads (nor the reverse), so a cluster

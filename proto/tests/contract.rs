@@ -44,6 +44,8 @@ const EXPECTED: &[(&str, &[Method])] = &[
             ("Abort", false, false),
             ("Rollback", false, false),
             ("Annotate", false, false),
+            ("RetryHost", false, false),
+            ("ExcludeHost", false, false),
         ],
     ),
     (

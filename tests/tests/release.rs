@@ -2,8 +2,9 @@
 //! `flotilla-coordinator`s, nine `flotilla-agent`s (roles db/api/web, the first three in
 //! the canary cell) and the sample service's real tar.gz artifacts.
 //!
-//! Every test first installs version 1 everywhere, then releases version 2 in two stages
-//! (canary cell, then the rest) with canaries, 1 s bakes and the `smoke` gate, and checks
+//! Every test first installs version 1 everywhere, then releases version 2, mostly in two
+//! stages (canary cell, then the rest) with canaries, 1 s bakes and the `smoke` gate
+//! (guided failure: in one stage, all hosts at once), and checks
 //! what the coordinators say (release status and events over gRPC, the CLI's JSON, the
 //! fleet inventory) against what the hosts really run (the agents' journals and logs,
 //! the `current` symlinks and the sample processes).
@@ -415,54 +416,6 @@ async fn an_agent_killed_mid_deploy_and_restarted_leaves_its_host_on_one_version
     assert_one_version_per_service(&fleet, &v2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_host_offline_when_its_batch_starts_counts_as_failed_and_pauses_the_release_until_it_is_back() {
-    let (fleet, hosts) = fleet_on_version_1().await;
-    let spec = AppSpec::staged(2).canary_approval().default_key("on_failure", r#""pause""#);
-    let text = fleet.ok(spec.toml());
-    let id = fleet.ok(fleet.submit("shop.toml", &text).await);
-    let awaiting = ReleaseState::AwaitingApproval as i32;
-    fleet.ok(fleet.wait_release(&id, "the canary stage to be done", RELEASE, |r| r.state == awaiting).await);
-
-    // host-9 (web, main cell) goes down between the stages, while it is part of the release.
-    let victim = "host-9";
-    fleet.kill9_agent(victim);
-    fleet.ok(fleet.wait_hosts_state(&[victim.to_owned()], v1::HostState::Lost, Duration::from_secs(20)).await);
-    fleet.ok(fleet.approve(&id).await);
-
-    let paused = ReleaseState::Paused as i32;
-    let r = fleet.ok(fleet.wait_release(&id, "the release to pause", RELEASE, |r| r.state == paused).await);
-    let events = fleet.ok(fleet.events(&id).await);
-    let lines = event_lines(&events);
-    assert!(
-        r.reason.contains(victim) && r.reason.contains("offline"),
-        "the pause says {victim} was offline: {}\n  {lines}",
-        r.reason
-    );
-    let offline_batch = events
-        .iter()
-        .find(|e| e.kind == K::BatchStarted as i32 && e.hosts.iter().any(|h| h == victim))
-        .unwrap_or_else(|| panic!("a batch with {victim}\n  {lines}"));
-    assert!(offline_batch.message.contains(&format!("offline, counted as failed: {victim}")), "{offline_batch:?}");
-    assert!(!dispatched_steps(&events).values().any(|h| h == victim), "no step was sent to the offline host");
-    let failed = events_of(&events, K::ServiceFailed);
-    assert_eq!(failed.len(), 1, "one service failed\n  {lines}");
-    assert!(failed[0].message.contains(victim), "{}", failed[0].message);
-
-    // Once the host is back, resuming deploys it and the release completes.
-    fleet.ok(fleet.restart_agent(victim));
-    fleet.ok(fleet.wait_hosts_state(&[victim.to_owned()], v1::HostState::Online, Duration::from_secs(30)).await);
-    fleet.ok(fleet.resume(&id, "host-9 is back").await);
-    let r = fleet.ok(fleet.wait_finished(&id, RELEASE).await);
-    let events = fleet.ok(fleet.events(&id).await);
-    assert_state(&fleet, &r, &events, ReleaseState::Succeeded);
-    assert!(dispatched_steps(&events).values().any(|h| h == victim), "after the resume, steps went to {victim}");
-    assert_every_step_ran_once(&fleet, &events);
-    let v2 = app_inventory(&hosts, |_, _| "2.0.0".to_owned());
-    fleet.ok(fleet.wait_inventory(&v2, INVENTORY).await);
-    assert_one_version_per_service(&fleet, &v2);
-}
-
 /// How long a coordinator may take to exit after SIGTERM: its shutdown timeout (5 s by
 /// default) and the process's own exit.
 const STOP_BOUND: Duration = Duration::from_secs(10);
@@ -546,4 +499,142 @@ async fn a_rolling_restart_of_every_coordinator_during_a_release_leaves_it_succe
     let expected = app_inventory(&hosts, |_, _| "2.0.0".to_owned());
     fleet.ok(fleet.wait_inventory(&expected, INVENTORY).await);
     assert_one_version_per_service(&fleet, &expected);
+}
+
+/// Runs `flotilla ARGS` against the fleet and returns its stdout; it must exit 0.
+async fn cli(fleet: &TestFleet, name: &str, args: &[&str]) -> String {
+    let addrs: Vec<&str> = fleet.addrs().iter().map(String::as_str).collect();
+    let mut proc = fleet.ok(fleet.spawn_cli(name, &addrs, args));
+    let code = fleet.ok(proc.wait(Duration::from_secs(30)).await);
+    assert_eq!(code, Some(0), "flotilla {args:?}: {}{}", proc.stdout(), proc.stderr());
+    proc.stdout()
+}
+
+/// Guided failure through the CLI: a release pauses on `auth` failing on host-5; a retry
+/// deploys only host-5 again (it fails again, the version is broken there); excluding
+/// host-5 lets the release go on without it (auth, and payments that starts later, never
+/// deploy there); host-9 is offline when `web` reaches it, and once its agent is back,
+/// retrying it deploys it and the release succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_release_retries_one_failed_host_excludes_another_and_succeeds_without_it() {
+    let (fleet, hosts) = fleet_on_version_1().await;
+    let (bad, offline) = ("host-5", "host-9");
+    let spec = AppSpec::install(2)
+        .default_key("on_failure", r#""pause""#)
+        .default_key("healthy_deadline", r#""3s""#)
+        .behaviour("auth", Behaviour { unhealthy_on: vec![bad.to_owned()], ..Behaviour::default() });
+    let id = fleet.ok(fleet.submit("shop.toml", &fleet.ok(spec.toml())).await);
+    let paused = ReleaseState::Paused as i32;
+    let on = |host: &'static str| {
+        move |r: &v1::Release| {
+            r.state == paused
+                && r.stages.iter().flat_map(|s| &s.services).any(|s| s.failed_hosts.iter().any(|f| f.host == host))
+        }
+    };
+    fleet.ok(fleet.wait_release(&id, "the release to pause on host-5", RELEASE, on(bad)).await);
+    let show = cli(&fleet, "show-paused", &["release", "show", &id]).await;
+    assert!(show.contains(&format!("flotilla release retry|exclude {id} --host {bad}")), "{show}");
+
+    // While it is paused, host-9's agent goes away.
+    fleet.kill9_agent(offline);
+    fleet.ok(fleet.wait_hosts_state(&[offline.to_owned()], v1::HostState::Lost, Duration::from_secs(20)).await);
+
+    // A retry deploys host-5 again, and only host-5; auth is still broken there.
+    let out = cli(&fleet, "retry-bad", &["release", "retry", &id, "--host", bad, "--reason", "one more try"]).await;
+    assert!(out.contains(&format!("release {id}: {bad} deploys again; now running")), "{out}");
+    let retried = fleet.ok(fleet.wait_event(&id, RELEASE, |e| e.kind == K::HostRetried as i32).await);
+    assert_eq!(
+        (retried.hosts.as_slice(), retried.services.as_slice()),
+        ([bad.to_owned()].as_slice(), ["auth".to_owned()].as_slice())
+    );
+    let auth_deploys = |events: &[v1::ReleaseEvent], host: &str| {
+        events_of(events, K::BatchStarted)
+            .iter()
+            .filter(|e| e.services.iter().any(|s| s == "auth") && e.hosts.iter().any(|h| h == host))
+            .count()
+    };
+    let r = fleet.ok(fleet
+        .wait_release(&id, "auth to fail on host-5 again", RELEASE, |r| {
+            r.state == paused && events_after(r, retried.index)
+        })
+        .await);
+    let events = fleet.ok(fleet.events(&id).await);
+    assert_eq!(auth_deploys(&events, bad), 2, "host-5 got auth twice\n  {}", event_lines(&events));
+    assert_eq!(auth_deploys(&events, "host-2"), 1, "host-2 (healthy) got auth once\n  {}", event_lines(&events));
+    assert!(r.reason.contains(bad), "{}", r.reason);
+
+    // Excluding host-5: the release goes on without it.
+    let args = ["release", "exclude", &id, "--host", bad, "--reason", "bad disk", "--output", "json"];
+    let out: serde_json::Value = serde_json::from_str(&cli(&fleet, "exclude", &args).await).expect("JSON");
+    let auth =
+        out["release"]["stages"][0]["services"].as_array().and_then(|s| s.iter().find(|s| s["service"] == "auth"));
+    assert_eq!(auth.map(|a| a["excludedHosts"].clone()), Some(serde_json::json!([bad])), "ExcludeHostResponse: {out}");
+    // web reaches host-9, which is offline: it counts as failed and the release pauses.
+    let r = fleet.ok(fleet.wait_release(&id, "the release to pause on host-9", RELEASE, on(offline)).await);
+    assert!(
+        r.reason.contains(offline) && r.reason.contains("offline"),
+        "the pause says {offline} was offline: {}",
+        r.reason
+    );
+    let events = fleet.ok(fleet.events(&id).await);
+    let offline_batch = events
+        .iter()
+        .find(|e| {
+            e.kind == K::BatchStarted as i32
+                && e.services.iter().any(|s| s == "web")
+                && e.hosts.iter().any(|h| h == offline)
+        })
+        .unwrap_or_else(|| panic!("a batch with {offline}\n  {}", event_lines(&events)));
+    assert!(offline_batch.message.contains(&format!("offline, counted as failed: {offline}")), "{offline_batch:?}");
+    let web_steps_to = |events: &[v1::ReleaseEvent], host: &str| {
+        let web: Vec<&String> = events_of(events, K::BatchStarted)
+            .iter()
+            .filter(|e| e.services.iter().any(|s| s == "web"))
+            .flat_map(|e| &e.command_ids)
+            .collect();
+        dispatched_steps(events).iter().filter(|(cid, h)| *h == host && web.contains(cid)).count()
+    };
+    assert_eq!(web_steps_to(&events, offline), 0, "no step of web was sent to the offline host");
+    // Once the host is back, retrying it deploys it and the release completes.
+    fleet.ok(fleet.restart_agent(offline));
+    fleet.ok(fleet.wait_hosts_state(&[offline.to_owned()], v1::HostState::Online, Duration::from_secs(30)).await);
+    let args = ["release", "retry", &id, "--host", offline, "--output", "json"];
+    let out: serde_json::Value = serde_json::from_str(&cli(&fleet, "retry-offline", &args).await).expect("JSON");
+    assert_eq!(out["release"]["id"], id.as_str(), "RetryHostResponse: {out}");
+    assert_ne!(out["release"]["state"], "RELEASE_STATE_PAUSED", "RetryHostResponse: {out}");
+
+    let r = fleet.ok(fleet.wait_finished(&id, RELEASE).await);
+    let events = fleet.ok(fleet.events(&id).await);
+    assert_state(&fleet, &r, &events, ReleaseState::Succeeded);
+    let lines = event_lines(&events);
+    let excluded = events_of(&events, K::HostExcluded);
+    assert_eq!(excluded.len(), 1, "one exclusion\n  {lines}");
+    assert!(excluded[0].message.contains("excluded by") && excluded[0].message.contains("bad disk"), "{lines}");
+    assert_eq!(events_of(&events, K::HostRetried).len(), 2, "{lines}");
+    assert_eq!(web_steps_to(&events, offline), 1, "after the retry, web went to {offline}\n  {lines}");
+    let services =
+        |name: &str| r.stages.iter().flat_map(|s| &s.services).find(|s| s.service == name).cloned().unwrap_or_default();
+    assert_eq!(services("auth").excluded_hosts, [bad], "{}", describe(&r));
+    assert_eq!(services("payments").excluded_hosts, [bad], "payments started after the exclusion: {}", describe(&r));
+    let payments_to_bad = events_of(&events, K::BatchStarted)
+        .iter()
+        .any(|e| e.services.iter().any(|s| s == "payments") && e.hosts.iter().any(|h| h == bad));
+    assert!(!payments_to_bad, "nothing of payments went to the excluded host\n  {lines}");
+    assert_every_step_ran_once(&fleet, &events);
+    // host-5 keeps auth and payments 1.0.0, and ledger too unless it finished there
+    // before the exclusion; every other host runs 2.0.0.
+    let ledger_kept = services("ledger").excluded_hosts.iter().any(|h| h == bad);
+    let want = app_inventory(&hosts, |h, s| {
+        let kept = h.id == bad && (s == "auth" || s == "payments" || (s == "ledger" && ledger_kept));
+        if kept { "1.0.0" } else { "2.0.0" }.to_owned()
+    });
+    fleet.ok(fleet.wait_inventory(&want, INVENTORY).await);
+    assert_one_version_per_service(&fleet, &want);
+    let show = cli(&fleet, "show-done", &["release", "show", &id]).await;
+    assert!(show.contains(&format!("excluded: {bad}")), "{show}");
+}
+
+/// Whether the release has events after `index`.
+fn events_after(r: &v1::Release, index: u64) -> bool {
+    r.last_event_index > index
 }

@@ -3,8 +3,8 @@
 //! in `releases`):
 //!
 //! - SUCCEEDED: the plan's target version — unless the release never deployed the
-//!   service there and its events show the host failed (within `max_failed`), which
-//!   leaves the host as its history last left it;
+//!   service there and its events show the host failed (within `max_failed`) or an
+//!   operator excluded it, which leaves the host as its history last left it;
 //! - ROLLED_BACK, for a service in the rollback set: the version its rollback step on
 //!   that host went back to (absent or stopped after a `stop`, the rollback of a
 //!   service that was not installed before); without a rollback step there, the version
@@ -162,6 +162,17 @@ fn expectation<'h>(
                 e.basis.insert(0, view.event_record(pos));
                 return e;
             }
+            if let Some(pos) = excluded_in_events(view, hv.name) {
+                let mut e = last_known(&here, service, hv.name, None);
+                e.why = format!(
+                    "release {id} succeeded with {} excluded by an operator (event #{}); {}",
+                    hv.name,
+                    view.events()[pos].index,
+                    e.why
+                );
+                e.basis.insert(0, view.event_record(pos));
+                return e;
+            }
             Expectation {
                 expect: Expect::Version(target),
                 why: format!("release {id} succeeded and its plan puts {service} {target} there"),
@@ -269,6 +280,12 @@ fn last_known<'h>(here: &[&Exec<'h>], service: &str, host: &str, before: Option<
             basis: Vec::new(),
         },
     }
+}
+
+/// The position of the event in which an operator excluded the host from the rest of
+/// the release (it covers every service the release had not deployed there yet).
+fn excluded_in_events(view: &ReleaseView<'_>, host: &str) -> Option<usize> {
+    view.events().iter().position(|e| kind(e) == v1::EventKind::HostExcluded && e.hosts.iter().any(|h| h == host))
 }
 
 /// The position of an event showing the host failed for the service: a deploy or bake

@@ -520,6 +520,27 @@ pub fn clean() -> History {
     rec.history(Some(42))
 }
 
+/// The shop upgraded to 2.0.0 without app-3: worker fails there in prod, an operator
+/// excludes app-3, and web goes to app-2 only; SUCCEEDED, app-3 left on web 1.0.0.
+pub fn excluded() -> History {
+    let mut rec = Recorder::new(&[APPS[0], APPS[1], APPS[2], DB[0], DB[1]]);
+    install(&mut rec);
+    upgrade_until_web(&mut rec);
+    rec.service_started(PROD, "worker", "2.0.0");
+    rec.batch(PROD, "worker", "2.0.0", "100%", &["app-2", "app-3"], &["app-3"]);
+    rec.event(K::ServiceFailed, PROD, &["worker"]);
+    rec.event(K::Paused, "", &[]);
+    let e = rec.event(K::HostExcluded, PROD, &["worker", "web"]);
+    e.hosts = vec!["app-3".to_owned()];
+    e.actor = "operator bob".to_owned();
+    rec.batch_done(PROD, "worker", "100%");
+    rec.service_done(PROD, "worker", "2.0.0");
+    rec.service(PROD, "web", "2.0.0", &[("100%", &["app-2"])], true);
+    rec.stage_done(PROD);
+    rec.finish("shop", shop_plan("2.0.0", true), v1::ReleaseState::Succeeded);
+    rec.history(Some(42))
+}
+
 /// The shop upgrade rolled back: web fails on app-3 in prod, and the whole release
 /// rolls back (scope `release`) in the order web, worker, api, db (migrate_down, then
 /// rollback), config; worker, new in 2.0.0, is stopped.

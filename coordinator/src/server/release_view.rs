@@ -134,6 +134,11 @@ fn stages(run: &Run, plan: Option<&Plan>) -> Vec<v1::StageStatus> {
                     started_unix_ms: s.started_unix_ms,
                     finished_unix_ms: s.finished_unix_ms,
                     progress_deadline_unix_ms: s.deadline_unix_ms,
+                    excluded_hosts: s.excluded_hosts().map(ToString::to_string).collect(),
+                    failed_hosts: s
+                        .failed_hosts()
+                        .map(|(h, why)| v1::FailedHost { host: h.to_string(), reason: why.to_owned() })
+                        .collect(),
                 }
             })
             .collect();
@@ -437,6 +442,8 @@ fn event_kind(k: EventKind) -> v1::EventKind {
         EventKind::AnalysisPassed => W::AnalysisPassed,
         EventKind::AnalysisInconclusive => W::AnalysisInconclusive,
         EventKind::AnalysisFailed => W::AnalysisFailed,
+        EventKind::HostRetried => W::HostRetried,
+        EventKind::HostExcluded => W::HostExcluded,
     }
 }
 

@@ -8,6 +8,7 @@ use flotilla_proto::v1::releases_client::ReleasesClient;
 use flotilla_proto::v1::releases_server::Releases;
 use flotilla_proto::v1::{self, Severity};
 use flotilla_shared::inventory::Fleet;
+use flotilla_shared::model::HostId;
 use flotilla_shared::plan::Plan;
 use flotilla_shared::spec::{self, ApprovalRule, ApproverRole, SourceFile, SpecErrors};
 use futures::Stream;
@@ -213,6 +214,11 @@ async fn act(node: &Node, id: &str, fact: Fact) -> Result<v1::Release, Coordinat
         Applied::Applied { .. } => node.read_local(|s| get_view(s, id)),
         other => Err(fact_not_applied(id, other)),
     }
+}
+
+/// The host a guided-failure call names.
+fn required_host(host: &str) -> Result<HostId, CoordinatorError> {
+    if host.is_empty() { Err(CoordinatorError::missing("host")) } else { Ok(HostId::from(host)) }
 }
 
 /// The longest note `Releases.Annotate` takes, in bytes.
@@ -599,6 +605,48 @@ impl Releases for ReleasesService {
                 Ok(v1::AnnotateResponse {})
             },
             forward!(annotate),
+        )
+        .await
+    }
+
+    async fn retry_host(
+        &self,
+        request: Request<v1::RetryHostRequest>,
+    ) -> Result<Response<v1::RetryHostResponse>, Status> {
+        let node = self.node.clone();
+        let who = Actor::of(&request).name;
+        AuditNote::of(&request).release(&request.get_ref().release_id);
+        on_leader(
+            &self.node,
+            request,
+            |req| async move {
+                let host = required_host(&req.host)?;
+                let fact = Fact::HostRetried { host, actor: who, reason: req.reason };
+                let release = act(&node, &req.release_id, fact).await?;
+                Ok(v1::RetryHostResponse { release: Some(release) })
+            },
+            forward!(retry_host),
+        )
+        .await
+    }
+
+    async fn exclude_host(
+        &self,
+        request: Request<v1::ExcludeHostRequest>,
+    ) -> Result<Response<v1::ExcludeHostResponse>, Status> {
+        let node = self.node.clone();
+        let who = Actor::of(&request).name;
+        AuditNote::of(&request).release(&request.get_ref().release_id);
+        on_leader(
+            &self.node,
+            request,
+            |req| async move {
+                let host = required_host(&req.host)?;
+                let fact = Fact::HostExcluded { host, actor: who, reason: req.reason };
+                let release = act(&node, &req.release_id, fact).await?;
+                Ok(v1::ExcludeHostResponse { release: Some(release) })
+            },
+            forward!(exclude_host),
         )
         .await
     }

@@ -18,6 +18,8 @@
 //!   applied.
 //! - Formats 2 to 7 had no canary analyses in a release's run ([`RunV7`]); format 8
 //!   adds them at the end of the run.
+//! - Format 9 only appended enum variants (guided failure): format 8 states are read
+//!   as written.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

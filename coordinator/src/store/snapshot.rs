@@ -120,6 +120,7 @@ pub fn decode(bytes: &[u8]) -> Result<(SnapshotHeader, State), SnapshotError> {
     } else if header.format_version == 7 {
         codec::decode::<crate::state::StateV7>(&bytes[start..]).map_err(malformed)?.into()
     } else {
+        // Format 8 states are valid format 9 states.
         codec::decode(&bytes[start..]).map_err(malformed)?
     };
     Ok((header, state))
@@ -271,6 +272,16 @@ mod tests {
         let (meta, bytes) = old_snapshot(7, &crate::state::StateV7::default());
         let (header, state) = decode(&bytes).unwrap();
         assert_eq!((header.format_version, header.meta), (7, meta));
+        assert_eq!(state, State::default());
+    }
+
+    /// Format 9 only added variants at the end of enums, so a format 8 snapshot is read
+    /// as written.
+    #[test]
+    fn a_format_8_snapshot_is_read_as_written() {
+        let (meta, bytes) = old_snapshot(8, &State::default());
+        let (header, state) = decode(&bytes).unwrap();
+        assert_eq!((header.format_version, header.meta), (8, meta));
         assert_eq!(state, State::default());
     }
 }

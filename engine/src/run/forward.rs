@@ -1,7 +1,7 @@
 //! Rolling forward: the engine's decisions that start stages, services, migrations,
 //! batches, bakes and gates, wait for approvals, and end services and stages.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use flotilla_shared::model::{HostId, ServiceName};
 
@@ -68,6 +68,15 @@ impl Run {
         progress_deadline_ms: u64,
     ) -> Result<(), Refusal> {
         let stage_name = self.stage_name(stage);
+        // A host an operator excluded from the release is excluded here too.
+        let hosts: BTreeMap<HostId, HostState> = batches
+            .iter()
+            .flat_map(|b| b.hosts.iter())
+            .map(|h| {
+                let state = self.exclusion(h).map_or(HostState::Waiting, |why| HostState::Excluded(why.to_owned()));
+                (h.clone(), state)
+            })
+            .collect();
         let run = self.service_mut(stage, service)?;
         if run.state != ServiceState::Waiting {
             return refuse(format!("{service} already started in stage {stage_name}"));
@@ -75,7 +84,7 @@ impl Run {
         run.version = version.to_owned();
         run.batches = batches.to_vec();
         run.from = from.iter().cloned().collect();
-        run.hosts = batches.iter().flat_map(|b| b.hosts.iter().map(|h| (h.clone(), HostState::Waiting))).collect();
+        run.hosts = hosts;
         run.hosts.extend(skipped.iter().map(|h| (h.clone(), HostState::Skipped)));
         run.started_unix_ms = at;
         run.progress_deadline_ms = progress_deadline_ms;

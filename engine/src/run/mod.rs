@@ -8,7 +8,8 @@
 //! whose sentences come from `crate::text`:
 //! - `forward`: rolling forward (stages, services, migrations, batches, bakes, gates);
 //! - `reports`: agents' reports of how their steps ended;
-//! - `operator`: what operators do (approve, pause, resume, abort, note);
+//! - `operator`: what operators do (approve, pause, resume, abort, note, and retry or
+//!   exclude a failed host);
 //! - `rollback`: a rollback decided, its actions sent and done;
 //! - `lifecycle`: the release's end and the leaders that take it over;
 //! - `analysis`: canary analyses started, sampled and judged.
@@ -92,6 +93,10 @@ pub enum HostState {
     Failed(String),
     /// Its deploy was cancelled; it kept its previous version.
     Cancelled,
+    /// An operator excluded the host from the rest of the release after it failed:
+    /// nothing more is sent to it, and it counts against `max_failed`. The text says
+    /// who and why. (Appended: stored states keep their variant indexes.)
+    Excluded(String),
 }
 
 /// The state of one service in one stage.
@@ -176,6 +181,11 @@ impl ServiceRun {
             HostState::Failed(why) => Some((h, why.as_str())),
             _ => None,
         })
+    }
+
+    /// Hosts an operator excluded from the release.
+    pub fn excluded_hosts(&self) -> impl Iterator<Item = &HostId> {
+        self.hosts.iter().filter(|(_, s)| matches!(s, HostState::Excluded(_))).map(|(h, _)| h)
     }
 
     /// Hosts done or skipped.
@@ -408,6 +418,15 @@ impl Run {
         self.analyses.iter().rev().find(|a| a.stage == stage && a.batch == batch && &a.service == service)
     }
 
+    /// Why a host was excluded from the release (who and why), if it was: the
+    /// exclusion holds for every service of the host's stage, started or not.
+    pub fn exclusion(&self, host: &HostId) -> Option<&str> {
+        self.stages.iter().flat_map(|st| st.services.values()).find_map(|svc| match svc.hosts.get(host) {
+            Some(HostState::Excluded(why)) => Some(why.as_str()),
+            _ => None,
+        })
+    }
+
     /// Whether the release has ended.
     pub fn is_finished(&self) -> bool {
         matches!(self.phase, Phase::Finished(_))
@@ -610,6 +629,8 @@ impl Run {
             Fact::Resumed { actor, reason } => self.resumed(at, actor, reason),
             Fact::Aborted { actor, reason } => self.aborted(at, actor, reason),
             Fact::Noted { actor, text } => self.noted(at, actor, text),
+            Fact::HostRetried { host, actor, reason } => self.host_retried(at, host, actor, reason),
+            Fact::HostExcluded { host, actor, reason } => self.host_excluded(at, host, actor, reason),
             // Rolling back (`rollback`).
             Fact::RollbackDecided { actor, reason, members, actions, cancelled } => {
                 self.rollback_decided(at, actor, reason, members, actions, cancelled, out)

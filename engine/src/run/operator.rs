@@ -1,5 +1,8 @@
 //! What operators do to a release: approve a gate or a stage, pause (the engine
-//! pauses too), resume, abort, and note.
+//! pauses too), resume, abort, note, and, when a release paused on a failed host,
+//! retry that host or exclude it from the rest of the release (guided failure).
+
+use flotilla_shared::model::{HostId, ServiceName};
 
 use super::{GateState, HostState, Phase, Refusal, Run, ServiceState, StageState, deadline, refuse};
 use crate::event::EventKind;
@@ -61,7 +64,7 @@ impl Run {
             return refuse("the release is not paused");
         }
         self.paused = None;
-        self.resume(at);
+        self.resume(at, |_| true);
         let accepted = self.accept_analyses(actor);
         let mut message = text::resumed(actor, reason);
         if !accepted.is_empty() {
@@ -73,8 +76,9 @@ impl Run {
     }
 
     /// After a resume: failed services in the current stage go again from the batch
-    /// they failed in (their failed hosts are deployed again); deadlines restart.
-    fn resume(&mut self, at: i64) {
+    /// they failed in (their failed hosts that `retry` picks are deployed again, the
+    /// others stay failed and count against `max_failed`); deadlines restart.
+    fn resume(&mut self, at: i64, retry: impl Fn(&HostId) -> bool) {
         let stage = self.stage;
         let mut retried = false;
         if self.phase == Phase::Forward
@@ -83,8 +87,8 @@ impl Run {
             for svc in st.services.values_mut() {
                 match svc.state {
                     ServiceState::Failed => {
-                        for state in svc.hosts.values_mut() {
-                            if matches!(state, HostState::Failed(_) | HostState::Cancelled) {
+                        for (host, state) in &mut svc.hosts {
+                            if matches!(state, HostState::Failed(_) | HostState::Cancelled) && retry(host) {
                                 *state = HostState::Waiting;
                             }
                         }
@@ -117,6 +121,95 @@ impl Run {
         {
             rb.position += 1;
         }
+    }
+
+    /// The services of the current stage a host failed in, after the checks every
+    /// guided-failure choice makes: the release rolls forward, is paused, and the host
+    /// failed in this stage.
+    fn failed_here(&self, host: &HostId, choice: &str) -> Result<Vec<ServiceName>, Refusal> {
+        if self.phase != Phase::Forward {
+            return refuse(format!("the release is not rolling forward, so there is no failed host to {choice}"));
+        }
+        if self.paused.is_none() {
+            return refuse(format!(
+                "the release is not paused: a host can be {choice}d only while the release is paused on its failure"
+            ));
+        }
+        let stage = self.stage_name(self.stage);
+        let failed: Vec<ServiceName> = self
+            .stages
+            .get(self.stage)
+            .into_iter()
+            .flat_map(|st| st.services.iter())
+            .filter(|(_, svc)| matches!(svc.hosts.get(host), Some(HostState::Failed(_))))
+            .map(|(name, _)| name.clone())
+            .collect();
+        if failed.is_empty() {
+            let mut others: Vec<&HostId> = self
+                .stages
+                .get(self.stage)
+                .into_iter()
+                .flat_map(|st| st.services.values())
+                .flat_map(|svc| svc.failed_hosts().map(|(h, _)| h))
+                .collect();
+            others.sort();
+            others.dedup();
+            let listed = if others.is_empty() {
+                "no host failed there".to_owned()
+            } else {
+                format!("failed there: {}", text::join_hosts(others.into_iter()))
+            };
+            return refuse(format!("host {host} has not failed in stage {stage} ({listed})"));
+        }
+        Ok(failed)
+    }
+
+    /// An operator has a failed host tried again: it goes back to waiting in every
+    /// service of the stage it failed in, those services go again from their batch,
+    /// and the release goes on (other failed hosts stay failed).
+    pub(super) fn host_retried(&mut self, at: i64, host: &HostId, actor: &str, reason: &str) -> Result<(), Refusal> {
+        let services = self.failed_here(host, "retry")?;
+        self.paused = None;
+        self.resume(at, |h| h == host);
+        let stage = self.stage_name(self.stage);
+        let e = self.record(at, EventKind::HostRetried, text::host_retried(host, &services, &stage, actor, reason));
+        e.stage = stage;
+        e.actor = actor.to_owned();
+        e.hosts = vec![host.clone()];
+        e.services = services;
+        Ok(())
+    }
+
+    /// An operator excludes a failed host from the rest of the release: in every service
+    /// of its stage it has not finished (and in those that start later, see
+    /// `service_started`) it is excluded, so nothing more of the rollout is sent to it;
+    /// each of those services counts it against `max_failed`; the release goes on
+    /// (other failed hosts stay failed). A rollback still takes back a version that went
+    /// live on it.
+    pub(super) fn host_excluded(&mut self, at: i64, host: &HostId, actor: &str, reason: &str) -> Result<(), Refusal> {
+        let failed = self.failed_here(host, "exclude")?;
+        let why = text::exclusion(actor, reason);
+        let mut services = Vec::new();
+        if let Some(st) = self.stages.get_mut(self.stage) {
+            for (name, svc) in &mut st.services {
+                if let Some(state) = svc.hosts.get_mut(host)
+                    && matches!(state, HostState::Failed(_) | HostState::Cancelled | HostState::Waiting)
+                {
+                    *state = HostState::Excluded(why.clone());
+                    services.push(name.clone());
+                }
+            }
+        }
+        debug_assert!(failed.iter().all(|f| services.contains(f)), "every failed service excludes the host");
+        self.paused = None;
+        self.resume(at, |_| false);
+        let stage = self.stage_name(self.stage);
+        let e = self.record(at, EventKind::HostExcluded, text::host_excluded(host, &services, &stage, &why));
+        e.stage = stage;
+        e.actor = actor.to_owned();
+        e.hosts = vec![host.clone()];
+        e.services = services;
+        Ok(())
     }
 
     /// An operator aborts the release: it ends; nothing more is sent.

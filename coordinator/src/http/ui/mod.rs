@@ -229,6 +229,7 @@ fn host_state(state: Option<&HostState>) -> (&'static str, String, u8) {
         Some(HostState::Done) => ("st-done", "done".to_owned(), 3),
         Some(HostState::Failed(why)) => ("st-failed", format!("failed: {why}"), 0),
         Some(HostState::Cancelled) => ("st-cancelled", "cancelled".to_owned(), 3),
+        Some(HostState::Excluded(why)) => ("st-cancelled", why.clone(), 0),
     }
 }
 
