@@ -8,6 +8,7 @@ mod plan;
 mod release;
 mod remote;
 mod render;
+mod stats;
 mod tls;
 mod tokens;
 
@@ -83,6 +84,14 @@ enum Command {
     ///
     /// Exit codes: 0 answered, 1 no coordinator answered, 2 bad usage.
     Whoami(access::WhoAmIArgs),
+    /// Delivery figures from the cluster's release history (DORA's four keys), overall
+    /// and per service: deployment frequency, lead time (from the spec's `changed_at`,
+    /// else the release's creation, to the service finishing its last stage), change
+    /// failure rate and time to restore.
+    ///
+    /// Exit codes: 0 answered (also when no release ended in the period), 1 no
+    /// coordinator answered or the call was refused, 2 bad usage.
+    Stats(stats::StatsArgs),
     /// Make the cluster's certificate authority and issue the certificates of
     /// coordinators, operators and agents (each names its holder:
     /// `spiffe://DOMAIN/ROLE/NAME`).
@@ -147,6 +156,7 @@ fn main() -> ExitCode {
         Command::Tokens { command, output } => access::tokens(&cli.connection, &command, output),
         Command::Audit(args) => access::audit(&cli.connection, &args),
         Command::Whoami(args) => access::whoami(&cli.connection, &args),
+        Command::Stats(args) => stats::run(&cli.connection, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

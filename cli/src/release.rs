@@ -10,7 +10,7 @@ use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::anyhow;
+use anyhow::{anyhow, bail};
 use flotilla_net::LeaderError;
 use flotilla_net::pki::format_unix;
 use flotilla_proto::v1::releases_client::ReleasesClient;
@@ -40,6 +40,12 @@ pub enum ReleaseCommand {
         /// Follow the release with live progress until it ends.
         #[arg(long)]
         watch: bool,
+        /// When the change this release ships was made (`2026-12-01T09:30:00Z`, an RFC
+        /// 3339 time with its offset), for lead time in `flotilla stats`: recorded in the
+        /// submitted spec as `changed_at`. Without it, the spec's own `changed_at`, if
+        /// any, else the release's creation.
+        #[arg(long, value_name = "TIME")]
+        changed_at: Option<String>,
     },
     /// List releases, newest last.
     List,
@@ -149,9 +155,13 @@ pub fn run(conn: &Connection, cmd: &ReleaseCommand, json_out: bool) -> Result<()
     let client = conn.remote()?;
     runtime()?.block_on(async {
         match cmd {
-            ReleaseCommand::Start { spec, idempotency_key, watch } => {
+            ReleaseCommand::Start { spec, idempotency_key, watch, changed_at } => {
                 let text = std::fs::read_to_string(spec)
                     .map_err(|e| Failure::Usage(anyhow!("cannot read {}: {e}", spec.display())))?;
+                let text = match changed_at {
+                    Some(at) => with_changed_at(&text, at).map_err(|e| Failure::Usage(anyhow!("--changed-at: {e}")))?,
+                    None => text,
+                };
                 let req = v1::CreateRequest {
                     spec_toml: text,
                     file_name: spec.display().to_string(),
@@ -375,6 +385,21 @@ fn host_action<T: Serialize>(
     }
     let r = release.cloned().unwrap_or_default();
     print(&format!("release {}: {what}; now {}{}\n", r.id, state_name(r.state), reason_suffix(&r.reason)))
+}
+
+/// `spec` with `changed_at = AT` as its first line: `at` must be an RFC 3339 time with
+/// its offset, and the spec must not set `changed_at` itself.
+fn with_changed_at(spec: &str, at: &str) -> anyhow::Result<String> {
+    let parsed: toml::value::Datetime = at.parse().map_err(|e| anyhow!("{at:?} is not a date and time: {e}"))?;
+    if parsed.date.is_none() || parsed.time.is_none() || parsed.offset.is_none() {
+        bail!("{at:?} is not a point in time: give a date, a time and an offset, like 2026-12-01T09:30:00Z");
+    }
+    if let Ok(table) = spec.parse::<toml::Table>()
+        && table.contains_key("changed_at")
+    {
+        bail!("the spec already sets changed_at; remove one of them");
+    }
+    Ok(format!("changed_at = {parsed}\n{spec}"))
 }
 
 fn reason_suffix(reason: &str) -> String {
@@ -712,6 +737,20 @@ const RECONNECT_FOR: Duration = Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn changed_at_goes_first_in_the_spec_and_only_as_a_point_in_time() {
+        let spec = "release = \"shop\"\n";
+        assert_eq!(
+            with_changed_at(spec, "2026-12-01T09:30:00Z").unwrap(),
+            "changed_at = 2026-12-01T09:30:00Z\nrelease = \"shop\"\n"
+        );
+        assert!(with_changed_at(spec, "2026-12-01").unwrap_err().to_string().contains("not a point in time"));
+        assert!(with_changed_at(spec, "yesterday").unwrap_err().to_string().contains("not a date and time"));
+        let already = "changed_at = 2026-12-01T09:30:00Z\nrelease = \"shop\"\n";
+        assert!(with_changed_at(already, "2026-12-02T09:30:00Z").unwrap_err().to_string().contains("already sets"));
+    }
+
     use super::*;
 
     #[test]

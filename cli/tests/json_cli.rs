@@ -79,7 +79,9 @@ async fn every_release_command_prints_its_api_answer_as_canonical_json() {
     let spec = spec.to_str().expect("a UTF-8 path");
 
     // release start → CreateResponse.
-    let created: v1::CreateResponse = flotilla_json(&addr, &["release", "start", spec, "--idempotency-key", "k-1"]);
+    let changed_at = ["--changed-at", "2026-01-02T03:04:05Z"];
+    let start = [&["release", "start", spec, "--idempotency-key", "k-1"][..], &changed_at[..]].concat();
+    let created: v1::CreateResponse = flotilla_json(&addr, &start);
     assert!(created.created);
     let release = created.release.expect("CreateResponse.release");
     let id = release.id.clone();
@@ -88,7 +90,7 @@ async fn every_release_command_prints_its_api_answer_as_canonical_json() {
     assert!(release.created_unix_ms > 0);
     assert_eq!(release.plan.as_ref().map(|p| p.release.as_str()), Some("json-shop"), "the plan it executes");
     // The same key again: the first release, `created` false, printed (not left out).
-    let again = raw(&addr, &["release", "start", spec, "--idempotency-key", "k-1"]);
+    let again = raw(&addr, &start);
     assert_eq!(again["created"], false, "{again}");
     assert_eq!(again["release"]["id"], id.as_str());
     assert_eq!(again["release"]["name"], "json-shop");
@@ -140,6 +142,20 @@ async fn every_release_command_prints_its_api_answer_as_canonical_json() {
     assert_ne!(approved.state, ReleaseState::AwaitingApproval as i32);
     let done = wait_state(&addr, &id, ReleaseState::Succeeded);
     assert!(done.finished_unix_ms > 0);
+    assert!(done.spec_toml.starts_with("changed_at = 2026-01-02T03:04:05Z\n"), "{}", done.spec_toml);
+
+    // stats → StatsResponse: one deployment of web, its lead time from the change's time.
+    let stats: v1::StatsResponse = flotilla_json(&addr, &["stats", "--since", "3650d"]);
+    let all = stats.overall.expect("StatsResponse.overall");
+    assert_eq!((all.changes, all.failed, all.lead_times_from_change), (1, 0, 1), "{all:?}");
+    let changed = 1_767_323_045_000; // 2026-01-02T03:04:05Z
+    assert!(all.lead_time_median_ms.is_some_and(|ms| ms >= done.finished_unix_ms - changed - 1_000), "{all:?}");
+    assert_eq!(stats.services.iter().map(|s| s.service.as_str()).collect::<Vec<_>>(), ["web"]);
+    let out = flotilla(&addr, &["stats", "--service", "web"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = stdout(&out);
+    assert!(text.starts_with("delivery over the last 30days\n"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("web ") && l.ends_with("change")), "{text}");
 
     // release note → AnnotateResponse (empty); a note is taken after the release ended,
     // and a note that is too long is refused with what is wrong.
@@ -227,6 +243,16 @@ async fn every_release_command_prints_its_api_answer_as_canonical_json() {
     assert_eq!(aborted["release"]["id"], second.as_str());
     assert_eq!(aborted["release"]["state"], "RELEASE_STATE_ABORTED", "{aborted}");
     assert_ne!(aborted["release"]["finishedUnixMs"], "0");
+
+    // The rollback made the first release a failed change, not restored since (it
+    // ended after the unattended release deployed web); the aborted release is not a
+    // change.
+    let stats = raw(&addr, &["stats"]);
+    assert_eq!(stats["overall"]["changes"], 2, "{stats}");
+    assert_eq!(stats["overall"]["failed"], 1, "{stats}");
+    assert_eq!(stats["overall"]["changeFailureRate"], 0.5, "{stats}");
+    assert_eq!(stats["overall"]["unrestored"], 1, "{stats}");
+    assert_eq!(stats["overall"]["leadTimesFromCreation"], 1, "the unattended release had no changed_at: {stats}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

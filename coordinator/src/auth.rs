@@ -167,7 +167,7 @@ fn need(path: &str) -> (Need, bool) {
         ("flotilla.v1.Enrolment", _) => (Need::Peers(&[Role::Agent], "agents"), true),
         ("grpc.health.v1.Health", _) => (Need::Anyone, false),
         ("flotilla.v1.Access", "WhoAmI") => (Need::AnyIdentity, false),
-        ("flotilla.v1.Releases", "Plan" | "Get" | "List" | "Watch")
+        ("flotilla.v1.Releases", "Plan" | "Get" | "List" | "Watch" | "Stats")
         | ("flotilla.v1.Fleet", "ListAgents" | "GetHost" | "ListJoinTokens")
         | ("flotilla.v1.Cluster", "Status")
         | ("flotilla.v1.Access", "ListTokens" | "ListAudit") => (Need::Operator(Viewer), false),

@@ -20,6 +20,7 @@ pub mod prometheus;
 pub mod raft;
 pub mod server;
 pub mod state;
+pub mod stats;
 pub mod steps;
 pub mod store;
 

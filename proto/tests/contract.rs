@@ -46,6 +46,7 @@ const EXPECTED: &[(&str, &[Method])] = &[
             ("Annotate", false, false),
             ("RetryHost", false, false),
             ("ExcludeHost", false, false),
+            ("Stats", false, false),
         ],
     ),
     (

@@ -18,6 +18,7 @@ use crate::spec::{
 pub fn release(name: &str) -> ReleaseSpec {
     ReleaseSpec {
         release: name.to_owned(),
+        changed_unix_ms: None,
         stages: vec![StageSpec {
             name: "all".to_owned(),
             hosts: None,

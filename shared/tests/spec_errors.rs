@@ -680,3 +680,13 @@ fn several_independent_errors_are_all_reported_in_file_order() {
     let rendered = render(&all);
     assert!(rendered.ends_with("5 errors in release.toml"), "{rendered}");
 }
+
+#[test]
+fn a_changed_at_that_is_not_a_point_in_time_is_refused_where_it_is() {
+    let e = err(&lines(&[r#"release = "r""#, "changed_at = 2026-12-01"]));
+    assert_error(&e, "`changed_at` is 2026-12-01, which is not a point in time", 2, 14);
+    let e = err(&lines(&[r#"release = "r""#, "changed_at = 2026-12-01T09:30:00"]));
+    assert_error(&e, "not a point in time", 2, 14);
+    let e = err(&lines(&[r#"release = "r""#, r#"changed_at = "yesterday""#]));
+    assert!(e.message.contains("changed_at"), "{e}");
+}

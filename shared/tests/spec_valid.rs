@@ -322,3 +322,13 @@ batches = [1, "25%", 5]"#,
     assert_eq!(policy.canary, HostCount::Hosts(0));
     assert_eq!(policy.batches, [HostCount::Hosts(1), HostCount::Percent(2_500), HostCount::Hosts(5)]);
 }
+
+#[test]
+fn changed_at_is_the_change_time_in_unix_milliseconds_whatever_its_offset() {
+    let base = |at: &str| format!("release = \"r\"\n{at}\n");
+    assert_eq!(parse_ok(&base("")).changed_unix_ms, None);
+    let utc = parse_ok(&base("changed_at = 2026-12-01T09:30:00Z")).changed_unix_ms;
+    assert_eq!(utc, Some(1_796_117_400_000));
+    let paris = parse_ok(&base("changed_at = 2026-12-01T10:30:00.250+01:00")).changed_unix_ms;
+    assert_eq!(paris, Some(1_796_117_400_250), "the offset is applied and milliseconds kept");
+}

@@ -13,6 +13,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::view::{RELEASE_STATES, Role, StatusView, release_state_name};
+use crate::stats;
 
 /// The content type of [`render_metrics`]' output.
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -135,9 +136,48 @@ pub fn render_metrics(view: &StatusView) -> String {
             RELEASE_STATES.iter().zip(view.releases_by_state).map(|(&s, n)| (release_state_name(s).to_owned(), n)),
         ),
     );
+    register_delivery(&mut r, &view.delivery);
     let mut out = String::new();
     encode(&mut out, &r).expect("encoding into a String cannot fail");
     out
+}
+
+/// The delivery figures (DORA's four keys over the last 30 days), labelled by service;
+/// `service="*"` is every service together. A figure without data (no deployment, no
+/// restore) is left out rather than shown as 0.
+fn register_delivery(r: &mut Registry, delivery: &[stats::Figures]) {
+    type Floats = Family<[(&'static str, String); 1], FloatGauge>;
+    let (changes, per_day, lead, failure, restore) =
+        (Labelled::default(), Floats::default(), Floats::default(), Floats::default(), Floats::default());
+    for f in delivery {
+        let label = [("service", f.service.as_ref().map_or_else(|| "*".to_owned(), ToString::to_string))];
+        changes.get_or_create(&label).set(i64::from(f.changes));
+        per_day.get_or_create(&label).set(f.deployments_per_day);
+        if let Some(ms) = f.lead_time_median_ms {
+            lead.get_or_create(&label).set(ms as f64 / 1_000.0);
+        }
+        if let Some(rate) = f.change_failure_rate {
+            failure.get_or_create(&label).set(rate);
+        }
+        if let Some(ms) = f.time_to_restore_median_ms {
+            restore.get_or_create(&label).set(ms as f64 / 1_000.0);
+        }
+    }
+    r.register("delivery_changes", "Changes (deployed or failed) that ended in the last 30 days", changes);
+    r.register("delivery_deployments_per_day", "Deployments per day over the last 30 days", per_day);
+    r.register_with_unit(
+        "delivery_lead_time",
+        "Median lead time over the last 30 days: change (or release creation) to the service finishing its last stage",
+        Unit::Seconds,
+        lead,
+    );
+    r.register("delivery_change_failure_ratio", "Failed changes / changes over the last 30 days", failure);
+    r.register_with_unit(
+        "delivery_time_to_restore",
+        "Median time from a failed change to the next deployment of the service, over the last 30 days",
+        Unit::Seconds,
+        restore,
+    );
 }
 
 /// `text` with the characters that mean something in HTML replaced by entities.

@@ -55,6 +55,27 @@ fn leader_view() -> StatusView {
         active_total: 2,
         audit_committed: 17,
         audit_dropped: 1,
+        delivery: vec![
+            crate::stats::Figures {
+                changes: 5,
+                failed: 1,
+                deployments_per_day: 4.0 / 30.0,
+                lead_time_median_ms: Some(5_400_000),
+                change_failure_rate: Some(0.2),
+                time_to_restore_median_ms: None,
+                ..crate::stats::Figures::default()
+            },
+            crate::stats::Figures {
+                service: Some("api".into()),
+                changes: 2,
+                failed: 1,
+                deployments_per_day: 1.0 / 30.0,
+                lead_time_median_ms: Some(600_000),
+                change_failure_rate: Some(0.5),
+                time_to_restore_median_ms: Some(7_200_000),
+                ..crate::stats::Figures::default()
+            },
+        ],
     }
 }
 
@@ -109,9 +130,20 @@ fn http_metrics_of_a_leader_carry_every_family_with_its_value() {
         "flotilla_releases{state=\"running\"} 2",
         "flotilla_releases{state=\"succeeded\"} 5",
         "flotilla_releases{state=\"rolled_back\"} 0",
+        "flotilla_delivery_changes{service=\"*\"} 5",
+        "flotilla_delivery_changes{service=\"api\"} 2",
+        "flotilla_delivery_lead_time_seconds{service=\"*\"} 5400.0",
+        "flotilla_delivery_lead_time_seconds{service=\"api\"} 600.0",
+        "flotilla_delivery_change_failure_ratio{service=\"*\"} 0.2",
+        "flotilla_delivery_change_failure_ratio{service=\"api\"} 0.5",
+        "flotilla_delivery_time_to_restore_seconds{service=\"api\"} 7200.0",
     ] {
         assert!(lines.contains(&expected), "missing `{expected}` in:\n{text}");
     }
+    assert!(
+        !text.contains("flotilla_delivery_time_to_restore_seconds{service=\"*\"}"),
+        "a figure without data is left out:\n{text}"
+    );
     assert!(text.contains("# TYPE flotilla_raft_term gauge"), "gauges are typed:\n{text}");
     assert!(text.contains("# UNIT flotilla_raft_quorum_ack_age_seconds seconds"), "the unit is declared:\n{text}");
     assert!(text.ends_with("# EOF\n"), "an OpenMetrics exposition ends with EOF");

@@ -11,6 +11,7 @@ use crate::fleet::AgentHub;
 use crate::node::Node;
 use crate::raft::NodeId;
 use crate::state::State;
+use crate::stats;
 
 /// How long a request waits for the Raft core to report its committed index.
 const CORE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -167,6 +168,9 @@ pub struct StatusView {
     pub audit_committed: u64,
     /// Audit records this node dropped since it started (queue full, no leader in time).
     pub audit_dropped: u64,
+    /// Delivery figures over the last 30 days from this node's applied state: every
+    /// service together first (`service` none), then each service.
+    pub delivery: Vec<stats::Figures>,
 }
 
 impl StatusView {
@@ -177,7 +181,13 @@ impl StatusView {
         let committed = tokio::time::timeout(CORE_TIMEOUT, committed).await.ok().and_then(Result::ok);
         let metrics = node.raft().metrics().borrow().clone();
         let sessions = hub.connected_hosts().len();
-        node.read_local(|state| Self::from_parts(node.advertise(), &metrics, committed, state, sessions))
+        let (mut view, changes) = node.read_local(|state| {
+            (Self::from_parts(node.advertise(), &metrics, committed, state, sessions), stats::changes(state))
+        });
+        let now = crate::node::now_unix_ms();
+        let (overall, services) = stats::figures(&changes, now.saturating_sub(stats::DEFAULT_PERIOD_MS), now, None);
+        view.delivery = std::iter::once(overall).chain(services).collect();
+        view
     }
 
     /// The view of a node with these metrics and state. `committed` is the Raft core's
@@ -252,6 +262,7 @@ impl StatusView {
             active_total,
             audit_committed: 0,
             audit_dropped: 0,
+            delivery: Vec::new(),
         }
     }
 

@@ -23,6 +23,7 @@ use crate::node::{Lifecycle, Node};
 use crate::plans::StoredFleet;
 use crate::server::release_view;
 use crate::state::{CompactedRelease, NewRelease, Op, ReleaseRecord, Response as Applied, State};
+use crate::stats;
 
 /// Serves `Releases` for one node.
 #[derive(Debug, Clone)]
@@ -647,6 +648,36 @@ impl Releases for ReleasesService {
                 Ok(v1::ExcludeHostResponse { release: Some(release) })
             },
             forward!(exclude_host),
+        )
+        .await
+    }
+
+    async fn stats(&self, request: Request<v1::StatsRequest>) -> Result<Response<v1::StatsResponse>, Status> {
+        let node = self.node.clone();
+        on_leader(
+            &self.node,
+            request,
+            |req| async move {
+                if req.since_ms < 0 {
+                    return Err(CoordinatorError::InvalidField {
+                        field: "since_ms",
+                        message: format!("`since_ms` is {}; a period is 0 (30 days) or more", req.since_ms),
+                    });
+                }
+                let since = if req.since_ms == 0 { stats::DEFAULT_PERIOD_MS } else { req.since_ms };
+                let to = crate::node::now_unix_ms();
+                let from = to.saturating_sub(since);
+                let changes = node.read(stats::changes).await?;
+                let service = (!req.service.is_empty()).then_some(req.service.as_str());
+                let (overall, services) = stats::figures(&changes, from, to, service);
+                Ok(v1::StatsResponse {
+                    from_unix_ms: from,
+                    to_unix_ms: to,
+                    overall: Some(stats::wire(&overall)),
+                    services: services.iter().map(stats::wire).collect(),
+                })
+            },
+            forward!(stats),
         )
         .await
     }

@@ -65,6 +65,9 @@ pub struct CompactedRelease {
     pub actors: Vec<String>,
     /// When it was compacted.
     pub compacted_unix_ms: i64,
+    /// When the change it shipped was made (the spec's `changed_at`); 0 when the spec
+    /// did not say (or a format 8 build compacted it).
+    pub changed_unix_ms: i64,
 }
 
 /// One service of one stage of a compacted release.
@@ -86,11 +89,15 @@ pub struct ServiceOutcome {
     pub hosts_done: u32,
     /// Hosts where it failed.
     pub hosts_failed: u32,
+    /// When it reached its final state in the stage; 0 when it never did (or a format 8
+    /// build compacted it).
+    pub finished_unix_ms: i64,
 }
 
 impl CompactedRelease {
     /// The summary of finished release `r`, compacted at `at`.
     pub fn of(r: &ReleaseRecord, at: i64) -> Self {
+        let changed_unix_ms = changed_at(r);
         let run = &r.run;
         let outcome = match run.phase {
             Phase::Finished(t) => t,
@@ -118,6 +125,7 @@ impl CompactedRelease {
                         hosts: u32::try_from(s.hosts.len()).unwrap_or(u32::MAX),
                         hosts_done: count(&s.hosts, |h| matches!(h, HostState::Done)),
                         hosts_failed: count(&s.hosts, |h| matches!(h, HostState::Failed(_))),
+                        finished_unix_ms: s.finished_unix_ms,
                     }
                 })
             })
@@ -143,8 +151,16 @@ impl CompactedRelease {
             services,
             actors,
             compacted_unix_ms: at,
+            changed_unix_ms,
         }
     }
+}
+
+/// When the change release `r` ships was made (its spec's `changed_at`); 0 when the
+/// spec does not say.
+pub fn changed_at(r: &ReleaseRecord) -> i64 {
+    let source = flotilla_shared::spec::SourceFile::new(&r.submitted.file_name, &r.submitted.spec_text);
+    flotilla_shared::spec::parse(&source).ok().and_then(|spec| spec.changed_unix_ms).unwrap_or(0)
 }
 
 /// Which finished releases `retention` no longer keeps whole at `at`, given as

@@ -18,8 +18,9 @@
 //!   applied.
 //! - Formats 2 to 7 had no canary analyses in a release's run ([`RunV7`]); format 8
 //!   adds them at the end of the run.
-//! - Format 9 only appended enum variants (guided failure): format 8 states are read
-//!   as written.
+//! - Formats 7 and 8 compacted releases without the change time, and their services
+//!   without when they finished ([`CompactedReleaseV8`]); format 9 adds both at the
+//!   end (0: not known).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -27,11 +28,12 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AccessState, CompactedRelease, EnrolmentState, FleetState, Footprint, NewRelease, ReleaseId, ReleaseRecord, State,
-    footprint_of,
+    AccessState, CompactedRelease, EnrolmentState, FleetState, Footprint, NewRelease, ReleaseId, ReleaseRecord,
+    ServiceOutcome, State, footprint_of,
 };
 use crate::engine::{
-    Approval, CommandId, Event, EventKind, Failure, Phase, RollbackRun, Run, StageRun, Status, StepRecord, Steps,
+    Approval, CommandId, Event, EventKind, Failure, Phase, RollbackRun, Run, ServiceState, StageRun, Status,
+    StepRecord, Steps, Terminal,
 };
 use crate::plans::{PlanCell, StoredFleet};
 use flotilla_shared::model::{HostId, ServiceName};
@@ -417,6 +419,169 @@ impl From<ReleaseRecordV7> for ReleaseRecord {
     }
 }
 
+/// One service of one stage of a compacted release as formats 7 and 8 wrote it:
+/// without when it finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceOutcomeV8 {
+    stage: String,
+    service: ServiceName,
+    version: String,
+    from_versions: Vec<String>,
+    state: ServiceState,
+    hosts: u32,
+    hosts_done: u32,
+    hosts_failed: u32,
+}
+
+/// A compacted release as formats 7 and 8 wrote it: without the change time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactedReleaseV8 {
+    id: ReleaseId,
+    name: String,
+    file_name: String,
+    created_by: String,
+    created_unix_ms: i64,
+    created_index: u64,
+    finished_unix_ms: i64,
+    outcome: Terminal,
+    reason: String,
+    last_event_index: u64,
+    services: Vec<ServiceOutcomeV8>,
+    actors: Vec<String>,
+    compacted_unix_ms: i64,
+}
+
+impl From<CompactedReleaseV8> for CompactedRelease {
+    fn from(old: CompactedReleaseV8) -> Self {
+        let CompactedReleaseV8 {
+            id,
+            name,
+            file_name,
+            created_by,
+            created_unix_ms,
+            created_index,
+            finished_unix_ms,
+            outcome,
+            reason,
+            last_event_index,
+            services,
+            actors,
+            compacted_unix_ms,
+        } = old;
+        let services =
+            services
+                .into_iter()
+                .map(|s| {
+                    let ServiceOutcomeV8 {
+                        stage,
+                        service,
+                        version,
+                        from_versions,
+                        state,
+                        hosts,
+                        hosts_done,
+                        hosts_failed,
+                    } = s;
+                    ServiceOutcome {
+                        stage,
+                        service,
+                        version,
+                        from_versions,
+                        state,
+                        hosts,
+                        hosts_done,
+                        hosts_failed,
+                        finished_unix_ms: 0,
+                    }
+                })
+                .collect();
+        Self {
+            id,
+            name,
+            file_name,
+            created_by,
+            created_unix_ms,
+            created_index,
+            finished_unix_ms,
+            outcome,
+            reason,
+            last_event_index,
+            services,
+            actors,
+            compacted_unix_ms,
+            changed_unix_ms: 0,
+        }
+    }
+}
+
+/// A current compacted release as format 8 wrote it (for tests of migrations).
+#[cfg(test)]
+impl From<CompactedRelease> for CompactedReleaseV8 {
+    fn from(c: CompactedRelease) -> Self {
+        Self {
+            id: c.id,
+            name: c.name,
+            file_name: c.file_name,
+            created_by: c.created_by,
+            created_unix_ms: c.created_unix_ms,
+            created_index: c.created_index,
+            finished_unix_ms: c.finished_unix_ms,
+            outcome: c.outcome,
+            reason: c.reason,
+            last_event_index: c.last_event_index,
+            services: c
+                .services
+                .into_iter()
+                .map(|s| ServiceOutcomeV8 {
+                    stage: s.stage,
+                    service: s.service,
+                    version: s.version,
+                    from_versions: s.from_versions,
+                    state: s.state,
+                    hosts: s.hosts,
+                    hosts_done: s.hosts_done,
+                    hosts_failed: s.hosts_failed,
+                })
+                .collect(),
+            actors: c.actors,
+            compacted_unix_ms: c.compacted_unix_ms,
+        }
+    }
+}
+
+fn migrate_history(history: BTreeMap<ReleaseId, CompactedReleaseV8>) -> BTreeMap<ReleaseId, CompactedRelease> {
+    history.into_iter().map(|(id, c)| (id, c.into())).collect()
+}
+
+/// The state as format 8 wrote it (compacted releases before change times).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateV8 {
+    releases: BTreeMap<ReleaseId, ReleaseRecord>,
+    active: BTreeSet<ReleaseId>,
+    by_idempotency_key: BTreeMap<String, ReleaseId>,
+    fleet: FleetState,
+    enrolment: EnrolmentState,
+    access: AccessState,
+    members_seen: BTreeSet<u64>,
+    history: BTreeMap<ReleaseId, CompactedReleaseV8>,
+}
+
+impl From<StateV8> for State {
+    fn from(old: StateV8) -> Self {
+        let StateV8 { releases, active, by_idempotency_key, fleet, enrolment, access, members_seen, history } = old;
+        Self {
+            releases,
+            active,
+            by_idempotency_key,
+            fleet,
+            enrolment,
+            access,
+            members_seen,
+            history: migrate_history(history),
+        }
+    }
+}
+
 /// The state as format 7 wrote it (runs before canary analyses).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateV7 {
@@ -427,7 +592,7 @@ pub struct StateV7 {
     enrolment: EnrolmentState,
     access: AccessState,
     members_seen: BTreeSet<u64>,
-    history: BTreeMap<ReleaseId, CompactedRelease>,
+    history: BTreeMap<ReleaseId, CompactedReleaseV8>,
 }
 
 impl From<StateV7> for State {
@@ -441,7 +606,7 @@ impl From<StateV7> for State {
             enrolment,
             access,
             members_seen,
-            history,
+            history: migrate_history(history),
         }
     }
 }
@@ -711,7 +876,7 @@ mod tests {
             enrolment: now.enrolment.clone(),
             access: now.access.clone(),
             members_seen: now.members_seen.clone(),
-            history: now.history.clone(),
+            history: now.history.iter().map(|(id, c)| (id.clone(), c.clone().into())).collect(),
         };
         let bytes = codec::encode(&v7).unwrap();
         let back: State = codec::decode::<StateV7>(&bytes).expect("a format-7 state decodes").into();

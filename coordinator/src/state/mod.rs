@@ -30,8 +30,8 @@ mod legacy;
 pub use access::{AccessOp, AccessState, AuditBatch, AuditRecord, OperatorTokenRecord, Retention, RoleRecord};
 pub use enrolment::{EnrolmentOp, EnrolmentRefusal, EnrolmentState, HostEnrolment, JoinTokenRecord, glob_matches};
 pub use fleet::{AgentRecord, FleetEvent, FleetOp, FleetState};
-pub use history::{CompactedRelease, ReleaseRetention, ServiceOutcome};
-pub use legacy::{NewReleaseV6, StateV2, StateV3, StateV4, StateV6, StateV7};
+pub use history::{CompactedRelease, ReleaseRetention, ServiceOutcome, changed_at};
+pub use legacy::{NewReleaseV6, StateV2, StateV3, StateV4, StateV6, StateV7, StateV8};
 
 /// The id of a release, assigned by the leader (`r-…`).
 pub type ReleaseId = String;

@@ -56,8 +56,11 @@ use crate::raft::{Entry, NodeId};
 ///   analyses).
 /// - 9: guided failure: release facts and events have variants at the end (a host
 ///   retried, a host excluded) and a host in a service's run may be excluded (a
-///   variant at the end of its state), which format 8 builds cannot decode. Format 8
-///   log entries and snapshot states are valid format 9 data, read as written.
+///   variant at the end of its state), which format 8 builds cannot decode; a compacted
+///   release ends with its change time and each of its services with when it
+///   finished (for delivery figures). Format 8 log entries are valid format 9 entries;
+///   format 2 to 8 snapshot states are read as written and migrated (change and finish
+///   times not known: 0).
 pub const FORMAT_VERSION: u32 = 9;
 
 /// The oldest format this build reads (and migrates to [`FORMAT_VERSION`]).

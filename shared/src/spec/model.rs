@@ -20,6 +20,8 @@ use crate::spec::source::Span;
 pub struct ReleaseSpec {
     /// The release name, `[a-z0-9-]{1,63}`.
     pub release: String,
+    /// When the change it ships was made (`changed_at`, Unix ms), for lead time.
+    pub changed_unix_ms: Option<i64>,
     /// Stages in order. Never empty: a spec without `[[stage]]` gets one stage over all hosts.
     pub stages: Vec<StageSpec>,
     /// Services in the order the spec lists them.

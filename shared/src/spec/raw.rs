@@ -27,6 +27,10 @@ pub(crate) type RawStringMap = BTreeMap<Spanned<String>, Spanned<String>>;
 pub(crate) struct RawSpec {
     /// `release = "checkout-2026-11-22"`.
     pub(crate) release: Spanned<String>,
+    /// `changed_at = 2026-12-01T09:30:00Z`: when the change this release ships was made
+    /// (merged, committed), for lead time.
+    #[serde(default)]
+    pub(crate) changed_at: Option<Spanned<toml::value::Datetime>>,
     /// `[defaults]`: the rollout policy every service starts from.
     #[serde(default)]
     pub(crate) defaults: RawRollout,

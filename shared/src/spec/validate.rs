@@ -168,6 +168,10 @@ impl Checker<'_> {
     /// The whole spec.
     fn spec(&mut self, raw: &RawSpec) -> Option<ReleaseSpec> {
         let release = self.ok(name(&raw.release, "release"));
+        let changed_unix_ms = match &raw.changed_at {
+            Some(at) => self.ok(changed_at(at).map(Some)),
+            None => Some(None),
+        };
         let defaults = self.rollout(&RolloutPolicy::default(), &raw.defaults);
         let stages = self.stages(&raw.stage);
 
@@ -179,7 +183,13 @@ impl Checker<'_> {
         self.unique_names("gate", raw.gate.iter().map(|g| &g.get_ref().name));
         let gates = self.each(&raw.gate, |c, gate| c.gate(gate, &service_names));
 
-        Some(ReleaseSpec { release: release?, stages: stages?, services: services?, gates: gates? })
+        Some(ReleaseSpec {
+            release: release?,
+            changed_unix_ms: changed_unix_ms?,
+            stages: stages?,
+            services: services?,
+            gates: gates?,
+        })
     }
 
     /// `[[stage]]` tables, or the single default stage over every host.
@@ -801,6 +811,33 @@ fn span<T>(value: &Spanned<T>) -> Span {
 }
 
 /// A release, service, stage or gate name: `[a-z0-9-]{1,63}`.
+/// `changed_at`: a TOML offset date-time (`2026-12-01T09:30:00Z`, or with `+01:00`), as
+/// Unix milliseconds.
+fn changed_at(raw: &Spanned<toml::value::Datetime>) -> Result<i64, Diagnostic> {
+    let at = raw.get_ref();
+    let bad = |why: &str| {
+        Diagnostic::new(span(raw), format!("`changed_at` {why}"))
+            .with_help("write a date, a time and an offset, like changed_at = 2026-12-01T09:30:00Z")
+    };
+    let (Some(date), Some(clock), Some(offset)) = (at.date, at.time, at.offset) else {
+        return Err(bad(&format!("is {at}, which is not a point in time")));
+    };
+    let minutes = match offset {
+        toml::value::Offset::Z => 0,
+        toml::value::Offset::Custom { minutes } => minutes,
+    };
+    let month = time::Month::try_from(date.month).map_err(|e| bad(&format!("has a bad month: {e}")))?;
+    let day = time::Date::from_calendar_date(i32::from(date.year), month, date.day)
+        .map_err(|e| bad(&format!("is not a date: {e}")))?;
+    let clock =
+        time::Time::from_hms_nano(clock.hour, clock.minute, clock.second.unwrap_or(0), clock.nanosecond.unwrap_or(0))
+            .map_err(|e| bad(&format!("is not a time of day: {e}")))?;
+    let offset = time::UtcOffset::from_whole_seconds(i32::from(minutes) * 60)
+        .map_err(|e| bad(&format!("has a bad offset: {e}")))?;
+    let ms = time::PrimitiveDateTime::new(day, clock).assume_offset(offset).unix_timestamp_nanos() / 1_000_000;
+    i64::try_from(ms).map_err(|_| bad("is out of range"))
+}
+
 fn name(raw: &Spanned<String>, what: &str) -> Result<String, Diagnostic> {
     let text = raw.get_ref();
     let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';

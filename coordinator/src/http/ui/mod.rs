@@ -58,6 +58,7 @@ use crate::error::CoordinatorError;
 use crate::server::fleet::{host_history, newest_step};
 use crate::server::release_view;
 use crate::state::{ReleaseRecord, State as ClusterState};
+use crate::stats;
 use session::Visitor;
 
 const STYLE: &str = include_str!("assets/style.css");
@@ -179,19 +180,24 @@ async fn releases(
         return html(StatusCode::BAD_REQUEST, pages::problem("No such filter", &why, &chrome));
     };
     let wanted = |state: v1::ReleaseState| states.is_empty() || states.contains(&state);
-    let mut list: Vec<(u64, v1::ReleaseSummary, String)> = e.node.read_local(|s| {
-        s.releases()
+    let (mut list, changes): (Vec<(u64, v1::ReleaseSummary, String)>, _) = e.node.read_local(|s| {
+        let list = s
+            .releases()
             .map(|r| {
                 let summary = release_view::summary(r, crate::server::services_total(r));
                 (r.created_index, summary, r.submitted.created_by.clone())
             })
             .chain(s.history().map(|c| (c.created_index, release_view::compacted_summary(c), c.created_by.clone())))
             .filter(|(_, summary, _)| wanted(summary.state()))
-            .collect()
+            .collect();
+        (list, stats::changes(s))
     });
+    let now = now_ms();
+    let (overall, services) = stats::figures(&changes, now.saturating_sub(stats::DEFAULT_PERIOD_MS), now, None);
+    let delivery: Vec<stats::Figures> = std::iter::once(overall).chain(services).collect();
     list.sort_by(|a, b| (b.0, &b.1.id).cmp(&(a.0, &a.1.id)));
     let rows: Vec<(v1::ReleaseSummary, String)> = list.into_iter().map(|(_, s, by)| (s, by)).collect();
-    html(StatusCode::OK, pages::releases(&rows, filter, &chrome, now_ms()))
+    html(StatusCode::OK, pages::releases(&rows, filter, &delivery, &chrome, now))
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,12 +4,14 @@
 //! Pure: the handlers read the node and give these functions the views and the time.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use flotilla_proto::v1;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::graph;
 use crate::http::escape_html;
+use crate::stats;
 
 /// `text` escaped for HTML text and attribute values.
 pub(crate) fn escape(text: &str) -> String {
@@ -160,7 +162,7 @@ fn time(unix_ms: i64) -> Markup {
     if unix_ms <= 0 {
         return html! { "–" };
     }
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(unix_ms).unwrap_or(0));
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(unix_ms).unwrap_or(0));
     let text = humantime::format_rfc3339_seconds(at).to_string();
     html! { time datetime=(text) { (text.replace('T', " ").trim_end_matches('Z')) } }
 }
@@ -187,7 +189,13 @@ fn age(unix_ms: i64, now_ms: i64) -> String {
 
 /// The releases list, newest first, each with who created it; `filter` is one of
 /// [`FILTERS`]' names.
-pub(crate) fn releases(list: &[(v1::ReleaseSummary, String)], filter: &str, chrome: &Chrome, now_ms: i64) -> String {
+pub(crate) fn releases(
+    list: &[(v1::ReleaseSummary, String)],
+    filter: &str,
+    delivery: &[stats::Figures],
+    chrome: &Chrome,
+    now_ms: i64,
+) -> String {
     let body = html! {
         h1 { "Releases" }
         nav.filters aria-label="Filter by state" {
@@ -226,8 +234,51 @@ pub(crate) fn releases(list: &[(v1::ReleaseSummary, String)], filter: &str, chro
                 }
             }
         }
+        (delivery_panel(delivery))
     };
     layout("Releases", Nav::Releases, chrome, &body)
+}
+
+/// The delivery figures (DORA's four keys) over the last 30 days, every service
+/// together first; nothing when no release ended in the period.
+fn delivery_panel(delivery: &[stats::Figures]) -> Markup {
+    let ms = |ms: Option<i64>| {
+        ms.map_or_else(
+            || "–".to_owned(),
+            |ms| humantime::format_duration(Duration::from_secs(u64::try_from(ms).unwrap_or(0) / 1_000)).to_string(),
+        )
+    };
+    html! {
+        @if delivery.first().is_some_and(|all| all.changes > 0) {
+            section.delivery aria-labelledby="delivery" {
+                h2 #delivery { "Delivery over the last 30 days" }
+                table.delivery {
+                    thead { tr {
+                        th scope="col" { "Service" } th scope="col" { "Changes" } th scope="col" { "Deploys per day" }
+                        th scope="col" { "Lead time (median)" } th scope="col" { "Change failure rate" }
+                        th scope="col" { "Time to restore (median)" }
+                    } }
+                    tbody {
+                        @for f in delivery {
+                            tr {
+                                th scope="row" { (f.service.as_ref().map_or("all services", |s| s.as_str())) }
+                                td { (f.changes) " (" (f.failed) " failed)" }
+                                td { (format!("{:.2}", f.deployments_per_day)) }
+                                td title={ (f.lead_times_from_change) " from the change's time, " (f.lead_times_from_creation) " from the release's creation" } {
+                                    (ms(f.lead_time_median_ms))
+                                }
+                                td { (f.change_failure_rate.map_or_else(|| "–".to_owned(), |r| format!("{:.0} %", r * 100.0))) }
+                                td {
+                                    (ms(f.time_to_restore_median_ms))
+                                    @if f.unrestored > 0 { " (" (f.unrestored) " not restored yet)" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// One host of a service in a stage, as the release page lists it.

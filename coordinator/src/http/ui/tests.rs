@@ -155,9 +155,24 @@ fn ui_lists_and_fleet_and_cluster_show_names_as_text() {
         ..Default::default()
     };
     let chrome = Chrome { node_id: 1, who: None, sign_out: Some(EVIL.into()) };
-    let list = pages::releases(&[(summary, format!("operator {EVIL}"))], "all", &chrome, 1_700_000_000_000);
+    let delivery = [
+        crate::stats::Figures { changes: 3, failed: 1, lead_time_median_ms: Some(5_400_000), ..Default::default() },
+        crate::stats::Figures {
+            service: Some(EVIL.into()),
+            changes: 3,
+            failed: 1,
+            change_failure_rate: Some(1.0 / 3.0),
+            unrestored: 1,
+            ..Default::default()
+        },
+    ];
+    let list = pages::releases(&[(summary, format!("operator {EVIL}"))], "all", &delivery, &chrome, 1_700_000_000_000);
     assert_inert(&list);
     assert!(list.contains(r#"value="1""#) && list.contains("1/3"), "{list}");
+    assert!(list.contains("Delivery over the last 30 days") && list.contains("1h 30m"), "{list}");
+    assert!(list.contains("33 %") && list.contains("1 not restored yet"), "{list}");
+    let quiet = pages::releases(&[], "all", &[crate::stats::Figures::default()], &chrome, 0);
+    assert!(!quiet.contains("Delivery"), "no panel without a change: {quiet}");
 
     let host = v1::Host {
         host_id: EVIL.into(),
