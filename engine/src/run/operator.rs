@@ -76,8 +76,9 @@ impl Run {
     }
 
     /// After a resume: failed services in the current stage go again from the batch
-    /// they failed in (their failed hosts that `retry` picks are deployed again, the
-    /// others stay failed and count against `max_failed`); deadlines restart.
+    /// they failed in (their cancelled hosts, and the failed hosts `retry` picks, are
+    /// deployed again; the other failed hosts stay failed and count against
+    /// `max_failed`); deadlines restart.
     fn resume(&mut self, at: i64, retry: impl Fn(&HostId) -> bool) {
         let stage = self.stage;
         let mut retried = false;
@@ -88,7 +89,13 @@ impl Run {
                 match svc.state {
                     ServiceState::Failed => {
                         for (host, state) in &mut svc.hosts {
-                            if matches!(state, HostState::Failed(_) | HostState::Cancelled) && retry(host) {
+                            // A cancelled deploy is not a failure: it always goes again.
+                            let again = match state {
+                                HostState::Failed(_) => retry(host),
+                                HostState::Cancelled => true,
+                                _ => false,
+                            };
+                            if again {
                                 *state = HostState::Waiting;
                             }
                         }
