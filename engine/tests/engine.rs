@@ -1086,3 +1086,36 @@ fn retry_and_exclude_are_refused_unless_the_release_is_paused_on_that_host_and_c
     ));
     assert!(refused(&mut sim, exclude("h1")).contains("not rolling forward"));
 }
+
+#[test]
+fn a_retry_also_deploys_the_hosts_whose_deploy_was_cancelled_again() {
+    let mut web = quick(service("web", "2.0.0"));
+    web.policy.on_failure = OnFailure::Pause;
+    web.policy.canary = HostCount::Hosts(0);
+    web.policy.batches = vec![HostCount::ALL];
+    let mut sim = Sim::new(&release("r").with(web), fleet(hosts(3, &[], &[])));
+    sim.held.insert("web".into());
+    sim.settle();
+    let sent: Vec<(CommandId, HostId)> = sim.run.outstanding().map(|(id, s)| (id.clone(), s.host.clone())).collect();
+    assert_eq!(sent.len(), 3, "one batch of every host");
+    for (command_id, host) in sent {
+        let (outcome, reason) = match host.as_str() {
+            "h1" => (Outcome::Failed, "disk full".to_owned()),
+            "h2" => (Outcome::Cancelled, String::new()),
+            _ => (Outcome::Succeeded, String::new()),
+        };
+        sim.apply(Fact::StepReported { command_id, outcome, reason });
+    }
+    sim.held.clear();
+    sim.settle();
+    assert!(sim.run.paused.as_deref().is_some_and(|p| p.contains("host h1 failed")), "{:?}", sim.run.paused);
+
+    sim.operator(Fact::HostRetried { host: "h1".into(), actor: "ops".into(), reason: String::new() });
+    sim.settle();
+    assert_eq!(sim.terminal(), Some(Terminal::Succeeded));
+    assert_eq!(
+        (deploys_to(&sim, "h1"), deploys_to(&sim, "h2"), deploys_to(&sim, "h3")),
+        (2, 2, 1),
+        "the retried host and the cancelled one go again; the deployed one does not"
+    );
+}
