@@ -366,11 +366,7 @@ fn after_action<T: Serialize>(
     verb: &str,
     json_out: bool,
 ) -> Result<(), Failure> {
-    if json_out {
-        return print(&json::pretty(resp)?);
-    }
-    let r = release.cloned().unwrap_or_default();
-    print(&format!("release {} {verb}; now {}{}\n", r.id, state_name(r.state), reason_suffix(&r.reason)))
+    answer_line(resp, release, json_out, |id| format!("release {id} {verb}"))
 }
 
 /// Prints the answer of a guided-failure action on a host: `release ID: WHAT; now STATE`.
@@ -380,11 +376,22 @@ fn host_action<T: Serialize>(
     what: &str,
     json_out: bool,
 ) -> Result<(), Failure> {
+    answer_line(resp, release, json_out, |id| format!("release {id}: {what}"))
+}
+
+/// The response as JSON, or `HEAD; now STATE[: reason]` with the head made from the
+/// release's id.
+fn answer_line<T: Serialize>(
+    resp: &T,
+    release: Option<&v1::Release>,
+    json_out: bool,
+    head: impl FnOnce(&str) -> String,
+) -> Result<(), Failure> {
     if json_out {
         return print(&json::pretty(resp)?);
     }
     let r = release.cloned().unwrap_or_default();
-    print(&format!("release {}: {what}; now {}{}\n", r.id, state_name(r.state), reason_suffix(&r.reason)))
+    print(&format!("{}; now {}{}\n", head(&r.id), state_name(r.state), reason_suffix(&r.reason)))
 }
 
 /// `spec` with `changed_at = AT` as its first line: `at` must be an RFC 3339 time with

@@ -151,21 +151,14 @@ fn expectation<'h>(
                     basis: Vec::new(),
                 };
             }
-            if let Some(pos) = failed_in_events(view, service, hv.name) {
+            // The host failed, or an operator excluded it: the release left it alone.
+            let left_alone = failed_in_events(view, service, hv.name)
+                .map(|pos| (pos, format!("failed for {service}")))
+                .or_else(|| excluded_in_events(view, hv.name).map(|pos| (pos, "excluded by an operator".to_owned())));
+            if let Some((pos, how)) = left_alone {
                 let mut e = last_known(&here, service, hv.name, None);
                 e.why = format!(
-                    "release {id} succeeded with {} failed for {service} (event #{}); {}",
-                    hv.name,
-                    view.events()[pos].index,
-                    e.why
-                );
-                e.basis.insert(0, view.event_record(pos));
-                return e;
-            }
-            if let Some(pos) = excluded_in_events(view, hv.name) {
-                let mut e = last_known(&here, service, hv.name, None);
-                e.why = format!(
-                    "release {id} succeeded with {} excluded by an operator (event #{}); {}",
+                    "release {id} succeeded with {} {how} (event #{}); {}",
                     hv.name,
                     view.events()[pos].index,
                     e.why
