@@ -14,6 +14,7 @@ pub mod model;
 pub mod plan;
 pub mod spec;
 pub mod transport;
+pub mod window;
 
 pub use inventory::Fleet;
 pub use model::{DepKind, HostCount, HostId, LabelSelector, Labels, OnFailure, RollbackScope, ServiceName};
