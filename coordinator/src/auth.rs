@@ -14,9 +14,9 @@
 //! | calls | who |
 //! |---|---|
 //! | `RaftPeer` | coordinators |
-//! | reads of `Releases`, `Fleet`, `Cluster`, `Access` | operators: viewer and up |
+//! | reads of `Releases`, `Fleet`, `Cluster`, `Access`, `Policy` | operators: viewer and up |
 //! | `Releases` Create, Approve, Pause, Resume, Abort, Rollback; `Fleet.Drain` | operators: deployer and up |
-//! | `Cluster` AddNode, RemoveNode, Backup; join tokens, `Fleet.ForgetHost`; operator tokens | operators: admin |
+//! | `Cluster` AddNode, RemoveNode, Backup; join tokens, `Fleet.ForgetHost`; operator tokens; `Policy` writes | operators: admin |
 //! | `AgentLink`, `Enrolment.Renew` | agents (and then only as the host their certificate names) |
 //! | `Enrolment.Join`, health | anyone |
 //! | `Access.WhoAmI`, reflection, anything else | any authenticated caller |
@@ -170,7 +170,8 @@ fn need(path: &str) -> (Need, bool) {
         ("flotilla.v1.Releases", "Plan" | "Get" | "List" | "Watch" | "Stats")
         | ("flotilla.v1.Fleet", "ListAgents" | "GetHost" | "ListJoinTokens")
         | ("flotilla.v1.Cluster", "Status")
-        | ("flotilla.v1.Access", "ListTokens" | "ListAudit") => (Need::Operator(Viewer), false),
+        | ("flotilla.v1.Access", "ListTokens" | "ListAudit")
+        | ("flotilla.v1.Policy", "ListWindows") => (Need::Operator(Viewer), false),
         (
             "flotilla.v1.Releases",
             "Create" | "Approve" | "Pause" | "Resume" | "Abort" | "Rollback" | "Annotate" | "RetryHost" | "ExcludeHost",
@@ -178,9 +179,14 @@ fn need(path: &str) -> (Need, bool) {
         | ("flotilla.v1.Fleet", "Drain") => (Need::Operator(Deployer), true),
         // Everything else of the operators' services, including methods added later
         // without an entry here, is for admins.
-        ("flotilla.v1.Releases" | "flotilla.v1.Fleet" | "flotilla.v1.Cluster" | "flotilla.v1.Access", _) => {
-            (Need::Operator(Admin), true)
-        }
+        (
+            "flotilla.v1.Releases"
+            | "flotilla.v1.Fleet"
+            | "flotilla.v1.Cluster"
+            | "flotilla.v1.Access"
+            | "flotilla.v1.Policy",
+            _,
+        ) => (Need::Operator(Admin), true),
         _ => (Need::AnyIdentity, false),
     }
 }
@@ -662,6 +668,7 @@ mod tests {
             "/flotilla.v1.Fleet/ListAgents",
             "/flotilla.v1.Cluster/Status",
             "/flotilla.v1.Access/ListAudit",
+            "/flotilla.v1.Policy/ListWindows",
         ];
         let deploys = ["/flotilla.v1.Releases/Create", "/flotilla.v1.Releases/Approve", "/flotilla.v1.Fleet/Drain"];
         let admins = [
@@ -671,6 +678,8 @@ mod tests {
             "/flotilla.v1.Fleet/ForgetHost",
             "/flotilla.v1.Access/CreateToken",
             "/flotilla.v1.Releases/SomethingNew",
+            "/flotilla.v1.Policy/SetWindow",
+            "/flotilla.v1.Policy/RemoveWindow",
         ];
         for path in reads {
             assert!(ok(path, &viewer) && ok(path, &deployer) && ok(path, &admin), "{path}");

@@ -106,6 +106,8 @@ struct Leader {
     quiet: HashMap<ReleaseId, (u64, Option<i64>)>,
     /// The release history to keep.
     retention: ReleaseRetention,
+    /// The revision of the release policy the quiet releases were decided under.
+    policy_revision: Option<u64>,
     /// When the history was last checked against the retention.
     history_checked: Option<Instant>,
     /// Where canary analyses' queries go.
@@ -139,6 +141,7 @@ impl Leader {
             last_applied: None,
             quiet: HashMap::new(),
             retention,
+            policy_revision: None,
             history_checked: None,
         }
     }
@@ -375,6 +378,12 @@ impl Leader {
         let active: BTreeSet<ReleaseId> = self.active().into_iter().collect();
         self.quiet.retain(|id, _| active.contains(id));
         self.cancels_sent.retain(|c| active.contains(c.release()));
+        // The windows changed: a release they held (or did not) is decided again.
+        let revision = self.node.read_local(|s| s.policy().revision());
+        if self.policy_revision != Some(revision) {
+            self.quiet.clear();
+            self.policy_revision = Some(revision);
+        }
         let mut wake: Option<i64> = self.quiet.values().filter_map(|(_, w)| *w).min();
         let due = self.due(now_unix_ms());
         let mut moving = due.clone();
@@ -390,8 +399,12 @@ impl Leader {
                     let p = Self::planned(s, &id)?;
                     let fleet = s.fleet();
                     let online = |h: &HostId| fleet.agent(h.as_str()).is_some_and(|a| a.online && !a.drained());
+                    // Windows select hosts by the labels the release was planned with.
+                    let labels = |h: &HostId| p.1.hosts.iter().find(|x| &x.id == h).map(|x| &x.labels);
+                    let hold = |svc: &ServiceName, hosts: &[HostId]| s.policy().hold(svc, hosts, labels, now);
                     let ctx = Context { release: &id, plan: &p.0, fleet: &p.1 };
-                    Some((rec.run.version, engine::decide(&rec.run, ctx, &Env { now_unix_ms: now, online: &online })))
+                    let env = Env::new(now, &online).with_windows(&hold);
+                    Some((rec.run.version, engine::decide(&rec.run, ctx, &env)))
                 });
                 let Some((version, mut decision)) = decided else { continue };
                 for request in std::mem::take(&mut decision.samples) {

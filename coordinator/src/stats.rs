@@ -389,7 +389,7 @@ mod tests {
             let planned = record.plan().expect("it plans");
             let online = |_: &HostId| true;
             let ctx = Context { release: id, plan: &planned.0, fleet: &planned.1 };
-            let mut facts = decide(&record.run, ctx, &Env { now_unix_ms: now, online: &online }).facts;
+            let mut facts = decide(&record.run, ctx, &Env::new(now, &online)).facts;
             let outstanding: Vec<(crate::engine::CommandId, bool)> = record
                 .run
                 .outstanding()

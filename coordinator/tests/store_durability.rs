@@ -435,7 +435,7 @@ async fn data_in_the_json_format_1_is_refused_cleanly() {
 /// migration interrupted by a crash left behind are thrown away and written again.
 #[tokio::test]
 async fn a_format_5_log_moves_from_the_engine_to_segment_files() {
-    const { assert!(store::FORMAT_VERSION == 9) };
+    const { assert!(store::FORMAT_VERSION == 10) };
     let dir = tempfile::tempdir().unwrap();
     {
         let engine = SledEngine::open(&dir.path().join(store::DB_DIR)).unwrap();
@@ -464,11 +464,11 @@ async fn a_format_5_log_moves_from_the_engine_to_segment_files() {
     assert_eq!(all_entries(&mut log).await.len(), 31);
 }
 
-/// A format 6, 7 or 8 data directory already keeps its log in segment files: opening
+/// A format 6 to 9 data directory already keeps its log in segment files: opening
 /// it records the current format and keeps every entry where it is.
 #[tokio::test]
-async fn a_format_6_7_or_8_log_stays_in_its_segment_files() {
-    for version in [6, 7, 8] {
+async fn a_format_6_to_9_log_stays_in_its_segment_files() {
+    for version in [6, 7, 8, 9] {
         let dir = tempfile::tempdir().unwrap();
         {
             let (mut log, _sm) = reopen(dir.path());

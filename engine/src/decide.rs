@@ -9,6 +9,7 @@ use flotilla_shared::analysis::Verdict;
 use flotilla_shared::inventory::Fleet;
 use flotilla_shared::model::{HostCount, HostId, OnFailure, RollbackScope, ServiceName};
 use flotilla_shared::plan::{NodeId, Plan, RollbackRequest, RollbackStep, split_batches};
+use flotilla_shared::window::Hold;
 
 use super::ENGINE;
 use super::analysis::{self, Next, SampleRequest};
@@ -34,6 +35,26 @@ pub struct Env<'a> {
     pub now_unix_ms: i64,
     /// Whether a host's agent is online.
     pub online: &'a dyn Fn(&HostId) -> bool,
+    /// Whether the deployment windows hold a batch of a service on these hosts now
+    /// (`flotilla_shared::window::hold` over the cluster's windows at `now_unix_ms`).
+    /// Asked only before a batch or a migration is sent, never on the rollback path.
+    pub hold: &'a dyn Fn(&ServiceName, &[HostId]) -> Option<Hold>,
+}
+
+fn no_windows(_: &ServiceName, _: &[HostId]) -> Option<Hold> {
+    None
+}
+
+impl<'a> Env<'a> {
+    /// The world at `now_unix_ms` with these agents online and no deployment windows.
+    pub fn new(now_unix_ms: i64, online: &'a dyn Fn(&HostId) -> bool) -> Self {
+        Self { now_unix_ms, online, hold: &no_windows }
+    }
+
+    /// The same world with deployment windows.
+    pub fn with_windows(self, hold: &'a dyn Fn(&ServiceName, &[HostId]) -> Option<Hold>) -> Self {
+        Self { hold, ..self }
+    }
 }
 
 impl std::fmt::Debug for Env<'_> {
@@ -396,6 +417,23 @@ impl Decider<'_, '_> {
         }
         let waiting: Vec<&HostId> = active.iter().copied().filter(|h| state(h) == HostState::Waiting).collect();
         if !waiting.is_empty() {
+            // A batch boundary: the deployment windows may hold what comes next.
+            let hosts: Vec<HostId> = waiting.iter().map(|h| (*h).clone()).collect();
+            if let Some(hold) = (self.env.hold)(&name, &hosts) {
+                if let Some(until) = hold.until_unix_ms {
+                    self.wake(until);
+                }
+                if svc.reason != hold.reason {
+                    self.push(Fact::WindowHeld {
+                        stage,
+                        service: name,
+                        batch: k,
+                        reason: hold.reason,
+                        until_unix_ms: hold.until_unix_ms,
+                    });
+                }
+                return;
+            }
             if spec.hooks.migrate.is_some() && !self.run.migrated.contains(&name) {
                 let host = waiting.iter().copied().find(|h| self.online(h)).cloned();
                 match host {

@@ -64,6 +64,8 @@ pub enum EventKind {
     HostRetried,
     /// An operator excluded a host from the rest of the release (appended, as above).
     HostExcluded,
+    /// Deployment windows hold a service's next batch (appended, as above).
+    WindowHeld,
 }
 
 /// One thing that happened to a release, with why.

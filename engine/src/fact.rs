@@ -473,6 +473,23 @@ pub enum Fact {
         /// Why.
         reason: String,
     },
+    /// A service's next batch waits: the deployment windows hold it (a freeze is in
+    /// effect, or allow windows apply and none is open). The leader evaluates the
+    /// windows with its clock and commits what they said, so every replica shows the
+    /// same; decided again when the windows change or `until_unix_ms` comes. Rollbacks
+    /// never wait. (Appended, as above.)
+    WindowHeld {
+        /// The stage.
+        stage: usize,
+        /// The service.
+        service: ServiceName,
+        /// The batch that waits.
+        batch: usize,
+        /// Why, naming the windows and when it goes on.
+        reason: String,
+        /// When the windows let it go; `None` when none opens within a week.
+        until_unix_ms: Option<i64>,
+    },
 }
 
 // Samples and scores are finite numbers (the driver drops NaN and infinities before
@@ -544,6 +561,7 @@ impl fmt::Display for Fact {
             }
             Fact::HostRetried { host, actor, .. } => write!(f, "{host} retried by {actor}"),
             Fact::HostExcluded { host, actor, .. } => write!(f, "{host} excluded by {actor}"),
+            Fact::WindowHeld { service, batch, .. } => write!(f, "{service} batch {batch} held by deployment windows"),
         }
     }
 }

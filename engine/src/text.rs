@@ -477,3 +477,8 @@ pub(crate) fn analysis_pause(service: &ServiceName, batch: &str, report: &Report
 pub(crate) fn analyses_accepted(which: &[String]) -> String {
     format!("resumes past the analysis of {}", which.join(", "))
 }
+
+/// Deployment windows hold a service's next batch.
+pub(crate) fn window_held(service: &ServiceName, batch: &str, stage: &str, reason: &str) -> String {
+    format!("{service} batch {batch} in stage {stage} waits: {reason}")
+}

@@ -87,7 +87,7 @@ impl Sim {
         for _ in 0..10_000 {
             let decision = {
                 let ctx = Context { release: "r-1", plan: &self.plan, fleet: &self.fleet };
-                decide(&self.run, ctx, &Env { now_unix_ms: self.now, online: &|_| true })
+                decide(&self.run, ctx, &Env::new(self.now, &|_| true))
             };
             if !decision.facts.is_empty() {
                 for f in decision.facts {
@@ -351,7 +351,7 @@ fn a_round_twice_out_of_order_or_not_finite_is_refused_and_changes_nothing() {
             break;
         }
         let ctx = Context { release: "r-1", plan: &sim.plan, fleet: &sim.fleet };
-        let d = decide(&sim.run, ctx, &Env { now_unix_ms: sim.now, online: &|_| true });
+        let d = decide(&sim.run, ctx, &Env::new(sim.now, &|_| true));
         let moved = !d.facts.is_empty() || !d.samples.is_empty();
         for f in d.facts {
             sim.apply(f);

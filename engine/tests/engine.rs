@@ -10,8 +10,9 @@ use flotilla_engine::{
     StepKind, Terminal, decide, rollback_decision,
 };
 use flotilla_shared::fixtures::{fleet, host, release, service};
-use flotilla_shared::model::{HostCount, HostId, OnFailure, RollbackScope, ServiceName};
+use flotilla_shared::model::{HostCount, HostId, Labels, OnFailure, RollbackScope, ServiceName};
 use flotilla_shared::plan::Plan;
+use flotilla_shared::window::{self, Effect, When, Window};
 use flotilla_shared::{DepKind, Fleet, ReleaseSpec};
 
 type Failing = Box<dyn Fn(&HostId, &StepKind) -> Option<String>>;
@@ -28,6 +29,8 @@ struct Sim {
     held: BTreeSet<String>,
     facts: Vec<Fact>,
     executed: BTreeMap<CommandId, u32>,
+    /// Deployment windows, evaluated at `now` as the leader does.
+    windows: Vec<Window>,
 }
 
 impl Sim {
@@ -43,6 +46,7 @@ impl Sim {
             held: BTreeSet::new(),
             facts: Vec::new(),
             executed: BTreeMap::new(),
+            windows: Vec::new(),
         }
     }
 
@@ -58,7 +62,12 @@ impl Sim {
     fn decide(&self) -> flotilla_engine::Decision {
         let offline = self.offline.clone();
         let online = move |h: &HostId| !offline.contains(h);
-        decide(&self.run, self.ctx(), &Env { now_unix_ms: self.now, online: &online })
+        let hold = |svc: &ServiceName, hosts: &[HostId]| {
+            let labels: Vec<&Labels> =
+                hosts.iter().filter_map(|h| self.fleet.hosts.iter().find(|x| &x.id == h)).map(|x| &x.labels).collect();
+            window::hold(&self.windows, svc, &labels, self.now)
+        };
+        decide(&self.run, self.ctx(), &Env::new(self.now, &online).with_windows(&hold))
     }
 
     /// Applies a fact, checking that its actions send exactly the steps it added and
@@ -1118,4 +1127,134 @@ fn a_retry_also_deploys_the_hosts_whose_deploy_was_cancelled_again() {
         (2, 2, 1),
         "the retried host and the cancelled one go again; the deployed one does not"
     );
+}
+
+// ------------------------------------------------------------------ deployment windows
+
+fn freeze(name: &str, from: i64, until: i64) -> Window {
+    Window {
+        name: name.to_owned(),
+        effect: Effect::Deny,
+        services: BTreeSet::new(),
+        hosts: Default::default(),
+        when: When::Once { from_unix_ms: from, until_unix_ms: until },
+        reason: "year-end freeze".to_owned(),
+    }
+}
+
+fn api_and_web() -> (ReleaseSpec, Fleet) {
+    let spec = release("r")
+        .with(quick(service("api", "2.0.0")))
+        .with(quick(service("web", "2.0.0").depends("api", DepKind::Hard)));
+    (spec, fleet(hosts(2, &[], &[("api", "1.0.0"), ("web", "1.0.0")])))
+}
+
+#[test]
+fn a_release_started_in_a_freeze_waits_sends_nothing_and_starts_when_the_freeze_ends() {
+    let (spec, fleet) = api_and_web();
+    let mut sim = Sim::new(&spec, fleet);
+    let end = sim.now + 3_600_000;
+    sim.windows = vec![freeze("year-end", sim.now - 60_000, end)];
+    sim.settle();
+    assert!(sim.run.steps.is_empty(), "nothing is sent in a freeze");
+    let held: Vec<&Fact> = sim.facts.iter().filter(|f| matches!(f, Fact::WindowHeld { .. })).collect();
+    assert_eq!(held.len(), 1, "the hold is committed once: {held:?}");
+    let Fact::WindowHeld { service, batch, until_unix_ms, reason, .. } = held[0] else { unreachable!() };
+    assert_eq!((service.as_str(), *batch, *until_unix_ms), ("api", 0, Some(end)));
+    assert!(reason.contains("freeze year-end (every service): year-end freeze"), "{reason}");
+    let api = sim.run.service(0, &ServiceName::from("api")).unwrap();
+    assert_eq!(&api.reason, reason, "the service says why it waits");
+    assert_eq!(api.deadline_unix_ms, 0, "a held service cannot miss its progress deadline");
+    assert_eq!(sim.decide().wake_at, Some(end), "the engine looks again when the freeze ends");
+    let event = sim.events(EventKind::WindowHeld);
+    assert_eq!(event.len(), 1);
+    assert!(event[0].starts_with("api batch canary in stage all waits: held by freeze year-end"), "{}", event[0]);
+
+    // A minute before the end, still nothing; at the end, the release goes through.
+    sim.now = end - 60_000;
+    sim.settle();
+    assert!(sim.run.steps.is_empty());
+    sim.now = end;
+    sim.settle();
+    assert_eq!(sim.terminal(), Some(Terminal::Succeeded));
+    assert!(sim.run.service(0, &ServiceName::from("api")).unwrap().reason.is_empty(), "the hold is over");
+    assert_eq!(sim.run.steps.len(), 4, "api and web on both hosts");
+}
+
+#[test]
+fn a_freeze_set_during_a_release_holds_the_next_batch_and_a_failure_inside_it_still_rolls_back() {
+    let (spec, fleet) = api_and_web();
+    let mut sim = Sim::new(&spec, fleet);
+    // api's canary goes out before the freeze; its answer is held.
+    sim.held.insert("api".into());
+    sim.settle();
+    assert_eq!(sim.run.steps.len(), 1, "api's canary");
+    sim.windows = vec![freeze("incident", sim.now, sim.now + 86_400_000)];
+    sim.held.clear();
+    sim.settle();
+    // The canary finished; the next batch waits for the freeze.
+    assert_eq!(sim.run.steps.len(), 1, "nothing more goes out in the freeze");
+    assert_eq!(sim.events(EventKind::WindowHeld).len(), 1);
+    assert!(sim.terminal().is_none());
+
+    // An operator rolls back inside the freeze: the rollback is not held.
+    let fact = rollback_decision(&sim.run, sim.ctx(), sim.now, &[], RollbackScope::Release, "ops", "bad".into());
+    sim.operator(fact);
+    sim.settle();
+    assert_eq!(sim.terminal(), Some(Terminal::RolledBack));
+    assert_eq!(sim.rollback_order(), ["roll back api"]);
+    assert_eq!(sim.events(EventKind::WindowHeld).len(), 1, "the rollback never asked the windows");
+}
+
+#[test]
+fn an_automatic_rollback_of_a_succeeded_service_proceeds_inside_a_freeze() {
+    // web fails on its canary while a freeze (set after api went out) covers every
+    // service: its rollback scope (the release) takes api back anyway.
+    let (mut spec, fleet) = api_and_web();
+    spec.services[1].policy.rollback_scope = RollbackScope::Release;
+    let mut sim = Sim::new(&spec, fleet).failing(|_, k| {
+        matches!(k, StepKind::Deploy(s) if s.as_str() == "web").then(|| "health check failed".to_owned())
+    });
+    sim.held.insert("web".into());
+    sim.settle();
+    assert_eq!(sim.state(0, "api"), ServiceState::Done);
+    let web_canary = sim.run.steps.values().filter(|s| s.kind == StepKind::Deploy("web".into())).count();
+    assert_eq!(web_canary, 1);
+    sim.windows = vec![freeze("incident", sim.now, sim.now + 86_400_000)];
+    sim.held.clear();
+    sim.settle();
+    assert_eq!(sim.terminal(), Some(Terminal::RolledBack), "{:#?}", sim.run.events);
+    assert_eq!(sim.rollback_order(), ["roll back api"], "web's failed canary was undone by its agent");
+    assert!(sim.events(EventKind::WindowHeld).is_empty());
+}
+
+#[test]
+fn windows_select_by_service_and_host_labels() {
+    let spec = release("r").with(quick(service("api", "2.0.0"))).with(quick(service("web", "2.0.0")));
+    let mut prod = hosts(2, &[("env", "prod")], &[("api", "1.0.0"), ("web", "1.0.0")]);
+    for (i, h) in prod.iter_mut().enumerate() {
+        h.id = HostId::new(format!("p{}", i + 1));
+    }
+    let mut all = hosts(2, &[("env", "dev")], &[("api", "1.0.0"), ("web", "1.0.0")]);
+    all.extend(prod);
+    let mut sim = Sim::new(&spec, fleet(all));
+    let mut w = freeze("api-prod", sim.now - 1, sim.now + 60_000);
+    w.services.insert(ServiceName::from("api"));
+    w.hosts = flotilla_shared::LabelSelector([("env".to_owned(), "prod".to_owned())].into());
+    sim.windows = vec![w];
+    sim.settle();
+    // web is not in the freeze; api's batches with a prod host wait.
+    assert_eq!(sim.state(0, "web"), ServiceState::Done);
+    assert_eq!(sim.state(0, "api"), ServiceState::Deploying);
+    let api_hosts: BTreeSet<String> = sim
+        .run
+        .steps
+        .values()
+        .filter(|s| s.kind == StepKind::Deploy("api".into()))
+        .map(|s| s.host.to_string())
+        .collect();
+    assert!(api_hosts.iter().all(|h| h.starts_with('h')), "no api step reached a prod host: {api_hosts:?}");
+    sim.now += 60_000;
+    sim.settle();
+    assert_eq!(sim.terminal(), Some(Terminal::Succeeded));
 }

@@ -51,7 +51,7 @@ impl Drive {
     fn next_fact(&self) -> Option<Fact> {
         let online = |_: &HostId| true;
         let ctx = Context { release: RELEASE, plan: &self.plan, fleet: &self.fleet };
-        let env = Env { now_unix_ms: self.now, online: &online };
+        let env = Env::new(self.now, &online);
         if let Some(f) = decide(&self.run, ctx, &env).facts.into_iter().next() {
             return Some(f);
         }
@@ -465,10 +465,17 @@ fn any_fact(g: &mut Gen, p: &Pool) -> Fact {
         },
         22 => Fact::RollbackActionDone { action: g.pick(&p.indexes) },
         23 => Fact::Finished { terminal: g.pick(&terminals), reason: "the end".into() },
-        _ => match g.below(4) {
+        _ => match g.below(5) {
             0 => Fact::LeaderChanged { node: g.next(), resent: vec![g.pick(&p.ids)] },
             1 => Fact::Noted { actor, text: "a note".into() },
             2 => Fact::HostRetried { host: g.pick(&p.hosts), actor, reason: "try again".into() },
+            3 => Fact::WindowHeld {
+                stage: g.pick(&p.stages),
+                service: g.pick(&p.services),
+                batch: g.pick(&p.indexes),
+                reason: "held by freeze f".into(),
+                until_unix_ms: g.coin().then_some(5_000),
+            },
             _ => Fact::HostExcluded { host: g.pick(&p.hosts), actor, reason: "bad disk".into() },
         },
     }

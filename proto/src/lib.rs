@@ -108,7 +108,10 @@ pub const MIN_PROTOCOL_VERSION: u32 = 1;
 /// - 9: snapshots are in on-disk format 9, and log entries may carry guided-failure
 ///   facts (a host retried or excluded), which a revision-8 node cannot decode.
 ///   Upgraded like 3.
-pub const PEER_PROTOCOL_VERSION: u32 = 9;
+/// - 10: snapshots are in on-disk format 10 (deployment windows), and log entries may
+///   change the windows or hold a batch by them, which a revision-9 node cannot
+///   decode. Upgraded like 3.
+pub const PEER_PROTOCOL_VERSION: u32 = 10;
 
 /// The oldest peer protocol revision this build accepts from another coordinator.
 /// A revision-1 node cannot read revision-2 payloads (nor the reverse), so a cluster

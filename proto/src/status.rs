@@ -104,6 +104,8 @@ pub enum Reason {
     ApproverNotAllowed,
     /// INTERNAL: Raft or storage failed.
     Internal,
+    /// NOT_FOUND: no deployment window with that name.
+    WindowNotFound,
 }
 
 impl Reason {
@@ -135,11 +137,12 @@ impl Reason {
             Reason::TokenNotFound => "TOKEN_NOT_FOUND",
             Reason::ApproverNotAllowed => "APPROVER_NOT_ALLOWED",
             Reason::Internal => "INTERNAL",
+            Reason::WindowNotFound => "WINDOW_NOT_FOUND",
         }
     }
 
     /// Every reason, for documentation and tests.
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 26] = [
         Reason::NotLeader,
         Reason::NoLeader,
         Reason::ShuttingDown,
@@ -165,6 +168,7 @@ impl Reason {
         Reason::TokenNotFound,
         Reason::ApproverNotAllowed,
         Reason::Internal,
+        Reason::WindowNotFound,
     ];
 }
 

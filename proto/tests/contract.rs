@@ -78,6 +78,7 @@ const EXPECTED: &[(&str, &[Method])] = &[
             ("Probe", false, false),
         ],
     ),
+    ("Policy", &[("SetWindow", false, false), ("RemoveWindow", false, false), ("ListWindows", false, false)]),
     (
         "Access",
         &[

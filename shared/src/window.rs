@@ -200,7 +200,9 @@ pub fn format_instant(unix_ms: i64) -> String {
 /// Looks a time zone up in the bundled tz database.
 pub fn time_zone(name: &str) -> Result<TimeZone, WindowError> {
     TimeZone::get(name).map_err(|_| {
-        WindowError::new(format!("`{name}` is not a time zone of the tz database: use a name like Europe/Berlin or UTC"))
+        WindowError::new(format!(
+            "`{name}` is not a time zone of the tz database: use a name like Europe/Berlin or UTC"
+        ))
     })
 }
 
@@ -302,12 +304,9 @@ impl fmt::Display for When {
             When::Once { from_unix_ms, until_unix_ms } => {
                 write!(f, "from {} until {}", format_instant(*from_unix_ms), format_instant(*until_unix_ms))
             }
-            When::Weekly { days, start, end, time_zone } => write!(
-                f,
-                "{days} {}-{} {time_zone}",
-                format_time_of_day(*start),
-                format_time_of_day(*end)
-            ),
+            When::Weekly { days, start, end, time_zone } => {
+                write!(f, "{days} {}-{} {time_zone}", format_time_of_day(*start), format_time_of_day(*end))
+            }
         }
     }
 }
@@ -454,11 +453,7 @@ mod tests {
 
     #[test]
     fn a_freeze_holds_until_it_ends_and_not_after() {
-        let freeze = window(
-            "xmas",
-            Effect::Deny,
-            When::once("2026-12-24T00:00:00Z", "2026-12-27T00:00:00Z").unwrap(),
-        );
+        let freeze = window("xmas", Effect::Deny, When::once("2026-12-24T00:00:00Z", "2026-12-27T00:00:00Z").unwrap());
         let ws = [freeze];
         assert_eq!(hold(&ws, &svc("api"), &no_hosts(), at("2026-12-23T23:59:59Z")), None);
         let h = hold(&ws, &svc("api"), &no_hosts(), at("2026-12-25T12:00:00Z")).unwrap();
@@ -470,7 +465,8 @@ mod tests {
 
     #[test]
     fn a_window_applies_to_its_services_and_hosts_only() {
-        let mut freeze = window("pay", Effect::Deny, When::once("2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z").unwrap());
+        let mut freeze =
+            window("pay", Effect::Deny, When::once("2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z").unwrap());
         freeze.services.insert(svc("payments"));
         freeze.hosts = LabelSelector([("env".to_owned(), "prod".to_owned())].into());
         let prod: Labels = [("env".to_owned(), "prod".to_owned())].into();
@@ -485,7 +481,8 @@ mod tests {
     #[test]
     fn outside_an_allow_window_a_batch_waits_for_the_next_one_in_its_zone() {
         // Weekdays 09:00-17:00 in Berlin (UTC+1 in winter).
-        let allow = window("office", Effect::Allow, When::weekly("mon-fri", "09:00", "17:00", "Europe/Berlin").unwrap());
+        let allow =
+            window("office", Effect::Allow, When::weekly("mon-fri", "09:00", "17:00", "Europe/Berlin").unwrap());
         let ws = [allow];
         // Friday 2026-12-04 16:30 UTC is 17:30 in Berlin: closed until Monday 08:00 UTC.
         let h = hold(&ws, &svc("api"), &no_hosts(), at("2026-12-04T16:30:00Z")).unwrap();

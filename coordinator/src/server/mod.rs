@@ -1,5 +1,5 @@
 //! The coordinator's gRPC surface: `RaftPeer`, `Cluster`, `Releases`, `AgentLink`,
-//! `Fleet`, `Enrolment`, `Access`, the standard health service and reflection (v1 and
+//! `Fleet`, `Enrolment`, `Access`, `Policy`, the standard health service and reflection (v1 and
 //! v1alpha), on one port, over mutual TLS unless `--insecure`. Connections are
 //! accepted by `flotilla_net::incoming` (the TLS material of the moment, the peer
 //! judged once per connection) and every call passes [`crate::auth::AuthLayer`] first,
@@ -11,6 +11,7 @@ mod cluster;
 mod enrolment;
 pub(crate) mod fleet;
 pub mod plan_view;
+pub(crate) mod policy;
 mod raft_peer;
 pub(crate) mod release_view;
 mod releases;
@@ -23,6 +24,7 @@ use flotilla_proto::v1::agent_link_server::AgentLinkServer;
 use flotilla_proto::v1::cluster_server::ClusterServer;
 use flotilla_proto::v1::enrolment_server::EnrolmentServer;
 use flotilla_proto::v1::fleet_server::FleetServer;
+use flotilla_proto::v1::policy_server::PolicyServer;
 use flotilla_proto::v1::raft_peer_server::RaftPeerServer;
 use flotilla_proto::v1::releases_server::ReleasesServer;
 use tonic::transport::{Channel, Server};
@@ -33,6 +35,7 @@ pub use agent_link::AgentLinkService;
 pub use cluster::ClusterService;
 pub use enrolment::EnrolmentService;
 pub use fleet::FleetService;
+pub use policy::PolicyService;
 pub use raft_peer::RaftPeerService;
 pub use releases::ReleasesService;
 // The dashboard shows what the API answers.
@@ -88,6 +91,7 @@ pub async fn serve(
     health.set_serving::<FleetServer<FleetService>>().await;
     health.set_serving::<EnrolmentServer<EnrolmentService>>().await;
     health.set_serving::<AccessServer<AccessService>>().await;
+    health.set_serving::<PolicyServer<PolicyService>>().await;
     // Both reflection revisions: `v1` for current clients, `v1alpha` for the many
     // stock clients that still speak only it (grpcurl before 1.9, grpcio-reflection's
     // descriptor database, Postman).
@@ -122,6 +126,7 @@ pub async fn serve(
         .add_service(FleetServer::new(FleetService::new(hub, enroller.clone())))
         .add_service(EnrolmentServer::new(EnrolmentService::new(node_for_enrolment, enroller)))
         .add_service(AccessServer::new(AccessService::new(node.clone())))
+        .add_service(PolicyServer::new(PolicyService::new(node.clone())))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -444,6 +444,7 @@ fn event_kind(k: EventKind) -> v1::EventKind {
         EventKind::AnalysisFailed => W::AnalysisFailed,
         EventKind::HostRetried => W::HostRetried,
         EventKind::HostExcluded => W::HostExcluded,
+        EventKind::WindowHeld => W::WindowHeld,
     }
 }
 

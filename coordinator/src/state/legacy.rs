@@ -28,8 +28,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AccessState, CompactedRelease, EnrolmentState, FleetState, Footprint, NewRelease, ReleaseId, ReleaseRecord,
-    ServiceOutcome, State, footprint_of,
+    AccessState, CompactedRelease, EnrolmentState, FleetState, Footprint, NewRelease, PolicyState, ReleaseId,
+    ReleaseRecord, ServiceOutcome, State, footprint_of,
 };
 use crate::engine::{
     Approval, CommandId, Event, EventKind, Failure, Phase, RollbackRun, Run, ServiceState, StageRun, Status,
@@ -553,6 +553,36 @@ fn migrate_history(history: BTreeMap<ReleaseId, CompactedReleaseV8>) -> BTreeMap
     history.into_iter().map(|(id, c)| (id, c.into())).collect()
 }
 
+/// The state as format 9 wrote it (before the release policy).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateV9 {
+    releases: BTreeMap<ReleaseId, ReleaseRecord>,
+    active: BTreeSet<ReleaseId>,
+    by_idempotency_key: BTreeMap<String, ReleaseId>,
+    fleet: FleetState,
+    enrolment: EnrolmentState,
+    access: AccessState,
+    members_seen: BTreeSet<u64>,
+    history: BTreeMap<ReleaseId, CompactedRelease>,
+}
+
+impl From<StateV9> for State {
+    fn from(old: StateV9) -> Self {
+        let StateV9 { releases, active, by_idempotency_key, fleet, enrolment, access, members_seen, history } = old;
+        Self {
+            releases,
+            active,
+            by_idempotency_key,
+            fleet,
+            enrolment,
+            access,
+            members_seen,
+            history,
+            policy: PolicyState::default(),
+        }
+    }
+}
+
 /// The state as format 8 wrote it (compacted releases before change times).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateV8 {
@@ -578,6 +608,7 @@ impl From<StateV8> for State {
             access,
             members_seen,
             history: migrate_history(history),
+            policy: PolicyState::default(),
         }
     }
 }
@@ -607,6 +638,7 @@ impl From<StateV7> for State {
             access,
             members_seen,
             history: migrate_history(history),
+            policy: PolicyState::default(),
         }
     }
 }
@@ -635,6 +667,7 @@ impl From<StateV6> for State {
             access,
             members_seen,
             history: BTreeMap::new(),
+            policy: PolicyState::default(),
         }
     }
 }
@@ -664,6 +697,7 @@ impl From<StateV4> for State {
             access,
             members_seen: BTreeSet::new(),
             history: BTreeMap::new(),
+            policy: PolicyState::default(),
         }
     }
 }

@@ -26,12 +26,14 @@ mod enrolment;
 mod fleet;
 mod history;
 mod legacy;
+mod policy;
 
 pub use access::{AccessOp, AccessState, AuditBatch, AuditRecord, OperatorTokenRecord, Retention, RoleRecord};
 pub use enrolment::{EnrolmentOp, EnrolmentRefusal, EnrolmentState, HostEnrolment, JoinTokenRecord, glob_matches};
 pub use fleet::{AgentRecord, FleetEvent, FleetOp, FleetState};
 pub use history::{CompactedRelease, ReleaseRetention, ServiceOutcome, changed_at};
-pub use legacy::{NewReleaseV6, StateV2, StateV3, StateV4, StateV6, StateV7, StateV8};
+pub use legacy::{NewReleaseV6, StateV2, StateV3, StateV4, StateV6, StateV7, StateV8, StateV9};
+pub use policy::{MAX_WINDOWS, PolicyOp, PolicyState, WindowRecord};
 
 /// The id of a release, assigned by the leader (`r-…`).
 pub type ReleaseId = String;
@@ -88,6 +90,8 @@ pub enum Op {
     /// Compact the finished releases this retention no longer keeps whole (and
     /// forget the compacted ones beyond it); see [`CompactedRelease`].
     CompactReleases(ReleaseRetention),
+    /// A change to the release policy (deployment windows).
+    Policy(PolicyOp),
 }
 
 /// A release submission, as the leader proposes it and the state keeps it.
@@ -127,6 +131,7 @@ impl fmt::Display for Op {
             Op::Enrolment(op) => op.fmt(f),
             Op::Access(op) => op.fmt(f),
             Op::MembersSeen(ids) => write!(f, "coordinators {ids:?} hold a log"),
+            Op::Policy(op) => op.fmt(f),
             Op::Batch(ops) => match ops.as_slice() {
                 [] => write!(f, "an empty batch"),
                 [one] => one.fmt(f),
@@ -293,6 +298,8 @@ pub struct State {
     members_seen: BTreeSet<u64>,
     /// Finished releases compacted by the retention, by id.
     history: BTreeMap<ReleaseId, CompactedRelease>,
+    /// Deployment windows.
+    policy: PolicyState,
 }
 
 impl State {
@@ -353,6 +360,7 @@ impl State {
                 self.members_seen.extend(ids);
                 Response::None
             }
+            Op::Policy(op) => self.policy.apply(at, op),
         }
     }
 
@@ -519,6 +527,11 @@ impl State {
     /// Operator tokens and the audit trail.
     pub fn access(&self) -> &AccessState {
         &self.access
+    }
+
+    /// The release policy (deployment windows).
+    pub fn policy(&self) -> &PolicyState {
+        &self.policy
     }
 
     /// Join tokens and enrolled hosts.

@@ -61,7 +61,12 @@ use crate::raft::{Entry, NodeId};
 ///   finished (for delivery figures). Format 8 log entries are valid format 9 entries;
 ///   format 2 to 8 snapshot states are read as written and migrated (change and finish
 ///   times not known: 0).
-pub const FORMAT_VERSION: u32 = 9;
+/// - 10: release policy: the state ends with the deployment windows, a log entry's
+///   operation may change them (a variant at the end), and release facts and events
+///   have a variant at the end (a batch held by the windows), which format 9 builds
+///   cannot decode. Format 9 log entries are valid format 10 entries; format 2 to 9
+///   snapshot states are read as written and migrated (no windows).
+pub const FORMAT_VERSION: u32 = 10;
 
 /// The oldest format this build reads (and migrates to [`FORMAT_VERSION`]).
 pub const MIN_READABLE_FORMAT: u32 = 2;

@@ -130,6 +130,8 @@ impl Run {
         }
         let run = self.service_mut(stage, service)?;
         run.state = ServiceState::Migrating;
+        run.deadline_unix_ms = deadline(at, run.progress_deadline_ms);
+        run.reason.clear();
         let version = run.version.clone();
         self.add_steps(at, stage, std::slice::from_ref(dispatch), || StepKind::Migrate(service.clone()), out);
         let e =
@@ -170,6 +172,7 @@ impl Run {
         run.state = ServiceState::Deploying;
         run.batch = batch;
         run.deadline_unix_ms = deadline(at, run.progress_deadline_ms);
+        run.reason.clear();
         for d in dispatches {
             run.hosts.insert(d.host.clone(), HostState::Deploying(d.command_id.clone()));
         }
@@ -186,6 +189,41 @@ impl Run {
         e.hosts = dispatches.iter().map(|d| d.host.clone()).chain(offline.iter().cloned()).collect();
         e.command_ids = dispatches.iter().map(|d| d.command_id.clone()).collect();
         e.version = version;
+        Ok(())
+    }
+
+    /// Deployment windows hold a deploying service's next batch: nothing is sent, the
+    /// service says why, and its progress deadline stops (it starts again with the
+    /// batch).
+    pub(super) fn window_held(
+        &mut self,
+        at: i64,
+        stage: usize,
+        service: &ServiceName,
+        batch: usize,
+        reason: &str,
+    ) -> Result<(), Refusal> {
+        let stage_name = self.stage_name(stage);
+        if self.phase != Phase::Forward || stage != self.stage {
+            return refuse(format!("{service} in stage {stage_name} is not rolling forward"));
+        }
+        let run = self.service_mut(stage, service)?;
+        let Some(spec) = run.batches.get(batch) else {
+            return refuse(no_batch(service, batch, run.batches.len()));
+        };
+        if run.state != ServiceState::Deploying
+            || batch != run.batch
+            || !spec.hosts.iter().any(|h| run.hosts.get(h) == Some(&HostState::Waiting))
+        {
+            return refuse(format!("batch {batch} of {service} is not about to start"));
+        }
+        let batch_name = spec.name.clone();
+        run.reason = reason.to_owned();
+        run.deadline_unix_ms = 0;
+        let e = self.record(at, EventKind::WindowHeld, text::window_held(service, &batch_name, &stage_name, reason));
+        e.stage = stage_name;
+        e.services = vec![service.clone()];
+        e.batch = batch_name;
         Ok(())
     }
 

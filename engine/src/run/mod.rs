@@ -631,6 +631,9 @@ impl Run {
             Fact::Noted { actor, text } => self.noted(at, actor, text),
             Fact::HostRetried { host, actor, reason } => self.host_retried(at, host, actor, reason),
             Fact::HostExcluded { host, actor, reason } => self.host_excluded(at, host, actor, reason),
+            Fact::WindowHeld { stage, service, batch, reason, .. } => {
+                self.window_held(at, *stage, service, *batch, reason)
+            }
             // Rolling back (`rollback`).
             Fact::RollbackDecided { actor, reason, members, actions, cancelled } => {
                 self.rollback_decided(at, actor, reason, members, actions, cancelled, out)
