@@ -5,6 +5,7 @@ mod agents;
 mod demo;
 mod json;
 mod plan;
+mod policy;
 mod release;
 mod remote;
 mod render;
@@ -92,6 +93,18 @@ enum Command {
     /// Exit codes: 0 answered (also when no release ended in the period), 1 no
     /// coordinator answered or the call was refused, 2 bad usage.
     Stats(stats::StatsArgs),
+    /// Release policy: deployment windows and freezes (`policy window set|list|remove`).
+    ///
+    /// Exit codes: 0 done, 1 no coordinator answered or the call was refused (setting
+    /// or removing a window needs the admin role; no such window), 2 bad usage (a
+    /// window that does not parse).
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
+        /// How to print the result.
+        #[arg(long, short, global = true, value_enum, default_value_t = TextOrJson::Table)]
+        output: TextOrJson,
+    },
     /// Make the cluster's certificate authority and issue the certificates of
     /// coordinators, operators and agents (each names its holder:
     /// `spiffe://DOMAIN/ROLE/NAME`).
@@ -157,6 +170,7 @@ fn main() -> ExitCode {
         Command::Audit(args) => access::audit(&cli.connection, &args),
         Command::Whoami(args) => access::whoami(&cli.connection, &args),
         Command::Stats(args) => stats::run(&cli.connection, &args),
+        Command::Policy { command, output } => policy::run(&cli.connection, &command, output),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
