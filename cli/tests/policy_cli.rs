@@ -182,4 +182,36 @@ async fn a_release_started_in_a_freeze_waits_says_why_and_starts_when_it_ends_an
     assert_eq!(w.services, ["web"]);
     assert_eq!(w.host_labels.get("role").map(String::as_str), Some("web"));
     assert!(w.next_change_unix_ms > 0);
+
+    // The freeze of docs/operations.md, as written there, replaces the one of that name.
+    let out = flotilla(
+        &addr,
+        &[
+            "policy",
+            "window",
+            "set",
+            "year-end",
+            "--deny",
+            "--from",
+            "2026-12-24T00:00:00Z",
+            "--until",
+            "2027-01-04T00:00:00Z",
+            "--reason",
+            "peak traffic",
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed: v1::ListWindowsResponse = flotilla_json(&addr, &["policy", "window", "list"]);
+    let year_end = listed.windows.iter().find(|w| w.name == "year-end").expect("year-end is listed");
+    let once = year_end.once.as_ref().expect("a one-off window");
+    assert_eq!(
+        (format_instant(once.from_unix_ms), format_instant(once.until_unix_ms), year_end.reason.as_str()),
+        ("2026-12-24T00:00:00Z".to_owned(), "2027-01-04T00:00:00Z".to_owned(), "peak traffic")
+    );
+    let text = stdout(&flotilla(&addr, &["policy", "window", "list"]));
+    assert!(text.contains("2026-12-24T00:00:00Z to 2027-01-04T00:00:00Z") && text.contains("office"), "{text}");
+    let out = flotilla(&addr, &["policy", "window", "remove", "year-end"]);
+    assert_eq!(stdout(&out), "window year-end removed\n");
+    let listed: v1::ListWindowsResponse = flotilla_json(&addr, &["policy", "window", "list"]);
+    assert_eq!(listed.windows.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(), ["office"]);
 }
