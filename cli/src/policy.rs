@@ -1,6 +1,6 @@
-//! `flotilla policy window set|list|remove`: the cluster's deployment windows and
-//! freezes (`flotilla.v1.Policy`). With `--output json` each command prints the
-//! answer of the call it made.
+//! `flotilla policy window set|list|remove` and `flotilla policy hook set|list|remove`:
+//! the cluster's deployment windows and freezes, and its webhooks (`flotilla.v1.Policy`).
+//! With `--output json` each command prints the answer of the call it made.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -24,6 +24,50 @@ pub enum PolicyCommand {
         #[command(subcommand)]
         command: WindowCommand,
     },
+    /// Webhooks: the leader POSTs each release event of a hook's kinds to its URL, at
+    /// least once and in order, retrying with backoff; each request carries a delivery
+    /// id (`<release>.<event index>.<hook>`) to drop a second delivery by.
+    Hook {
+        #[command(subcommand)]
+        command: HookCommand,
+    },
+}
+
+/// `flotilla policy hook ...`
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum HookCommand {
+    /// Set a webhook (one of the same name is replaced and keeps where its deliveries
+    /// are). It is told about events from now on.
+    Set {
+        /// Its name (letters, digits, `-`, `_`, `.`).
+        name: String,
+        /// Where requests go (`http://` or `https://`).
+        #[arg(long)]
+        url: String,
+        /// What it is told about, comma-separated: started, needs_approval, paused,
+        /// failed, rolled_back, succeeded, aborted.
+        #[arg(long, value_delimiter = ',', required = true)]
+        events: Vec<String>,
+        /// The body: Flotilla's JSON document, or a Slack incoming-webhook message.
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+    },
+    /// List the webhooks: deliveries, failures, what is pending, the last error.
+    List,
+    /// Remove a webhook; what it was not told yet is dropped.
+    Remove {
+        /// The hook's name.
+        name: String,
+    },
+}
+
+/// A webhook's body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Flotilla's JSON document.
+    Json,
+    /// `{"text": ...}` for a Slack incoming webhook.
+    Slack,
 }
 
 /// `flotilla policy window ...`
@@ -86,7 +130,96 @@ pub struct SetArgs {
 
 /// Runs a `policy` command.
 pub fn run(conn: &Connection, command: &PolicyCommand, output: TextOrJson) -> Result<(), Failure> {
-    let PolicyCommand::Window { command } = command;
+    match command {
+        PolicyCommand::Window { command } => windows(conn, command, output),
+        PolicyCommand::Hook { command } => hooks(conn, command, output),
+    }
+}
+
+fn hooks(conn: &Connection, command: &HookCommand, output: TextOrJson) -> Result<(), Failure> {
+    match command {
+        HookCommand::Set { name, url, events, format } => {
+            let hook = v1::Hook {
+                name: name.clone(),
+                url: url.clone(),
+                events: events.iter().map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()).collect(),
+                format: match format {
+                    Format::Json => v1::HookFormat::Json,
+                    Format::Slack => v1::HookFormat::Slack,
+                } as i32,
+                ..Default::default()
+            };
+            let req = v1::SetHookRequest { hook: Some(hook) };
+            let resp = policy(conn, move |mut c| {
+                let req = req.clone();
+                async move { c.set_hook(req).await }
+            })?;
+            match output {
+                TextOrJson::Json => print(&json::pretty(&resp)?),
+                TextOrJson::Table => {
+                    let h = resp.hook.unwrap_or_default();
+                    print(&format!("hook {} set: {} is told about {}\n", h.name, h.url, h.events.join(", ")))
+                }
+            }
+        }
+        HookCommand::List => {
+            let resp = policy(conn, |mut c| async move { c.list_hooks(v1::ListHooksRequest {}).await })?;
+            match output {
+                TextOrJson::Json => print(&json::pretty(&resp)?),
+                TextOrJson::Table => print(&hook_table(&resp.hooks)),
+            }
+        }
+        HookCommand::Remove { name } => {
+            let req = v1::RemoveHookRequest { name: name.clone() };
+            let resp = policy(conn, move |mut c| {
+                let req = req.clone();
+                async move { c.remove_hook(req).await }
+            })?;
+            match output {
+                TextOrJson::Json => print(&json::pretty(&resp)?),
+                TextOrJson::Table => print(&format!("hook {name} removed\n")),
+            }
+        }
+    }
+}
+
+/// The hooks as a table, with the failing delivery of each under it.
+fn hook_table(hooks: &[v1::Hook]) -> String {
+    if hooks.is_empty() {
+        return "no webhooks\n".to_owned();
+    }
+    let mut out = format!(
+        "{:<16} {:<6} {:>9} {:>7} {:>7}  {:<40} {}\n",
+        "NAME", "FORMAT", "DELIVERED", "FAILED", "PENDING", "URL", "EVENTS"
+    );
+    for h in hooks {
+        let format = if h.format == v1::HookFormat::Slack as i32 { "slack" } else { "json" };
+        let from = if h.from_config { " (from [[notify]])" } else { "" };
+        out.push_str(&format!(
+            "{:<16} {:<6} {:>9} {:>7} {:>7}  {:<40} {}{from}\n",
+            h.name,
+            format,
+            h.delivered,
+            h.failed,
+            h.pending,
+            h.url,
+            h.events.join(",")
+        ));
+        if !h.last_error.is_empty() {
+            out.push_str(&format!(
+                "  failing: event {} of {}, {} attempts, last at {}: {}\n",
+                h.failing_event_index,
+                h.failing_release_id,
+                h.failed_attempts,
+                window::format_instant(h.last_error_unix_ms),
+                h.last_error
+            ));
+        }
+    }
+    out
+}
+
+fn windows(conn: &Connection, command: &WindowCommand, output: TextOrJson) -> Result<(), Failure> {
     match command {
         WindowCommand::Set(args) => {
             let req = v1::SetWindowRequest { window: Some(window_of(args, now_unix_ms()).map_err(Failure::Usage)?) };

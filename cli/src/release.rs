@@ -551,6 +551,19 @@ fn show_text(r: &v1::Release) -> String {
     for a in &r.analyses {
         out.push_str(&analysis_text(a));
     }
+    for n in &r.notifications {
+        out.push_str(&format!("  hook {}: delivered up to event {}, {} pending", n.hook, n.delivered_up_to, n.pending));
+        if !n.last_error.is_empty() {
+            out.push_str(&format!(
+                "; failing ({} {}, last at {}): {}",
+                n.failed_attempts,
+                if n.failed_attempts == 1 { "attempt" } else { "attempts" },
+                clock(n.last_error_unix_ms),
+                n.last_error
+            ));
+        }
+        out.push('\n');
+    }
     out
 }
 

@@ -171,7 +171,7 @@ fn need(path: &str) -> (Need, bool) {
         | ("flotilla.v1.Fleet", "ListAgents" | "GetHost" | "ListJoinTokens")
         | ("flotilla.v1.Cluster", "Status")
         | ("flotilla.v1.Access", "ListTokens" | "ListAudit")
-        | ("flotilla.v1.Policy", "ListWindows") => (Need::Operator(Viewer), false),
+        | ("flotilla.v1.Policy", "ListWindows" | "ListHooks") => (Need::Operator(Viewer), false),
         (
             "flotilla.v1.Releases",
             "Create" | "Approve" | "Pause" | "Resume" | "Abort" | "Rollback" | "Annotate" | "RetryHost" | "ExcludeHost",
@@ -669,6 +669,7 @@ mod tests {
             "/flotilla.v1.Cluster/Status",
             "/flotilla.v1.Access/ListAudit",
             "/flotilla.v1.Policy/ListWindows",
+            "/flotilla.v1.Policy/ListHooks",
         ];
         let deploys = ["/flotilla.v1.Releases/Create", "/flotilla.v1.Releases/Approve", "/flotilla.v1.Fleet/Drain"];
         let admins = [
@@ -680,6 +681,7 @@ mod tests {
             "/flotilla.v1.Releases/SomethingNew",
             "/flotilla.v1.Policy/SetWindow",
             "/flotilla.v1.Policy/RemoveWindow",
+            "/flotilla.v1.Policy/SetHook",
         ];
         for path in reads {
             assert!(ok(path, &viewer) && ok(path, &deployer) && ok(path, &admin), "{path}");

@@ -23,7 +23,16 @@
 //! agent_lease_ms = 10000
 //! agent_heartbeat_ms = 2000
 //! shutdown_timeout_ms = 5000
+//!
+//! [[notify]]
+//! name = "releases-channel"
+//! url = "https://hooks.slack.com/services/T000/B000/XXXX"
+//! events = ["needs_approval", "paused", "failed", "rolled_back", "succeeded"]
+//! format = "slack"
 //! ```
+//!
+//! `[[notify]]` (webhooks told about releases) is the one key with no flag: the leader
+//! sets each into the replicated policy, where `flotilla policy hook` sees it.
 //!
 //! [`CoordinatorConfig::load`] reads the file, applies the flags and validates the
 //! result; every problem found is reported at once ([`ConfigError::Invalid`]).
@@ -302,9 +311,64 @@ pub struct CoordinatorConfig {
     /// with a leader hint, and what remains after this long is dropped. Above 0.
     /// Default 5000.
     pub shutdown_timeout_ms: u64,
+    /// Webhooks told about releases (file only). Each leader sets them into the
+    /// replicated policy when it takes over, so give every coordinator the same list.
+    /// Default: none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<NotifyConfig>,
+}
+
+/// One `[[notify]]` webhook of the configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Its name, unique in the cluster.
+    pub name: String,
+    /// Where requests go (`http://` or `https://`).
+    pub url: String,
+    /// What it is told about: `started`, `needs_approval`, `paused`, `failed`,
+    /// `rolled_back`, `succeeded`, `aborted`.
+    pub events: Vec<String>,
+    /// `json` (default) or `slack`.
+    #[serde(default = "default_notify_format")]
+    pub format: String,
+}
+
+fn default_notify_format() -> String {
+    "json".to_owned()
+}
+
+impl NotifyConfig {
+    /// The hook it stands for, or what is wrong with it.
+    pub fn hook(&self) -> Result<crate::state::Hook, String> {
+        use crate::state::{Hook, HookFormat, NotifyKind};
+        let name = self.name.trim();
+        if name.is_empty()
+            || name.len() > 63
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(format!("name `{name}`: a name is 1 to 63 letters, digits, `-`, `_` or `.`"));
+        }
+        crate::server::policy::check_hook_url(self.url.trim())?;
+        let kinds = self.events.iter().map(|e| NotifyKind::parse(e)).collect::<Result<BTreeSet<_>, _>>()?;
+        if kinds.is_empty() {
+            return Err("events is empty: name what the hook is told about (started, succeeded, ...)".to_owned());
+        }
+        let format = match self.format.trim() {
+            "json" => HookFormat::Json,
+            "slack" => HookFormat::Slack,
+            other => return Err(format!("format `{other}`: use json or slack")),
+        };
+        Ok(Hook { name: name.to_owned(), url: self.url.trim().to_owned(), kinds, format, from_config: true })
+    }
 }
 
 impl CoordinatorConfig {
+    /// The `[[notify]]` webhooks (validated: each is one).
+    pub fn hooks(&self) -> Vec<crate::state::Hook> {
+        self.notify.iter().filter_map(|n| n.hook().ok()).collect()
+    }
+
     /// The release history this node keeps, and proposes while it leads.
     pub fn release_retention(&self) -> crate::state::ReleaseRetention {
         crate::state::ReleaseRetention {
@@ -345,6 +409,7 @@ impl Default for CoordinatorConfig {
             agent_lease_ms: 10_000,
             agent_heartbeat_ms: 2_000,
             shutdown_timeout_ms: 5_000,
+            notify: Vec::new(),
         }
     }
 }
@@ -430,6 +495,20 @@ pub enum Problem {
     /// A zero query limit.
     #[error("prometheus_timeout_ms is 0: give a query limit above 0, like 5000")]
     PrometheusTimeout,
+    /// A `[[notify]]` webhook that is not one.
+    #[error("[[notify]] number {position}: {why}")]
+    Notify {
+        /// Its position in the file, from 1.
+        position: usize,
+        /// What is wrong.
+        why: String,
+    },
+    /// Two `[[notify]]` webhooks of one name.
+    #[error("[[notify]] name `{name}` is given twice: each webhook has its own name")]
+    NotifyTwice {
+        /// The name.
+        name: String,
+    },
     #[error("agent_cert_ttl_ms is {agent_cert_ttl_ms}: agent certificates must live at least 1000 ms")]
     AgentCertTtl {
         /// The value given.
@@ -658,6 +737,14 @@ impl CoordinatorConfig {
             problems.push(Problem::FinishedReleases);
         }
         problems.extend(self.prometheus_problems());
+        let mut names = BTreeSet::new();
+        for (i, n) in self.notify.iter().enumerate() {
+            match n.hook() {
+                Ok(hook) if !names.insert(hook.name.clone()) => problems.push(Problem::NotifyTwice { name: hook.name }),
+                Ok(_) => {}
+                Err(why) => problems.push(Problem::Notify { position: i + 1, why }),
+            }
+        }
         if !problems.is_empty() {
             return Err(ConfigError::Invalid { problems });
         }
@@ -1082,5 +1169,63 @@ tls_key = "/etc/flotilla/c1.key"
         assert!(text.contains("\"1=a:7600\""), "{text}");
         let back = CoordinatorConfig::from_toml(&text, Path::new("printed.toml")).expect("reparses");
         assert_eq!(back, config);
+    }
+
+    #[test]
+    fn notify_hooks_are_read_from_the_file_and_each_bad_one_is_named() {
+        let text = r#"
+node_id = 1
+insecure = true
+
+[[notify]]
+name = "chat"
+url = "https://hooks.example.com/T0/B0"
+events = ["paused", "failed"]
+format = "slack"
+
+[[notify]]
+name = "audit"
+url = "http://audit.internal/flotilla"
+events = ["started", "succeeded"]
+"#;
+        let config =
+            CoordinatorConfig::from_toml(text, Path::new("c.toml")).expect("parses").validate().expect("valid");
+        let hooks = config.hooks();
+        assert_eq!(hooks.len(), 2);
+        assert_eq!((hooks[0].name.as_str(), hooks[0].format), ("chat", crate::state::HookFormat::Slack));
+        assert_eq!(hooks[1].format, crate::state::HookFormat::Json, "json by default");
+        assert!(hooks.iter().all(|h| h.from_config));
+        let back = CoordinatorConfig::from_toml(&config.to_toml(), Path::new("printed.toml")).expect("reparses");
+        assert_eq!(back.notify, config.notify, "printed and read back");
+
+        let bad = r#"
+node_id = 1
+insecure = true
+
+[[notify]]
+name = "chat"
+url = "hooks.example.com"
+events = ["paused"]
+
+[[notify]]
+name = "chat"
+url = "http://a.internal/"
+events = ["deployed"]
+
+[[notify]]
+name = "chat"
+url = "http://a.internal/"
+events = ["failed"]
+format = "xml"
+"#;
+        let why: Vec<String> =
+            problems(CoordinatorConfig::from_toml(bad, Path::new("c.toml")).expect("parses").validate())
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+        assert_eq!(why.len(), 3, "{why:?}");
+        assert!(why[0].starts_with("[[notify]] number 1: `hooks.example.com` is not a URL"), "{why:?}");
+        assert!(why[1].starts_with("[[notify]] number 2: `deployed` is not an event"), "{why:?}");
+        assert_eq!(why[2], "[[notify]] number 3: format `xml`: use json or slack");
     }
 }

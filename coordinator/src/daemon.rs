@@ -38,6 +38,8 @@ pub struct Daemon {
     node: Node,
     hub: AgentHub,
     engine: JoinHandle<()>,
+    /// The webhooks' deliveries (on the leader).
+    notifier: JoinHandle<()>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     http: Option<HttpServer>,
     stop: Option<oneshot::Sender<()>>,
@@ -154,6 +156,7 @@ impl Daemon {
         let prometheus = crate::prometheus::Prometheus::new(config.prometheus().as_ref(), config.node_id)
             .map_err(CoordinatorError::Internal)?;
         let engine = driver::spawn(node.clone(), hub.clone(), config.release_retention(), prometheus);
+        let notifier = crate::notify::spawn(node.clone(), config.hooks());
 
         let (stop, stopped) = oneshot::channel::<()>();
         let closing = hub.clone();
@@ -196,6 +199,7 @@ impl Daemon {
             node,
             hub,
             engine,
+            notifier,
             server,
             http,
             stop: Some(stop),
@@ -264,6 +268,7 @@ impl Daemon {
         let deadline = started + self.shutdown_timeout;
         self.node.advance_lifecycle(Lifecycle::Draining);
         self.engine.abort();
+        self.notifier.abort();
         let mut handed_to = None;
         let leads = self.node.raft().metrics().borrow().current_leader == Some(self.node.id());
         if leads {
@@ -310,6 +315,7 @@ impl Daemon {
             http.stop().await;
         }
         self.engine.abort();
+        self.notifier.abort();
         self.hub.shutdown();
         if tokio::time::timeout(RAFT_STOP_TIMEOUT, self.node.shutdown()).await.is_err() {
             tracing::warn!("raft did not stop within {RAFT_STOP_TIMEOUT:?}; leaving it");

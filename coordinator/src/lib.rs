@@ -15,6 +15,7 @@ pub mod formation;
 pub mod http;
 pub mod leadership;
 pub mod node;
+pub mod notify;
 pub mod plans;
 pub mod prometheus;
 pub mod raft;

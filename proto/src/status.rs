@@ -106,6 +106,8 @@ pub enum Reason {
     Internal,
     /// NOT_FOUND: no deployment window with that name.
     WindowNotFound,
+    /// NOT_FOUND: no webhook with that name.
+    HookNotFound,
 }
 
 impl Reason {
@@ -138,11 +140,12 @@ impl Reason {
             Reason::ApproverNotAllowed => "APPROVER_NOT_ALLOWED",
             Reason::Internal => "INTERNAL",
             Reason::WindowNotFound => "WINDOW_NOT_FOUND",
+            Reason::HookNotFound => "HOOK_NOT_FOUND",
         }
     }
 
     /// Every reason, for documentation and tests.
-    pub const ALL: [Reason; 26] = [
+    pub const ALL: [Reason; 27] = [
         Reason::NotLeader,
         Reason::NoLeader,
         Reason::ShuttingDown,
@@ -169,6 +172,7 @@ impl Reason {
         Reason::ApproverNotAllowed,
         Reason::Internal,
         Reason::WindowNotFound,
+        Reason::HookNotFound,
     ];
 }
 

@@ -78,7 +78,17 @@ const EXPECTED: &[(&str, &[Method])] = &[
             ("Probe", false, false),
         ],
     ),
-    ("Policy", &[("SetWindow", false, false), ("RemoveWindow", false, false), ("ListWindows", false, false)]),
+    (
+        "Policy",
+        &[
+            ("SetWindow", false, false),
+            ("RemoveWindow", false, false),
+            ("ListWindows", false, false),
+            ("SetHook", false, false),
+            ("RemoveHook", false, false),
+            ("ListHooks", false, false),
+        ],
+    ),
     (
         "Access",
         &[

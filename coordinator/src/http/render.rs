@@ -137,6 +137,13 @@ pub fn render_metrics(view: &StatusView) -> String {
         ),
     );
     register_delivery(&mut r, &view.delivery);
+    if !view.hooks.is_empty() {
+        let hooks =
+            |f: fn(&super::view::HookView) -> u64| labelled("hook", view.hooks.iter().map(|h| (h.name.clone(), f(h))));
+        r.register("notify_delivered", "Webhook deliveries the receiver accepted, per hook", hooks(|h| h.delivered));
+        r.register("notify_failed", "Webhook delivery attempts that failed, per hook", hooks(|h| h.failed));
+        r.register("notify_pending", "Release events still to deliver, per hook", hooks(|h| h.pending));
+    }
     let mut out = String::new();
     encode(&mut out, &r).expect("encoding into a String cannot fail");
     out

@@ -8,6 +8,7 @@ use openraft::{BasicNode, CommittedLeaderId, LogId, Membership, RaftMetrics, Ser
 
 use super::*;
 use crate::engine::Status;
+use crate::http::view::HookView;
 use crate::raft::NodeId;
 use crate::state::{Command, NewRelease, Op, State};
 
@@ -55,6 +56,7 @@ fn leader_view() -> StatusView {
         active_total: 2,
         audit_committed: 17,
         audit_dropped: 1,
+        hooks: vec![HookView { name: "ops".to_owned(), delivered: 12, failed: 3, pending: 1 }],
         delivery: vec![
             crate::stats::Figures {
                 changes: 5,
@@ -137,6 +139,9 @@ fn http_metrics_of_a_leader_carry_every_family_with_its_value() {
         "flotilla_delivery_change_failure_ratio{service=\"*\"} 0.2",
         "flotilla_delivery_change_failure_ratio{service=\"api\"} 0.5",
         "flotilla_delivery_time_to_restore_seconds{service=\"api\"} 7200.0",
+        "flotilla_notify_delivered{hook=\"ops\"} 12",
+        "flotilla_notify_failed{hook=\"ops\"} 3",
+        "flotilla_notify_pending{hook=\"ops\"} 1",
     ] {
         assert!(lines.contains(&expected), "missing `{expected}` in:\n{text}");
     }

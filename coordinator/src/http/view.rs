@@ -171,6 +171,21 @@ pub struct StatusView {
     /// Delivery figures over the last 30 days from this node's applied state: every
     /// service together first (`service` none), then each service.
     pub delivery: Vec<stats::Figures>,
+    /// Per webhook, from this node's applied state.
+    pub hooks: Vec<HookView>,
+}
+
+/// A webhook's deliveries, as `/metrics` shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookView {
+    /// Its name.
+    pub name: String,
+    /// Deliveries its receiver accepted.
+    pub delivered: u64,
+    /// Attempts that failed.
+    pub failed: u64,
+    /// Events still to deliver.
+    pub pending: u64,
 }
 
 impl StatusView {
@@ -263,6 +278,16 @@ impl StatusView {
             audit_committed: 0,
             audit_dropped: 0,
             delivery: Vec::new(),
+            hooks: state
+                .policy()
+                .hooks()
+                .map(|h| HookView {
+                    name: h.hook.name.clone(),
+                    delivered: h.delivered,
+                    failed: h.failed,
+                    pending: state.releases().map(|r| h.pending(r.id(), &r.run.events).count() as u64).sum(),
+                })
+                .collect(),
         }
     }
 

@@ -11,7 +11,7 @@ mod cluster;
 mod enrolment;
 pub(crate) mod fleet;
 pub mod plan_view;
-pub(crate) mod policy;
+pub mod policy;
 mod raft_peer;
 pub(crate) mod release_view;
 mod releases;

@@ -1,5 +1,5 @@
-//! The `Policy` service: deployment windows and freezes, set and removed through
-//! Raft, listed from the applied state.
+//! The `Policy` service: deployment windows and freezes, and webhooks, set and removed
+//! through Raft, listed from the applied state.
 
 use std::collections::BTreeMap;
 
@@ -16,7 +16,10 @@ use crate::audit::AuditNote;
 use crate::auth::Actor;
 use crate::error::CoordinatorError;
 use crate::node::{Node, now_unix_ms};
-use crate::state::{Op, PolicyOp, Response as Applied, WindowRecord};
+use crate::state::{
+    Hook, HookFormat, HookRecord, NotifyKind, Op, PolicyOp, PolicyState, ReleaseRecord, Response as Applied, State,
+    WindowRecord,
+};
 
 /// Serves `Policy` for one node.
 #[derive(Debug, Clone)]
@@ -46,16 +49,7 @@ fn invalid(field: &'static str) -> impl Fn(WindowError) -> CoordinatorError {
 
 /// A window from the wire, checked; every error names its field.
 pub fn window_from_wire(w: &v1::Window) -> Result<Window, CoordinatorError> {
-    let name = w.name.trim();
-    if name.is_empty() {
-        return Err(CoordinatorError::missing("window.name"));
-    }
-    if name.len() > 63 || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
-        return Err(CoordinatorError::InvalidField {
-            field: "window.name",
-            message: format!("`window.name` is `{name}`: a window's name is 1 to 63 letters, digits, `-`, `_` or `.`"),
-        });
-    }
+    let name = checked_name("window.name", &w.name)?;
     let effect = match v1::WindowEffect::try_from(w.effect) {
         Ok(v1::WindowEffect::Allow) => Effect::Allow,
         Ok(v1::WindowEffect::Deny) => Effect::Deny,
@@ -112,14 +106,7 @@ pub fn window_from_wire(w: &v1::Window) -> Result<Window, CoordinatorError> {
         }
         hosts.insert(k.trim().to_owned(), v.trim().to_owned());
     }
-    Ok(Window {
-        name: name.to_owned(),
-        effect,
-        services,
-        hosts: LabelSelector(hosts),
-        when,
-        reason: w.reason.trim().to_owned(),
-    })
+    Ok(Window { name, effect, services, hosts: LabelSelector(hosts), when, reason: w.reason.trim().to_owned() })
 }
 
 /// A stored window on the wire, with whether it is in effect at `now`.
@@ -156,6 +143,119 @@ pub fn window_wire(r: &WindowRecord, now: i64) -> v1::Window {
         in_effect: current.is_some(),
         next_change_unix_ms: current.map(|(_, end)| end).or_else(|| w.when.next_start(now)).unwrap_or(0),
     }
+}
+
+fn no_hook(name: &str) -> CoordinatorError {
+    CoordinatorError::NotFound {
+        reason: Reason::HookNotFound,
+        resource_type: "flotilla.v1.Hook",
+        name: name.to_owned(),
+        message: format!("there is no hook {name}: `flotilla policy hook list` shows them"),
+    }
+}
+
+/// A window's or a hook's name: 1 to 63 letters, digits, `-`, `_` or `.`.
+fn checked_name(field: &'static str, name: &str) -> Result<String, CoordinatorError> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(CoordinatorError::missing(field));
+    }
+    if name.len() > 63 || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        return Err(CoordinatorError::InvalidField {
+            field,
+            message: format!("`{field}` is `{name}`: a name is 1 to 63 letters, digits, `-`, `_` or `.`"),
+        });
+    }
+    Ok(name.to_owned())
+}
+
+/// Checks a webhook's URL: `http://` or `https://` with a host.
+pub fn check_hook_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{url}` is not an http:// or https:// URL with a host"));
+    }
+    Ok(())
+}
+
+/// A hook from the wire, checked; every error names its field.
+pub fn hook_from_wire(h: &v1::Hook) -> Result<Hook, CoordinatorError> {
+    let name = checked_name("hook.name", &h.name)?;
+    let url = h.url.trim().to_owned();
+    check_hook_url(&url).map_err(|message| CoordinatorError::InvalidField { field: "hook.url", message })?;
+    let mut kinds = std::collections::BTreeSet::new();
+    for e in &h.events {
+        kinds.insert(
+            NotifyKind::parse(e).map_err(|m| CoordinatorError::InvalidField { field: "hook.events", message: m })?,
+        );
+    }
+    if kinds.is_empty() {
+        return Err(CoordinatorError::InvalidField {
+            field: "hook.events",
+            message: "`hook.events` is empty: name what the hook is told about (started, succeeded, ...)".to_owned(),
+        });
+    }
+    let format = match v1::HookFormat::try_from(h.format) {
+        Ok(v1::HookFormat::Json) => HookFormat::Json,
+        Ok(v1::HookFormat::Slack) => HookFormat::Slack,
+        _ => {
+            return Err(CoordinatorError::InvalidField {
+                field: "hook.format",
+                message: "`hook.format` must be JSON or SLACK".to_owned(),
+            });
+        }
+    };
+    Ok(Hook { name, url, kinds, format, from_config: false })
+}
+
+/// A stored hook on the wire, with how many events of the releases `state` keeps whole
+/// it is still to be told about.
+pub fn hook_wire(r: &HookRecord, state: &State) -> v1::Hook {
+    let pending = state.releases().map(|rel| r.pending(rel.id(), &rel.run.events).count() as u64).sum();
+    let failing = r.failing.as_ref();
+    v1::Hook {
+        name: r.hook.name.clone(),
+        url: r.hook.url.clone(),
+        events: r.hook.kinds.iter().map(|k| k.name().to_owned()).collect(),
+        format: match r.hook.format {
+            HookFormat::Json => v1::HookFormat::Json,
+            HookFormat::Slack => v1::HookFormat::Slack,
+        } as i32,
+        from_config: r.hook.from_config,
+        set_by: r.set_by.clone(),
+        created_unix_ms: r.created_unix_ms,
+        delivered: r.delivered,
+        failed: r.failed,
+        failing_release_id: failing.map(|f| f.release.clone()).unwrap_or_default(),
+        failing_event_index: failing.map_or(0, |f| f.event),
+        failed_attempts: failing.map_or(0, |f| f.attempts),
+        last_error: failing.map(|f| f.error.clone()).unwrap_or_default(),
+        last_error_unix_ms: failing.map_or(0, |f| f.at_unix_ms),
+        pending,
+    }
+}
+
+/// Where each hook is with a release's events (hooks with nothing of it left out).
+pub fn notifications(policy: &PolicyState, r: &ReleaseRecord) -> Vec<v1::Notification> {
+    policy
+        .hooks()
+        .filter_map(|h| {
+            let delivered_up_to = h.cursors.get(r.id()).copied().unwrap_or(0);
+            let pending = h.pending(r.id(), &r.run.events).count();
+            let failing = h.failing.as_ref().filter(|f| &f.release == r.id());
+            if delivered_up_to == 0 && pending == 0 && failing.is_none() {
+                return None;
+            }
+            Some(v1::Notification {
+                hook: h.hook.name.clone(),
+                delivered_up_to,
+                pending: u32::try_from(pending).unwrap_or(u32::MAX),
+                failed_attempts: failing.map_or(0, |f| f.attempts),
+                last_error: failing.map(|f| f.error.clone()).unwrap_or_default(),
+                last_error_unix_ms: failing.map_or(0, |f| f.at_unix_ms),
+            })
+        })
+        .collect()
 }
 
 #[tonic::async_trait]
@@ -227,6 +327,71 @@ impl Policy for PolicyService {
         let now = now_unix_ms();
         let windows = self.node.read_local(|s| s.policy().windows().map(|r| window_wire(r, now)).collect());
         Ok(Response::new(v1::ListWindowsResponse { windows }))
+    }
+
+    async fn set_hook(&self, request: Request<v1::SetHookRequest>) -> Result<Response<v1::SetHookResponse>, Status> {
+        let node = self.node.clone();
+        let actor = Actor::of(&request).name;
+        let name = request.get_ref().hook.as_ref().map(|h| h.name.trim().to_owned()).unwrap_or_default();
+        AuditNote::of(&request).target(format!("hook {name}"));
+        on_leader(
+            &self.node,
+            request,
+            |req| async move {
+                let wire = req.hook.ok_or_else(|| CoordinatorError::missing("hook"))?;
+                let hook = hook_from_wire(&wire)?;
+                let name = hook.name.clone();
+                match node.propose(Op::Policy(PolicyOp::SetHook { hook, actor })).await? {
+                    Applied::Refused { reason } => Err(CoordinatorError::precondition(Reason::StateConflict, reason)),
+                    _ => {
+                        tracing::info!(hook = %name, "webhook set");
+                        let stored = node
+                            .read_local(|s| s.policy().hook(&name).map(|r| hook_wire(r, s)))
+                            .ok_or_else(|| no_hook(&name))?;
+                        Ok(v1::SetHookResponse { hook: Some(stored) })
+                    }
+                }
+            },
+            |ch, req| async move { PolicyClient::new(ch).set_hook(req).await },
+        )
+        .await
+    }
+
+    async fn remove_hook(
+        &self,
+        request: Request<v1::RemoveHookRequest>,
+    ) -> Result<Response<v1::RemoveHookResponse>, Status> {
+        let node = self.node.clone();
+        let actor = Actor::of(&request).name;
+        AuditNote::of(&request).target(format!("hook {}", request.get_ref().name.trim()));
+        on_leader(
+            &self.node,
+            request,
+            |req| async move {
+                let name = req.name.trim().to_owned();
+                if name.is_empty() {
+                    return Err(CoordinatorError::missing("name"));
+                }
+                match node.propose(Op::Policy(PolicyOp::RemoveHook { name: name.clone(), actor })).await? {
+                    Applied::Refused { .. } => Err(no_hook(&name)),
+                    _ => {
+                        tracing::info!(hook = %name, "webhook removed");
+                        Ok(v1::RemoveHookResponse {})
+                    }
+                }
+            },
+            |ch, req| async move { PolicyClient::new(ch).remove_hook(req).await },
+        )
+        .await
+    }
+
+    /// The hooks from this node's applied state.
+    async fn list_hooks(
+        &self,
+        _request: Request<v1::ListHooksRequest>,
+    ) -> Result<Response<v1::ListHooksResponse>, Status> {
+        let hooks = self.node.read_local(|s| s.policy().hooks().map(|r| hook_wire(r, s)).collect());
+        Ok(Response::new(v1::ListHooksResponse { hooks }))
     }
 }
 

@@ -216,6 +216,7 @@ pub fn release(r: &ReleaseRecord, plan: Option<&Plan>) -> v1::Release {
         created_by: r.submitted.created_by.clone(),
         compacted: false,
         analyses: run.analyses.iter().map(|a| analysis(run, a)).collect(),
+        notifications: Vec::new(),
     }
 }
 

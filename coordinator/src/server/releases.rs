@@ -143,7 +143,11 @@ pub(crate) fn view(r: &ReleaseRecord) -> v1::Release {
 
 fn get_view(s: &State, id: &str) -> Result<v1::Release, CoordinatorError> {
     match (s.release(id), s.compacted(id)) {
-        (Some(r), _) => Ok(view(r)),
+        (Some(r), _) => {
+            let mut release = view(r);
+            release.notifications = super::policy::notifications(s.policy(), r);
+            Ok(release)
+        }
         (None, Some(c)) => Ok(release_view::compacted(c)),
         (None, None) => Err(CoordinatorError::no_release(id)),
     }

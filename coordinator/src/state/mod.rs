@@ -33,7 +33,9 @@ pub use enrolment::{EnrolmentOp, EnrolmentRefusal, EnrolmentState, HostEnrolment
 pub use fleet::{AgentRecord, FleetEvent, FleetOp, FleetState};
 pub use history::{CompactedRelease, ReleaseRetention, ServiceOutcome, changed_at};
 pub use legacy::{NewReleaseV6, StateV2, StateV3, StateV4, StateV6, StateV7, StateV8, StateV9};
-pub use policy::{MAX_WINDOWS, PolicyOp, PolicyState, WindowRecord};
+pub use policy::{
+    Hook, HookFailure, HookFormat, HookRecord, MAX_HOOKS, MAX_WINDOWS, NotifyKind, PolicyOp, PolicyState, WindowRecord,
+};
 
 /// The id of a release, assigned by the leader (`r-…`).
 pub type ReleaseId = String;
@@ -424,6 +426,7 @@ impl State {
                 self.by_idempotency_key.remove(key);
             }
             self.history.insert(id.clone(), CompactedRelease::of(&record, at));
+            self.policy.forget_release(&id);
             compacted.push((record.created_index, id));
         }
         compacted.sort();
