@@ -161,8 +161,11 @@ impl HookRecord {
         let after = self.cursors.get(release).copied().unwrap_or(0);
         let since = self.created_unix_ms;
         let kinds = &self.hook.kinds;
-        events
-            .iter()
+        // Events are indexed from 1 without gaps: those after the cursor start at
+        // position `after`. A release whose last event came before the hook has none.
+        let start = usize::try_from(after).unwrap_or(usize::MAX).min(events.len());
+        let rest = if events.last().is_some_and(|e| e.at_unix_ms >= since) { &events[start..] } else { &[] };
+        rest.iter()
             .filter(move |e| e.index > after && e.at_unix_ms >= since)
             .filter_map(move |e| NotifyKind::of(e.kind).filter(|k| kinds.contains(k)).map(|k| (e, k)))
     }

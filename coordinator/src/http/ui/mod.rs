@@ -15,7 +15,8 @@
 //! - `GET /ui/fleet` — every host with its newest step; `GET /ui/fleet/{host}` — one
 //!   host with its recent steps across releases (what `Fleet.GetHost` answers).
 //! - `GET /ui/cluster` — members, leader, term, indexes and lag.
-//! - `POST /ui/releases/{id}/act` — approve, pause, resume, abort or roll back, as the
+//! - `POST /ui/releases/{id}/act` — approve, pause, resume, abort, roll back, or retry or
+//!   exclude a failed host, as the
 //!   visitor: the dashboard makes the same gRPC call the CLI would, to its own
 //!   coordinator, with the visitor's token (or, for a certificate, on their behalf the
 //!   way a follower forwards a call), so the roles, the approval rules, the audit trail
@@ -407,9 +408,12 @@ async fn act(
         "resume" => "Resume",
         "abort" => "Abort",
         "rollback" => "Rollback",
+        "retry" => "RetryHost",
+        "exclude" => "ExcludeHost",
         other => {
             let visitor = session::visitor(&e, &peer_of(peer), &headers, READ);
-            let why = format!("There is no action {other}: approve, pause, resume, abort and rollback are.");
+            let why =
+                format!("There is no action {other}: approve, pause, resume, abort, rollback, retry and exclude are.");
             return html(StatusCode::BAD_REQUEST, pages::problem("No such action", &why, &chrome(&e, &visitor)));
         }
     };
@@ -463,6 +467,14 @@ async fn call(e: &Endpoints, visitor: &Visitor, id: &str, form: &ActForm) -> Res
         }
         "abort" => {
             client.abort(as_visitor(visitor, v1::AbortRequest { release_id, reason })?).await?;
+        }
+        "retry" => {
+            let host = form.target.clone();
+            client.retry_host(as_visitor(visitor, v1::RetryHostRequest { release_id, host, reason })?).await?;
+        }
+        "exclude" => {
+            let host = form.target.clone();
+            client.exclude_host(as_visitor(visitor, v1::ExcludeHostRequest { release_id, host, reason })?).await?;
         }
         _ => {
             let service = (!form.target.is_empty()).then(|| form.target.clone());

@@ -774,11 +774,22 @@ fn release_controls(release: &v1::Release, controls: &Controls) -> Markup {
     let id = &release.id;
     let services: Vec<&str> =
         release.plan.as_ref().map(|p| p.services.iter().map(|s| s.name.as_str()).collect()).unwrap_or_default();
+    // Guided failure: the hosts a paused release failed on can be retried or excluded.
+    let failed: std::collections::BTreeSet<&str> = release
+        .stages
+        .iter()
+        .filter(|st| st.state == v1::StageState::Running as i32)
+        .flat_map(|st| st.services.iter().flat_map(|s| s.failed_hosts.iter().map(|f| f.host.as_str())))
+        .collect();
     html! {
         @if !finished {
             section.controls aria-label="Actions" {
                 @if state == S::Paused {
                     (action_form(id, controls, "resume", "", "Resume", &format!("Resume release {}?", release.name), true))
+                    @for host in &failed {
+                        (action_form(id, controls, "retry", host, &format!("Retry {host}"), &format!("Deploy {host} again in every service it failed in?"), false))
+                        (action_form(id, controls, "exclude", host, &format!("Exclude {host}"), &format!("Exclude {host} from the rest of release {}? It counts against max_failed.", release.name), false))
+                    }
                 } @else if state != S::RollingBack {
                     (action_form(id, controls, "pause", "", "Pause", &format!("Pause release {}?", release.name), true))
                 }

@@ -144,6 +144,30 @@ fn ui_actions_are_offered_to_those_who_may_act_with_their_form_token() {
 }
 
 #[test]
+fn ui_offers_to_retry_or_exclude_each_host_a_paused_release_failed_on() {
+    let controls = Controls { form_token: "f00d".into() };
+    let mut paused = evil_release();
+    paused.state = v1::ReleaseState::Paused as i32;
+    paused.pending_approvals.clear();
+    let stage = &mut paused.stages[0];
+    stage.state = v1::StageState::Running as i32;
+    stage.services[0].failed_hosts = vec![
+        v1::FailedHost { host: EVIL.into(), reason: "deploy failed".into() },
+        v1::FailedHost { host: "host-5".into(), reason: "health check failed".into() },
+    ];
+    let live = pages::live(&paused, &evil_extra(), Some(&controls)).into_string();
+    assert_inert(&live);
+    for action in ["retry", "exclude"] {
+        assert!(live.contains(&format!(r#"data-action="{action}" data-target="host-5""#)), "{action}: {live}");
+    }
+    assert!(live.contains(r#"data-action="resume""#));
+    assert!(!live.contains(r#"data-action="pause""#), "{live}");
+    // Nothing to retry while the release runs.
+    let running = pages::live(&evil_release(), &evil_extra(), Some(&controls)).into_string();
+    assert!(!running.contains(r#"data-action="retry""#), "{running}");
+}
+
+#[test]
 fn ui_lists_and_fleet_and_cluster_show_names_as_text() {
     let summary = v1::ReleaseSummary {
         id: format!("r-{EVIL}"),
