@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::engine::{Event, Status};
+use crate::engine::Event;
 use crate::node::Node;
 use crate::state::{Hook, HookFormat, NotifyKind, Op, PolicyOp, State};
 
@@ -91,20 +91,6 @@ pub fn pending(state: &State) -> Vec<(String, Vec<Delivery>)> {
         .collect()
 }
 
-fn status_name(s: Status) -> &'static str {
-    match s {
-        Status::Pending => "pending",
-        Status::Running => "running",
-        Status::AwaitingApproval => "awaiting_approval",
-        Status::Paused => "paused",
-        Status::RollingBack => "rolling_back",
-        Status::Succeeded => "succeeded",
-        Status::RolledBack => "rolled_back",
-        Status::Failed => "failed",
-        Status::Aborted => "aborted",
-    }
-}
-
 /// The body of a delivery, in its hook's format.
 pub fn body(d: &Delivery) -> serde_json::Value {
     let e = &d.event;
@@ -113,7 +99,7 @@ pub fn body(d: &Delivery) -> serde_json::Value {
             "delivery_id": d.id,
             "hook": d.hook,
             "kind": d.kind.name(),
-            "release": { "id": d.release, "name": d.release_name, "state": status_name(e.status) },
+            "release": { "id": d.release, "name": d.release_name, "state": crate::http::release_state_name(e.status) },
             "event": {
                 "index": e.index,
                 "at": flotilla_shared::window::format_instant(e.at_unix_ms),
@@ -284,7 +270,7 @@ async fn lead(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::EventKind;
+    use crate::engine::{EventKind, Status};
 
     fn delivery(format: HookFormat) -> Delivery {
         let mut event = Event::new(7, 1_800_000_000_000, EventKind::ReleaseSucceeded, "release succeeded".into());

@@ -258,6 +258,18 @@ pub fn notifications(policy: &PolicyState, r: &ReleaseRecord) -> Vec<v1::Notific
         .collect()
 }
 
+/// Commits a change to the policy (this node leads); a refusal becomes `refused(why)`.
+async fn change(
+    node: &Node,
+    op: PolicyOp,
+    refused: impl FnOnce(String) -> CoordinatorError,
+) -> Result<(), CoordinatorError> {
+    match node.propose(Op::Policy(op)).await? {
+        Applied::Refused { reason } => Err(refused(reason)),
+        _ => Ok(()),
+    }
+}
+
 #[tonic::async_trait]
 impl Policy for PolicyService {
     async fn set_window(
@@ -275,16 +287,15 @@ impl Policy for PolicyService {
                 let wire = req.window.ok_or_else(|| CoordinatorError::missing("window"))?;
                 let window = window_from_wire(&wire)?;
                 let name = window.name.clone();
-                match node.propose(Op::Policy(PolicyOp::SetWindow { window, actor })).await? {
-                    Applied::Refused { reason } => Err(CoordinatorError::precondition(Reason::StateConflict, reason)),
-                    _ => {
-                        tracing::info!(window = %name, "deployment window set");
-                        let stored = node
-                            .read_local(|s| s.policy().window(&name).map(|r| window_wire(r, now_unix_ms())))
-                            .ok_or_else(|| no_window(&name))?;
-                        Ok(v1::SetWindowResponse { window: Some(stored) })
-                    }
-                }
+                change(&node, PolicyOp::SetWindow { window, actor }, |why| {
+                    CoordinatorError::precondition(Reason::StateConflict, why)
+                })
+                .await?;
+                tracing::info!(window = %name, "deployment window set");
+                let stored = node
+                    .read_local(|s| s.policy().window(&name).map(|r| window_wire(r, now_unix_ms())))
+                    .ok_or_else(|| no_window(&name))?;
+                Ok(v1::SetWindowResponse { window: Some(stored) })
             },
             |ch, req| async move { PolicyClient::new(ch).set_window(req).await },
         )
@@ -306,13 +317,9 @@ impl Policy for PolicyService {
                 if name.is_empty() {
                     return Err(CoordinatorError::missing("name"));
                 }
-                match node.propose(Op::Policy(PolicyOp::RemoveWindow { name: name.clone(), actor })).await? {
-                    Applied::Refused { .. } => Err(no_window(&name)),
-                    _ => {
-                        tracing::info!(window = %name, "deployment window removed");
-                        Ok(v1::RemoveWindowResponse {})
-                    }
-                }
+                change(&node, PolicyOp::RemoveWindow { name: name.clone(), actor }, |_| no_window(&name)).await?;
+                tracing::info!(window = %name, "deployment window removed");
+                Ok(v1::RemoveWindowResponse {})
             },
             |ch, req| async move { PolicyClient::new(ch).remove_window(req).await },
         )
@@ -341,16 +348,15 @@ impl Policy for PolicyService {
                 let wire = req.hook.ok_or_else(|| CoordinatorError::missing("hook"))?;
                 let hook = hook_from_wire(&wire)?;
                 let name = hook.name.clone();
-                match node.propose(Op::Policy(PolicyOp::SetHook { hook, actor })).await? {
-                    Applied::Refused { reason } => Err(CoordinatorError::precondition(Reason::StateConflict, reason)),
-                    _ => {
-                        tracing::info!(hook = %name, "webhook set");
-                        let stored = node
-                            .read_local(|s| s.policy().hook(&name).map(|r| hook_wire(r, s)))
-                            .ok_or_else(|| no_hook(&name))?;
-                        Ok(v1::SetHookResponse { hook: Some(stored) })
-                    }
-                }
+                change(&node, PolicyOp::SetHook { hook, actor }, |why| {
+                    CoordinatorError::precondition(Reason::StateConflict, why)
+                })
+                .await?;
+                tracing::info!(hook = %name, "webhook set");
+                let stored = node
+                    .read_local(|s| s.policy().hook(&name).map(|r| hook_wire(r, s)))
+                    .ok_or_else(|| no_hook(&name))?;
+                Ok(v1::SetHookResponse { hook: Some(stored) })
             },
             |ch, req| async move { PolicyClient::new(ch).set_hook(req).await },
         )
@@ -372,13 +378,9 @@ impl Policy for PolicyService {
                 if name.is_empty() {
                     return Err(CoordinatorError::missing("name"));
                 }
-                match node.propose(Op::Policy(PolicyOp::RemoveHook { name: name.clone(), actor })).await? {
-                    Applied::Refused { .. } => Err(no_hook(&name)),
-                    _ => {
-                        tracing::info!(hook = %name, "webhook removed");
-                        Ok(v1::RemoveHookResponse {})
-                    }
-                }
+                change(&node, PolicyOp::RemoveHook { name: name.clone(), actor }, |_| no_hook(&name)).await?;
+                tracing::info!(hook = %name, "webhook removed");
+                Ok(v1::RemoveHookResponse {})
             },
             |ch, req| async move { PolicyClient::new(ch).remove_hook(req).await },
         )
