@@ -1258,3 +1258,37 @@ fn windows_select_by_service_and_host_labels() {
     sim.settle();
     assert_eq!(sim.terminal(), Some(Terminal::Succeeded));
 }
+
+#[test]
+fn a_host_retried_inside_a_freeze_waits_for_it_even_from_an_earlier_batch() {
+    // h1 fails in the canary (tolerated: max_failed = 1), h2 in the next batch: the
+    // release pauses. A freeze starts; h1 is retried: it waits, in batch 0, while the
+    // service is at batch 1.
+    let mut web = quick(service("web", "2.0.0"));
+    web.policy.on_failure = OnFailure::Pause;
+    web.policy.max_failed = 1;
+    web.policy.canary = HostCount::Hosts(1);
+    web.policy.batches = vec![HostCount::ALL];
+    let broken = std::rc::Rc::new(std::cell::RefCell::new(BTreeSet::from(["h1".to_owned(), "h2".to_owned()])));
+    let failing = broken.clone();
+    let mut sim = Sim::new(&release("r").with(web), fleet(hosts(3, &[], &[]))).failing(move |h, k| {
+        (matches!(k, StepKind::Deploy(_)) && failing.borrow().contains(h.as_str())).then(|| "broken".to_owned())
+    });
+    sim.settle();
+    assert!(sim.run.paused.as_deref().is_some_and(|p| p.contains("2 hosts failed")), "{:?}", sim.run.paused);
+    let web = ServiceName::from("web");
+    assert_eq!(sim.run.service(0, &web).unwrap().batch, 1);
+
+    let end = sim.now + 600_000;
+    sim.windows = vec![freeze("incident", sim.now, end)];
+    broken.borrow_mut().clear();
+    sim.operator(Fact::HostRetried { host: "h1".into(), actor: "ops".into(), reason: String::new() });
+    sim.settle();
+    assert_eq!(sim.events(EventKind::WindowHeld).len(), 1, "h1 waits for the freeze");
+    assert_eq!(deploys_to(&sim, "h1"), 1, "not sent again yet");
+    assert!(sim.decide().facts.is_empty(), "nothing more to decide until the freeze ends");
+    sim.now = end;
+    sim.settle();
+    assert_eq!(deploys_to(&sim, "h1"), 2, "sent again once the freeze ended");
+    assert!(sim.terminal().is_none() || sim.terminal() == Some(Terminal::Succeeded));
+}

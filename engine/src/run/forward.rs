@@ -211,10 +211,11 @@ impl Run {
         let Some(spec) = run.batches.get(batch) else {
             return refuse(no_batch(service, batch, run.batches.len()));
         };
-        if run.state != ServiceState::Deploying
-            || batch != run.batch
-            || !spec.hosts.iter().any(|h| run.hosts.get(h) == Some(&HostState::Waiting))
-        {
+        // What `decide` holds: a host of this batch or of an earlier one (retried)
+        // waits to deploy.
+        let waits =
+            run.batches[..=batch].iter().flat_map(|b| &b.hosts).any(|h| run.hosts.get(h) == Some(&HostState::Waiting));
+        if run.state != ServiceState::Deploying || batch != run.batch || !waits {
             return refuse(format!("batch {batch} of {service} is not about to start"));
         }
         let batch_name = spec.name.clone();
