@@ -177,6 +177,8 @@ pub fn spawn(node: Node, configured: Vec<Hook>) -> tokio::task::JoinHandle<()> {
             };
             if let Some(term) = term {
                 lead(&node, &client, &configured, term, &mut leadership).await;
+                // A commit that failed while still leading: look again a little later.
+                tokio::time::sleep(TICK).await;
             } else if leadership.changed().await.is_err() {
                 return;
             }
