@@ -166,7 +166,9 @@ async fn a_deployer_follows_a_release_live_and_approves_its_next_stage_in_a_brow
 
     // web comes last in the canary stage: it is seen waiting, then moving on, live.
     let web = "svg.graph g.node[data-service=\"web\"]";
-    let first = attr(&client, web, "data-state").await;
+    // The live page swaps the graph as events arrive: a read that meets the node being
+    // replaced finds nothing, so read until one answers.
+    let first = eventually(PAGE, "web's node's state", || attr(&client, web, "data-state")).await.ok();
     let moved = eventually(RELEASE, "web's node leaving `waiting` without a reload", || async {
         let state = attr(&client, web, "data-state").await?;
         (state != "waiting").then_some(state)
