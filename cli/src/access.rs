@@ -8,13 +8,13 @@
 
 use std::future::Future;
 use std::io::Write as _;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use flotilla_net::pki::{OperatorRole, format_unix};
 use flotilla_proto::v1;
 use flotilla_proto::v1::access_client::AccessClient;
 
-use crate::remote::{Calls as _, Channel, Connection, print, remote_failure, runtime};
+use crate::remote::{Calls as _, Channel, Connection, now_unix_ms, print, remote_failure, runtime};
 use crate::{Failure, TextOrJson, json};
 
 /// `flotilla tokens ...`
@@ -184,10 +184,6 @@ where
             .await
             .map_err(remote_failure)
     })
-}
-
-fn now_unix_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// `--since DURATION`: the instant DURATION before `now_ms` (never before the epoch).

@@ -4,14 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::anyhow;
 use flotilla_proto::v1;
 use flotilla_proto::v1::policy_client::PolicyClient;
 use flotilla_shared::window::{self, When};
 
-use crate::remote::{Calls as _, Channel, Connection, print, remote_failure, runtime};
+use crate::remote::{Calls as _, Channel, Connection, now_unix_ms, print, remote_failure, runtime};
 use crate::{Failure, TextOrJson, json};
 
 /// `flotilla policy ...`
@@ -326,10 +325,6 @@ where
             .await
             .map_err(remote_failure)
     })
-}
-
-fn now_unix_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn effect(w: &v1::Window) -> &'static str {

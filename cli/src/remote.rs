@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::anyhow;
 use flotilla_net::{ClientSecurity, LeaderClient, LeaderError, NetError, ServerTrust, TlsMaterial, channel};
@@ -400,6 +401,11 @@ fn status_table(s: &v1::ClusterStatus, nodes: &[Option<v1::ClusterMember>]) -> S
         ));
     }
     out
+}
+
+/// This machine's clock, in ms since the Unix epoch.
+pub fn now_unix_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

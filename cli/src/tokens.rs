@@ -15,7 +15,7 @@ use flotilla_net::pki::format_unix;
 use flotilla_proto::v1;
 use flotilla_proto::v1::fleet_client::FleetClient;
 
-use crate::remote::{Calls as _, Channel, Connection, print, remote_failure, runtime};
+use crate::remote::{Calls as _, Channel, Connection, now_unix_ms, print, remote_failure, runtime};
 use crate::{Failure, TextOrJson, json};
 
 /// `flotilla agents token ...`
@@ -165,12 +165,6 @@ where
             .await
             .map_err(remote_failure)
     })
-}
-
-fn now_unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn labels(map: &std::collections::HashMap<String, String>) -> String {

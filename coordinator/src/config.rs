@@ -343,10 +343,7 @@ impl NotifyConfig {
     pub fn hook(&self) -> Result<crate::state::Hook, String> {
         use crate::state::{Hook, HookFormat, NotifyKind};
         let name = self.name.trim();
-        if name.is_empty()
-            || name.len() > 63
-            || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
+        if !crate::state::valid_name(name) {
             return Err(format!("name `{name}`: a name is 1 to 63 letters, digits, `-`, `_` or `.`"));
         }
         crate::server::policy::check_hook_url(self.url.trim())?;

@@ -399,8 +399,15 @@ impl Leader {
                     let p = Self::planned(s, &id)?;
                     let fleet = s.fleet();
                     let online = |h: &HostId| fleet.agent(h.as_str()).is_some_and(|a| a.online && !a.drained());
-                    // Windows select hosts by the labels the release was planned with.
-                    let labels = |h: &HostId| p.1.hosts.iter().find(|x| &x.id == h).map(|x| &x.labels);
+                    // Windows select hosts by the labels the release was planned with,
+                    // indexed when a window first asks (never without windows).
+                    let by_id = std::cell::OnceCell::new();
+                    let labels = |h: &HostId| {
+                        by_id
+                            .get_or_init(|| p.1.hosts.iter().map(|x| (&x.id, &x.labels)).collect::<HashMap<_, _>>())
+                            .get(h)
+                            .copied()
+                    };
                     let hold = |svc: &ServiceName, hosts: &[HostId]| s.policy().hold(svc, hosts, labels, now);
                     let ctx = Context { release: &id, plan: &p.0, fleet: &p.1 };
                     let env = Env::new(now, &online).with_windows(&hold);

@@ -285,7 +285,7 @@ impl StatusView {
                     name: h.hook.name.clone(),
                     delivered: h.delivered,
                     failed: h.failed,
-                    pending: state.releases().map(|r| h.pending(r.id(), &r.run.events).count() as u64).sum(),
+                    pending: state.undelivered(h),
                 })
                 .collect(),
         }

@@ -18,7 +18,7 @@ use crate::error::CoordinatorError;
 use crate::node::{Node, now_unix_ms};
 use crate::state::{
     Hook, HookFormat, HookRecord, NotifyKind, Op, PolicyOp, PolicyState, ReleaseRecord, Response as Applied, State,
-    WindowRecord,
+    WindowRecord, valid_name,
 };
 
 /// Serves `Policy` for one node.
@@ -160,7 +160,7 @@ fn checked_name(field: &'static str, name: &str) -> Result<String, CoordinatorEr
     if name.is_empty() {
         return Err(CoordinatorError::missing(field));
     }
-    if name.len() > 63 || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+    if !valid_name(name) {
         return Err(CoordinatorError::InvalidField {
             field,
             message: format!("`{field}` is `{name}`: a name is 1 to 63 letters, digits, `-`, `_` or `.`"),
@@ -211,7 +211,6 @@ pub fn hook_from_wire(h: &v1::Hook) -> Result<Hook, CoordinatorError> {
 /// A stored hook on the wire, with how many events of the releases `state` keeps whole
 /// it is still to be told about.
 pub fn hook_wire(r: &HookRecord, state: &State) -> v1::Hook {
-    let pending = state.releases().map(|rel| r.pending(rel.id(), &rel.run.events).count() as u64).sum();
     let failing = r.failing.as_ref();
     v1::Hook {
         name: r.hook.name.clone(),
@@ -231,7 +230,7 @@ pub fn hook_wire(r: &HookRecord, state: &State) -> v1::Hook {
         failed_attempts: failing.map_or(0, |f| f.attempts),
         last_error: failing.map(|f| f.error.clone()).unwrap_or_default(),
         last_error_unix_ms: failing.map_or(0, |f| f.at_unix_ms),
-        pending,
+        pending: state.undelivered(r),
     }
 }
 

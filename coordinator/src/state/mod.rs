@@ -35,6 +35,7 @@ pub use history::{CompactedRelease, ReleaseRetention, ServiceOutcome, changed_at
 pub use legacy::{NewReleaseV6, StateV2, StateV3, StateV4, StateV6, StateV7, StateV8, StateV9};
 pub use policy::{
     Hook, HookFailure, HookFormat, HookRecord, MAX_HOOKS, MAX_WINDOWS, NotifyKind, PolicyOp, PolicyState, WindowRecord,
+    valid_name,
 };
 
 /// The id of a release, assigned by the leader (`r-…`).
@@ -535,6 +536,11 @@ impl State {
     /// The release policy (deployment windows).
     pub fn policy(&self) -> &PolicyState {
         &self.policy
+    }
+
+    /// How many events of the releases kept whole `hook` is still to be told about.
+    pub fn undelivered(&self, hook: &HookRecord) -> u64 {
+        self.releases.values().map(|r| hook.pending(r.id(), &r.run.events).count() as u64).sum()
     }
 
     /// Join tokens and enrolled hosts.

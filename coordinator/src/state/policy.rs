@@ -23,6 +23,11 @@ use flotilla_shared::window::{self, Hold, Window};
 use super::{ReleaseId, Response};
 use crate::engine::{Event, EventKind};
 
+/// Whether `name` may name a window or a hook: 1 to 63 letters, digits, `-`, `_` or `.`.
+pub fn valid_name(name: &str) -> bool {
+    (1..=63).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 /// The most webhooks a cluster keeps.
 pub const MAX_HOOKS: usize = 64;
 
